@@ -1,0 +1,72 @@
+"""Map every error to an OpenAI-style JSON envelope with the right status (never a 500 for client input)."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.exceptions import NotFoundException as LitestarNotFound
+from pydantic import ValidationError
+
+from serving.errors import APIError, BadRequestError, envelope
+
+log = logging.getLogger("tuneloop.serving")
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "invalid_request_error", 405: "invalid_request_error", 409: "conflict_error",
+          413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_response(status: int, message: str, error_type: str | None = None, param: str | None = None,
+                   code: str | None = None) -> Response[dict[str, object]]:
+    etype = error_type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return Response(envelope(message, etype, param, code), status_code=status, media_type="application/json")
+
+
+def validation_error(exc: ValidationError) -> BadRequestError:
+    """The first pydantic error as a 400 naming the field (`param`)."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith("function-after"))
+    msg = err.get("msg", "invalid value")
+    if err.get("type") == "json_invalid":
+        return BadRequestError(f"The request body is not valid JSON: {msg}", code="invalid_json")
+    if err.get("type") == "missing":
+        return BadRequestError(f"Missing required parameter: '{loc}'.", param=loc or None, code="missing_required_parameter")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    where = f"'{loc}': " if loc else ""
+    return BadRequestError(f"Invalid value for {where}{msg}", param=loc or None, code="invalid_value")
+
+
+def handle_api_error(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+    assert isinstance(exc, APIError)
+    return Response(exc.to_body(), status_code=exc.status_code, media_type="application/json")
+
+
+def handle_domain_error(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+    """Errors from the registry/store that carry a `status_code` (4xx) and a message."""
+    status = int(getattr(exc, "status_code", 500))
+    code = getattr(exc, "code", None)
+    if status >= 500:
+        log.exception("internal error", exc_info=exc)
+        return error_response(500, "Internal server error.")
+    return error_response(status, str(exc), code=str(code) if code else None)
+
+
+def handle_http_exception(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    if isinstance(exc, LitestarNotFound):
+        return error_response(404, "Not found: no such route.", code="not_found")
+    if isinstance(exc, NotAuthorizedException):
+        return error_response(401, exc.detail or "Unauthorized.", code="invalid_api_key")
+    if status >= 500:
+        log.error("http error %s: %s", status, exc.detail)
+        return error_response(status, "Internal server error.")
+    return error_response(status, exc.detail or "Bad request.")
+
+
+def handle_unexpected(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "Internal server error.")

