@@ -18,10 +18,15 @@ class MetricError(EvalError):
 class EndpointError(EvalError):
     """The model endpoint could not answer a request (after retries, where retrying made sense)."""
 
-    def __init__(self, message: str, *, transient: bool, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, transient: bool, status_code: int | None = None, unreachable: bool = False
+    ) -> None:
         super().__init__(message)
         self.transient = transient
+        """Retrying later might succeed (connection problems, 429, 5xx)."""
         self.status_code = status_code
+        self.unreachable = unreachable
+        """No connection could be made at all (the endpoint looks down)."""
 
 
 class RunDataError(EvalError):

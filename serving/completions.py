@@ -20,6 +20,7 @@ from typing import Any, Literal
 from serving.core import ServingCore
 from serving.engine.base import EngineError, GenerationChunk, GenerationRequest, PromptTooLongError, SamplingSettings
 from serving.errors import APIError, BadRequestError, InternalServerError, ServiceUnavailableError
+from serving.request_log import RequestRecord
 from serving.protocol import ChatCompletionRequest, CompletionRequest, new_id, now_s
 from serving.router import Target
 
@@ -28,33 +29,6 @@ log = logging.getLogger("tuneloop.serving")
 Endpoint = Literal["chat.completions", "completions"]
 SERVED_BY_HEADER = "x-tuneloop-served-by"
 REQUEST_ID_HEADER = "x-request-id"
-
-
-@dataclass(slots=True)
-class RequestLogRecord:
-    """One row of the `requests` table (see serving.store)."""
-
-    id: str
-    created_at: datetime
-    endpoint: str
-    model_requested: str
-    served_name: str
-    served_version: str | None
-    experiment: str | None
-    arm: str | None
-    shadow_of: str | None
-    user_id: str | None
-    prompt: str
-    response: str | None
-    status_code: int
-    error: str | None
-    stream: bool
-    latency_ms: float | None
-    ttft_ms: float | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    finish_reason: str | None
-    tags: dict[str, Any] | None
 
 
 @dataclass(slots=True)
@@ -340,7 +314,7 @@ class CompletionService:
         response = run.texts.get(0) if n_choices == 1 else json.dumps(
             [run.texts.get(i, "") for i in range(n_choices)], ensure_ascii=False)
         finish = run.finish.get(0)
-        self.core.log_record(RequestLogRecord(
+        self.core.log_record(RequestRecord(
             id=prep.id if shadow_of is None else prep.id, created_at=datetime.now(UTC), endpoint=prep.endpoint,
             model_requested=prep.model, served_name=prep.target.served_name,
             served_version=prep.target.version_hash, experiment=prep.target.experiment, arm=prep.target.arm,

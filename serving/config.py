@@ -26,7 +26,7 @@ class EngineSettings(BaseModel):
     max_lora_rank: Annotated[int, Field(ge=1, le=512)] = 16
     max_cpu_loras: int | None = None
     dtype: str = Field("auto", description="'auto' = float32 on CPU, bfloat16 on CUDA")
-    kv_cache_gib: Annotated[float, Field(gt=0)] = 2.0
+    kv_cache_gib: Annotated[int, Field(ge=1)] = 2
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85
     max_num_seqs: Annotated[int, Field(ge=1)] = 64
     seed: int = 0
@@ -47,6 +47,9 @@ class ServingConfig(BaseModel):
     max_ongoing_requests: Annotated[int, Field(ge=1)] = 128
     admin_token: str | None = Field(None, description="bearer token for /admin (env TUNELOOP_ADMIN_TOKEN)")
     api_keys: list[str] = Field(default_factory=list, description="inference keys; empty = open")
+    adapter_import_roots: list[str] = Field(
+        default_factory=list, description="folders the admin API may register adapters from (+ <registry>/incoming)"
+    )
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     adapter_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
     poll_interval_s: Annotated[float, Field(gt=0)] = 0.2

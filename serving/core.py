@@ -27,6 +27,7 @@ from typing import Protocol
 
 from serving.engine.base import Engine, EngineError, GenerationRequest, LoRASpec, SamplingSettings
 from serving.metrics import ServingMetrics
+from serving.request_log import RequestRecord
 from serving.router import ExperimentSpec, RoutingSnapshot, Target, VersionRef
 
 log = logging.getLogger("tuneloop.serving")
@@ -53,7 +54,7 @@ class RoutingSource(Protocol):
 
 
 class RequestSink(Protocol):
-    def log(self, record: object) -> None: ...
+    def log(self, record: RequestRecord) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -281,7 +282,7 @@ class ServingCore:
     def failed_keys(self) -> dict[str, str]:
         return dict(self._adapters.failed)
 
-    def log_record(self, record: object) -> None:
+    def log_record(self, record: RequestRecord) -> None:
         if self.request_log is not None:
             self.request_log.log(record)
 

@@ -123,6 +123,7 @@ def _convert_gguf_to_safetensors(gguf: Path, out: Path) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
+    tokenizer.model_max_length = config.max_position_embeddings
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.eval()

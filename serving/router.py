@@ -46,20 +46,27 @@ class VersionRef:
 
 def lora_int_id(version: str) -> int:
     """A stable positive 31-bit id for an adapter version (vLLM identifies adapters by int)."""
-    return int(version[:7], 16) + 1
+    return (int(version[:8], 16) & 0x7FFFFFFF) or 1
 
 
 @dataclass(frozen=True, slots=True)
 class Arm:
+    """An experiment arm: `model` is its label (as created), `target` what it is pinned to."""
+
     model: str
     weight: float
+    target: str = ""
+
+    @property
+    def resolves_to(self) -> str:
+        return self.target or self.model
 
 
 @dataclass(frozen=True, slots=True)
 class ExperimentSpec:
     name: str
     arms: tuple[Arm, ...]
-    shadow: str | None = None
+    shadow: str | None = None  # pinned target of the shadow model
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +154,7 @@ class RoutingSnapshot:
         if exp is None:
             return self.resolve_model(model), None
         arm = pick_arm(exp, user, rng)
-        primary = self.resolve_model(arm.model)
+        primary = self.resolve_model(arm.resolves_to)
         primary = Target(primary.served_name, primary.version, experiment=exp.name, arm=arm.model)
         shadow = None
         if exp.shadow:

@@ -7,7 +7,11 @@ Owns every table the serving layer writes:
 * `adapter_versions`, `aliases`, `alias_events`, `experiments` - the adapter registry;
 * `registry_state` - one row whose `generation` is bumped in the same transaction as every registry
   change, so replicas poll one cheap row to know when to reconcile;
-* `replicas` - replica heartbeats (what each replica has loaded).
+* `staged_versions` - versions a hot-swap put into the desired set before moving an alias;
+* `replicas` - replica heartbeats (what each replica has loaded or refused).
+
+Tables are joined by value, without foreign keys, so the request log can be written and read on its own.
+`create_schema` creates what is missing and adds new nullable columns to older tables.
 
 SQLite (default, WAL mode) and Postgres (`postgresql+psycopg://...`) behave the same. Timestamps are
 stored as UTC and always come back timezone-aware (UTC).
@@ -56,6 +60,7 @@ __all__ = [
     "ReplicaRow",
     "RequestRow",
     "ScoreRow",
+    "StagedVersionRow",
     "create_schema",
     "make_engine",
     "utcnow",
@@ -244,6 +249,21 @@ class ReplicaRow(Base):
     loaded: Mapped[list[Any]]
     generation: Mapped[int] = mapped_column(Integer)
     heartbeat_at: Mapped[datetime]
+    failed: Mapped[dict[str, Any] | None]  # "name@version" -> why the replica refused it
+
+
+class StagedVersionRow(Base):
+    """A version staged into the desired set without an alias (hot-swap: load everywhere, then switch).
+
+    Stages expire, so a crashed swap cannot keep a version loaded forever."""
+
+    __tablename__ = "staged_versions"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
 
 
 # --------------------------------------------------------------------------- engine + schema
@@ -292,8 +312,10 @@ def make_engine(
                 raise ValueError(f"invalid schema name {schema!r}: use lower-case letters, digits, '_'")
             pg_args["options"] = f"-csearch_path={schema}"
         return create_engine(url, connect_args=pg_args, pool_pre_ping=True, echo=echo)
-    raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
-                     "use sqlite:///path.db or postgresql+psycopg://user@host/db")
+    raise ValueError(
+        f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+        "use sqlite:///path.db or postgresql+psycopg://user@host/db"
+    )
 
 
 def create_schema(engine: Engine) -> None:
@@ -312,15 +334,46 @@ def create_schema(engine: Engine) -> None:
             # Another process created the same objects between our check and our CREATE.
             if attempt == 2:
                 raise
+    _add_missing_columns(engine)
     with engine.begin() as conn:
         if conn.execute(select(RegistryStateRow.id)).first() is None:
             try:
                 with conn.begin_nested():
                     conn.execute(
-                        insert(RegistryStateRow).values(id=REGISTRY_STATE_ID, generation=0, updated_at=utcnow())
+                        insert(RegistryStateRow).values(
+                            id=REGISTRY_STATE_ID, generation=0, updated_at=utcnow()
+                        )
                     )
             except IntegrityError:
                 pass  # a concurrent create_schema inserted it
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Additive schema evolution: add nullable columns a table created by an older version lacks."""
+    inspector = inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    statements = []
+    for table in Base.metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(
+                    f"table {table.name!r} lacks the required column {column.name!r}: migrate the database"
+                )
+            kind = column.type.compile(dialect=engine.dialect)
+            statements.append(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+    if statements:
+        with engine.begin() as conn:
+            for statement in statements:
+                try:
+                    with conn.begin_nested():
+                        conn.exec_driver_sql(statement)
+                except (OperationalError, ProgrammingError):
+                    pass  # added concurrently by another process
 
 
 class Database:

@@ -111,7 +111,9 @@ class _Location:
 class ArtifactStore:
     """Adapter folders under one root (local path or fsspec URL)."""
 
-    def __init__(self, root: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         root_str = os.fspath(root)
         if "://" not in root_str or root_str.startswith("file://"):
             local = root_str.removeprefix("file://")
@@ -147,7 +149,7 @@ class ArtifactStore:
         prefix = self._root + "/"
         if not uri.startswith(prefix):
             raise ArtifactError(f"artifact URI {uri!r} is not under this store's root {self._root!r}")
-        parts = uri[len(prefix):].rstrip("/").split("/")
+        parts = uri[len(prefix) :].rstrip("/").split("/")
         if len(parts) != 2:
             raise ArtifactError(f"artifact URI {uri!r} is not of the form <root>/<name>/<version>")
         return _Location(check_name(parts[0]), check_version(parts[1]))
@@ -190,6 +192,11 @@ class ArtifactStore:
                 target = tmp / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _copy_file(str(src / rel), str(target))
+            if sha256_file(tmp / WEIGHTS_FILE) != version:
+                raise ArtifactError(
+                    f"{WEIGHTS_FILE} in {str(src)!r} does not hash to version {version[:12]}... "
+                    "(was it modified while being registered?)"
+                )
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -197,9 +204,6 @@ class ArtifactStore:
                     raise
                 # A concurrent writer stored the same content first.
             _fsync_dir(final.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -25,8 +25,14 @@ class RegistryError(Exception):
 
     def openai_error(self) -> dict[str, Any]:
         """`{"error": {"message", "type", "param", "code"}}` as OpenAI-compatible servers answer."""
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 class InvalidRequestError(RegistryError):

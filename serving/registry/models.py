@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -113,7 +113,8 @@ class ExperimentArm:
 
 @dataclass(frozen=True, slots=True)
 class Experiment:
-    """A/B experiment: traffic to `name` is split over `arms` by weight; `shadow` gets a copy of each request."""
+    """A/B experiment: traffic to `name` is split over `arms` by weight; `shadow` gets a copy of each
+    request."""
 
     name: str
     arms: tuple[ExperimentArm, ...]
@@ -212,13 +213,18 @@ class ReplicaStatus:
 
     replica_id: str
     loaded: tuple[str, ...]
+    """Versions loaded and serving, as "name@version"."""
     generation: int
+    """The registry generation the replica has applied."""
     heartbeat_at: datetime
+    failed: Mapping[str, str] = field(default_factory=dict)
+    """Versions the replica refused ("name@version" -> reason, e.g. the smoke generation failed)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "replica_id": self.replica_id,
             "loaded": list(self.loaded),
+            "failed": dict(self.failed),
             "generation": self.generation,
             "heartbeat_at": _iso(self.heartbeat_at),
         }

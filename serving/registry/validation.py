@@ -101,8 +101,9 @@ class BaseModelSpec:
         fingerprint: str | None = None,
         max_size_bytes: int = DEFAULT_MAX_ADAPTER_BYTES,
     ) -> BaseModelSpec:
-        return cls(model_id, frozenset(module_names), max_lora_rank, frozenset(aliases), fingerprint,
-                   max_size_bytes)
+        return cls(
+            model_id, frozenset(module_names), max_lora_rank, frozenset(aliases), fingerprint, max_size_bytes
+        )
 
     def matches(self, base_model_name_or_path: str) -> bool:
         """True when an adapter's `base_model_name_or_path` names this base (by basename)."""
@@ -202,20 +203,39 @@ def _check_targets(target_modules: Any, spec: BaseModelSpec, path: Path) -> tupl
         try:
             pattern = re.compile(target_modules)
         except re.error as exc:
-            raise _fail("bad_config", f"target_modules regex {target_modules!r} is invalid: {exc}", path) from exc
-        if not any(pattern.search(m) for m in spec.module_names):
-            raise _fail("unknown_target_module",
-                        f"target_modules pattern {target_modules!r} matches none of the base modules {known}", path)
+            raise _fail(
+                "bad_config", f"target_modules regex {target_modules!r} is invalid: {exc}", path
+            ) from exc
+        # PEFT full-matches the pattern against full module names; try the usual Llama-style forms.
+        candidates = [
+            form.format(m)
+            for m in spec.module_names
+            for form in ("{}", "model.layers.0.self_attn.{}", "model.layers.0.mlp.{}")
+        ]
+        if not any(pattern.fullmatch(c) for c in candidates):
+            raise _fail(
+                "unknown_target_module",
+                f"target_modules pattern {target_modules!r} matches none of the base modules {known}",
+                path,
+            )
         return (target_modules,)
-    if not isinstance(target_modules, list) or not target_modules or not all(
-        isinstance(t, str) and t for t in target_modules
+    if (
+        not isinstance(target_modules, list)
+        or not target_modules
+        or not all(isinstance(t, str) and t for t in target_modules)
     ):
-        raise _fail("bad_config", f"target_modules must be a non-empty list of module names, got "
-                                  f"{target_modules!r}", path)
+        raise _fail(
+            "bad_config",
+            f"target_modules must be a non-empty list of module names, got {target_modules!r}",
+            path,
+        )
     unknown = [t for t in target_modules if t.rsplit(".", 1)[-1] not in spec.module_names]
     if unknown:
-        raise _fail("unknown_target_module",
-                    f"target_modules {unknown} do not exist in the base model (known: {known})", path)
+        raise _fail(
+            "unknown_target_module",
+            f"target_modules {unknown} do not exist in the base model (known: {known})",
+            path,
+        )
     return tuple(target_modules)
 
 
@@ -246,9 +266,11 @@ def _open_safetensors(path: Path) -> tuple[dict[str, Any], int]:
         return _read_header(path)
     except Exception as exc:  # noqa: BLE001 - any parse failure means "not a usable safetensors file"
         if _looks_like_pickle(path):
-            raise _fail("pickle_in_disguise",
-                        f"{path.name} is a pickle / torch archive renamed to .safetensors; refusing to load it",
-                        path) from exc
+            raise _fail(
+                "pickle_in_disguise",
+                f"{path.name} is a pickle / torch archive renamed to .safetensors; refusing to load it",
+                path,
+            ) from exc
         raise _fail("bad_safetensors", f"{path.name} is not a valid safetensors file: {exc}", path) from exc
 
 
@@ -306,9 +328,12 @@ def _scan_tensors(
     finally:
         del data
     if unknown_modules:
-        raise _fail("unknown_target_module",
-                    f"LoRA tensors target modules {sorted(unknown_modules)} that the base model does not have "
-                    f"(known: {sorted(spec.module_names)})", path)
+        raise _fail(
+            "unknown_target_module",
+            f"LoRA tensors target modules {sorted(unknown_modules)} that the base model does not have "
+            f"(known: {sorted(spec.module_names)})",
+            path,
+        )
     if lora_keys == 0:
         raise _fail("bad_safetensors", f"{path.name} holds no LoRA tensors (no '*.lora_A.*' keys)", path)
     return len(tensors), parameters
@@ -335,32 +360,49 @@ def validate_adapter(
             raise _fail("missing_file", f"adapter folder {str(root)!r} has no {required.name}", required)
     checks.append("required_files")
     if total > spec.max_size_bytes:
-        raise _fail("too_large", f"adapter folder is {total} bytes, over the limit of {spec.max_size_bytes} bytes",
-                    root)
+        raise _fail(
+            "too_large",
+            f"adapter folder is {total} bytes, over the limit of {spec.max_size_bytes} bytes",
+            root,
+        )
     checks.append("size")
 
     config = _load_config(config_path)
     peft_type = config.get("peft_type")
     if not isinstance(peft_type, str) or peft_type.upper() != "LORA":
-        raise _fail("unsupported_peft_type", f"peft_type is {peft_type!r}; only LORA adapters can be served",
-                    config_path)
+        raise _fail(
+            "unsupported_peft_type",
+            f"peft_type is {peft_type!r}; only LORA adapters can be served",
+            config_path,
+        )
     if config.get("use_dora"):
-        raise _fail("unsupported_feature", "DoRA adapters (use_dora=true) cannot be served by the engine",
-                    config_path)
+        raise _fail(
+            "unsupported_feature", "DoRA adapters (use_dora=true) cannot be served by the engine", config_path
+        )
     checks.append("peft_type")
 
     base_name = config.get("base_model_name_or_path")
-    if not isinstance(base_name, str) or not base_name:
-        raise _fail("bad_config", f"{CONFIG_FILE} has no base_model_name_or_path", config_path)
     if adapter_fingerprint is not None and spec.fingerprint is not None:
         if adapter_fingerprint != spec.fingerprint:
-            raise _fail("base_model_mismatch",
-                        f"adapter was trained on a base with fingerprint {adapter_fingerprint[:16]}..., the served "
-                        f"base has {spec.fingerprint[:16]}...", config_path)
+            raise _fail(
+                "base_model_mismatch",
+                f"adapter was trained on a base with fingerprint {adapter_fingerprint[:16]}..., the served "
+                f"base has {spec.fingerprint[:16]}...",
+                config_path,
+            )
+    elif not isinstance(base_name, str) or not base_name:
+        raise _fail(
+            "bad_config",
+            f"{CONFIG_FILE} has no base_model_name_or_path, so the base model cannot be checked; set it to "
+            f"{spec.model_id!r} (or register with the base model's fingerprint)",
+            config_path,
+        )
     elif not spec.matches(base_name):
-        raise _fail("base_model_mismatch",
-                    f"adapter was trained on {base_name!r}, but the served base model is {spec.model_id!r}",
-                    config_path)
+        raise _fail(
+            "base_model_mismatch",
+            f"adapter was trained on {base_name!r}, but the served base model is {spec.model_id!r}",
+            config_path,
+        )
     checks.append("base_model")
 
     rank = _check_rank(config.get("r"), "r", spec.max_lora_rank, config_path)
@@ -384,7 +426,7 @@ def validate_adapter(
     return ValidationReport(
         folder=str(root),
         sha256=sha256_file(weights_path),
-        base_model=base_name,
+        base_model=base_name if isinstance(base_name, str) else "",
         rank=rank,
         alpha=float(alpha),
         target_modules=targets,

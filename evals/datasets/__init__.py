@@ -1,0 +1,1 @@
+"""Deterministic datasets the shipped suites (and the demo loop) are built from; see support_desk and builtin."""

@@ -1,0 +1,1 @@
+"""Statistics for comparisons: bootstrap intervals, rate/score tests, sample sizes, SRM, sequential tests."""

@@ -1,0 +1,155 @@
+"""The drift checks the loop calls: input drift on prompt texts (or embeddings), quality drift on score
+streams, and both straight from the request log for one served version.
+
+`check_input_drift` embeds both windows (MiniLM by default, any `Embedder` allowed), runs a registered
+input detector and adds the cluster shifts (which topics grew). `check_quality_drift` runs a registered
+quality detector over one score stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+import numpy as np
+from sqlalchemy import Engine
+
+from monitoring.drift.base import DriftReport, InputDriftDetector, QualityDriftDetector, build_detector
+from monitoring.drift.clusters import cluster_shift
+from monitoring.embeddings import Embedder
+from monitoring.errors import DriftInputError
+from monitoring.store import connect, load_prompts, load_score_stream
+
+__all__ = [
+    "check_input_drift",
+    "check_input_drift_from_log",
+    "check_quality_drift",
+    "check_quality_drift_from_log",
+    "input_detector",
+    "quality_detector",
+]
+
+
+def input_detector(name: str = "mmd", **options: Any) -> InputDriftDetector:
+    """A registered input-drift detector by name."""
+    detector = build_detector(name, **options)
+    if not isinstance(detector, InputDriftDetector):
+        raise DriftInputError(f"drift detector {name!r} is a {detector.kind} detector, not an input detector")
+    return detector
+
+
+def quality_detector(name: str = "adwin", **options: Any) -> QualityDriftDetector:
+    """A registered quality-drift detector by name."""
+    detector = build_detector(name, **options)
+    if not isinstance(detector, QualityDriftDetector):
+        raise DriftInputError(f"drift detector {name!r} is an {detector.kind} detector, not a quality detector")
+    return detector
+
+
+def _default_embedder() -> Embedder:
+    from monitoring.embeddings import encode
+
+    return cast(Embedder, encode)
+
+
+def check_input_drift(
+    ref_texts: Sequence[str],
+    live_texts: Sequence[str],
+    *,
+    detector: str | InputDriftDetector = "mmd",
+    embedder: Embedder | None = None,
+    ref_embeddings: np.ndarray | None = None,
+    live_embeddings: np.ndarray | None = None,
+    subject: str = "",
+    clusters: int = 8,
+    seed: int = 0,
+    **options: Any,
+) -> DriftReport:
+    """Two-sample test of the live prompts against the reference prompts, plus which clusters grew.
+
+    Pass `ref_embeddings` (e.g. cached for the champion's training data) or `live_embeddings` to skip
+    embedding that window; `clusters=0` skips the clustering. `options` go to the detector.
+    """
+    det = detector if isinstance(detector, InputDriftDetector) else input_detector(detector, **options)
+    if isinstance(detector, InputDriftDetector) and options:
+        raise DriftInputError("options= apply when the detector is named, not to a built detector")
+    if ref_embeddings is None or live_embeddings is None:
+        embed = embedder or _default_embedder()
+        if ref_embeddings is None:
+            ref_embeddings = embed(list(ref_texts))
+        if live_embeddings is None:
+            live_embeddings = embed(list(live_texts))
+    for label, texts, emb in (("reference", ref_texts, ref_embeddings), ("live", live_texts, live_embeddings)):
+        if texts and len(texts) != len(emb):
+            raise DriftInputError(f"{len(texts)} {label} texts but {len(emb)} {label} embeddings")
+    report = det.test(ref_embeddings, live_embeddings, seed=seed)
+    report.subject = subject
+    if clusters > 0:
+        shifts, overall = cluster_shift(
+            ref_embeddings, live_embeddings, ref_texts or None, live_texts or None, k=clusters, seed=seed
+        )
+        report.clusters = shifts
+        report.evidence["clusters"] = overall
+    return report
+
+
+def check_quality_drift(
+    scores: Sequence[float],
+    *,
+    detector: str | QualityDriftDetector = "adwin",
+    reference: Sequence[float] | None = None,
+    subject: str = "",
+    **options: Any,
+) -> DriftReport:
+    """Change detection on one score stream (oldest first); `reference` = earlier baseline scores."""
+    det = detector if isinstance(detector, QualityDriftDetector) else quality_detector(detector, **options)
+    report = det.test(scores, reference=reference)
+    report.subject = subject
+    return report
+
+
+def check_input_drift_from_log(
+    db: str | Engine,
+    ref_texts: Sequence[str],
+    *,
+    served_name: str | None = None,
+    served_version: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    live_limit: int = 500,
+    schema: str | None = None,
+    **kwargs: Any,
+) -> DriftReport:
+    """Input drift of the last `live_limit` served prompts (of one version, if named) against `ref_texts`."""
+    engine = connect(db, schema=schema)
+    rows = load_prompts(engine, since=since, until=until, served_name=served_name,
+                        served_version=served_version, limit=live_limit)
+    live = [r.user_text for r in rows]
+    subject = kwargs.pop("subject", None) or f"{served_name or '*'}@{served_version or '*'}"
+    report = check_input_drift(ref_texts, live, subject=subject, **kwargs)
+    if rows:
+        report.evidence["live_window"] = [rows[0].created_at.isoformat(), rows[-1].created_at.isoformat()]
+    return report
+
+
+def check_quality_drift_from_log(
+    db: str | Engine,
+    scorer: str,
+    *,
+    served_name: str | None = None,
+    served_version: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    schema: str | None = None,
+    **kwargs: Any,
+) -> DriftReport:
+    """Quality drift of one scorer's stream for one served version, read from the request log."""
+    engine = connect(db, schema=schema)
+    stream = load_score_stream(engine, scorer, served_name=served_name, served_version=served_version,
+                               since=since, until=until)
+    subject = kwargs.pop("subject", None) or f"{served_name or '*'}@{served_version or '*'}:{scorer}"
+    report = check_quality_drift([v for _, _, v in stream], subject=subject, **kwargs)
+    if stream:
+        report.evidence["window"] = [stream[0][0].isoformat(), stream[-1][0].isoformat()]
+    return report

@@ -1,0 +1,40 @@
+"""Device selection for the inference engine: CUDA when torch sees a GPU, else CPU, and the process
+environment vLLM's CPU backend reads (set only where the operator has not set it already)."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+DeviceKind = Literal["cuda", "cpu"]
+
+DEFAULT_CPU_KVCACHE_SPACE_GIB = 2
+"""KV-cache size on CPU when neither the engine config nor `VLLM_CPU_KVCACHE_SPACE` names one."""
+
+
+def detect_device() -> DeviceKind:
+    """ "cuda" when torch can use a CUDA GPU in this process, else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_env_defaults(kvcache_space_gib: int | None = None) -> dict[str, str]:
+    """The environment vLLM's CPU backend needs, for the variables not already set in `os.environ`.
+
+    `VLLM_CPU_KVCACHE_SPACE` (GiB of KV cache; vLLM reads it in the engine process and it overrides the
+    `kv_cache_memory_bytes` engine argument) and `VLLM_CPU_NUM_OF_RESERVED_CPU=0` (vLLM otherwise keeps
+    one core away from the model, half of a 2-core machine).
+    """
+    wanted = {
+        "VLLM_CPU_KVCACHE_SPACE": str(kvcache_space_gib or DEFAULT_CPU_KVCACHE_SPACE_GIB),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+    return {key: value for key, value in wanted.items() if not os.environ.get(key)}
+
+
+def apply_cpu_env_defaults(kvcache_space_gib: int | None = None) -> dict[str, str]:
+    """Set `cpu_env_defaults()` in `os.environ` (before the engine starts) and return what was set."""
+    missing = cpu_env_defaults(kvcache_space_gib)
+    os.environ.update(missing)
+    return missing

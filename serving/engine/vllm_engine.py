@@ -1,0 +1,339 @@
+"""The real inference engine: vLLM's in-process async engine (v1 `AsyncLLM`) behind the `Engine` protocol.
+
+Owns: building vLLM engine arguments from a small typed config (device-aware defaults: fp32 + eager mode
+on CPU, bf16 on CUDA), rendering chat messages with the model's chat template, the context-length check,
+mapping `SamplingSettings` to vLLM `SamplingParams` (delta streaming), streaming `GenerationChunk`s,
+aborting a request whose consumer stops reading, and run-time LoRA adapter load/unload.
+
+vLLM is imported lazily (in `start()`), so importing this module is cheap and works without vLLM.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from serving.engine.base import (
+    EngineError,
+    GenerationChunk,
+    GenerationRequest,
+    LoRASpec,
+    PromptTooLongError,
+    SamplingSettings,
+)
+from serving.engine.devices import DeviceKind, apply_cpu_env_defaults, detect_device
+
+if TYPE_CHECKING:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.lora.request import LoRARequest
+    from vllm.sampling_params import SamplingParams
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+logger = logging.getLogger(__name__)
+
+SupportedLoRARank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
+SUPPORTED_LORA_RANKS: tuple[int, ...] = get_args(SupportedLoRARank)
+"""The values vLLM accepts for `max_lora_rank`."""
+
+
+@dataclass(frozen=True, slots=True)
+class VLLMEngineConfig:
+    """How to build the vLLM engine. Defaults suit the small default model on a CPU-only machine."""
+
+    model: str
+    """Local Hugging Face model folder (config.json, tokenizer, safetensors weights)."""
+    served_model_id: str | None = None
+    """The id clients use for the base model; default: the model folder's name."""
+    max_model_len: int = 2048
+    """Context window (prompt + output tokens) the engine accepts and reserves KV cache for."""
+    enable_lora: bool = True
+    max_loras: int = 4
+    """Adapters that can run in one batch."""
+    max_lora_rank: int = 16
+    """Largest LoRA rank accepted; one of SUPPORTED_LORA_RANKS."""
+    max_cpu_loras: int | None = None
+    """Adapters kept loaded (LRU beyond this); default: vLLM's (= max_loras)."""
+    dtype: str = "auto"
+    """"auto": float32 on CPU (bf16 is ~5x slower there), bfloat16 on CUDA; or any vLLM dtype name."""
+    enforce_eager: bool | None = None
+    """None: True on CPU (start ~33 s instead of ~95 s), False on CUDA (CUDA graphs)."""
+    cpu_kvcache_space_gib: int | None = None
+    """CPU KV cache in GiB; None: $VLLM_CPU_KVCACHE_SPACE if set, else 2. (The env var wins if set.)"""
+    gpu_memory_utilization: float = 0.9
+    """Fraction of GPU memory vLLM may use (CUDA only)."""
+    max_num_seqs: int | None = None
+    """Concurrent sequences per step; None: vLLM's default."""
+    seed: int = 0
+    log_stats: bool = False
+    """vLLM's periodic throughput log lines."""
+    engine_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Extra `AsyncEngineArgs` fields; they override everything above."""
+
+    def __post_init__(self) -> None:
+        if self.max_model_len < 16:
+            raise ValueError(f"max_model_len must be at least 16, got {self.max_model_len}.")
+        if self.max_lora_rank not in SUPPORTED_LORA_RANKS:
+            raise ValueError(
+                f"max_lora_rank must be one of {SUPPORTED_LORA_RANKS}, got {self.max_lora_rank}."
+            )
+        if self.max_loras < 1:
+            raise ValueError(f"max_loras must be at least 1, got {self.max_loras}.")
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(
+                f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras ({self.max_loras})."
+            )
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}.")
+
+
+class VLLMEngine:
+    """`Engine` backed by vLLM's `AsyncLLM`. Call `await start()` first, `await shutdown()` last."""
+
+    def __init__(self, config: VLLMEngineConfig) -> None:
+        self.config = config
+        self.model_id: str = config.served_model_id or Path(config.model).name
+        self.max_model_len: int = config.max_model_len
+        self.max_lora_rank: int = config.max_lora_rank
+        self.device: DeviceKind = detect_device()
+        self.start_seconds: float | None = None
+        """Wall time `start()` took to build the engine (model load + KV cache + warm-up)."""
+        self._engine: AsyncLLM | None = None
+        self._tokenizer: Any = None
+        self._loras: dict[int, LoRASpec] = {}
+
+    # ---------------------------------------------------------------- lifecycle
+    def engine_args(self) -> AsyncEngineArgs:
+        """The vLLM engine arguments this config means on this device (also sets CPU env defaults)."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        cfg = self.config
+        on_cpu = self.device == "cpu"
+        kwargs: dict[str, Any] = {
+            "model": cfg.model,
+            "served_model_name": self.model_id,
+            "max_model_len": cfg.max_model_len,
+            "dtype": ("float32" if on_cpu else "bfloat16") if cfg.dtype == "auto" else cfg.dtype,
+            "enforce_eager": on_cpu if cfg.enforce_eager is None else cfg.enforce_eager,
+            "seed": cfg.seed,
+            "disable_log_stats": not cfg.log_stats,
+            "enable_lora": cfg.enable_lora,
+        }
+        if cfg.enable_lora:
+            kwargs.update(max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank)
+            if cfg.max_cpu_loras is not None:
+                kwargs["max_cpu_loras"] = cfg.max_cpu_loras
+        if cfg.max_num_seqs is not None:
+            kwargs["max_num_seqs"] = cfg.max_num_seqs
+        if on_cpu:
+            applied = apply_cpu_env_defaults(cfg.cpu_kvcache_space_gib)
+            if applied:
+                logger.info("vLLM CPU environment defaults set: %s", applied)
+        else:
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        kwargs.update(cfg.engine_kwargs)
+        return AsyncEngineArgs(**kwargs)
+
+    async def start(self) -> None:
+        """Build the engine (blocks the event loop while vLLM loads the model: tens of seconds on CPU)."""
+        if self._engine is not None:
+            return
+        if not (Path(self.config.model) / "config.json").is_file():
+            raise EngineError(f"Model folder {self.config.model!r} has no config.json.")
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        started = time.perf_counter()
+        try:
+            self._engine = AsyncLLM.from_engine_args(self.engine_args())
+        except Exception as exc:
+            raise EngineError(f"vLLM failed to start for model {self.config.model!r}: {exc}") from exc
+        self._tokenizer = self._engine.get_tokenizer()
+        self.start_seconds = time.perf_counter() - started
+        logger.info(
+            "vLLM engine for %s started on %s in %.1f s", self.model_id, self.device, self.start_seconds
+        )
+
+    async def shutdown(self) -> None:
+        """Stop the engine and its engine-core process; safe to call twice."""
+        engine, self._engine = self._engine, None
+        self._loras.clear()
+        if engine is not None:
+            engine.shutdown()
+
+    async def check_health(self) -> None:
+        """Raise EngineError when the engine is not started or its engine core has died."""
+        engine = self._require_engine()
+        try:
+            await engine.check_health()
+        except Exception as exc:
+            raise EngineError(f"vLLM engine is unhealthy: {exc}") from exc
+
+    # ---------------------------------------------------------------- prompts
+    def _render(self, request: GenerationRequest) -> tuple[str, list[int]]:
+        """Prompt text and its token ids: chat messages through the chat template, or the text as is."""
+        self._require_engine()
+        tokenizer = self._tokenizer
+        if (request.prompt is None) == (request.messages is None):
+            raise ValueError("A generation request needs exactly one of `prompt` or `messages`.")
+        if request.messages is not None:
+            if not request.messages:
+                raise ValueError("`messages` must not be empty.")
+            try:
+                text = tokenizer.apply_chat_template(
+                    [dict(message) for message in request.messages],
+                    add_generation_prompt=True,
+                    tokenize=False,
+                )
+            except Exception as exc:  # jinja errors from the template (bad roles, missing keys)
+                raise ValueError(f"The chat template could not render these messages: {exc}") from exc
+            return str(text), list(tokenizer.encode(text, add_special_tokens=False))
+        assert request.prompt is not None
+        return request.prompt, list(tokenizer.encode(request.prompt, add_special_tokens=True))
+
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """Prompt length in tokens, exactly as `generate` would submit it."""
+        return len(self._render(request)[1])
+
+    def _check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
+        if prompt_tokens + max_tokens > self.max_model_len:
+            raise PromptTooLongError(prompt_tokens, max_tokens, self.max_model_len)
+
+    @staticmethod
+    def _sampling_params(settings: SamplingSettings) -> SamplingParams:
+        from vllm.exceptions import VLLMClientError
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        if settings.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {settings.max_tokens}.")
+        if settings.n > 1 and settings.temperature == 0:
+            raise ValueError("n > 1 needs temperature > 0: greedy decoding would return n identical choices.")
+        try:
+            return SamplingParams(
+                n=settings.n,
+                max_tokens=settings.max_tokens,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                stop=list(settings.stop) or None,
+                seed=settings.seed,
+                presence_penalty=settings.presence_penalty,
+                frequency_penalty=settings.frequency_penalty,
+                output_kind=RequestOutputKind.DELTA,
+            )
+        except (VLLMClientError, ValueError) as exc:
+            raise ValueError(f"Invalid sampling settings: {exc}") from exc
+
+    # ---------------------------------------------------------------- generation
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Stream deltas for each choice; the last chunk of a choice carries its finish_reason.
+
+        Raises (before anything is submitted) PromptTooLongError, ValueError for a bad request, and
+        EngineError when the engine fails. Closing the iterator early aborts the vLLM request.
+        """
+        from vllm.exceptions import VLLMClientError
+        from vllm.inputs.engine import tokens_input
+
+        engine = self._require_engine()
+        prompt_text, token_ids = self._render(request)
+        prompt_tokens = len(token_ids)
+        self._check_fits(prompt_tokens, request.sampling.max_tokens)
+        params = self._sampling_params(request.sampling)
+        lora_request = None
+        if request.lora is not None:
+            lora_request = self._lora_request(request.lora)
+            self._loras.setdefault(request.lora.lora_int_id, request.lora)
+
+        completion_tokens = [0] * request.sampling.n
+        done = 0
+        stream = engine.generate(
+            tokens_input(token_ids, prompt=prompt_text),
+            params,
+            request.request_id,
+            lora_request=lora_request,
+        )
+        try:
+            async for output in stream:
+                for completion in output.outputs:
+                    reason = completion.finish_reason
+                    if reason == "abort":  # aborted through abort(): end quietly
+                        return
+                    if reason not in (None, "stop", "length"):
+                        raise EngineError(f"Generation {request.request_id} ended with {reason!r}.")
+                    completion_tokens[completion.index] += len(completion.token_ids)
+                    chunk = GenerationChunk(
+                        index=completion.index,
+                        text=completion.text,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens[completion.index],
+                        finish_reason=reason,  # type: ignore[arg-type]
+                    )
+                    if completion.stop_reason is not None:
+                        chunk.extra["stop_reason"] = completion.stop_reason
+                    if reason is not None:
+                        done += 1
+                    yield chunk
+        except (EngineError, ValueError):
+            raise
+        except VLLMClientError as exc:
+            raise ValueError(str(exc)) from exc
+        except Exception as exc:
+            raise EngineError(f"Generation {request.request_id} failed: {exc!r}") from exc
+        finally:
+            if done < request.sampling.n:
+                # The consumer stopped early (disconnect) or something failed: closing vLLM's generator
+                # aborts the request inside the engine.
+                await stream.aclose()
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a request (all its choices) by the id it was submitted with."""
+        await self._require_engine().abort(request_id)
+
+    # ---------------------------------------------------------------- adapters
+    def _lora_request(self, lora: LoRASpec) -> LoRARequest:
+        from vllm.lora.request import LoRARequest
+
+        if not self.config.enable_lora:
+            raise EngineError(f"Adapter {lora.name!r} requested but this engine was started without LoRA.")
+        if lora.lora_int_id < 1:
+            raise EngineError(f"Adapter {lora.name!r}: lora_int_id must be positive, got {lora.lora_int_id}.")
+        return LoRARequest(lora_name=lora.name, lora_int_id=lora.lora_int_id, lora_path=lora.path)
+
+    async def load_lora(self, lora: LoRASpec) -> None:
+        """Load an adapter so requests can use it; a bad adapter raises EngineError and changes nothing."""
+        engine = self._require_engine()
+        folder = Path(lora.path)
+        if not (folder / "adapter_config.json").is_file():
+            raise EngineError(f"Adapter {lora.name!r}: {folder} has no adapter_config.json.")
+        request = self._lora_request(lora)
+        try:
+            loaded = await engine.add_lora(request)
+        except Exception as exc:
+            raise EngineError(f"vLLM could not load adapter {lora.name!r} from {folder}: {exc}") from exc
+        if not loaded:
+            raise EngineError(f"vLLM refused to load adapter {lora.name!r} from {folder}.")
+        self._loras[lora.lora_int_id] = lora
+
+    async def unload_lora(self, lora: LoRASpec) -> None:
+        """Unload an adapter; unloading one that is not loaded is a no-op."""
+        engine = self._require_engine()
+        self._loras.pop(lora.lora_int_id, None)
+        try:
+            await engine.remove_lora(lora.lora_int_id)
+        except Exception as exc:
+            raise EngineError(f"vLLM could not unload adapter {lora.name!r}: {exc}") from exc
+
+    async def list_loras(self) -> list[str]:
+        """Names of the adapters loaded in the engine now (evicted ones drop out)."""
+        engine = self._require_engine()
+        loaded = await engine.list_loras()
+        for stale in set(self._loras) - set(loaded):
+            del self._loras[stale]
+        return sorted(self._loras[lora_id].name for lora_id in loaded if lora_id in self._loras)
+
+    # ---------------------------------------------------------------- helpers
+    def _require_engine(self) -> AsyncLLM:
+        if self._engine is None:
+            raise EngineError("The vLLM engine is not started (call `await engine.start()`).")
+        return self._engine

@@ -1,0 +1,44 @@
+"""Adapts the `AdapterRegistry` to what a replica's `ServingCore` polls (`RoutingSource`).
+
+The core asks for the registry generation often (one cheap row) and for the full routing state only
+when it changed: the desired adapter versions with local folders (downloaded from object stores into
+the local cache when needed), the alias map and the active experiments with their pinned arms.
+"""
+
+from __future__ import annotations
+
+from serving.core import RoutingState
+from serving.registry.registry import AdapterRegistry
+from serving.router import Arm, ExperimentSpec, VersionRef
+
+
+class RegistrySource:
+    def __init__(self, registry: AdapterRegistry) -> None:
+        self.registry = registry
+
+    def generation(self) -> int:
+        return self.registry.generation()
+
+    def routing_state(self) -> RoutingState:
+        reg = self.registry
+        generation = reg.generation()
+        desired = reg.desired_set()
+        versions = tuple(VersionRef(v.name, v.version, str(reg.local_path(v))) for v in desired)
+        wanted = {(v.name, v.version) for v in desired}
+        aliases: dict[tuple[str, str], str] = {}
+        for v in reg.list():
+            if (v.name, v.version) in wanted:
+                for alias in v.aliases:
+                    aliases[(v.name, alias)] = v.version
+        experiments = tuple(
+            ExperimentSpec(
+                name=e.name,
+                arms=tuple(Arm(model=a.model, weight=a.weight, target=a.target) for a in e.arms),
+                shadow=e.shadow.target if e.shadow is not None else None,
+            )
+            for e in reg.list_experiments(active_only=True)
+        )
+        return RoutingState(generation=generation, versions=versions, aliases=aliases, experiments=experiments)
+
+    def heartbeat(self, replica_id: str, loaded: list[str], failed: dict[str, str], generation: int) -> None:
+        self.registry.heartbeat(replica_id, loaded, generation, failed=failed)

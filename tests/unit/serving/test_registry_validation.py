@@ -1,0 +1,178 @@
+"""Static adapter validation: one valid folder and one folder per rule that must be refused."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.registry import AdapterValidationError, BaseModelSpec, SmokeResult, sha256_file, validate_adapter
+from serving.registry.testing import SMOLLM2_MODULES, write_adapter
+
+SPEC = BaseModelSpec.create("HuggingFaceTB/SmolLM2-135M-Instruct", SMOLLM2_MODULES, max_lora_rank=16)
+
+
+def refused(folder: Path, code: str, spec: BaseModelSpec = SPEC, **kwargs: str) -> AdapterValidationError:
+    with pytest.raises(AdapterValidationError) as info:
+        validate_adapter(folder, spec, **kwargs)
+    assert info.value.code == code, info.value.message
+    assert info.value.status_code == 400
+    assert info.value.message
+    return info.value
+
+
+def test_valid_adapter_passes_with_a_full_report(tmp_path: Path) -> None:
+    folder = write_adapter(tmp_path / "a", r=8, alpha=16, target_modules=("q_proj", "k_proj"), layers=3)
+    report = validate_adapter(folder, SPEC)
+    assert report.sha256 == sha256_file(folder / "adapter_model.safetensors")
+    assert (report.rank, report.alpha) == (8, 16.0)
+    assert report.target_modules == ("q_proj", "k_proj")
+    assert report.tensor_count == 12  # 3 layers x 2 modules x (A, B)
+    assert report.parameter_count == 12 * 8 * 16
+    assert report.files == ("adapter_config.json", "adapter_model.safetensors")
+    assert "finite_weights" in report.checks and "no_pickle" in report.checks
+    assert report.smoke is None
+    assert report.with_smoke(SmokeResult(ok=True, output="Paris")).smoke == SmokeResult(
+        ok=True, output="Paris"
+    )
+
+
+def test_base_model_matches_by_basename_alias_or_fingerprint(tmp_path: Path) -> None:
+    local = write_adapter(tmp_path / "local", base_model="/models/SmolLM2-135M-Instruct/")
+    assert validate_adapter(local, SPEC).base_model == "/models/SmolLM2-135M-Instruct/"
+    other = write_adapter(tmp_path / "other", base_model="my-org/smollm-finetune-base")
+    refused(other, "base_model_mismatch")
+    with_alias = BaseModelSpec.create(SPEC.model_id, SMOLLM2_MODULES, 16, aliases={"smollm-finetune-base"})
+    assert validate_adapter(other, with_alias).base_model == "my-org/smollm-finetune-base"
+    fingerprinted = BaseModelSpec.create(SPEC.model_id, SMOLLM2_MODULES, 16, fingerprint="f" * 64)
+    assert validate_adapter(other, fingerprinted, adapter_fingerprint="f" * 64)
+    refused(local, "base_model_mismatch", fingerprinted, adapter_fingerprint="0" * 64)
+    unnamed = write_adapter(tmp_path / "unnamed", config_overrides={"base_model_name_or_path": None})
+    assert "base_model_name_or_path" in refused(unnamed, "bad_config").message
+    assert validate_adapter(unnamed, fingerprinted, adapter_fingerprint="f" * 64).base_model == ""
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".pt", ".pth", ".pkl", ".ckpt"])
+def test_pickle_files_are_refused(tmp_path: Path, suffix: str) -> None:
+    folder = write_adapter(tmp_path / "a")
+    (folder / f"adapter_model{suffix}").write_bytes(pickle.dumps({"x": 1}))
+    assert "pickle" in refused(folder, "pickle_file").message
+
+
+def test_pickle_renamed_to_safetensors_is_refused(tmp_path: Path) -> None:
+    folder = write_adapter(tmp_path / "a")
+    (folder / "adapter_model.safetensors").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4))
+    refused(folder, "pickle_in_disguise")
+    (folder / "adapter_model.safetensors").write_bytes(b"PK\x03\x04 a torch zip archive")
+    refused(folder, "pickle_in_disguise")
+    (folder / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    refused(folder, "bad_safetensors")
+
+
+def test_missing_files_are_refused(tmp_path: Path) -> None:
+    folder = write_adapter(tmp_path / "a")
+    (folder / "adapter_config.json").unlink()
+    refused(folder, "missing_file")
+    folder = write_adapter(tmp_path / "b")
+    (folder / "adapter_model.safetensors").unlink()
+    refused(folder, "missing_file")
+    refused(tmp_path / "does-not-exist", "not_a_folder")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_non_finite_weights_are_refused(tmp_path: Path, bad: float, dtype: str) -> None:
+    poisoned = np.zeros((4, 16), dtype=dtype)
+    poisoned[2, 7] = bad
+    key = "base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight"
+    folder = write_adapter(tmp_path / "a", dtype=dtype, tensor_overrides={key: poisoned})
+    assert key in refused(folder, "non_finite_weights").message
+
+
+def test_bf16_nan_is_detected_from_raw_bits(tmp_path: Path) -> None:
+    # bf16 tensors cannot be built in numpy: write the file by hand (0x7FC0 is a bf16 NaN, 0x3F80 is 1.0).
+    folder = write_adapter(tmp_path / "a")
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    for bits, ok in ((0x3F80, True), (0x7FC0, False)):
+        raw = np.full((4, 16), 0x3F80, dtype="<u2")
+        raw[0, 0] = bits
+        header = json.dumps(
+            {key: {"dtype": "BF16", "shape": [4, 16], "data_offsets": [0, raw.nbytes]}}
+        ).encode()
+        header += b" " * (-len(header) % 8)
+        blob = struct.pack("<Q", len(header)) + header + raw.tobytes()
+        (folder / "adapter_model.safetensors").write_bytes(blob)
+        if ok:
+            assert validate_adapter(folder, SPEC).rank == 4
+        else:
+            refused(folder, "non_finite_weights")
+
+
+def test_rank_limits(tmp_path: Path) -> None:
+    refused(write_adapter(tmp_path / "big", r=32), "rank_too_large")
+    refused(write_adapter(tmp_path / "zero", r=4, config_overrides={"r": 0}), "invalid_rank")
+    refused(write_adapter(tmp_path / "str", r=4, config_overrides={"r": "8"}), "invalid_rank")
+    refused(
+        write_adapter(tmp_path / "pattern", config_overrides={"rank_pattern": {"q_proj": 64}}),
+        "rank_too_large",
+    )
+    # The config claims r=4 but the tensors carry rank 32: the tensors win.
+    lying = write_adapter(tmp_path / "lying", r=32, config_overrides={"r": 4})
+    refused(lying, "rank_too_large")
+
+
+def test_unknown_target_modules_are_refused(tmp_path: Path) -> None:
+    err = refused(write_adapter(tmp_path / "a", target_modules=("q_proj", "c_attn")), "unknown_target_module")
+    assert "c_attn" in err.message
+    # Config names known modules, but the tensors target one the base does not have.
+    key = "base_model.model.model.layers.0.self_attn.query_key_value.lora_A.weight"
+    folder = write_adapter(tmp_path / "b", tensor_overrides={key: np.zeros((4, 16), np.float32)})
+    refused(folder, "unknown_target_module")
+    regex = write_adapter(tmp_path / "c", config_overrides={"target_modules": r".*\.(q|v)_proj"})
+    assert validate_adapter(regex, SPEC).target_modules == (r".*\.(q|v)_proj",)
+    refused(
+        write_adapter(tmp_path / "d", config_overrides={"target_modules": "wte"}), "unknown_target_module"
+    )
+
+
+def test_oversized_adapter_is_refused(tmp_path: Path) -> None:
+    folder = write_adapter(tmp_path / "a", hidden=256, r=16, layers=4)  # ~256 KiB of weights
+    small = BaseModelSpec.create(SPEC.model_id, SMOLLM2_MODULES, 16, max_size_bytes=64 * 1024)
+    assert "limit" in refused(folder, "too_large", small).message
+    assert validate_adapter(folder, SPEC).size_bytes > 64 * 1024
+
+
+def test_config_problems(tmp_path: Path) -> None:
+    refused(write_adapter(tmp_path / "ia3", config_overrides={"peft_type": "IA3"}), "unsupported_peft_type")
+    refused(write_adapter(tmp_path / "dora", config_overrides={"use_dora": True}), "unsupported_feature")
+    refused(
+        write_adapter(tmp_path / "nobase", config_overrides={"base_model_name_or_path": None}), "bad_config"
+    )
+    folder = write_adapter(tmp_path / "json")
+    (folder / "adapter_config.json").write_text("{not json")
+    refused(folder, "bad_config")
+    (folder / "adapter_config.json").write_text(json.dumps(["a", "list"]))
+    refused(folder, "bad_config")
+
+
+def test_symlinks_are_refused(tmp_path: Path) -> None:
+    folder = write_adapter(tmp_path / "a")
+    (tmp_path / "secret.txt").write_text("x")
+    (folder / "README.md").symlink_to(tmp_path / "secret.txt")
+    refused(folder, "symlink")
+
+
+def test_safetensors_without_lora_tensors_is_refused(tmp_path: Path) -> None:
+    folder = write_adapter(
+        tmp_path / "a", layers=0, tensor_overrides={"lm_head.weight": np.zeros((2, 2), "f4")}
+    )
+    refused(folder, "bad_safetensors")
+
+
+def test_spec_requires_modules() -> None:
+    with pytest.raises(ValueError):
+        BaseModelSpec.create("m", (), 8)

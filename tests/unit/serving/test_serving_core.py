@@ -1,0 +1,228 @@
+"""Adapter lifecycle through the real HTTP app + registry (SQLite) on the fake engine:
+register → route → hot-swap → rollback, experiments (sticky, shadow), refusal of bad adapters,
+drain-before-unload, request logging and feedback, admin API auth."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from serving.config import ServingConfig
+from serving.engine.fake import FakeEngine
+from serving.hotswap import swap_alias
+from serving.registry.testing import SMOLLM2_MODULES, write_adapter
+from serving.runtime import ServingRuntime
+
+BASE = "SmolLM2-135M-Instruct"
+TOKEN = "admin-secret"
+
+
+class Harness:
+    def __init__(self, runtime: ServingRuntime, client: TestClient, engine: FakeEngine, tmp: Path) -> None:  # type: ignore[type-arg]
+        self.runtime, self.client, self.engine, self.tmp = runtime, client, engine, tmp
+        self.registry = runtime.registry
+
+    def reconcile(self) -> None:
+        self.client.blocking_portal.call(self.runtime.core.reconcile)
+
+    def adapter(self, seed: int, **kw: Any) -> Path:
+        return write_adapter(self.tmp / f"src-{seed}", base_model=BASE, seed=seed, **kw)
+
+    def chat(self, model: str, user: str | None = None, **kw: Any) -> Any:
+        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "where is my order?"}]}
+        if user:
+            body["user"] = user
+        body.update(kw)
+        return self.client.post("/v1/chat/completions", json=body)
+
+    def admin(self, method: str, path: str, **kw: Any) -> Any:
+        return self.client.request(method, path, headers={"authorization": f"Bearer {TOKEN}"}, **kw)
+
+
+@pytest.fixture()
+def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    model = tmp_path / "models" / BASE
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    monkeypatch.setattr("serving.runtime.resolve_base_model", lambda spec: model)
+    monkeypatch.setattr("serving.runtime.base_model_module_names", lambda path: set(SMOLLM2_MODULES))
+    monkeypatch.setattr("serving.runtime.base_model_fingerprint", lambda path: "f" * 64)
+    config = ServingConfig(home=tmp_path / "home", engine={"kind": "fake"}, admin_token=TOKEN,  # type: ignore[arg-type]
+                           poll_interval_s=0.05, swap_timeout_s=10)
+    engine = FakeEngine(BASE, max_model_len=256)
+    rt = ServingRuntime.build(config, engine=engine, replica_id="r1")
+    with TestClient(rt.http_app()) as client:
+        client.blocking_portal.call(rt.start)  # the reconcile task lives on the client's event loop
+        yield Harness(rt, client, engine, tmp_path)
+        client.blocking_portal.call(rt.close)
+
+
+def test_register_alias_route_and_log(h: Harness) -> None:
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    h.reconcile()
+    assert h.engine.loaded and list(h.engine.loaded) == [v1.short_ref]
+    r = h.chat("support")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-tuneloop-served-by"] == v1.short_ref
+    assert r.json()["model"] == v1.short_ref
+    assert h.chat(f"support@{v1.version[:8]}").headers["x-tuneloop-served-by"] == v1.short_ref
+    assert h.chat("support@champion").status_code == 200
+    assert h.chat("support@nope").status_code == 404
+    assert h.chat(BASE).headers["x-tuneloop-served-by"] == BASE
+    models = {m["id"]: m for m in h.client.get("/v1/models").json()["data"]}
+    assert {"support", "support@champion", BASE} <= set(models)
+    assert models["support"]["version"] == v1.version
+    h.runtime.request_log.flush(5)
+    with h.runtime.db.session() as s:
+        from sqlalchemy import text
+
+        rows = s.execute(text("select served_name, served_version, status_code from requests")).all()
+    assert ("support", v1.version, 200) in [tuple(r) for r in rows]
+    assert any(r[2] == 404 for r in rows) is False  # 404s are refused before routing: not served, not logged
+
+
+def test_hot_swap_loads_before_switch_and_rollback(h: Harness) -> None:
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    v2 = h.registry.register(h.adapter(2), "support")
+    h.reconcile()
+    assert v2.short_ref not in h.engine.loaded  # not desired yet
+    r = h.admin("PUT", "/admin/adapters/support/aliases/champion", json={"version": v2.version[:10]})
+    assert r.status_code == 200, r.text
+    assert r.json()["replicas"] == ["r1"] and r.json()["to_version"] == v2.version
+    h.reconcile()
+    assert h.chat("support").headers["x-tuneloop-served-by"] == v2.short_ref
+    assert v1.short_ref not in h.engine.loaded  # drained and unloaded
+    r = h.admin("POST", "/admin/adapters/support/rollback", json={"alias": "champion"})
+    assert r.status_code == 200, r.text
+    h.reconcile()
+    assert h.chat("support").headers["x-tuneloop-served-by"] == v1.short_ref
+
+
+def test_in_flight_request_keeps_its_version_until_drained(h: Harness) -> None:
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    v2 = h.registry.register(h.adapter(2), "support")
+    h.reconcile()
+    h.engine.step_delay_s = 0.05
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        result["r"] = h.chat("support", max_tokens=12)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    import time
+
+    deadline = time.monotonic() + 5
+    while h.runtime.core.inflight_total == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    swap_alias(h.registry, "support", "champion", v2.version, timeout_s=10)
+    h.reconcile()
+    assert v1.short_ref in h.engine.loaded  # still serving the in-flight request
+    t.join(10)
+    h.engine.step_delay_s = 0.0
+    assert result["r"].status_code == 200
+    assert result["r"].headers["x-tuneloop-served-by"] == v1.short_ref
+    h.reconcile()
+    assert v1.short_ref not in h.engine.loaded
+
+
+def test_bad_adapter_is_refused_and_service_keeps_serving(h: Harness, tmp_path: Path) -> None:
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    h.reconcile()
+    v2 = h.registry.register(h.adapter(2), "support")
+    h.engine.fail_generation_for.add(v2.short_ref)  # smoke generation fails for this version
+    r = h.admin("PUT", "/admin/adapters/support/aliases/champion", json={"version": v2.version})
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "adapter_rejected"
+    assert "smoke" in r.json()["error"]["message"]
+    h.reconcile()
+    assert h.chat("support").headers["x-tuneloop-served-by"] == v1.short_ref
+    # statically invalid adapters never get in: NaN weights, pickle files, other base, path outside roots
+    import numpy as np
+
+    nan = h.adapter(3, tensor_overrides={
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": np.full((4, 16), np.nan, np.float32)})
+    incoming = Path(h.runtime.config.resolved_registry_root()) / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.copytree(nan, incoming / "nan")
+    r = h.admin("POST", "/admin/adapters", json={"path": str(incoming / "nan"), "name": "support"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "non_finite_weights"
+    other = write_adapter(incoming / "other", base_model="meta-llama/Llama-3-8B", seed=4)
+    r = h.admin("POST", "/admin/adapters", json={"path": str(other), "name": "support"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "base_model_mismatch"
+    r = h.admin("POST", "/admin/adapters", json={"path": str(tmp_path / "src-1"), "name": "support"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "path_not_allowed"
+    r = h.admin("POST", "/admin/adapters", json={"path": str(incoming / ".." / ".." / "src-1"), "name": "x"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "path_not_allowed"
+    good = shutil.copytree(h.adapter(5), incoming / "good")
+    r = h.admin("POST", "/admin/adapters", json={"path": str(good), "name": "billing", "alias": "champion"})
+    assert r.status_code == 201, r.text
+    h.reconcile()
+    assert h.chat("billing").status_code == 200
+
+
+def test_admin_api_needs_its_own_token(h: Harness) -> None:
+    assert h.client.get("/admin/adapters").status_code == 401
+    assert h.client.get("/admin/adapters", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert h.admin("GET", "/admin/adapters").status_code == 200
+    r = h.admin("PUT", "/admin/adapters/ghost/aliases/champion", json={"version": "abcdef12"})
+    assert r.status_code == 404 and r.json()["error"]["type"]
+    r = h.admin("PUT", "/admin/adapters/support/aliases/champion", json={"nope": 1})
+    assert r.status_code == 400
+
+
+def test_experiment_split_is_sticky_weighted_and_shadowed(h: Harness) -> None:
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    v2 = h.registry.register(h.adapter(2), "support", alias="challenger")
+    v3 = h.registry.register(h.adapter(3), "support", alias="shadowed")
+    r = h.admin("POST", "/admin/experiments", json={
+        "name": "exp1", "arms": [{"model": "support@champion", "weight": 0.7},
+                                 {"model": "support@challenger", "weight": 0.3}],
+        "shadow": "support@shadowed"})
+    assert r.status_code == 201, r.text
+    h.reconcile()
+    served: dict[str, str] = {}
+    for i in range(60):
+        user = f"user-{i}"
+        resp = h.chat("exp1", user=user)
+        assert resp.status_code == 200, resp.text
+        served[user] = resp.headers["x-tuneloop-served-by"]
+        assert resp.headers["x-tuneloop-experiment"] == "exp1"
+    # sticky: same user → same arm, also via the header
+    for user in list(served)[:10]:
+        again = h.client.post("/v1/chat/completions", headers={"x-tuneloop-user": user}, json={
+            "model": "exp1", "messages": [{"role": "user", "content": "hi"}]})
+        assert again.headers["x-tuneloop-served-by"] == served[user]
+    counts = {v1.short_ref: 0, v2.short_ref: 0}
+    for ref in served.values():
+        counts[ref] += 1
+    assert counts[v1.short_ref] > counts[v2.short_ref] > 0
+    assert v3.short_ref not in served.values()  # the shadow never answers clients
+    h.runtime.request_log.flush(5)
+    from sqlalchemy import text
+
+    with h.runtime.db.session() as s:
+        rows = s.execute(text("select arm, shadow_of, served_version from requests where experiment='exp1'")).all()
+    shadows = [r for r in rows if r[1] is not None]
+    primaries = [r for r in rows if r[1] is None]
+    assert len(primaries) == 70
+    assert shadows and all(r[2] == v3.version for r in shadows)
+    assert {r[0] for r in primaries} == {"support@champion", "support@challenger"}
+
+
+def test_feedback_round_trip(h: Harness) -> None:
+    rid = h.chat(BASE).json()["id"]
+    r = h.client.post("/v1/feedback", json={"id": rid, "thumbs": 1, "correction": "better answer"})
+    assert r.status_code == 200, r.text
+    assert h.client.post("/v1/feedback", json={"id": "chatcmpl-unknown", "thumbs": 1}).status_code == 404
+    assert h.client.post("/v1/feedback", json={"id": rid}).status_code == 400
+    assert h.client.post("/v1/feedback", json={"id": rid, "rating": 7}).status_code == 400

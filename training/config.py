@@ -1,0 +1,469 @@
+"""The training config: typed, documented settings loaded from YAML and validated before any weights load.
+
+Every section is a pydantic model with `extra="forbid"`, so a typo is an error that names the key (with a
+"did you mean" hint) instead of a silently ignored setting. `load_config(path)` reads a YAML file,
+`parse_config(mapping)` validates a dict; both raise `ConfigError`. Checks that need the filesystem (does
+the base model exist, are the target modules in it, do the data files have the right columns) live in
+`training.preflight`, which runs next, still before any weights load.
+
+Paths accept `~` and `$VARS`. Relative data paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from training.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_TARGET_MODULES",
+    "CleanConfig",
+    "DataConfig",
+    "FileSource",
+    "HFDatasetSource",
+    "LoraSettings",
+    "OutputConfig",
+    "RequestLogSource",
+    "RuntimeConfig",
+    "SourceConfig",
+    "SplitConfig",
+    "TemplateOptions",
+    "TrainConfig",
+    "TrainingConfig",
+    "default_runs_dir",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+Template = Literal[
+    "auto", "chat", "instruction", "completion", "summarization", "classification", "translation", "code", "text"
+]
+Style = Literal["sft", "domain", "multitask", "sequential", "transfer"]
+
+
+def default_runs_dir() -> Path:
+    """`$TUNELOOP_HOME/runs`, else `~/.cache/tuneloop/runs`."""
+    home = os.environ.get("TUNELOOP_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".cache" / "tuneloop") / "runs"
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, str | Path):
+        return Path(os.path.expandvars(os.path.expanduser(str(value))))
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class TemplateOptions(_Section):
+    """Knobs of the task templates (each template reads the ones it needs)."""
+
+    system_prompt: str | None = None
+    """A system message put before every conversation (chat and task templates)."""
+    instruction: str | None = None
+    """Overrides the task template's instruction line, e.g. "Summarize the ticket in one sentence."."""
+    labels: list[str] | None = None
+    """classification: the allowed labels; rows with another label are dropped (reason `invalid_label`)."""
+    source_lang: str = "English"
+    """translation: the source language named in the prompt."""
+    target_lang: str = "French"
+    """translation: the target language named in the prompt."""
+    language: str | None = None
+    """code: the programming language named in the prompt (or the row's `language` column)."""
+
+
+class _SourceBase(_Section):
+    name: str | None = None
+    """Name of the source in the data card (default: derived from the path / kind)."""
+    weight: float = Field(1.0, gt=0, le=100)
+    """Mixture weight: a multiplier on this source's training rows (0.5 keeps a deterministic half, 2 repeats
+    every row twice). Validation/test rows are never re-weighted."""
+    template: Template = "auto"
+    """How rows become training examples: chat (a `messages` list), instruction (instruction/input/output),
+    completion (prompt/completion plain text), summarization (document/summary), classification (text/label),
+    translation (source/target), code (prompt/code), text (plain text, for domain adaptation). `auto` picks
+    chat when rows have `messages`, completion for prompt/completion rows, else text."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Maps a template's column name to the dataset's column, e.g. {document: article, summary: highlights}."""
+    options: TemplateOptions = Field(default_factory=TemplateOptions)
+    """Template options (system prompt, labels, languages)."""
+
+
+class FileSource(_SourceBase):
+    """A JSONL / JSON / CSV / Parquet file (UTF-8)."""
+
+    kind: Literal["file"] = "file"
+    path: Path
+    """The file. Relative paths are resolved against the config file's folder."""
+    format: Literal["auto", "jsonl", "json", "csv", "parquet"] = "auto"
+    """File format (auto: from the extension)."""
+
+    _expand_path = field_validator("path", mode="before")(_expand)
+
+
+class HFDatasetSource(_SourceBase):
+    """A local Hugging Face dataset folder written by `Dataset.save_to_disk` (no hub downloads)."""
+
+    kind: Literal["hf_dataset"] = "hf_dataset"
+    path: Path
+    """The folder (a Dataset or a DatasetDict)."""
+    split: str | None = "train"
+    """Which split of a DatasetDict to read."""
+
+    _expand_path = field_validator("path", mode="before")(_expand)
+
+
+class RequestLogSource(_SourceBase):
+    """Served requests that users corrected or accepted, read from the request log (`requests` + `feedback`).
+
+    A row qualifies when it has a feedback correction (the correction becomes the target), or, with
+    `include_accepted`, a thumbs-up or a rating >= `min_rating` (the served response becomes the target).
+    Shadow copies and failed requests are skipped.
+    """
+
+    kind: Literal["request_log"] = "request_log"
+    database_url: str
+    """SQLAlchemy URL of the request log, e.g. sqlite:////root/.cache/tuneloop/tuneloop.db."""
+    since: datetime | None = None
+    """Only requests created at or after this time (UTC)."""
+    until: datetime | None = None
+    """Only requests created before this time (UTC)."""
+    served_name: str | None = None
+    """Only requests served by this base model id or adapter name."""
+    served_version: str | None = None
+    """Only requests served by this adapter version (sha256 hex)."""
+    tags: dict[str, Any] = Field(default_factory=dict)
+    """Only requests whose `tags` contain all these key/value pairs (the slice)."""
+    include_accepted: bool = True
+    """Also use uncorrected answers that got a thumbs-up or a rating >= min_rating."""
+    min_rating: float = Field(0.8, ge=0, le=1)
+    """The rating (0..1) from which an answer counts as accepted."""
+    limit: int | None = Field(None, gt=0)
+    """Read at most this many qualifying requests (newest first)."""
+
+    @model_validator(mode="after")
+    def _window(self) -> RequestLogSource:
+        if self.since and self.until and self.since >= self.until:
+            raise ValueError("since must be before until")
+        return self
+
+
+def _source_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "file"))
+    return str(getattr(value, "kind", "file"))
+
+
+SourceConfig = Annotated[
+    Annotated[FileSource, Tag("file")] | Annotated[HFDatasetSource, Tag("hf_dataset")]
+    | Annotated[RequestLogSource, Tag("request_log")],
+    Discriminator(_source_kind, custom_error_type="unknown_source_kind",
+                  custom_error_message="kind must be one of: file, hf_dataset, request_log"),
+]
+"""A data source; `kind` defaults to `file`."""
+
+
+class CleanConfig(_Section):
+    """Cleaning rules; every dropped row is counted by reason in the data card."""
+
+    min_chars: int = Field(1, ge=1)
+    """Rows whose trainable text (the target, or the whole text) is shorter than this are dropped as `empty`."""
+    drop_broken_encoding: bool = True
+    """Drop rows with U+FFFD replacement characters, mojibake (e.g. 'Ã©') or control characters."""
+    dedupe: bool = True
+    """Drop exact duplicates (after whitespace/case normalisation)."""
+    near_duplicates: bool = True
+    """Also drop near-duplicates (MinHash over word 3-grams)."""
+    near_duplicate_threshold: float = Field(0.85, ge=0.5, le=1.0)
+    """Estimated Jaccard similarity from which two rows are near-duplicates."""
+    scrub_pii: bool = True
+    """Replace emails, phone numbers, card numbers and IBANs by placeholders (counted per kind)."""
+
+
+class SplitConfig(_Section):
+    """Deterministic split by content hash: a row keeps its split when the dataset grows."""
+
+    validation: float = Field(0.1, ge=0, le=0.5)
+    """Fraction of rows for validation (early stopping, val loss)."""
+    test: float = Field(0.1, ge=0, le=0.5)
+    """Fraction of rows held out for evals (written to the run folder, never trained on)."""
+    salt: str = ""
+    """Changes the assignment (all rows re-shuffle between splits) - leave empty to keep splits stable."""
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitConfig:
+        if self.validation + self.test >= 0.9:
+            raise ValueError("validation + test must leave at least 10% of the rows for training")
+        return self
+
+
+class DataConfig(_Section):
+    """Where the examples come from and how they are prepared."""
+
+    sources: list[SourceConfig] = Field(min_length=1)
+    """One or more sources; several are mixed by their weights (multitask)."""
+    max_seq_length: int = Field(256, ge=16, le=32768)
+    """Tokens per example after templating; longer chat/task rows are dropped (`too_long`) or truncated,
+    plain text is cut into chunks of this length."""
+    overlong: Literal["drop", "truncate"] = "drop"
+    """What to do with chat/task rows longer than max_seq_length."""
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    max_rows: int | None = Field(None, gt=0)
+    """Cap on the prepared rows (after cleaning, before splitting), taken in a deterministic order."""
+
+
+class LoraSettings(_Section):
+    """The LoRA adapter shape (ignored for sequential/transfer runs, which keep the parent's shape)."""
+
+    r: int = Field(16, gt=0, le=512)
+    """Rank of the update matrices."""
+    alpha: float | None = Field(None, gt=0)
+    """Scaling numerator (default: 2 * r)."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES), min_length=1)
+    """Module names to adapt (matched as peft does: equal to, or ending in '.' + name), or ["all-linear"]."""
+
+    @property
+    def lora_alpha(self) -> float:
+        return self.alpha if self.alpha is not None else 2.0 * self.r
+
+
+class TrainConfig(_Section):
+    """Optimisation settings (small defaults: a few hundred short examples in minutes on a laptop CPU)."""
+
+    epochs: float = Field(2.0, gt=0, le=100)
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimizer steps (overrides epochs)."""
+    batch_size: int = Field(8, gt=0, le=1024)
+    """Examples per micro-batch (with packing: packed rows of max_seq_length tokens)."""
+    grad_accum: int = Field(1, gt=0, le=1024)
+    """Micro-batches per optimizer step."""
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    batching: Literal["packed", "grouped", "padded"] = "packed"
+    """packed: best-fit packing without padding (TRL bfd, position_ids mark boundaries); grouped: batches of
+    similar length; padded: random batches padded to the longest row (the baseline)."""
+    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = (
+        "auto"
+    )
+    """auto: paged 8-bit AdamW for QLoRA on CUDA, torch AdamW otherwise (8-bit optimizers need CUDA)."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory (useful on GPUs with long sequences; slower on CPU)."""
+    seed: int = 42
+    """Seeds Python, NumPy and torch (adapter init, shuffling, dropout) for reproducible runs."""
+    eval_every_steps: int | None = Field(None, gt=0)
+    """Validation loss every N steps (default: once per epoch, if there is a validation split)."""
+    save_every_steps: int | None = Field(None, gt=0)
+    """Checkpoint every N steps (default: once per epoch; with early stopping: at every evaluation)."""
+    early_stopping_patience: int | None = Field(None, gt=0)
+    """Stop when the validation loss has not improved for this many evaluations (the best adapter is kept)."""
+    early_stopping_threshold: float = Field(0.0, ge=0)
+    """Minimum validation-loss improvement that counts."""
+    resume: bool = False
+    """Resume from the latest checkpoint of a previous, unfinished run with the same name and data."""
+    divergence_factor: float | None = Field(4.0, gt=1)
+    """Stop (diverged) when the training loss exceeds this multiple of the first logged loss; NaN/inf always
+    stops. null disables the explosion check."""
+    logging_steps: int = Field(1, gt=0)
+    """Log (and check) metrics every N optimizer steps."""
+
+
+class RuntimeConfig(_Section):
+    """Where and how long the run may execute."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: a GPU when the Ray cluster (or, without Ray, this machine) has one, else CPU."""
+    num_cpus: float = Field(1.0, gt=0)
+    """CPUs the Ray task reserves (torch still uses `torch_threads` threads)."""
+    torch_threads: int | None = Field(None, gt=0)
+    """torch intra-op threads on CPU (default: all cores of the worker)."""
+    timeout_s: float = Field(3600.0, gt=0)
+    """The whole run (data preparation excluded) is cancelled after this many seconds."""
+    start_timeout_s: float = Field(120.0, gt=0)
+    """Fail when the Ray task has not started within this many seconds (cluster out of resources)."""
+
+
+class OutputConfig(_Section):
+    """Where the run folder goes."""
+
+    runs_dir: Path = Field(default_factory=default_runs_dir)
+    """Final run folders land in <runs_dir>/<run id>/; temporary and checkpoint folders live beside them."""
+    keep_checkpoints: bool = False
+    """Keep intermediate checkpoints after a successful run (they are never part of the adapter)."""
+    write_splits: bool = True
+    """Write the prepared validation/test examples (JSONL) into the run folder for evals."""
+
+    _expand_path = field_validator("runs_dir", mode="before")(_expand)
+
+
+class TrainingConfig(_Section):
+    """One training run: base model, data, adapter shape, optimisation, runtime, output."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    """Run name (letters, digits, '.', '_', '-'); the run id is <name>-<timestamp>-<random>."""
+    style: Style = "sft"
+    """sft (instruction/chat), domain (continued pre-training on text), multitask (several sources),
+    sequential (continue an existing adapter), transfer (start from another task's adapter)."""
+    base_model: Path | None = None
+    """Local folder of the base model (config.json + safetensors). The CLI fills in the default model."""
+    base_model_id: str | None = None
+    """The id recorded in the manifest and adapter_config.json (default: the folder name)."""
+    init_adapter: Path | None = None
+    """sequential/transfer: the adapter folder to start from (its LoRA shape is kept)."""
+    quantization: Literal["none", "nf4"] = "none"
+    """none: LoRA on full-precision weights; nf4: QLoRA (4-bit NF4 base via bitsandbytes)."""
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    _expand_paths = field_validator("base_model", "init_adapter", mode="before")(_expand)
+
+    @model_validator(mode="after")
+    def _style_rules(self) -> TrainingConfig:
+        continues = self.style in ("sequential", "transfer")
+        if continues and self.init_adapter is None:
+            raise ValueError(f"style '{self.style}' needs init_adapter (the adapter folder to start from)")
+        if not continues and self.init_adapter is not None:
+            raise ValueError("init_adapter is only used by style 'sequential' or 'transfer'")
+        if self.style == "multitask" and len(self.data.sources) < 2:
+            raise ValueError("style 'multitask' needs at least two data sources")
+        if self.style == "domain":
+            bad = [i for i, s in enumerate(self.data.sources) if s.template not in ("text", "auto")]
+            if bad:
+                raise ValueError(f"style 'domain' trains on plain text: data.sources.{bad[0]}.template must be 'text'")
+        if self.train.early_stopping_patience and self.data.split.validation == 0:
+            raise ValueError("train.early_stopping_patience needs a validation split (data.split.validation > 0)")
+        return self
+
+    @property
+    def base_id(self) -> str:
+        if self.base_model_id:
+            return self.base_model_id
+        return self.base_model.name if self.base_model is not None else "unknown"
+
+    def resolve_paths(self, root: Path) -> TrainingConfig:
+        """A copy whose relative data/model/adapter paths are made absolute against `root`."""
+        def fix(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else (root / p).resolve()
+
+        sources = [
+            s.model_copy(update={"path": fix(s.path)}) if isinstance(s, FileSource | HFDatasetSource) else s
+            for s in self.data.sources
+        ]
+        return self.model_copy(
+            update={
+                "base_model": fix(self.base_model),
+                "init_adapter": fix(self.init_adapter),
+                "data": self.data.model_copy(update={"sources": sources}),
+                "output": self.output.model_copy(update={"runs_dir": fix(self.output.runs_dir)}),
+            }
+        )
+
+    def to_plain(self) -> dict[str, Any]:
+        """JSON-safe dict (paths and datetimes as strings) for the manifest."""
+        return self.model_dump(mode="json")
+
+
+def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at `loc` (best effort, for 'did you mean' hints)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if current is None and part == "sources":
+            current = _SourceBase
+    return list(getattr(current, "model_fields", {}))
+
+
+def _format_error(exc: ValidationError) -> ConfigError:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"file", "hf_dataset", "request_log"}))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _fields_of(TrainingConfig, loc[:-1])
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            msg = f"unknown key '{loc[-1]}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            if allowed:
+                msg += f"; allowed here: {', '.join(sorted(allowed))}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = re.sub(r"^Value error, ", "", err["msg"])
+        problems.append(f"{key}: {msg}")
+    detail = problems[0] if len(problems) == 1 else "\n  " + "\n  ".join(problems)
+    return ConfigError(f"invalid training config: {detail}")
+
+
+def parse_config(data: dict[str, Any] | TrainingConfig, *, root: Path | None = None) -> TrainingConfig:
+    """Validate a mapping (or pass a TrainingConfig through); relative paths resolve against `root`
+    (default: the current directory). Raises ConfigError naming the offending key(s)."""
+    if isinstance(data, TrainingConfig):
+        config = data
+    else:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a training config must be a mapping, got {type(data).__name__}")
+        try:
+            config = TrainingConfig.model_validate(data)
+        except ValidationError as exc:
+            raise _format_error(exc) from None
+    return config.resolve_paths(root or Path.cwd())
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainingConfig:
+    """Read and validate a YAML training config. `overrides` maps dotted keys to values
+    (e.g. {"train.max_steps": 5}); None values are ignored."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"training config file not found: {file}")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of config keys")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"cannot override '{dotted}': '{key}' is not a section", key=dotted)
+            node = child
+        node[leaf] = value
+    return parse_config(data, root=file.resolve().parent)

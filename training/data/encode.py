@@ -1,0 +1,99 @@
+"""Tokenize examples into `input_ids` + `labels` (-100 where no loss is taken).
+
+* chat: rendered with the base model's chat template; labels cover every assistant turn including its
+  end-of-turn token (assistant-only loss), found by rendering each turn's prefix and mapping character
+  spans to tokens through the tokenizer's offsets, so it works with any template;
+* completion: prompt + completion + EOS, labels on the completion and EOS;
+* text: text + EOS cut into chunks of max_seq_length tokens, labels everywhere (domain adaptation).
+
+Rows longer than max_seq_length are dropped (`too_long`) or truncated (`overlong: truncate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from training.data.example import Example, RowRejected
+
+__all__ = ["Encoded", "encode_example", "render_chat"]
+
+IGNORE = -100
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def trainable_tokens(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> str:
+    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _tokenize_with_spans(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> Encoded:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = list(enc["input_ids"])
+    labels = [IGNORE] * len(ids)
+    for i, (start, end) in enumerate(enc["offset_mapping"]):
+        if end <= start:
+            continue
+        if any(s <= start < e for s, e in spans):
+            labels[i] = ids[i]
+    return Encoded(ids, labels)
+
+
+def _chat(example: Example, tokenizer: Any) -> Encoded:
+    messages = [dict(m) for m in example.messages]
+    full = render_chat(tokenizer, messages)
+    spans: list[tuple[int, int]] = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render_chat(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        upto = render_chat(tokenizer, messages[: i + 1])
+        start = _common_prefix(full, before)
+        end = _common_prefix(full, upto)
+        if end > start:
+            spans.append((start, end))
+    return _tokenize_with_spans(tokenizer, full, spans)
+
+
+def _completion(example: Example, tokenizer: Any) -> Encoded:
+    eos = tokenizer.eos_token or ""
+    text = example.prompt + example.completion + eos
+    return _tokenize_with_spans(tokenizer, text, [(len(example.prompt), len(text))])
+
+
+def encode_example(example: Example, tokenizer: Any, max_len: int, overlong: str = "drop") -> list[Encoded]:
+    """Encode one example (text may yield several chunks). Raises RowRejected('too_long' |
+    'no_target_tokens')."""
+    if example.kind == "text":
+        ids = list(tokenizer(example.text, add_special_tokens=False)["input_ids"])
+        if tokenizer.eos_token_id is not None:
+            ids.append(int(tokenizer.eos_token_id))
+        chunks = [ids[i : i + max_len] for i in range(0, len(ids), max_len)]
+        out = [Encoded(c, list(c)) for c in chunks if len(c) >= 2]
+        if not out:
+            raise RowRejected("no_target_tokens", "text shorter than two tokens")
+        return out
+    encoded = _chat(example, tokenizer) if example.kind == "chat" else _completion(example, tokenizer)
+    if len(encoded.input_ids) > max_len:
+        if overlong == "drop":
+            raise RowRejected("too_long", f"{len(encoded.input_ids)} tokens > max_seq_length {max_len}")
+        encoded = Encoded(encoded.input_ids[:max_len], encoded.labels[:max_len])
+    if encoded.trainable_tokens == 0:
+        raise RowRejected("no_target_tokens", "no tokens left to compute the loss on")
+    return [encoded]

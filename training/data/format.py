@@ -1,0 +1,191 @@
+"""Templates: turn a raw row into an `Example` (chat messages, prompt/completion, or plain text).
+
+A template is registered by name with the columns it needs (`register_template`). Task templates
+(summarization, classification, translation, code, instruction) produce chat examples, so task adapters
+are served through the same chat API and trained with assistant-only loss; `text` feeds domain
+adaptation (continued pre-training) and `completion` plain prompt/completion pairs.
+
+`resolve_columns(source, available)` checks a source's columns against its template before any row is
+read in full, which is how a wrong column name fails in preflight.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from training.config import TemplateOptions
+from training.data.example import Example, Message, RowRejected
+from training.errors import DataError
+
+__all__ = ["TEMPLATES", "Template", "format_row", "register_template", "resolve_columns", "resolve_template"]
+
+Formatter = Callable[[Mapping[str, Any], TemplateOptions, str], Example]
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    build: Formatter
+
+
+TEMPLATES: dict[str, Template] = {}
+_ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "user": "user",
+                 "assistant": "assistant", "system": "system"}
+
+
+def register_template(name: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> Callable[[Formatter], Formatter]:
+    def deco(fn: Formatter) -> Formatter:
+        TEMPLATES[name] = Template(name, required, optional, fn)
+        return fn
+
+    return deco
+
+
+def _text(row: Mapping[str, Any], key: str, *, required: bool = True) -> str:
+    value = row.get(key)
+    if value is None:
+        if required:
+            raise RowRejected("empty", f"column '{key}' is null")
+        return ""
+    if not isinstance(value, str):
+        if isinstance(value, int | float | bool):
+            return str(value)
+        raise RowRejected("bad_value", f"column '{key}' holds a {type(value).__name__}, expected text")
+    if required and not value.strip():
+        raise RowRejected("empty", f"column '{key}' is empty")
+    return value
+
+
+def _with_system(messages: list[Message], options: TemplateOptions) -> tuple[Message, ...]:
+    if options.system_prompt and not (messages and messages[0]["role"] == "system"):
+        messages = [{"role": "system", "content": options.system_prompt}, *messages]
+    return tuple(messages)
+
+
+def _task(user: str, answer: str, options: TemplateOptions, source: str) -> Example:
+    messages: list[Message] = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return Example(kind="chat", source=source, messages=_with_system(messages, options))
+
+
+@register_template("chat", required=("messages",))
+def _chat(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
+    raw = row.get("messages")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raise RowRejected("bad_messages", "messages is a string that is not JSON") from None
+    if not isinstance(raw, list) or not raw:
+        raise RowRejected("empty", "messages is empty or not a list")
+    messages: list[Message] = []
+    for item in raw:
+        if not isinstance(item, Mapping):
+            raise RowRejected("bad_messages", "a message is not an object")
+        role = _ROLE_ALIASES.get(str(item.get("role", item.get("from", ""))).lower())
+        content = item.get("content", item.get("value"))
+        if role is None or not isinstance(content, str):
+            raise RowRejected("bad_messages", "a message lacks a known role or text content")
+        messages.append({"role": role, "content": content})
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+        raise RowRejected("no_assistant_turn", "no assistant message with content")
+    while messages and messages[-1]["role"] != "assistant":
+        messages.pop()  # trailing user turns carry no target
+    return Example(kind="chat", source=source, messages=_with_system(messages, options))
+
+
+@register_template("instruction", required=("instruction", "output"), optional=("input",))
+def _instruction(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
+    extra = _text(row, "input", required=False).strip()
+    user = _text(row, "instruction") + (f"\n\n{extra}" if extra else "")
+    return _task(user, _text(row, "output"), options, source)
+
+
+@register_template("completion", required=("prompt", "completion"))
+def _completion(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
+    return Example(kind="completion", source=source, prompt=_text(row, "prompt"), completion=_text(row, "completion"))
+
+
+@register_template("summarization", required=("document", "summary"))
+def _summarization(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
+    instruction = options.instruction or "Summarize the following text in one or two sentences."
+    return _task(f"{instruction}\n\n{_text(row, 'document')}", _text(row, "summary"), options, source)
+
+
+@register_template("classification", required=("text", "label"))
+def _classification(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
+    label = _text(row, "label").strip()
+    if options.labels is not None and label not in options.labels:
+        raise RowRejected("invalid_label", f"label {label!r} is not one of {options.labels}")
+    choices = f" Answer with one of: {', '.join(options.labels)}." if options.labels else ""
+    instruction = options.instruction or f"Classify the following text.{choices}"
+    return _task(f"{instruction}\n\nText: {_text(row, 'text')}", label, options, source)
+
+
+@register_template("translation", required=("source", "target"))
+def _translation(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
+    instruction = options.instruction or f"Translate the following text from {options.source_lang} to {options.target_lang}."
+    return _task(f"{instruction}\n\n{_text(row, 'source')}", _text(row, 'target'), options, source)
+
+
+@register_template("code", required=("prompt", "code"), optional=("language",))
+def _code(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
+    language = _text(row, "language", required=False).strip() or options.language
+    instruction = options.instruction or (f"Write {language} code for this task." if language else "Write code for this task.")
+    return _task(f"{instruction}\n\n{_text(row, 'prompt')}", _text(row, "code"), options, source)
+
+
+@register_template("text", required=("text",))
+def _plain_text(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
+    return Example(kind="text", source=source, text=_text(row, "text"))
+
+
+def resolve_template(template: str, columns: Mapping[str, str], available: list[str]) -> str:
+    """The concrete template for `auto`: chat if rows have messages, completion for prompt/completion, else text."""
+    if template != "auto":
+        return template
+
+    def has(name: str) -> bool:
+        return columns.get(name, name) in available
+
+    if has("messages"):
+        return "chat"
+    if has("prompt") and has("completion"):
+        return "completion"
+    if has("text"):
+        return "text"
+    raise DataError(
+        f"cannot pick a template for columns {available}: expected 'messages' (chat), 'prompt'+'completion' "
+        "or 'text'; set template: and columns: in the source"
+    )
+
+
+def resolve_columns(template: str, columns: Mapping[str, str], available: list[str], where: str) -> dict[str, str]:
+    """Template column -> dataset column, checked against the dataset's columns (DataError names what is
+    missing and what exists)."""
+    spec = TEMPLATES[template]
+    unknown = sorted(set(columns) - set(spec.required) - set(spec.optional))
+    if unknown:
+        raise DataError(
+            f"{where}: columns maps {unknown}, which template '{template}' does not use "
+            f"(it reads {', '.join(spec.required + spec.optional)})"
+        )
+    mapping = {name: columns.get(name, name) for name in spec.required + spec.optional}
+    missing = [f"'{mapping[n]}'" + (f" (for '{n}')" if mapping[n] != n else "") for n in spec.required if mapping[n] not in available]
+    if missing:
+        raise DataError(
+            f"{where}: column {', '.join(missing)} not found; template '{template}' needs "
+            f"{', '.join(spec.required)}; the data has columns: {', '.join(available) or '(none)'}. "
+            "Rename them with columns: {template_column: data_column}"
+        )
+    return mapping
+
+
+def format_row(row: Mapping[str, Any], template: str, mapping: Mapping[str, str], options: TemplateOptions, source: str) -> Example:
+    """Apply a template to one raw row (raises RowRejected with the drop reason)."""
+    canonical = {name: row.get(col) for name, col in mapping.items()}
+    return TEMPLATES[template].build(canonical, options, source)

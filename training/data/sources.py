@@ -1,0 +1,392 @@
+"""Dataset sources: read raw rows from files, local Hugging Face dataset folders and the request log.
+
+Each kind registers a reader (`register_source`), so a new kind is one function. Readers return
+`RawRows` (plain dicts plus the column names) and raise `DataError` naming the file / table and the cause:
+missing, empty, not UTF-8 (with the byte offset and line), malformed JSON (with the line), no rows.
+
+`peek_columns(source)` reads only the header / first rows, so preflight can reject wrong column names
+without reading the whole file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from training.config import FileSource, HFDatasetSource, RequestLogSource, SourceConfig
+from training.errors import DataError
+
+__all__ = [
+    "RawRows",
+    "check_utf8",
+    "file_format",
+    "peek_columns",
+    "read_source",
+    "register_source",
+    "source_label",
+]
+
+_TEXT_FORMATS = {"jsonl", "json", "csv"}
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(slots=True)
+class RawRows:
+    """Rows of one source as read (before formatting/cleaning)."""
+
+    source: str
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Reader = Callable[[Any], RawRows]
+Peeker = Callable[[Any], list[str]]
+_READERS: dict[str, tuple[Reader, Peeker]] = {}
+
+
+def register_source(kind: str, peek: Peeker) -> Callable[[Reader], Reader]:
+    """Register a reader (and a cheap column peeker) for a source `kind`."""
+
+    def deco(fn: Reader) -> Reader:
+        _READERS[kind] = (fn, peek)
+        return fn
+
+    return deco
+
+
+def source_label(source: SourceConfig, index: int) -> str:
+    """The source's name in the data card: its `name`, else the file name / table, else its position."""
+    if source.name:
+        return source.name
+    if isinstance(source, FileSource | HFDatasetSource):
+        return source.path.stem if source.path.suffix else source.path.name
+    return f"request_log_{index}"
+
+
+def read_source(source: SourceConfig, label: str) -> RawRows:
+    reader, _ = _READERS[source.kind]
+    raw = reader(source)
+    raw.source = label
+    return raw
+
+
+def peek_columns(source: SourceConfig) -> list[str]:
+    """Column names of a source, reading as little as possible (raises DataError if unreadable/empty)."""
+    _, peek = _READERS[source.kind]
+    return peek(source)
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def file_format(source: FileSource) -> str:
+    if source.format != "auto":
+        return source.format
+    fmt = _EXTENSIONS.get(source.path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"cannot tell the format of {source.path} from its extension; set format: jsonl|json|csv|parquet"
+        )
+    return fmt
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"dataset file not found: {path}")
+    if not path.is_file():
+        raise DataError(f"dataset path is not a file: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"dataset file is empty: {path}")
+
+
+def check_utf8(path: Path, limit: int | None = None) -> None:
+    """Raise DataError naming the byte offset and line of the first invalid UTF-8 sequence."""
+    data = path.read_bytes() if limit is None else path.open("rb").read(limit)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if limit is not None and exc.start >= len(data) - 4:
+            return  # a multi-byte character cut by the read limit
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path} is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line}); "
+            "re-encode the file as UTF-8"
+        ) from None
+
+
+def _read_text(path: Path) -> str:
+    check_utf8(path)
+    return path.read_text(encoding="utf-8")
+
+
+def _iter_jsonl(path: Path, text: str) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {number} is a JSON {type(row).__name__}, expected an object per line")
+        yield row
+
+
+def _json_rows(path: Path, text: str) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError(f"{path}: expected a JSON list of objects (or an object holding one list)")
+        data = lists[0]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f"{path}: expected a JSON list of objects")
+    return data
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            seen.setdefault(key, None)
+    return list(seen)
+
+
+def _read_file(source: FileSource) -> RawRows:
+    path = source.path
+    _check_file(path)
+    fmt = file_format(source)
+    rows: list[dict[str, Any]]
+    if fmt == "jsonl":
+        rows = list(_iter_jsonl(path, _read_text(path)))
+    elif fmt == "json":
+        rows = _json_rows(path, _read_text(path))
+    elif fmt == "csv":
+        reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+        rows = [dict(r) for r in reader]
+        if reader.fieldnames is None:
+            raise DataError(f"{path} has no CSV header row")
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
+    if not rows:
+        raise DataError(f"dataset file has no rows: {path}")
+    return RawRows(source=path.name, rows=rows, columns=_columns(rows), meta={"path": str(path), "format": fmt})
+
+
+def _peek_file(source: FileSource) -> list[str]:
+    path = source.path
+    _check_file(path)
+    fmt = file_format(source)
+    if fmt in _TEXT_FORMATS:
+        check_utf8(path)
+    if fmt == "jsonl":
+        first = next(_iter_jsonl(path, path.read_text(encoding="utf-8")), None)
+        if first is None:
+            raise DataError(f"dataset file has no rows: {path}")
+        return list(first)
+    if fmt == "csv":
+        header = next(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")), None)
+        if not header:
+            raise DataError(f"{path} has no CSV header row")
+        return header
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as exc:
+            raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
+    rows = _json_rows(path, path.read_text(encoding="utf-8"))
+    if not rows:
+        raise DataError(f"dataset file has no rows: {path}")
+    return _columns(rows[:100])
+
+
+register_source("file", _peek_file)(_read_file)
+
+
+# ------------------------------------------------------------------------------------ HF dataset folders
+
+
+def _load_hf(source: HFDatasetSource) -> Any:
+    import datasets
+
+    path = source.path
+    if not path.is_dir():
+        raise DataError(f"Hugging Face dataset folder not found: {path}")
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as exc:
+        raise DataError(f"{path} is not a dataset folder written by save_to_disk: {exc}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if source.split not in loaded:
+            raise DataError(f"{path} has no split {source.split!r} (splits: {', '.join(loaded)})")
+        loaded = loaded[source.split]
+    return loaded
+
+
+def _read_hf(source: HFDatasetSource) -> RawRows:
+    dataset = _load_hf(source)
+    if len(dataset) == 0:
+        raise DataError(f"dataset folder has no rows: {source.path}")
+    rows = dataset.to_list()
+    return RawRows(source=source.path.name, rows=rows, columns=list(dataset.column_names), meta={"path": str(source.path)})
+
+
+def _peek_hf(source: HFDatasetSource) -> list[str]:
+    dataset = _load_hf(source)
+    if len(dataset) == 0:
+        raise DataError(f"dataset folder has no rows: {source.path}")
+    return list(dataset.column_names)
+
+
+register_source("hf_dataset", _peek_hf)(_read_hf)
+
+
+# ------------------------------------------------------------------------------------------ request log
+
+_REQUEST_LOG_SQL = """
+SELECT r.id, r.created_at, r.endpoint, r.prompt, r.response, r.served_name, r.served_version, r.tags,
+       f.correction, f.thumbs, f.rating, f.created_at AS feedback_at
+FROM requests r JOIN feedback f ON f.request_id = r.id
+WHERE r.status_code = 200 AND r.shadow_of IS NULL
+  AND ((f.correction IS NOT NULL AND f.correction <> '') {accepted})
+  {filters}
+ORDER BY r.created_at DESC, r.id, f.created_at
+"""
+
+
+def _engine(url: str) -> Any:
+    import sqlalchemy as sa
+
+    try:
+        return sa.create_engine(url)
+    except Exception as exc:
+        raise DataError(f"request log: bad database URL {url!r}: {exc}") from None
+
+
+def _check_tables(engine: Any, url: str) -> None:
+    import sqlalchemy as sa
+
+    try:
+        names = set(sa.inspect(engine).get_table_names())
+    except Exception as exc:
+        raise DataError(f"request log: cannot connect to {engine.url.render_as_string(hide_password=True)}: {exc}") from None
+    missing = {"requests", "feedback"} - names
+    if missing:
+        raise DataError(f"request log {url!r} has no table(s) {', '.join(sorted(missing))}")
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            loaded = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _read_request_log(source: RequestLogSource) -> RawRows:
+    import sqlalchemy as sa
+
+    engine = _engine(source.database_url)
+    try:
+        _check_tables(engine, source.database_url)
+        accepted = "OR f.thumbs > 0 OR f.rating >= :min_rating" if source.include_accepted else ""
+        filters, params = [], {"min_rating": source.min_rating}
+        if source.since is not None:
+            filters.append("AND r.created_at >= :since")
+            params["since"] = _aware(source.since)
+        if source.until is not None:
+            filters.append("AND r.created_at < :until")
+            params["until"] = _aware(source.until)
+        if source.served_name is not None:
+            filters.append("AND r.served_name = :served_name")
+            params["served_name"] = source.served_name
+        if source.served_version is not None:
+            filters.append("AND r.served_version = :served_version")
+            params["served_version"] = source.served_version
+        sql = sa.text(_REQUEST_LOG_SQL.format(accepted=accepted, filters=" ".join(filters)))
+        with engine.connect() as conn:
+            records = [dict(r._mapping) for r in conn.execute(sql, params)]
+    finally:
+        engine.dispose()
+
+    # One row per request: the latest correction wins over acceptance.
+    by_id: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    for rec in records:
+        tags = _as_dict(rec.get("tags"))
+        if any(tags.get(k) != v for k, v in source.tags.items()):
+            continue
+        rid = rec["id"]
+        if rid not in by_id:
+            order.append(rid)
+            by_id[rid] = {**rec, "tags": tags}
+        elif rec.get("correction"):
+            by_id[rid] = {**rec, "tags": tags}
+    rows: list[dict[str, Any]] = []
+    for rid in order[: source.limit] if source.limit else order:
+        rec = by_id[rid]
+        target = rec["correction"] if rec.get("correction") else rec.get("response")
+        if target is None:
+            continue
+        row: dict[str, Any] = {"request_id": rid, "origin": "correction" if rec.get("correction") else "accepted"}
+        if rec["endpoint"] == "chat.completions":
+            try:
+                messages = json.loads(rec["prompt"])
+            except (TypeError, json.JSONDecodeError):
+                messages = None
+            if not isinstance(messages, list):
+                continue  # an unparseable prompt cannot be replayed; counted as unread
+            row["messages"] = [*messages, {"role": "assistant", "content": target}]
+        else:
+            row["prompt"], row["completion"] = rec["prompt"], target
+        rows.append(row)
+    if not rows:
+        raise DataError(
+            f"request log {source.database_url!r} has no corrected or accepted requests matching the filters "
+            f"(served_name={source.served_name!r}, tags={source.tags}, since={source.since}, until={source.until})"
+        )
+    return RawRows(
+        source="request_log",
+        rows=rows,
+        columns=_columns(rows),
+        meta={"database": engine.url.render_as_string(hide_password=True), "qualifying_requests": len(order)},
+    )
+
+
+def _peek_request_log(source: RequestLogSource) -> list[str]:
+    engine = _engine(source.database_url)
+    try:
+        _check_tables(engine, source.database_url)
+    finally:
+        engine.dispose()
+    return ["messages", "prompt", "completion"]
+
+
+register_source("request_log", _peek_request_log)(_read_request_log)

@@ -1,0 +1,1 @@
+"""Training recipes: one readable file per procedure (`lora_sft`: LoRA/QLoRA supervised fine-tuning)."""

@@ -1,0 +1,323 @@
+"""LoRA / QLoRA supervised fine-tuning with TRL's SFTTrainer and peft - the recipe, top to bottom.
+
+    run(job, emit, should_stop) -> RecipeOutput
+      1. runtime: threads, seeds, device
+      2. tokenizer + base model (fp32 on CPU, bf16 on GPU; 4-bit NF4 via bitsandbytes for QLoRA)
+      3. adapter: a fresh LoRA, or the parent adapter (sequential / transfer) loaded trainable
+      4. trainer: SFTConfig from the config (packing / length grouping, grad accumulation, eval,
+         checkpoints, early stopping), the metrics callback (loss, val loss, lr, grad norm, tokens/s,
+         memory; NaN / explosion stops the run)
+      5. train (resuming from the latest checkpoint when asked), final validation loss
+      6. save the adapter (safetensors only) and return its bytes - the driver writes the artifact
+
+The data arrives tokenized (`input_ids`, `labels` with -100 outside assistant turns), so TRL only packs
+or batches it. Runs the same in-process and inside a Ray worker; it never touches the final run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.config import TrainingConfig
+from training.errors import TrainingCancelled, TrainingDiverged, TrainingError, TrainingTimeout
+from training.monitor import MetricsCallback, peak_rss_mb
+
+__all__ = ["RecipeJob", "RecipeOutput", "run"]
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+RESUME_MARKER = "tuneloop_resume.json"
+
+
+@dataclass
+class RecipeJob:
+    """Everything the recipe needs, picklable (sent to the Ray worker)."""
+
+    config: TrainingConfig
+    train: Any  # datasets.Dataset with input_ids / labels
+    validation: Any | None
+    dataset_hash: str
+    checkpoint_dir: Path
+    device: str  # "cpu" | "cuda"
+
+
+@dataclass
+class RecipeOutput:
+    adapter_files: dict[str, bytes]
+    stop_reason: str
+    final_eval_loss: float | None
+    train_seconds: float
+    hardware: dict[str, Any]
+    resumed_from: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------- steps
+
+
+def _setup_runtime(config: TrainingConfig, device: str) -> None:
+    import torch
+    from transformers import set_seed
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if device == "cpu":
+        torch.set_num_threads(config.runtime.torch_threads or os.cpu_count() or 1)
+    set_seed(config.train.seed)
+
+
+def _hardware(device: str) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "device": device,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    return info
+
+
+def _compute_dtype(device: str) -> Any:
+    import torch
+
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_base_model(config: TrainingConfig, device: str) -> Any:
+    """The base model, frozen; NF4-quantized for QLoRA."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = _compute_dtype(device)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if config.quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
+        )
+        kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(str(config.base_model), **kwargs)
+    model.config.use_cache = False
+    if config.quantization == "nf4":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.train.gradient_checkpointing)
+    return model
+
+
+def attach_adapter(model: Any, config: TrainingConfig) -> Any:
+    """A fresh LoRA on the configured modules, or the parent adapter loaded trainable (sequential /
+    transfer keep the parent's shape)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if config.init_adapter is not None:
+        return PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True)
+    targets: Any = config.lora.target_modules
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.lora_alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else list(targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _optimizer(config: TrainingConfig, device: str) -> str:
+    if config.train.optimizer != "auto":
+        return config.train.optimizer
+    if device == "cuda":
+        return "paged_adamw_8bit" if config.quantization == "nf4" else "adamw_torch_fused"
+    return "adamw_torch"
+
+
+def sft_arguments(config: TrainingConfig, job: RecipeJob) -> Any:
+    """TRL SFTConfig for this run."""
+    from trl import SFTConfig
+
+    t = config.train
+    has_eval = job.validation is not None
+    eval_strategy = "no"
+    if has_eval:
+        eval_strategy = "steps" if t.eval_every_steps else "epoch"
+    early = bool(t.early_stopping_patience) and has_eval
+    if early:
+        save_strategy, save_steps = eval_strategy, t.eval_every_steps
+    else:
+        save_strategy, save_steps = ("steps", t.save_every_steps) if t.save_every_steps else ("epoch", None)
+    import torch
+
+    bf16 = job.device == "cuda" and _compute_dtype(job.device) == torch.bfloat16
+    return SFTConfig(
+        output_dir=str(job.checkpoint_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=_optimizer(config, job.device),
+        gradient_checkpointing=t.gradient_checkpointing,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=bf16,
+        fp16=job.device == "cuda" and not bf16,
+        use_cpu=job.device == "cpu",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_every_steps,
+        save_strategy=save_strategy,
+        save_steps=save_steps or 500,
+        save_total_limit=2,
+        load_best_model_at_end=early,
+        metric_for_best_model="eval_loss" if early else None,
+        greater_is_better=False if early else None,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        max_length=config.data.max_seq_length,
+        packing=t.batching == "packed",
+        packing_strategy="bfd",
+        train_sampling_strategy="group_by_length" if t.batching == "grouped" else "random",
+        dataset_num_proc=None,
+    )
+
+
+def _latest_checkpoint(config: TrainingConfig, job: RecipeJob, emit: Callable[[dict[str, Any]], None]) -> str | None:
+    """Prepare the checkpoint folder; with `train.resume`, the latest checkpoint of the same data."""
+    folder = job.checkpoint_dir
+    marker = folder / RESUME_MARKER
+    if config.train.resume and marker.is_file():
+        saved = json.loads(marker.read_text())
+        if saved.get("dataset_hash") != job.dataset_hash:
+            raise TrainingError(
+                f"cannot resume from {folder}: its checkpoints were trained on dataset {saved.get('dataset_hash', '?')[:12]}..., "
+                f"this run prepared {job.dataset_hash[:12]}...; set train.resume: false to start over"
+            )
+        checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+        if checkpoints:
+            emit({"type": "log", "message": f"resuming from {checkpoints[-1]}"})
+            return str(checkpoints[-1])
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    marker.write_text(json.dumps({"dataset_hash": job.dataset_hash, "name": config.name}))
+    return None
+
+
+def _save_adapter(model: Any, config: TrainingConfig) -> dict[str, bytes]:
+    """Save with peft into a scratch folder; keep only adapter_config.json + adapter_model.safetensors."""
+    with tempfile.TemporaryDirectory(prefix="tuneloop-adapter-") as scratch:
+        model.save_pretrained(scratch, safe_serialization=True)
+        folder = Path(scratch)
+        missing = [f for f in ADAPTER_FILES if not (folder / f).is_file()]
+        if missing:
+            raise TrainingError(f"peft did not write {missing} (wrote {sorted(p.name for p in folder.iterdir())})")
+        adapter_cfg = json.loads((folder / "adapter_config.json").read_text())
+        adapter_cfg["base_model_name_or_path"] = config.base_id
+        return {
+            "adapter_config.json": (json.dumps(adapter_cfg, indent=2, sort_keys=True) + "\n").encode(),
+            "adapter_model.safetensors": (folder / "adapter_model.safetensors").read_bytes(),
+        }
+
+
+# --------------------------------------------------------------------------------------------- recipe
+
+
+def run(
+    job: RecipeJob,
+    emit: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], str | None] = lambda: None,
+) -> RecipeOutput:
+    """Train one adapter; raises TrainingDiverged / TrainingCancelled / TrainingTimeout / TrainingError."""
+    config, device = job.config, job.device
+
+    # 1. Runtime
+    _setup_runtime(config, device)
+    emit({"type": "log", "message": f"training on {device.upper()} ({_hardware(device).get('gpu', 'cpu')})"})
+
+    # 2-3. Tokenizer, base model, adapter
+    import torch
+    from transformers import AutoTokenizer, EarlyStoppingCallback
+    from trl import SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(config.base_model))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = attach_adapter(load_base_model(config, device), config)
+
+    # 4. Trainer
+    monitor = MetricsCallback(emit, should_stop, config.train.divergence_factor, device)
+    callbacks: list[Any] = [monitor]
+    if config.train.early_stopping_patience and job.validation is not None:
+        callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience, config.train.early_stopping_threshold))
+    resume = _latest_checkpoint(config, job, emit)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_arguments(config, job),
+        train_dataset=job.train,
+        eval_dataset=job.validation,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    if device == "cpu":
+        # TRL casts QLoRA adapter weights to bf16 (a GPU recommendation); on CPU fp32 is faster and exact.
+        for param in trainer.model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
+
+    # 5. Train
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - started
+    if monitor.diverged:
+        raise TrainingDiverged(f"stopped at step {trainer.state.global_step}: {monitor.diverged}")
+    if monitor.stopped == "cancelled":
+        raise TrainingCancelled(f"cancelled at step {trainer.state.global_step}")
+    if monitor.stopped:
+        raise TrainingTimeout(f"stopped at step {trainer.state.global_step}: {monitor.stopped}")
+    final_eval: float | None = None
+    if job.validation is not None:
+        final_eval = float(trainer.evaluate()["eval_loss"])
+    stop_reason = "completed"
+    if config.train.early_stopping_patience and trainer.state.global_step < trainer.state.max_steps:
+        stop_reason = "early_stopped"
+
+    # 6. Save the adapter (bytes; the driver writes the artifact), drop checkpoints
+    files = _save_adapter(trainer.model, config)
+    if not config.output.keep_checkpoints:
+        shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+    hardware = _hardware(device) | {"peak_rss_mb": round(peak_rss_mb(), 1)}
+    emit({"type": "end", "reason": stop_reason, "step": int(trainer.state.global_step)})
+    return RecipeOutput(
+        adapter_files=files,
+        stop_reason=stop_reason,
+        final_eval_loss=final_eval,
+        train_seconds=round(train_seconds, 2),
+        hardware=hardware,
+        resumed_from=resume,
+        extra={"trainer_train_loss": float(output.training_loss), "global_step": int(trainer.state.global_step)},
+    )

@@ -1,0 +1,87 @@
+"""`tuneloop serve`: start local Ray + the Serve app, block until SIGTERM/Ctrl-C, then drain and stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def start_local_serve(config: dict[str, object], host: str, port: int, *, num_cpus: int | None = None) -> None:
+    """Start Ray (if needed) and the tuneloop Serve application on host:port; returns when it is ready."""
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False})
+    serve.run(build_app(config), name="tuneloop", route_prefix="/", blocking=False)
+
+
+def wait_ready(base_url: str, timeout_s: float = 600.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{base_url}/ready", timeout=5)
+            if r.status_code == 200:
+                return
+            last = r.text
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise TimeoutError(f"service at {base_url} not ready after {timeout_s:.0f} s: {last}")
+
+
+def stop_local_serve() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()  # drains replicas: in-flight requests finish (graceful_shutdown_timeout_s)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+        host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+        config: Annotated[Path | None, typer.Option(help="tuneloop settings YAML.")] = None,
+        base_model: Annotated[str | None, typer.Option(help="'default' or a local HF model folder.")] = None,
+        replicas: Annotated[int | None, typer.Option(help="Model replicas.")] = None,
+    ) -> None:
+        """Serve the base model and its adapters behind an OpenAI-compatible API (Ctrl-C drains and stops)."""
+        from tuneloop.settings import load_settings
+
+        settings = load_settings(config, {"serving.base_model": base_model, "serving.num_replicas": replicas})
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        url = f"http://{host}:{port}"
+        with console.status("Starting Ray + Serve + vLLM (about a minute on CPU)…"):
+            start_local_serve(settings.serving.model_dump(mode="json"), host, port)
+            wait_ready(url)
+        console.print(f"[green]tuneloop is serving[/green] at {url}/v1 (OpenAI API), {url}/metrics, {url}/admin")
+        console.print("Ctrl-C or SIGTERM drains in-flight requests and stops.")
+        while not stop.wait(0.5):
+            pass
+        with console.status("Draining and stopping…"):
+            stop_local_serve()
+        console.print("stopped")
