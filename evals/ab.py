@@ -163,8 +163,11 @@ def list_experiments(db: str | Engine) -> dict[str, int]:
     engine = _engine(db)
     tables = _reflect(engine)
     requests = tables["requests"]
-    query = (sa.select(requests.c.experiment, sa.func.count()).where(requests.c.experiment.is_not(None))
-             .group_by(requests.c.experiment))
+    query = (
+        sa.select(requests.c.experiment, sa.func.count())
+        .where(requests.c.experiment.is_not(None))
+        .group_by(requests.c.experiment)
+    )
     with engine.connect() as conn:
         return {str(name): int(count) for name, count in conn.execute(query)}
 
@@ -189,8 +192,9 @@ def _db_time(engine: Engine, value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if engine.dialect.name == "sqlite" else value
 
 
-def load_experiment(db: str | Engine, experiment: str, *, since: datetime | None = None,
-                    until: datetime | None = None) -> ExperimentData:
+def load_experiment(
+    db: str | Engine, experiment: str, *, since: datetime | None = None, until: datetime | None = None
+) -> ExperimentData:
     """Read one experiment's traffic, feedback and scores from the request log."""
     engine = _engine(db)
     tables = _reflect(engine)
@@ -200,8 +204,19 @@ def load_experiment(db: str | Engine, experiment: str, *, since: datetime | None
         where.append(req.c.created_at >= _db_time(engine, since))
     if until is not None:
         where.append(req.c.created_at < _db_time(engine, until))
-    columns = [req.c.id, req.c.created_at, req.c.arm, req.c.served_name, req.c.served_version, req.c.status_code,
-               req.c.error, req.c.latency_ms, req.c.ttft_ms, req.c.prompt_tokens, req.c.completion_tokens]
+    columns = [
+        req.c.id,
+        req.c.created_at,
+        req.c.arm,
+        req.c.served_name,
+        req.c.served_version,
+        req.c.status_code,
+        req.c.error,
+        req.c.latency_ms,
+        req.c.ttft_ms,
+        req.c.prompt_tokens,
+        req.c.completion_tokens,
+    ]
     feedback: dict[str, list[tuple[Any, float | None, int | None]]] = defaultdict(list)
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     with engine.connect() as conn:
@@ -211,7 +226,8 @@ def load_experiment(db: str | Engine, experiment: str, *, since: datetime | None
             fb = tables["feedback"]
             for request_id, created, rating, thumbs in conn.execute(
                 sa.select(fb.c.request_id, fb.c.created_at, fb.c.rating, fb.c.thumbs)
-                .where(fb.c.request_id.in_(ids_subquery)).order_by(fb.c.created_at, fb.c.id)
+                .where(fb.c.request_id.in_(ids_subquery))
+                .order_by(fb.c.created_at, fb.c.id)
             ):
                 feedback[request_id].append((created, rating, thumbs))
         if "scores" in tables:
@@ -265,9 +281,15 @@ def _to_arrays(
         "rating": rating,
     }
     specs = {
-        "error_rate": OutcomeSpec("error_rate", "rate", False, "share of requests that failed (status >= 400 or error)"),
-        "feedback_rate": OutcomeSpec("feedback_rate", "rate", None, "share of answered requests with any feedback"),
-        "thumbs_up_rate": OutcomeSpec("thumbs_up_rate", "rate", True, "share of thumbs that are up (latest per request)"),
+        "error_rate": OutcomeSpec(
+            "error_rate", "rate", False, "share of requests that failed (status >= 400 or error)"
+        ),
+        "feedback_rate": OutcomeSpec(
+            "feedback_rate", "rate", None, "share of answered requests with any feedback"
+        ),
+        "thumbs_up_rate": OutcomeSpec(
+            "thumbs_up_rate", "rate", True, "share of thumbs that are up (latest per request)"
+        ),
         "rating": OutcomeSpec("rating", "mean", True, "mean user rating (0..1)"),
     }
     for scorer in sorted(scores):
@@ -321,7 +343,11 @@ def pick_primary(data: ExperimentData, control: str, primary: str | None) -> str
         if primary not in data.outcomes:
             raise ExperimentDataError(f"unknown outcome {primary!r}; available: {', '.join(data.outcomes)}")
         return primary
-    candidates = [n for n in data.outcomes if n.startswith("score:")] + ["thumbs_up_rate", "rating", "error_rate"]
+    candidates = [n for n in data.outcomes if n.startswith("score:")] + [
+        "thumbs_up_rate",
+        "rating",
+        "error_rate",
+    ]
     for name in candidates:
         values = data.outcomes[name]
         if all(np.isfinite(values[data.arms == arm]).sum() >= 2 for arm in data.arm_names()):
@@ -350,8 +376,9 @@ def summarise_arm(data: ExperimentData, arm: str) -> ArmSummary:
     return ArmSummary(arm, int(mask.sum()), float(mask.mean()), dict(served), values, counts)
 
 
-def compare_outcome(data: ExperimentData, control: str, arm: str, outcome: str, *, alpha: float,
-                    tau_rel: float, burn_in: int) -> tuple[OutcomeComparison, SequentialResult] | None:
+def compare_outcome(
+    data: ExperimentData, control: str, arm: str, outcome: str, *, alpha: float, tau_rel: float, burn_in: int
+) -> tuple[OutcomeComparison, SequentialResult] | None:
     """Fixed-horizon and sequential tests of one outcome, arm vs control (None when an arm lacks data)."""
     spec = data.specs[outcome]
     series = data.outcomes[outcome]
@@ -373,11 +400,23 @@ def compare_outcome(data: ExperimentData, control: str, arm: str, outcome: str, 
         low, high, p_value, test = mean.ci_low, mean.ci_high, mean.p_value, "Mann-Whitney U"
     seq = msprt(treat, values, alpha=alpha, tau_rel=tau_rel, burn_in=burn_in, binary=spec.kind == "rate")
     comparison = OutcomeComparison(
-        outcome=outcome, kind=spec.kind, higher_is_better=spec.higher_is_better,
-        control=control_value, treatment=treatment_value, diff=diff, ci_low=low, ci_high=high,
-        p_value=p_value, test=test, n_control=int(a.size), n_treatment=int(b.size),
-        sequential_p=seq.p_value, sequential_low=seq.ci_low, sequential_high=seq.ci_high,
-        sequential_rejected=seq.rejected, verdict=_verdict(spec, diff, seq.rejected, p_value <= alpha),
+        outcome=outcome,
+        kind=spec.kind,
+        higher_is_better=spec.higher_is_better,
+        control=control_value,
+        treatment=treatment_value,
+        diff=diff,
+        ci_low=low,
+        ci_high=high,
+        p_value=p_value,
+        test=test,
+        n_control=int(a.size),
+        n_treatment=int(b.size),
+        sequential_p=seq.p_value,
+        sequential_low=seq.ci_low,
+        sequential_high=seq.ci_high,
+        sequential_rejected=seq.rejected,
+        verdict=_verdict(spec, diff, seq.rejected, p_value <= alpha),
     )
     return comparison, seq
 
@@ -395,14 +434,19 @@ def _path(seq: SequentialResult, arm: str, outcome: str, max_points: int = 200) 
     n_total = seq.path.n_control + seq.path.n_treatment
     index = np.unique(np.linspace(0, n_total.size - 1, min(max_points, n_total.size)).astype(int))
     return CumulativePath(
-        arm=arm, outcome=outcome, n_total=[int(x) for x in n_total[index]],
-        estimate=seq.path.estimate[index].tolist(), low=seq.path.ci_low[index].tolist(),
-        high=seq.path.ci_high[index].tolist(), p_value=seq.path.p_value[index].tolist(),
+        arm=arm,
+        outcome=outcome,
+        n_total=[int(x) for x in n_total[index]],
+        estimate=seq.path.estimate[index].tolist(),
+        low=seq.path.ci_low[index].tolist(),
+        high=seq.path.ci_high[index].tolist(),
+        p_value=seq.path.p_value[index].tolist(),
     )
 
 
-def _sample_size(data: ExperimentData, control: str, outcome: str, mde: float | None,
-                 alpha: float, power: float) -> dict[str, Any] | None:
+def _sample_size(
+    data: ExperimentData, control: str, outcome: str, mde: float | None, alpha: float, power: float
+) -> dict[str, Any] | None:
     spec = data.specs[outcome]
     series = data.outcomes[outcome][data.arms == control]
     finite = series[np.isfinite(series)]
@@ -424,8 +468,14 @@ def _sample_size(data: ExperimentData, control: str, outcome: str, mde: float | 
             size = sample_size_means(sd, effect, alpha=alpha, power=power)
     except ValueError:
         return None
-    return {"outcome": outcome, "mde": effect, "alpha": alpha, "power": power,
-            "n_per_arm": size.n_control, "fixed_horizon": True}
+    return {
+        "outcome": outcome,
+        "mde": effect,
+        "alpha": alpha,
+        "power": power,
+        "n_per_arm": size.n_control,
+        "fixed_horizon": True,
+    }
 
 
 def ab_report(
@@ -456,15 +506,27 @@ def ab_report(
     problems: list[str] = []
     first = min(data.created_at).isoformat() if data.created_at else None
     last = max(data.created_at).isoformat() if data.created_at else None
-    base = dict(experiment=experiment, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                first_request=first, last_request=last, control=ctrl, arms=summaries, alpha=alpha)
+    report = ABReport(
+        experiment=experiment,
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        first_request=first,
+        last_request=last,
+        control=ctrl,
+        primary=None,
+        arms=summaries,
+        comparisons=[],
+        srm=None,
+        recommendation="",
+        problems=problems,
+        alpha=alpha,
+    )
     if len(arms) < 2:
         problems.append(
             f"only arm {arms[0]!r} has traffic ({summaries[0].requests} requests): nothing to compare yet; "
             "check the experiment's split weights and that the other arm's model is loaded"
         )
-        return ABReport(**base, primary=None, comparisons=[], srm=None,  # type: ignore[arg-type]
-                        recommendation="Cannot compare: one arm only.", problems=problems)
+        report.recommendation = "Cannot compare: one arm only."
+        return report
     counts = {s.arm: s.requests for s in summaries}
     srm: SrmCheck | None = None
     try:
@@ -497,20 +559,30 @@ def ab_report(
         problems.append("no outcome has data in every arm yet (no scores or feedback logged)")
     ordered = [ctrl, *[a for a in arms if a != ctrl]]
     distributions = {
-        name: {arm: [float(v) for v in data.outcomes[name][(data.arms == arm) & np.isfinite(data.outcomes[name])]]
-               for arm in ordered}
+        name: {
+            arm: [
+                float(v) for v in data.outcomes[name][(data.arms == arm) & np.isfinite(data.outcomes[name])]
+            ]
+            for arm in ordered
+        }
         for name in dict.fromkeys(["latency_ms", *([main] if main else [])])
     }
-    return ABReport(
-        **base,  # type: ignore[arg-type]
-        primary=main, comparisons=comparisons, srm=asdict(srm) if srm else None,
-        recommendation=_recommend(comparisons, main, srm, data, ctrl),
-        problems=problems, paths=paths, distributions=distributions,
-    )
+    report.primary = main
+    report.comparisons = comparisons
+    report.srm = asdict(srm) if srm else None
+    report.recommendation = _recommend(comparisons, main, srm, data, ctrl)
+    report.paths = paths
+    report.distributions = distributions
+    return report
 
 
-def _recommend(comparisons: list[ArmComparison], primary: str | None, srm: SrmCheck | None,
-               data: ExperimentData, control: str) -> str:
+def _recommend(
+    comparisons: list[ArmComparison],
+    primary: str | None,
+    srm: SrmCheck | None,
+    data: ExperimentData,
+    control: str,
+) -> str:
     if srm is not None and srm.mismatch:
         return "Stop and fix assignment: sample ratio mismatch."
     if primary is None:
@@ -531,7 +603,9 @@ def _recommend(comparisons: list[ArmComparison], primary: str | None, srm: SrmCh
             need = ""
             if size:
                 have = min(found.n_control, found.n_treatment)
-                need = (f" A fixed-horizon test needs about {size['n_per_arm']} per arm to detect "
-                        f"{size['mde']:+.3g}; each arm has {have}.")
+                need = (
+                    f" A fixed-horizon test needs about {size['n_per_arm']} per arm to detect "
+                    f"{size['mde']:+.3g}; each arm has {have}."
+                )
             lines.append(f"{comparison.arm}: no significant difference on {primary} yet; keep running.{need}")
     return " ".join(lines)

@@ -30,7 +30,9 @@ def run_baselines(
     """
     loaded = load_suite(suite)
     if k_shot > 0 and not load_suite_data(loaded).train_examples:
-        raise SuiteError(f"suite {loaded.name!r} has no train split, so there is nothing to draw {k_shot} shots from")
+        raise SuiteError(
+            f"suite {loaded.name!r} has no train split, so there is nothing to draw {k_shot} shots from"
+        )
     runs = [run_suite(loaded, base_model, base_url, k_shot=0, **kwargs)]
     if k_shot > 0:
         runs.append(run_suite(loaded, base_model, base_url, k_shot=k_shot, **kwargs))

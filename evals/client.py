@@ -32,7 +32,9 @@ class RetryPolicy:
     max_attempts: int = 4
     base_delay_s: float = 0.5
     max_delay_s: float = 8.0
-    retry_statuses: frozenset[int] = field(default_factory=lambda: frozenset({408, 425, 429, 500, 502, 503, 504}))
+    retry_statuses: frozenset[int] = field(
+        default_factory=lambda: frozenset({408, 425, 429, 500, 502, 503, 504})
+    )
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based): exponential with jitter."""

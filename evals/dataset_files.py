@@ -80,7 +80,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise SuiteError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from exc
             if not isinstance(row, dict):
-                raise SuiteError(f"{path}:{line_no}: each line must be a JSON object, got {type(row).__name__}")
+                raise SuiteError(
+                    f"{path}:{line_no}: each line must be a JSON object, got {type(row).__name__}"
+                )
             rows.append(row)
     return rows
 

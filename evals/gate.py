@@ -4,7 +4,7 @@ Pass requires every check to pass:
 - improvement on each target scope (a suite, or `suite/slice`): the lower end of the CI of
   challenger - champion on the gate metric is above `min_improvement`;
 - non-inferiority on each regression scope (each regression suite, and each of its slices): the lower end of
-  the CI is above `-margin`;
+  the CI is at or above `-margin`;
 - completeness: both runs answered every example (an endpoint that failed mid-run is not evidence);
 - thresholds: the challenger meets the suite's absolute thresholds.
 A check with fewer than `min_pairs` paired examples fails for lack of evidence. Decisions use the lower end
@@ -130,12 +130,16 @@ def gate(
     chall = _by_suite(_as_list(challenger), "challenger")
     missing = sorted(set(champ) ^ set(chall))
     if missing:
-        raise RunDataError(f"suite(s) {missing} were run for only one side; run both models on the same suites")
+        raise RunDataError(
+            f"suite(s) {missing} were run for only one side; run both models on the same suites"
+        )
     if not champ:
         raise RunDataError("no runs to compare")
 
     targets = list(policy.target) or [s for s, r in chall.items() if r.gate.get("role") == "target"]
-    regressions = list(policy.regression) or [s for s, r in chall.items() if r.gate.get("role") == "regression"]
+    regressions = list(policy.regression) or [
+        s for s, r in chall.items() if r.gate.get("role") == "regression"
+    ]
     if not targets:
         raise RunDataError(
             "the gate has no target: pass GatePolicy(target=('suite' or 'suite/slice',)) or include a suite "
@@ -153,7 +157,11 @@ def gate(
     for scope in targets:
         suite, slice_name = _split_scope(scope)
         run = chall[suite]
-        need = policy.min_improvement if policy.min_improvement is not None else float(run.gate.get("min_improvement", 0.0))
+        need = (
+            policy.min_improvement
+            if policy.min_improvement is not None
+            else float(run.gate.get("min_improvement", 0.0))
+        )
         checks.append(_compare(scope, champ[suite], run, slice_name, "improvement", need, policy))
     for scope in regressions:
         suite, slice_name = _split_scope(scope)
@@ -163,7 +171,9 @@ def gate(
         if slice_name is None and policy.regression_per_slice:
             scopes += [(f"{suite}/{s}", s) for s in run.slices()]
         for sub_scope, sub_slice in scopes:
-            checks.append(_compare(sub_scope, champ[suite], run, sub_slice, "non_inferiority", -margin, policy))
+            checks.append(
+                _compare(sub_scope, champ[suite], run, sub_slice, "non_inferiority", -margin, policy)
+            )
 
     passed = all(c.passed for c in checks)
     return GateDecision(
@@ -179,7 +189,9 @@ def gate(
 def _metric_for(run: RunResult, policy: GatePolicy) -> str:
     metric = policy.metric or str(run.gate.get("metric") or run.primary_metric)
     if metric not in run.metric_kinds:
-        raise RunDataError(f"suite {run.suite!r} has no metric {metric!r} (has: {', '.join(run.metric_kinds)})")
+        raise RunDataError(
+            f"suite {run.suite!r} has no metric {metric!r} (has: {', '.join(run.metric_kinds)})"
+        )
     return metric
 
 
@@ -200,25 +212,44 @@ def _compare(
     higher = challenger.higher_is_better.get(metric, True)
     champ_ids = set(champion.scored_ids(metric, slice_name))
     ids = [i for i in challenger.scored_ids(metric, slice_name) if i in champ_ids]
-    base = GateCheck(kind=kind, scope=scope, metric=metric, passed=False, reason="", n_pairs=len(ids),
-                     bound=bound, higher_is_better=higher, confidence=policy.confidence)
+    base = GateCheck(
+        kind=kind,
+        scope=scope,
+        metric=metric,
+        passed=False,
+        reason="",
+        n_pairs=len(ids),
+        bound=bound,
+        higher_is_better=higher,
+        confidence=policy.confidence,
+    )
     if len(ids) < policy.min_pairs:
         base.reason = f"only {len(ids)} paired examples (need {policy.min_pairs}): not enough evidence"
         return base
     statistic = get_metric_class(challenger.metric_kinds[metric]).statistic
     delta = paired_bootstrap(
-        champion.metric_rows(metric, ids), challenger.metric_rows(metric, ids), statistic,
-        higher_is_better=higher, confidence=policy.confidence, n_resamples=policy.n_resamples, seed=policy.seed,
+        champion.metric_rows(metric, ids),
+        challenger.metric_rows(metric, ids),
+        statistic,
+        higher_is_better=higher,
+        confidence=policy.confidence,
+        n_resamples=policy.n_resamples,
+        seed=policy.seed,
     )
     # In "better" units: positive is good whatever the metric's direction.
     better_low = delta.low if higher else -delta.high
-    passed = bool(better_low > bound)
+    # Improvement must clear its bound strictly; non-inferiority may touch it (identical answers pass).
+    passed = bool(better_low > bound) if kind == "improvement" else bool(better_low >= bound)
     verb = "improves" if kind == "improvement" else "stays within margin"
     interval = f"{delta.delta:+.3f} [{delta.low:+.3f}, {delta.high:+.3f}]"
-    requirement = (f"lower CI end > {bound:+.3f}" if higher else f"upper CI end < {-bound:+.3f}")
-    reason = (f"{verb}: {metric} {interval}, {requirement}" if passed
-              else f"{'no clear improvement' if kind == 'improvement' else 'regression'}: "
-                   f"{metric} {interval}, needs {requirement}")
+    op = (">" if kind == "improvement" else ">=") if higher else ("<" if kind == "improvement" else "<=")
+    requirement = f"lower CI end {op} {bound:+.3f}" if higher else f"upper CI end {op} {-bound:+.3f}"
+    reason = (
+        f"{verb}: {metric} {interval}, {requirement}"
+        if passed
+        else f"{'no clear improvement' if kind == 'improvement' else 'regression'}: "
+        f"{metric} {interval}, needs {requirement}"
+    )
     base.passed = passed
     base.reason = reason
     base.champion, base.challenger, base.delta = delta.baseline, delta.candidate, delta.delta
@@ -231,11 +262,17 @@ def _completeness(suite: str, champion: RunResult, challenger: RunResult) -> lis
     checks = []
     for side, run in (("champion", champion), ("challenger", challenger)):
         ok = run.complete and run.n_failed == 0 and run.n_ok == run.planned
-        reason = (f"{side} answered all {run.planned} examples" if ok else
-                  f"{side} run incomplete: {run.n_ok}/{run.planned} answered"
-                  + (f" ({run.stop_reason})" if run.stop_reason else ""))
-        checks.append(GateCheck(kind="completeness", scope=suite, metric="-", passed=ok, reason=reason,
-                                n_pairs=run.n_ok))
+        reason = (
+            f"{side} answered all {run.planned} examples"
+            if ok
+            else f"{side} run incomplete: {run.n_ok}/{run.planned} answered"
+            + (f" ({run.stop_reason})" if run.stop_reason else "")
+        )
+        checks.append(
+            GateCheck(
+                kind="completeness", scope=suite, metric="-", passed=ok, reason=reason, n_pairs=run.n_ok
+            )
+        )
     return checks
 
 
@@ -244,11 +281,18 @@ def _thresholds(suite: str, challenger: RunResult) -> list[GateCheck]:
     for metric, result in challenger.threshold_results.items():
         higher = challenger.higher_is_better.get(metric, True)
         op = ">=" if higher else "<="
-        checks.append(GateCheck(
-            kind="threshold", scope=suite, metric=metric, passed=bool(result["passed"]),
-            reason=f"challenger {metric} {result['value']:.3f} {op} {result['threshold']:.3f} required",
-            challenger=result["value"], bound=result["threshold"], higher_is_better=higher,
-        ))
+        checks.append(
+            GateCheck(
+                kind="threshold",
+                scope=suite,
+                metric=metric,
+                passed=bool(result["passed"]),
+                reason=f"challenger {metric} {result['value']:.3f} {op} {result['threshold']:.3f} required",
+                challenger=result["value"],
+                bound=result["threshold"],
+                higher_is_better=higher,
+            )
+        )
     return checks
 
 
@@ -257,8 +301,16 @@ def _side(runs: dict[str, RunResult]) -> dict[str, Any]:
     return {
         "model": any_run.model,
         "k_shot": any_run.k_shot,
-        "runs": {suite: {"run_id": r.run_id, "path": r.path, "served_by": r.served_by(), "n_ok": r.n_ok,
-                         "planned": r.planned} for suite, r in runs.items()},
+        "runs": {
+            suite: {
+                "run_id": r.run_id,
+                "path": r.path,
+                "served_by": r.served_by(),
+                "n_ok": r.n_ok,
+                "planned": r.planned,
+            }
+            for suite, r in runs.items()
+        },
     }
 
 

@@ -38,7 +38,9 @@ class PromptTemplate:
             try:
                 parsed = _JINJA.parse(self.source)
             except jinja2.TemplateSyntaxError as exc:
-                raise SuiteError(f"prompt template has a Jinja syntax error on line {exc.lineno}: {exc.message}") from exc
+                raise SuiteError(
+                    f"prompt template has a Jinja syntax error on line {exc.lineno}: {exc.message}"
+                ) from exc
             return set(meta.find_undeclared_variables(parsed))
         names: set[str] = set()
         try:
@@ -46,7 +48,9 @@ class PromptTemplate:
                 if field_name is None:
                     continue
                 if field_name == "" or field_name.isdigit():
-                    raise SuiteError("str.format templates must use named fields like {question}, not {} or {0}")
+                    raise SuiteError(
+                        "str.format templates must use named fields like {question}, not {} or {0}"
+                    )
                 names.add(field_name.split(".")[0].split("[")[0])
         except ValueError as exc:
             raise SuiteError(f"prompt template is not a valid str.format string: {exc}") from exc
@@ -62,7 +66,9 @@ class PromptTemplate:
         try:
             return self.source.format(**values)
         except KeyError as exc:
-            raise SuiteError(f"prompt template references field {exc.args[0]!r} that the example lacks") from exc
+            raise SuiteError(
+                f"prompt template references field {exc.args[0]!r} that the example lacks"
+            ) from exc
 
     def check_fields(self, columns: Sequence[str], *, where: str) -> None:
         """Raise if the template references a field that is not one of `columns`."""

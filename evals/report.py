@@ -107,8 +107,14 @@ def _latencies(run: RunResult) -> list[float]:
     return [e.latency_ms for e in run.examples if e.ok and e.latency_ms is not None]
 
 
-def _paired_deltas(base: RunResult, cand: RunResult, metric: str, scopes: Sequence[str | None],
-                   confidence: float, n_resamples: int) -> list[dict[str, Any]]:
+def _paired_deltas(
+    base: RunResult,
+    cand: RunResult,
+    metric: str,
+    scopes: Sequence[str | None],
+    confidence: float,
+    n_resamples: int,
+) -> list[dict[str, Any]]:
     statistic = get_metric_class(cand.metric_kinds[metric]).statistic
     higher = cand.higher_is_better.get(metric, True)
     out = []
@@ -117,15 +123,32 @@ def _paired_deltas(base: RunResult, cand: RunResult, metric: str, scopes: Sequen
         ids = [i for i in cand.scored_ids(metric, scope) if i in base_ids]
         if not ids:
             continue
-        delta = paired_bootstrap(base.metric_rows(metric, ids), cand.metric_rows(metric, ids), statistic,
-                                 higher_is_better=higher, confidence=confidence, n_resamples=n_resamples, seed=0)
-        out.append({
-            "suite": cand.suite, "metric": metric, "scope": scope or RunResult.ALL,
-            "baseline": base.label, "candidate": cand.label,
-            "baseline_value": delta.baseline, "candidate_value": delta.candidate, "delta": delta.delta,
-            "low": delta.low, "high": delta.high, "n_pairs": delta.n,
-            "prob_improvement": delta.prob_improvement, "higher_is_better": higher,
-        })
+        delta = paired_bootstrap(
+            base.metric_rows(metric, ids),
+            cand.metric_rows(metric, ids),
+            statistic,
+            higher_is_better=higher,
+            confidence=confidence,
+            n_resamples=n_resamples,
+            seed=0,
+        )
+        out.append(
+            {
+                "suite": cand.suite,
+                "metric": metric,
+                "scope": scope or RunResult.ALL,
+                "baseline": base.label,
+                "candidate": cand.label,
+                "baseline_value": delta.baseline,
+                "candidate_value": delta.candidate,
+                "delta": delta.delta,
+                "low": delta.low,
+                "high": delta.high,
+                "n_pairs": delta.n,
+                "prob_improvement": delta.prob_improvement,
+                "higher_is_better": higher,
+            }
+        )
     return out
 
 
@@ -148,8 +171,17 @@ def _example_swings(base: RunResult, cand: RunResult, metric: str, k: int = 3) -
         if example.id in seen:
             continue
         seen.add(example.id)
-        out.append({"id": example.id, "slice": example.slice, "delta": diff, "prompt": example.prompt,
-                    "reference": example.reference, "baseline": other.output, "candidate": example.output})
+        out.append(
+            {
+                "id": example.id,
+                "slice": example.slice,
+                "delta": diff,
+                "prompt": example.prompt,
+                "reference": example.reference,
+                "baseline": other.output,
+                "candidate": example.output,
+            }
+        )
     return out
 
 
@@ -179,39 +211,82 @@ def eval_report(
     for run in runs:
         suites.setdefault(run.suite, []).append(run)
     sections: list[Section] = []
-    data: dict[str, Any] = {"kind": "eval", "generated_at": _now(), "confidence": confidence, "runs": [],
-                            "comparisons": [], "examples": [], "gate": decision.to_dict() if decision else None}
+    data: dict[str, Any] = {
+        "kind": "eval",
+        "generated_at": _now(),
+        "confidence": confidence,
+        "runs": [],
+        "comparisons": [],
+        "examples": [],
+        "gate": decision.to_dict() if decision else None,
+    }
     notes: list[str] = []
 
     # Runs overview
-    overview = Table("Runs", ["run", "suite", "model", "shots", "answered", "failed", "served by", "latency p50 (ms)",
-                              "complete"], [])
+    overview = Table(
+        "Runs",
+        ["run", "suite", "model", "shots", "answered", "failed", "served by", "latency p50 (ms)", "complete"],
+        [],
+    )
     for run in runs:
         lat = _latencies(run)
         p50 = float(np.percentile(lat, 50)) if lat else float("nan")
         served = ", ".join(f"{k} ×{v}" for k, v in sorted(run.served_by().items())) or "–"
-        overview.rows.append([run.run_id, run.suite, run.model, str(run.k_shot), f"{run.n_ok}/{run.planned}",
-                              str(run.n_failed), served, fmt(p50, 1), "yes" if run.complete else "NO"])
-        data["runs"].append({
-            "run_id": run.run_id, "suite": run.suite, "model": run.model, "label": run.label, "k_shot": run.k_shot,
-            "planned": run.planned, "n_ok": run.n_ok, "n_failed": run.n_failed, "complete": run.complete,
-            "stop_reason": run.stop_reason, "served_by": run.served_by(), "errors": run.error_counts(),
-            "latency_ms_p50": p50, "latency_ms_mean": float(np.mean(lat)) if lat else float("nan"),
-            "metrics": {m: {s: vars(v) for s, v in per.items()} for m, per in run.summaries.items()},
-            "thresholds": run.threshold_results,
-        })
+        overview.rows.append(
+            [
+                run.run_id,
+                run.suite,
+                run.model,
+                str(run.k_shot),
+                f"{run.n_ok}/{run.planned}",
+                str(run.n_failed),
+                served,
+                fmt(p50, 1),
+                "yes" if run.complete else "NO",
+            ]
+        )
+        data["runs"].append(
+            {
+                "run_id": run.run_id,
+                "suite": run.suite,
+                "model": run.model,
+                "label": run.label,
+                "k_shot": run.k_shot,
+                "planned": run.planned,
+                "n_ok": run.n_ok,
+                "n_failed": run.n_failed,
+                "complete": run.complete,
+                "stop_reason": run.stop_reason,
+                "served_by": run.served_by(),
+                "errors": run.error_counts(),
+                "latency_ms_p50": p50,
+                "latency_ms_mean": float(np.mean(lat)) if lat else float("nan"),
+                "metrics": {m: {s: vars(v) for s, v in per.items()} for m, per in run.summaries.items()},
+                "thresholds": run.threshold_results,
+            }
+        )
         if not run.complete:
-            notes.append(f"{run.run_id}: incomplete ({run.n_ok}/{run.planned} answered)"
-                         + (f" — {run.stop_reason}" if run.stop_reason else ""))
-    sections.append(Section("Runs", "Each run is one model on one suite; failed examples are excluded from "
-                            "metrics and from paired comparisons.", [overview]))
+            notes.append(
+                f"{run.run_id}: incomplete ({run.n_ok}/{run.planned} answered)"
+                + (f" — {run.stop_reason}" if run.stop_reason else "")
+            )
+    sections.append(
+        Section(
+            "Runs",
+            "Each run is one model on one suite; failed examples are excluded from "
+            "metrics and from paired comparisons.",
+            [overview],
+        )
+    )
 
     # Gate decision
     if decision is not None:
         sections.append(_gate_section(decision))
 
     # Metrics per suite
-    metric_section = Section("Metrics", f"Values with {int(confidence * 100)}% bootstrap confidence intervals.")
+    metric_section = Section(
+        "Metrics", f"Values with {int(confidence * 100)}% bootstrap confidence intervals."
+    )
     panels = []
     for suite, suite_runs in suites.items():
         metrics = list(suite_runs[0].metric_kinds)
@@ -225,7 +300,9 @@ def eval_report(
                     row.append("–")
                     continue
                 row.append(f"{fmt(summary.value)} {fmt_ci(summary.low, summary.high)}")
-                bars.setdefault(metric, []).append(plots.BarValue(run.label, summary.value, summary.low, summary.high))
+                bars.setdefault(metric, []).append(
+                    plots.BarValue(run.label, summary.value, summary.low, summary.high)
+                )
             table.rows.append(row)
         metric_section.tables.append(table)
         # 0-100 metrics (BLEU, chrF) get their own panel so 0-1 metrics stay readable.
@@ -236,47 +313,97 @@ def eval_report(
         if large:
             panels.append((f"{suite} (0-100 scale)", large))
     if panels:
-        metric_section.figures.append(FigureImage("metric_bars", "Metrics with confidence intervals",
-                                                  "Bars: value on all answered examples; whiskers: bootstrap CI.",
-                                                  plots.metric_bars(panels)))
+        metric_section.figures.append(
+            FigureImage(
+                "metric_bars",
+                "Metrics with confidence intervals",
+                "Bars: value on all answered examples; whiskers: bootstrap CI.",
+                plots.metric_bars(panels),
+            )
+        )
     sections.append(metric_section)
 
     # Paired deltas per slice
-    delta_section = Section("Per-slice deltas", "Candidate minus the suite's first run, paired on the same "
-                            "examples (paired bootstrap CI). Positive is better for every metric shown.")
+    delta_section = Section(
+        "Per-slice deltas",
+        "Candidate minus the suite's first run, paired on the same "
+        "examples (paired bootstrap CI). Positive is better for every metric shown.",
+    )
     for suite, suite_runs in suites.items():
         if len(suite_runs) < 2:
             continue
         base = suite_runs[0]
         scopes: list[str | None] = [None, *base.slices()]
         rows: list[plots.DeltaRow] = []
-        table = Table(f"{suite}: deltas vs {base.label}", ["candidate", "metric", "slice", "baseline", "candidate value",
-                                                            "delta", "CI", "pairs", "P(better)"], [])
+        table = Table(
+            f"{suite}: deltas vs {base.label}",
+            [
+                "candidate",
+                "metric",
+                "slice",
+                "baseline",
+                "candidate value",
+                "delta",
+                "CI",
+                "pairs",
+                "P(better)",
+            ],
+            [],
+        )
         for cand in suite_runs[1:]:
             for metric in cand.metric_kinds:
                 deltas = _paired_deltas(base, cand, metric, scopes, confidence, n_resamples)
                 data["comparisons"].extend(deltas)
                 for d in deltas:
-                    table.rows.append([cand.label, metric, _scope(d["scope"]), fmt(d["baseline_value"]),
-                                       fmt(d["candidate_value"]), fmt_delta(d["delta"]), fmt_ci(d["low"], d["high"]),
-                                       str(d["n_pairs"]), fmt(d["prob_improvement"], 2)])
+                    table.rows.append(
+                        [
+                            cand.label,
+                            metric,
+                            _scope(d["scope"]),
+                            fmt(d["baseline_value"]),
+                            fmt(d["candidate_value"]),
+                            fmt_delta(d["delta"]),
+                            fmt_ci(d["low"], d["high"]),
+                            str(d["n_pairs"]),
+                            fmt(d["prob_improvement"], 2),
+                        ]
+                    )
                     if metric == base.primary_metric:
-                        passed = None if not np.isfinite(d["low"]) else (
-                            True if d["low"] > 0 else (False if d["high"] < 0 else None))
-                        rows.append(plots.DeltaRow(f"{cand.label} · {_scope(d['scope'])}", d["delta"], d["low"], d["high"],
-                                                   None, passed))
+                        passed = (
+                            None
+                            if not np.isfinite(d["low"])
+                            else (True if d["low"] > 0 else (False if d["high"] < 0 else None))
+                        )
+                        rows.append(
+                            plots.DeltaRow(
+                                f"{cand.label} · {_scope(d['scope'])}",
+                                d["delta"],
+                                d["low"],
+                                d["high"],
+                                None,
+                                passed,
+                            )
+                        )
             data["examples"].extend(
                 {"suite": suite, "baseline": base.label, "candidate": cand.label, **s}
                 for s in _example_swings(base, cand, base.primary_metric)
             )
         delta_section.tables.append(table)
         if rows:
-            delta_section.figures.append(FigureImage(
-                f"deltas_{suite}", f"{suite}: {base.primary_metric} deltas by slice",
-                f"Dots: candidate - {base.label}; lines: {int(confidence * 100)}% paired CI. Green: CI above 0, "
-                "red: CI below 0, grey: inconclusive.",
-                plots.delta_forest(rows, title=f"{suite}: {base.primary_metric} vs {base.label}",
-                                   xlabel=f"delta {base.primary_metric}")))
+            delta_section.figures.append(
+                FigureImage(
+                    f"deltas_{suite}",
+                    f"{suite}: {base.primary_metric} deltas by slice",
+                    f"Dots: candidate - {base.label}; lines: {int(confidence * 100)}% paired CI. "
+                    "Green: CI above 0, "
+                    "red: CI below 0, grey: inconclusive.",
+                    plots.delta_forest(
+                        rows,
+                        title=f"{suite}: {base.primary_metric} vs {base.label}",
+                        xlabel=f"delta {base.primary_metric}",
+                    ),
+                )
+            )
     if delta_section.tables:
         sections.append(delta_section)
 
@@ -284,62 +411,170 @@ def eval_report(
     dist = Section("Distributions", "Per-example scores of each suite's primary metric, and request latency.")
     for suite, suite_runs in suites.items():
         primary = suite_runs[0].primary_metric
-        series = {r.label: [e.metrics[primary].score for e in r.examples  # type: ignore[misc]
-                            if primary in e.metrics and e.metrics[primary].score is not None] for r in suite_runs}
+        series: dict[str, list[float]] = {
+            r.label: [
+                float(score)
+                for e in r.examples
+                if primary in e.metrics and (score := e.metrics[primary].score) is not None
+            ]
+            for r in suite_runs
+        }
         if any(series.values()):
-            dist.figures.append(FigureImage(f"scores_{suite}", f"{suite}: {primary} per example", "",
-                                            plots.distributions(series, title=f"{suite}: {primary} per example",
-                                                                xlabel=primary, ylabel="share of examples")))
+            dist.figures.append(
+                FigureImage(
+                    f"scores_{suite}",
+                    f"{suite}: {primary} per example",
+                    "",
+                    plots.distributions(
+                        series,
+                        title=f"{suite}: {primary} per example",
+                        xlabel=primary,
+                        ylabel="share of examples",
+                    ),
+                )
+            )
     latency = {f"{r.label} · {r.suite}" if len(suites) > 1 else r.label: _latencies(r) for r in runs}
     if any(latency.values()):
-        dist.figures.append(FigureImage("latency", "Latency per request", "As seen by the eval runner (client side).",
-                                        plots.distributions(latency, title="Latency per request",
-                                                            xlabel="latency (ms)", unit_range=False,
-                                                            ylabel="share of requests")))
+        dist.figures.append(
+            FigureImage(
+                "latency",
+                "Latency per request",
+                "As seen by the eval runner (client side).",
+                plots.distributions(
+                    latency,
+                    title="Latency per request",
+                    xlabel="latency (ms)",
+                    unit_range=False,
+                    ylabel="share of requests",
+                ),
+            )
+        )
     sections.append(dist)
 
     # Examples
     if data["examples"]:
-        table = Table("Biggest per-example changes", ["suite", "example", "slice", "delta", "prompt", "reference",
-                                                      "baseline answer", "candidate answer"], [])
+        table = Table(
+            "Biggest per-example changes",
+            [
+                "suite",
+                "example",
+                "slice",
+                "delta",
+                "prompt",
+                "reference",
+                "baseline answer",
+                "candidate answer",
+            ],
+            [],
+        )
         for s in data["examples"]:
-            table.rows.append([s["suite"], s["id"], s["slice"] or "–", fmt_delta(s["delta"]), _clip(s["prompt"]),
-                               _clip(s["reference"], 80), _clip(s["baseline"]), _clip(s["candidate"])])
-        sections.append(Section("Examples", "Where the candidate gained or lost most on the primary metric.", [table]))
+            table.rows.append(
+                [
+                    s["suite"],
+                    s["id"],
+                    s["slice"] or "–",
+                    fmt_delta(s["delta"]),
+                    _clip(s["prompt"]),
+                    _clip(s["reference"], 80),
+                    _clip(s["baseline"]),
+                    _clip(s["candidate"]),
+                ]
+            )
+        sections.append(
+            Section("Examples", "Where the candidate gained or lost most on the primary metric.", [table])
+        )
 
     # Errors
-    error_rows = [[r.run_id, msg or "(no message)", str(n)] for r in runs for msg, n in r.error_counts().items()]
+    error_rows = [
+        [r.run_id, msg or "(no message)", str(n)] for r in runs for msg, n in r.error_counts().items()
+    ]
     if error_rows:
-        sections.append(Section("Failures", "Requests that failed after retries (not scored).",
-                                [Table("Errors", ["run", "error", "count"], error_rows)]))
+        sections.append(
+            Section(
+                "Failures",
+                "Requests that failed after retries (not scored).",
+                [Table("Errors", ["run", "error", "count"], error_rows)],
+            )
+        )
 
     verdict = decision.summary if decision else None
     names = ", ".join(dict.fromkeys(r.label for r in runs))
-    return Report(title=title or f"Eval report: {', '.join(suites)}", subtitle=f"Runs: {names}",
-                  verdict=verdict, verdict_ok=decision.passed if decision else None, sections=sections,
-                  data=data, notes=notes)
+    return Report(
+        title=title or f"Eval report: {', '.join(suites)}",
+        subtitle=f"Runs: {names}",
+        verdict=verdict,
+        verdict_ok=decision.passed if decision else None,
+        sections=sections,
+        data=data,
+        notes=notes,
+    )
 
 
 def _gate_section(decision: GateDecision) -> Section:
-    table = Table("Checks", ["check", "scope", "metric", "champion", "challenger", "delta", "CI", "pairs", "bound",
-                             "result", "reason"], [])
+    table = Table(
+        "Checks",
+        [
+            "check",
+            "scope",
+            "metric",
+            "champion",
+            "challenger",
+            "delta",
+            "CI",
+            "pairs",
+            "bound",
+            "result",
+            "reason",
+        ],
+        [],
+    )
     rows: list[plots.DeltaRow] = []
     for c in decision.checks:
         ci = fmt_ci(c.ci_low, c.ci_high) if c.ci_low is not None else "–"
-        table.rows.append([c.kind, c.scope, c.metric, fmt(c.champion), fmt(c.challenger), fmt_delta(c.delta), ci,
-                           str(c.n_pairs), fmt_delta(c.bound) if c.bound is not None else "–",
-                           "pass" if c.passed else "FAIL", c.reason])
+        table.rows.append(
+            [
+                c.kind,
+                c.scope,
+                c.metric,
+                fmt(c.champion),
+                fmt(c.challenger),
+                fmt_delta(c.delta),
+                ci,
+                str(c.n_pairs),
+                fmt_delta(c.bound) if c.bound is not None else "–",
+                "pass" if c.passed else "FAIL",
+                c.reason,
+            ]
+        )
         if c.kind in ("improvement", "non_inferiority") and c.delta is not None:
             bound = c.bound if c.higher_is_better else (-c.bound if c.bound is not None else None)
-            rows.append(plots.DeltaRow(f"{c.kind.replace('_', '-')} · {c.scope}", c.delta, c.ci_low or float("nan"),
-                                       c.ci_high or float("nan"), bound, c.passed))
-    section = Section("Promotion gate", f"Challenger {decision.challenger.get('model')} vs champion "
-                      f"{decision.champion.get('model')}. Every check must pass.", [table])
+            rows.append(
+                plots.DeltaRow(
+                    f"{c.kind.replace('_', '-')} · {c.scope}",
+                    c.delta,
+                    c.ci_low or float("nan"),
+                    c.ci_high or float("nan"),
+                    bound,
+                    c.passed,
+                )
+            )
+    section = Section(
+        "Promotion gate",
+        f"Challenger {decision.challenger.get('model')} vs champion "
+        f"{decision.champion.get('model')}. Every check must pass.",
+        [table],
+    )
     if rows:
-        section.figures.append(FigureImage(
-            "gate", "Gate evidence", "Dots: challenger - champion; lines: paired bootstrap CI; dashed ticks: the "
-            "bound the CI's lower end must clear (0 or the min improvement for targets, -margin for regressions).",
-            plots.delta_forest(rows, title="Gate: challenger - champion", xlabel="delta")))
+        section.figures.append(
+            FigureImage(
+                "gate",
+                "Gate evidence",
+                "Dots: challenger - champion; lines: paired bootstrap CI; dashed ticks: the "
+                "bound the CI's lower end must clear (0 or the min improvement for targets, "
+                "-margin for regressions).",
+                plots.delta_forest(rows, title="Gate: challenger - champion", xlabel="delta"),
+            )
+        )
     return section
 
 
@@ -349,79 +584,196 @@ def _gate_section(decision: GateDecision) -> Section:
 def ab_document(report: ABReport, *, title: str | None = None) -> Report:
     """The HTML/Markdown/JSON document for a live A/B analysis."""
     sections: list[Section] = []
-    arm_table = Table("Arms", ["arm", "requests", "share", "served", "error rate", "feedback rate", "thumbs-up",
-                               "rating", *[n for n in _score_names(report)], "latency p50", "latency p95",
-                               "completion tokens"], [])
+    arm_table = Table(
+        "Arms",
+        [
+            "arm",
+            "requests",
+            "share",
+            "served",
+            "error rate",
+            "feedback rate",
+            "thumbs-up",
+            "rating",
+            *[n for n in _score_names(report)],
+            "latency p50",
+            "latency p95",
+            "completion tokens",
+        ],
+        [],
+    )
     for arm in report.arms:
         v = arm.values
-        arm_table.rows.append([
-            arm.arm + (" (control)" if arm.arm == report.control else ""), str(arm.requests), fmt(arm.share),
-            ", ".join(f"{k} ×{n}" for k, n in sorted(arm.served.items())), fmt(v["error_rate"]),
-            fmt(v["feedback_rate"]), f"{fmt(v['thumbs_up_rate'])} (n={arm.counts['thumbs_up_rate']})",
-            f"{fmt(v['rating'])} (n={arm.counts['rating']})",
-            *[f"{fmt(v[n])} (n={arm.counts[n]})" for n in _score_names(report)],
-            fmt(v["latency_p50_ms"], 1), fmt(v["latency_p95_ms"], 1), fmt(v["completion_tokens"], 1),
-        ])
-    sections.append(Section("Arms", f"Requests from {report.first_request} to {report.last_request}; shadow "
-                            "copies excluded.", [arm_table]))
+        arm_table.rows.append(
+            [
+                arm.arm + (" (control)" if arm.arm == report.control else ""),
+                str(arm.requests),
+                fmt(arm.share),
+                ", ".join(f"{k} ×{n}" for k, n in sorted(arm.served.items())),
+                fmt(v["error_rate"]),
+                fmt(v["feedback_rate"]),
+                f"{fmt(v['thumbs_up_rate'])} (n={arm.counts['thumbs_up_rate']})",
+                f"{fmt(v['rating'])} (n={arm.counts['rating']})",
+                *[f"{fmt(v[n])} (n={arm.counts[n]})" for n in _score_names(report)],
+                fmt(v["latency_p50_ms"], 1),
+                fmt(v["latency_p95_ms"], 1),
+                fmt(v["completion_tokens"], 1),
+            ]
+        )
+    sections.append(
+        Section(
+            "Arms",
+            f"Requests from {report.first_request} to {report.last_request}; shadow copies excluded.",
+            [arm_table],
+        )
+    )
     for comparison in report.comparisons:
-        table = Table(f"{comparison.arm} vs {comparison.control}",
-                      ["outcome", "control", "treatment", "diff", f"{int((1 - report.alpha) * 100)}% CI", "test",
-                       "p", "always-valid p", "sequential bound", "n (c/t)", "verdict"], [])
+        table = Table(
+            f"{comparison.arm} vs {comparison.control}",
+            [
+                "outcome",
+                "control",
+                "treatment",
+                "diff",
+                f"{int((1 - report.alpha) * 100)}% CI",
+                "test",
+                "p",
+                "always-valid p",
+                "sequential bound",
+                "n (c/t)",
+                "verdict",
+            ],
+            [],
+        )
         for o in comparison.outcomes:
-            table.rows.append([o.outcome + (" ★" if o.outcome == report.primary else ""), fmt(o.control),
-                               fmt(o.treatment), fmt_delta(o.diff), fmt_ci(o.ci_low, o.ci_high), o.test,
-                               f"{o.p_value:.3g}", f"{o.sequential_p:.3g}", fmt_ci(o.sequential_low, o.sequential_high),
-                               f"{o.n_control}/{o.n_treatment}", o.verdict])
+            table.rows.append(
+                [
+                    o.outcome + (" ★" if o.outcome == report.primary else ""),
+                    fmt(o.control),
+                    fmt(o.treatment),
+                    fmt_delta(o.diff),
+                    fmt_ci(o.ci_low, o.ci_high),
+                    o.test,
+                    f"{o.p_value:.3g}",
+                    f"{o.sequential_p:.3g}",
+                    fmt_ci(o.sequential_low, o.sequential_high),
+                    f"{o.n_control}/{o.n_treatment}",
+                    o.verdict,
+                ]
+            )
         note = ""
         if comparison.sample_size:
             s = comparison.sample_size
-            note = (f"Sample size: a fixed-horizon test of {s['outcome']} needs {s['n_per_arm']} requests per arm "
-                    f"to detect {fmt_delta(s['mde'])} with power {s['power']:.0%} at alpha {s['alpha']:g}.")
+            note = (
+                f"Sample size: a fixed-horizon test of {s['outcome']} needs {s['n_per_arm']} "
+                "requests per arm "
+                f"to detect {fmt_delta(s['mde'])} with power {s['power']:.0%} at alpha {s['alpha']:g}."
+            )
         table.note = note
-        section = Section(f"Tests: {comparison.arm} vs {comparison.control}",
-                          "★ = primary outcome. Fixed-horizon p-values are valid only at a pre-planned sample size; "
-                          "the always-valid p-value and sequential bound (mSPRT) stay valid however often the "
-                          "report is read.", [table])
+        section = Section(
+            f"Tests: {comparison.arm} vs {comparison.control}",
+            "★ = primary outcome. Fixed-horizon p-values are valid only at a pre-planned sample size; "
+            "the always-valid p-value and sequential bound (mSPRT) stay valid however often the "
+            "report is read.",
+            [table],
+        )
         sections.append(section)
     if report.srm is not None:
         srm = report.srm
-        sections.append(Section("Sample ratio", "", [Table(
-            "Sample ratio mismatch check", ["arm", "observed", "expected share", "observed share"],
-            [[arm, str(n), fmt(srm["expected_share"][arm]), fmt(n / max(1, sum(srm["observed"].values())))]
-             for arm, n in srm["observed"].items()],
-            note=f"chi2 = {srm['chi2']:.3f}, p = {srm['p_value']:.3g} (mismatch if p < {srm['threshold']:g}): "
-                 + ("MISMATCH" if srm["mismatch"] else "consistent with the configured split"))]))
+        sections.append(
+            Section(
+                "Sample ratio",
+                "",
+                [
+                    Table(
+                        "Sample ratio mismatch check",
+                        ["arm", "observed", "expected share", "observed share"],
+                        [
+                            [
+                                arm,
+                                str(n),
+                                fmt(srm["expected_share"][arm]),
+                                fmt(n / max(1, sum(srm["observed"].values()))),
+                            ]
+                            for arm, n in srm["observed"].items()
+                        ],
+                        note=f"chi2 = {srm['chi2']:.3f}, p = {srm['p_value']:.3g} "
+                        f"(mismatch if p < {srm['threshold']:g}): "
+                        + ("MISMATCH" if srm["mismatch"] else "consistent with the configured split"),
+                    )
+                ],
+            )
+        )
     figures = []
     if report.paths and report.primary:
-        figures.append(FigureImage("cumulative_effect", "Cumulative effect", "The estimate settles as traffic "
-                                   "accumulates; the band is the always-valid bound: once it excludes 0 the "
-                                   "experiment may stop.", plots.cumulative_effect(
-                                       [plots.EffectPath(p.arm, p.n_total, p.estimate, p.low, p.high, p.p_value)
-                                        for p in report.paths], outcome=report.primary, alpha=report.alpha)))
+        figures.append(
+            FigureImage(
+                "cumulative_effect",
+                "Cumulative effect",
+                "The estimate settles as traffic "
+                "accumulates; the band is the always-valid bound: once it excludes 0 the "
+                "experiment may stop.",
+                plots.cumulative_effect(
+                    [
+                        plots.EffectPath(p.arm, p.n_total, p.estimate, p.low, p.high, p.p_value)
+                        for p in report.paths
+                    ],
+                    outcome=report.primary,
+                    alpha=report.alpha,
+                ),
+            )
+        )
     if report.primary and report.primary in report.distributions:
-        figures.append(FigureImage("primary_distribution", f"{report.primary} per request", "",
-                                   plots.distributions(report.distributions[report.primary],
-                                                       title=f"{report.primary} per request", xlabel=report.primary,
-                                                       ylabel="share of requests")))
+        figures.append(
+            FigureImage(
+                "primary_distribution",
+                f"{report.primary} per request",
+                "",
+                plots.distributions(
+                    report.distributions[report.primary],
+                    title=f"{report.primary} per request",
+                    xlabel=report.primary,
+                    ylabel="share of requests",
+                ),
+            )
+        )
     if "latency_ms" in report.distributions:
-        figures.append(FigureImage("latency", "Latency per request", "Successful requests, server-side.",
-                                   plots.distributions(report.distributions["latency_ms"], title="Latency per request",
-                                                       xlabel="latency (ms)", bins=30, unit_range=False,
-                                                       ylabel="share of requests")))
+        figures.append(
+            FigureImage(
+                "latency",
+                "Latency per request",
+                "Successful requests, server-side.",
+                plots.distributions(
+                    report.distributions["latency_ms"],
+                    title="Latency per request",
+                    xlabel="latency (ms)",
+                    bins=30,
+                    unit_range=False,
+                    ylabel="share of requests",
+                ),
+            )
+        )
     if figures:
         sections.append(Section("Plots", "", figures=figures))
     verdict_ok = None
     if report.problems:
         verdict_ok = False
-    elif any(o.sequential_rejected and o.outcome == report.primary and o.verdict == "treatment better"
-             for c in report.comparisons for o in c.outcomes):
+    elif any(
+        o.sequential_rejected and o.outcome == report.primary and o.verdict == "treatment better"
+        for c in report.comparisons
+        for o in c.outcomes
+    ):
         verdict_ok = True
     data = {"kind": "ab", **report.to_dict()}
-    return Report(title=title or f"A/B experiment: {report.experiment}",
-                  subtitle=f"Control: {report.control}; primary outcome: {report.primary or '–'}",
-                  verdict=report.recommendation, verdict_ok=verdict_ok, sections=sections, data=data,
-                  notes=list(report.problems))
+    return Report(
+        title=title or f"A/B experiment: {report.experiment}",
+        subtitle=f"Control: {report.control}; primary outcome: {report.primary or '–'}",
+        verdict=report.recommendation,
+        verdict_ok=verdict_ok,
+        sections=sections,
+        data=data,
+        notes=list(report.problems),
+    )
 
 
 def _score_names(report: ABReport) -> list[str]:
@@ -435,39 +787,10 @@ def _score_names(report: ABReport) -> list[str]:
 
 # ---------------------------------------------------------------- rendering
 
-_HTML = jinja2.Environment(autoescape=True).from_string("""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ r.title }}</title>
-<style>
-body{font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
-main{max-width:1180px;margin:0 auto;padding:28px 24px 60px}
-h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 8px;border-bottom:1px solid #dde1e7;padding-bottom:6px}
-h3{font-size:15px;margin:18px 0 6px;color:#39414f}.sub{color:#5b6472;margin-bottom:18px}
-.verdict{padding:14px 18px;border-radius:8px;font-size:16px;font-weight:600;margin:14px 0}
-.ok{background:#e7f5ea;border:1px solid #9bd3a8;color:#1b5e20}.bad{background:#fdecec;border:1px solid #f3a6a6;color:#8e1b1b}
-.neutral{background:#eef2f8;border:1px solid #c5d0e0;color:#23364f}
-.notes{background:#fff8e1;border:1px solid #f2d98b;border-radius:8px;padding:10px 16px;margin:10px 0}
-table{border-collapse:collapse;width:100%;background:#fff;font-size:13px;margin:6px 0 4px;box-shadow:0 1px 2px rgba(0,0,0,.05)}
-th,td{padding:6px 9px;border-bottom:1px solid #eceff3;text-align:left;vertical-align:top}
-th{background:#f0f2f5;font-weight:600;white-space:nowrap}tr:nth-child(even) td{background:#fafbfc}
-td.fail{color:#b71c1c;font-weight:600}td.pass{color:#2e7d32;font-weight:600}
-.note{color:#5b6472;font-size:12.5px;margin:2px 0 10px}.text{color:#39414f;margin:4px 0 10px}
-figure{background:#fff;margin:14px 0;padding:12px;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
-figure img{max-width:100%;height:auto;display:block;margin:0 auto}figcaption{color:#5b6472;font-size:12.5px;margin-top:6px}
-footer{color:#8a93a1;font-size:12px;margin-top:40px}
-</style></head><body><main>
-<h1>{{ r.title }}</h1><div class="sub">{{ r.subtitle }} · generated {{ generated }}</div>
-{% if r.verdict %}<div class="verdict {{ 'ok' if r.verdict_ok else ('bad' if r.verdict_ok is false else 'neutral') }}">{{ r.verdict }}</div>{% endif %}
-{% if r.notes %}<div class="notes"><b>Read first:</b><ul>{% for n in r.notes %}<li>{{ n }}</li>{% endfor %}</ul></div>{% endif %}
-{% for s in r.sections %}<section><h2>{{ s.title }}</h2>{% if s.text %}<p class="text">{{ s.text }}</p>{% endif %}
-{% for t in s.tables %}<h3>{{ t.title }}</h3><table><thead><tr>{% for h in t.headers %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
-{% for row in t.rows %}<tr>{% for c in row %}<td class="{{ 'fail' if c == 'FAIL' or c == 'NO' else ('pass' if c == 'pass' else '') }}">{{ c }}</td>{% endfor %}</tr>{% endfor %}
-</tbody></table>{% if t.note %}<div class="note">{{ t.note }}</div>{% endif %}{% endfor %}
-{% for f in s.figures %}<figure><img alt="{{ f.title }}" src="{{ f.data_uri }}">{% if f.caption %}<figcaption>{{ f.caption }}</figcaption>{% endif %}</figure>{% endfor %}
-</section>{% endfor %}
-<footer>tuneloop evals · the same numbers are in report.md and report.json</footer>
-</main></body></html>
-""")
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+_HTML = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True, keep_trailing_newline=True
+).get_template("report.html.j2")
 
 
 def render_html(report: Report) -> str:
@@ -490,8 +813,12 @@ def render_markdown(report: Report, *, figure_dir: str | None = "figures") -> st
         if section.text:
             lines += [section.text, ""]
         for table in section.tables:
-            lines += [f"### {table.title}", "", "| " + " | ".join(_md_cell(h) for h in table.headers) + " |",
-                      "|" + "|".join("---" for _ in table.headers) + "|"]
+            lines += [
+                f"### {table.title}",
+                "",
+                "| " + " | ".join(_md_cell(h) for h in table.headers) + " |",
+                "|" + "|".join("---" for _ in table.headers) + "|",
+            ]
             lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
             lines.append("")
             if table.note:

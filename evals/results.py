@@ -244,7 +244,7 @@ def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def json_safe(value: Any) -> Any:
-    """A copy of `value` that strict JSON accepts: NaN/inf become None, numpy and Paths become plain values."""
+    """A copy of `value` that strict JSON accepts: NaN/inf become None, numpy values and Paths plain ones."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

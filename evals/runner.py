@@ -23,14 +23,29 @@ from typing import Any, TypeVar
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from evals.client import ChatEndpoint, Completion, RetryPolicy
 from evals.errors import EndpointError
 from evals.example import Example
 from evals.metrics import JudgeEndpoint, Metric, MetricInput, build_metric
 from evals.metrics.judge import LlmJudge
-from evals.results import GENERATIONS_FILE, ExampleResult, MetricSummary, MetricValue, RunResult, dumps_json, read_jsonl
+from evals.results import (
+    GENERATIONS_FILE,
+    ExampleResult,
+    MetricSummary,
+    MetricValue,
+    RunResult,
+    dumps_json,
+    read_jsonl,
+)
 from evals.stats.bootstrap import bootstrap_interval
 from evals.suite import Suite, SuiteData, load_suite, load_suite_data
 from evals.tasks import get_task
@@ -88,7 +103,8 @@ def _run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    value: T = box["value"]
+    return value
 
 
 async def run_suite_async(
@@ -144,8 +160,11 @@ async def run_suite_async(
         path=str(folder) if folder else None,
     )
     judge = JudgeEndpoint(
-        base_url=judge_base_url or base_url, model=judge_model, api_key=api_key,
-        concurrency=options.concurrency, timeout_s=options.timeout_s,
+        base_url=judge_base_url or base_url,
+        model=judge_model,
+        api_key=api_key,
+        concurrency=options.concurrency,
+        timeout_s=options.timeout_s,
     )
     metrics = _build_metrics(loaded, judge)
     previous = _previous_generations(folder, options.resume)
@@ -159,13 +178,25 @@ async def run_suite_async(
             todo.append((example, messages, fingerprint))
 
     stop_reason = await _generate(
-        todo, results, model=model, base_url=base_url, settings=settings, api=loaded.generation.api,
-        api_key=api_key, user=user, options=options, transport=transport, folder=folder, console=console,
+        todo,
+        results,
+        model=model,
+        base_url=base_url,
+        settings=settings,
+        api=loaded.generation.api,
+        api_key=api_key,
+        user=user,
+        options=options,
+        transport=transport,
+        folder=folder,
+        console=console,
         reused=len(examples) - len(todo),
     )
     run.examples = [results[e.id] for e in examples if e.id in results]
     run.stop_reason = stop_reason
-    run.complete = stop_reason is None and all(r.ok for r in run.examples) and len(run.examples) == len(examples)
+    run.complete = (
+        stop_reason is None and all(r.ok for r in run.examples) and len(run.examples) == len(examples)
+    )
     await _score(run, loaded, metrics, examples, judge)
     _summarise(run, loaded, options.n_resamples)
     run.finished_at = _now()
@@ -176,7 +207,11 @@ async def run_suite_async(
 
 def _settings(suite: Suite) -> dict[str, Any]:
     gen = suite.generation
-    settings: dict[str, Any] = {"max_tokens": gen.max_tokens, "temperature": gen.temperature, "top_p": gen.top_p}
+    settings: dict[str, Any] = {
+        "max_tokens": gen.max_tokens,
+        "temperature": gen.temperature,
+        "top_p": gen.top_p,
+    }
     if gen.stop:
         settings["stop"] = list(gen.stop)
     if gen.seed is not None:
@@ -242,8 +277,15 @@ async def _generate(
         folder.mkdir(parents=True, exist_ok=True)
         log = (folder / GENERATIONS_FILE).open("a", encoding="utf-8")
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not options.progress, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not options.progress,
+        transient=False,
     )
     total = len(todo) + reused
     task_id = progress.add_task(f"{model}", total=total, completed=reused, status="")
@@ -259,8 +301,11 @@ async def _generate(
                 except asyncio.QueueEmpty:
                     return
                 result = ExampleResult(
-                    id=example.id, slice=example.slice, prompt=messages[-1]["content"],
-                    reference=example.reference, fingerprint=fingerprint,
+                    id=example.id,
+                    slice=example.slice,
+                    prompt=messages[-1]["content"],
+                    reference=example.reference,
+                    fingerprint=fingerprint,
                 )
                 try:
                     completion = await client.complete(model, messages, settings, api=api, user=user)
@@ -270,7 +315,10 @@ async def _generate(
                         state["unreachable_streak"] += 1
                     elif not exc.transient:
                         state["rejected"] += 1
-                    if state["unreachable_streak"] >= options.max_consecutive_unreachable and not stop.is_set():
+                    if (
+                        state["unreachable_streak"] >= options.max_consecutive_unreachable
+                        and not stop.is_set()
+                    ):
                         reason.append(f"endpoint {base_url} unreachable ({exc})")
                         stop.set()
                     if (
@@ -358,7 +406,9 @@ def _summarise(run: RunResult, suite: Suite, n_resamples: int) -> None:
             ids = run.scored_ids(name, group)
             if not ids:
                 continue
-            interval = bootstrap_interval(run.metric_rows(name, ids), statistic, n_resamples=n_resamples, seed=0)
+            interval = bootstrap_interval(
+                run.metric_rows(name, ids), statistic, n_resamples=n_resamples, seed=0
+            )
             per[RunResult.ALL if group is None else group] = MetricSummary(
                 interval.estimate, interval.low, interval.high, interval.n
             )

@@ -57,9 +57,9 @@ class PromptSpec(_Strict):
 class GenerationSpec(_Strict):
     """Sampling settings sent with every request."""
 
-    max_tokens: int = Field(128, gt=0)
-    temperature: float = Field(0.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=128, gt=0)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] | None = None
     seed: int | None = 0
     api: Literal["chat", "completions"] = "chat"
@@ -80,7 +80,7 @@ class MetricSpec(_Strict):
 class FewShotSpec(_Strict):
     """Default k-shot settings (the CLI's --k-shot overrides k)."""
 
-    k: int = Field(0, ge=0)
+    k: int = Field(default=0, ge=0)
     seed: int = 0
 
 
@@ -90,9 +90,9 @@ class GateSpec(_Strict):
     role: Literal["target", "regression", "none"] = "none"
     metric: str | None = None
     """Metric the gate decides on; default: the suite's primary metric."""
-    margin: float = Field(0.02, ge=0.0)
+    margin: float = Field(default=0.02, ge=0.0)
     """Regression suites: the challenger may be at most this much worse (absolute, metric units)."""
-    min_improvement: float = Field(0.0, ge=0.0)
+    min_improvement: float = Field(default=0.0, ge=0.0)
     """Target suites: the CI's lower end must exceed this."""
 
 
@@ -132,12 +132,16 @@ class Suite(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"metric names must be unique, got {names}")
         if self.primary_metric is not None and self.primary_metric not in names:
-            raise ValueError(f"primary_metric {self.primary_metric!r} is not one of the suite's metrics {names}")
+            raise ValueError(
+                f"primary_metric {self.primary_metric!r} is not one of the suite's metrics {names}"
+            )
         if self.gate.metric is not None and self.gate.metric not in names:
             raise ValueError(f"gate.metric {self.gate.metric!r} is not one of the suite's metrics {names}")
         for metric_name in self.thresholds:
             if metric_name not in names:
-                raise ValueError(f"threshold for {metric_name!r}, which is not one of the suite's metrics {names}")
+                raise ValueError(
+                    f"threshold for {metric_name!r}, which is not one of the suite's metrics {names}"
+                )
         if task.needs_reference and self.dataset.reference_column is None:
             raise ValueError(f"task {self.task!r} needs dataset.reference_column")
         return self
@@ -197,7 +201,9 @@ class SuiteData:
         answer = self.suite.chat_prompt().answer
         if answer is None:
             raise SuiteError(f"suite {self.suite.name!r}: k-shot needs prompt.answer or a reference column")
-        picks = choose_shots(len(self.train_examples), k, seed=self.suite.few_shot.seed, example_key=example.id)
+        picks = choose_shots(
+            len(self.train_examples), k, seed=self.suite.few_shot.seed, example_key=example.id
+        )
         return [(self.train_examples[i].fields, answer.render(self.train_examples[i].fields)) for i in picks]
 
     def messages_for(self, example: Example, k: int) -> list[dict[str, str]]:
@@ -209,7 +215,11 @@ def suite_path(name_or_path: str | Path) -> Path:
     candidate = Path(name_or_path).expanduser()
     if candidate.is_file():
         return candidate
-    if isinstance(name_or_path, str) and "/" not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
+    if (
+        isinstance(name_or_path, str)
+        and "/" not in name_or_path
+        and not name_or_path.endswith((".yaml", ".yml"))
+    ):
         builtin = BUILTIN_SUITES_DIR / f"{name_or_path}.yaml"
         if builtin.is_file():
             return builtin
@@ -291,18 +301,25 @@ def load_suite_data(suite: Suite, *, limit: int | None = None) -> SuiteData:
             if row.get(name) is None:
                 raise SuiteError(f"{table.source}: example {example_id!r} has no value for field {name!r}")
         reference = row.get(spec.reference_column) if spec.reference_column else None
-        split = str(row[spec.split_column]) if spec.split_column and row.get(spec.split_column) is not None else None
+        split = (
+            str(row[spec.split_column])
+            if spec.split_column and row.get(spec.split_column) is not None
+            else None
+        )
         example = Example(
             id=example_id,
             fields=dict(row),
             reference=None if reference is None else str(reference),
-            slice=None if suite.slice_column is None or row.get(suite.slice_column) is None
+            slice=None
+            if suite.slice_column is None or row.get(suite.slice_column) is None
             else str(row[suite.slice_column]),
             split=split,
         )
         if spec.split_column is None or split == spec.eval_split:
             if get_task(suite.task).needs_reference and example.reference is None:
-                raise SuiteError(f"{table.source}: example {example_id!r} has no reference ({spec.reference_column!r})")
+                raise SuiteError(
+                    f"{table.source}: example {example_id!r} has no reference ({spec.reference_column!r})"
+                )
             eval_examples.append(example)
         elif spec.train_split is not None and split == spec.train_split:
             train_examples.append(example)

@@ -89,7 +89,9 @@ def extract_code(output: str, labels: Sequence[str] | None = None) -> str:
 
 
 register_task(
-    TaskType("chat_qa", "Question answering in a chat turn.", ("contains_answer", "exact_match"), strip_output)
+    TaskType(
+        "chat_qa", "Question answering in a chat turn.", ("contains_answer", "exact_match"), strip_output
+    )
 )
 register_task(TaskType("summarization", "Summarise a passage.", ("rougeL", "rouge1"), strip_output))
 register_task(

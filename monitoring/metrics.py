@@ -2,9 +2,9 @@
 
 `LoopMetrics` exposes drift statistics and p-values per detector and subject, mean scores and counts
 per served version and scorer, the loop state (an enum gauge, seconds in the current state, and a
-total per state over completed stays), and trainings started / passed / failed. Its registry is separate from the
-serving metrics, so the loop can run in its own process (`serve(port)`) or be merged into another
-exporter (`registry`).
+total per state over completed stays), and trainings started / passed / failed. Its registry is
+separate from the serving metrics, so the loop can run in its own process (`serve(port)`) or be merged
+into another exporter (`registry`).
 """
 
 from __future__ import annotations
@@ -59,53 +59,93 @@ class LoopMetrics:
         self._lock = threading.Lock()
         ns = namespace
         self.drift_statistic = Gauge(
-            "drift_statistic", "Latest drift statistic (MMD^2, AUC, or drop in mean score)",
-            ["detector", "kind", "subject"], namespace=ns, registry=self.registry,
+            "drift_statistic",
+            "Latest drift statistic (MMD^2, AUC, or drop in mean score)",
+            ["detector", "kind", "subject"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.drift_threshold = Gauge(
-            "drift_threshold", "Critical value of the latest drift statistic",
-            ["detector", "kind", "subject"], namespace=ns, registry=self.registry,
+            "drift_threshold",
+            "Critical value of the latest drift statistic",
+            ["detector", "kind", "subject"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.drift_p_value = Gauge(
-            "drift_p_value", "p-value of the latest drift check (NaN when the detector has none)",
-            ["detector", "kind", "subject"], namespace=ns, registry=self.registry,
+            "drift_p_value",
+            "p-value of the latest drift check (NaN when the detector has none)",
+            ["detector", "kind", "subject"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.drift_detected = Gauge(
-            "drift_detected", "1 when the latest check of this detector and subject found drift",
-            ["detector", "kind", "subject"], namespace=ns, registry=self.registry,
+            "drift_detected",
+            "1 when the latest check of this detector and subject found drift",
+            ["detector", "kind", "subject"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.drift_checks = Counter(
-            "drift_checks", "Drift checks run", ["detector", "kind"], namespace=ns, registry=self.registry,
+            "drift_checks",
+            "Drift checks run",
+            ["detector", "kind"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.score_mean = Gauge(
-            "score_mean", "Mean score over the latest scoring window",
-            ["served_name", "served_version", "scorer"], namespace=ns, registry=self.registry,
+            "score_mean",
+            "Mean score over the latest scoring window",
+            ["served_name", "served_version", "scorer"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.score_count = Gauge(
-            "score_count", "Number of scores in the latest scoring window",
-            ["served_name", "served_version", "scorer"], namespace=ns, registry=self.registry,
+            "score_count",
+            "Number of scores in the latest scoring window",
+            ["served_name", "served_version", "scorer"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.scores_written = Counter(
-            "scores_written", "Score rows written by the scorers", ["scorer"], namespace=ns, registry=self.registry,
+            "scores_written",
+            "Score rows written by the scorers",
+            ["scorer"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.scoring_failures = Counter(
-            "scoring_failures", "Requests a scorer failed on", namespace=ns, registry=self.registry,
+            "scoring_failures",
+            "Requests a scorer failed on",
+            namespace=ns,
+            registry=self.registry,
         )
         self.loop_state = EnumMetric(
-            "loop_state", "Current state of the monitoring loop", states=list(self.states),
-            namespace=ns, registry=self.registry,
+            "loop_state",
+            "Current state of the monitoring loop",
+            states=list(self.states),
+            namespace=ns,
+            registry=self.registry,
         )
         self.state_seconds = Gauge(
-            "loop_time_in_state_seconds", "Seconds spent in the current loop state so far",
-            namespace=ns, registry=self.registry,
+            "loop_time_in_state_seconds",
+            "Seconds spent in the current loop state so far",
+            namespace=ns,
+            registry=self.registry,
         )
         self.state_seconds_total = Counter(
-            "loop_state_seconds", "Seconds spent in each loop state (completed stays)",
-            ["state"], namespace=ns, registry=self.registry,
+            "loop_state_seconds",
+            "Seconds spent in each loop state (completed stays)",
+            ["state"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.trainings = Counter(
-            "trainings", "Trainings by outcome (started, passed the gate, failed)", ["outcome"],
-            namespace=ns, registry=self.registry,
+            "trainings",
+            "Trainings by outcome (started, passed the gate, failed)",
+            ["outcome"],
+            namespace=ns,
+            registry=self.registry,
         )
         for outcome in ("started", "passed", "failed"):
             self.trainings.labels(outcome=outcome)

@@ -51,14 +51,14 @@ class InputDriftRule(_Strict):
 
     detectors: list[str] = Field(default_factory=lambda: ["mmd"])
     """Which input detectors count (by `DriftReport.detector`)."""
-    max_p_value: float | None = Field(0.01, gt=0, lt=1)
+    max_p_value: float | None = Field(default=0.01, gt=0, lt=1)
     """Trip when p <= this (None: use the detector's own `drifted` verdict)."""
     min_statistic: dict[str, float] = Field(default_factory=dict)
     """Per detector, also require statistic >= this (e.g. `{mmd: 0.002, classifier: 0.6}`: an effect size,
     so a very large window cannot trip on a negligible shift)."""
-    min_samples: int = Field(200, ge=1)
+    min_samples: int = Field(default=200, ge=1)
     """Live prompts a report needs before it may trip."""
-    min_reference_samples: int = Field(100, ge=1)
+    min_reference_samples: int = Field(default=100, ge=1)
 
 
 class QualityDriftRule(_Strict):
@@ -67,18 +67,18 @@ class QualityDriftRule(_Strict):
     detectors: list[str] = Field(default_factory=lambda: ["adwin", "page_hinkley"])
     scorers: list[str] | None = None
     """Only reports whose subject ends with `:<scorer>` for one of these (None: any scorer)."""
-    min_drop: float = Field(0.1, ge=0, le=1)
+    min_drop: float = Field(default=0.1, ge=0, le=1)
     """Trip when the mean score dropped by at least this much."""
-    max_p_value: float | None = Field(0.01, gt=0, lt=1)
-    min_samples: int = Field(50, ge=1)
+    max_p_value: float | None = Field(default=0.01, gt=0, lt=1)
+    min_samples: int = Field(default=50, ge=1)
     """Scores after the change point a report needs before it may trip."""
 
 
 class BudgetPolicy(_Strict):
     """Compute budget per rolling 24 hours."""
 
-    max_training_minutes_per_day: float = Field(120.0, gt=0)
-    estimated_training_minutes: float = Field(15.0, gt=0)
+    max_training_minutes_per_day: float = Field(default=120.0, gt=0)
+    estimated_training_minutes: float = Field(default=15.0, gt=0)
     """What one training is expected to cost (for runs still in progress and the one about to start)."""
 
 
@@ -86,16 +86,16 @@ class TriggerPolicy(_Strict):
     """Everything that decides whether drift starts a retraining."""
 
     name: str = "default"
-    input_drift: InputDriftRule | None = Field(default_factory=InputDriftRule)
+    input_drift: InputDriftRule | None = InputDriftRule()
     """None: input drift never triggers."""
-    quality_drift: QualityDriftRule | None = Field(default_factory=QualityDriftRule)
+    quality_drift: QualityDriftRule | None = QualityDriftRule()
     """None: quality drift never triggers."""
     require_all: bool = False
     """True: input AND quality drift must both trip (when both rules are set); False: either."""
-    cooldown_minutes: float = Field(60.0, ge=0)
+    cooldown_minutes: float = Field(default=60.0, ge=0)
     """Minimum time between two triggers."""
-    max_trainings_per_day: int = Field(4, ge=0)
-    budget: BudgetPolicy = Field(default_factory=BudgetPolicy)
+    max_trainings_per_day: int = Field(default=4, ge=0)
+    budget: BudgetPolicy = BudgetPolicy()
     require_approval: bool = False
     """A human must approve (`LoopState.approved`) before a trigger fires."""
     dry_run: bool = False
@@ -209,8 +209,14 @@ def _input_trips(rule: InputDriftRule, report: DriftReport) -> tuple[bool, str |
     """(trips, too-few-samples reason or None, description)."""
     label = _label(report)
     if report.n_live < rule.min_samples or report.n_ref < rule.min_reference_samples:
-        return False, (f"{label}: {report.n_live} live / {report.n_ref} reference samples, need "
-                       f"{rule.min_samples} / {rule.min_reference_samples}"), ""
+        return (
+            False,
+            (
+                f"{label}: {report.n_live} live / {report.n_ref} reference samples, need "
+                f"{rule.min_samples} / {rule.min_reference_samples}"
+            ),
+            "",
+        )
     if rule.max_p_value is not None:
         tripped = report.p_value is not None and report.p_value <= rule.max_p_value
         why = f"p={report.p_value} <= {rule.max_p_value}" if tripped else ""
@@ -257,7 +263,11 @@ def decide(
         if report.kind == "input" and policy.input_drift and report.detector in policy.input_drift.detectors:
             hit, too_few, why = _input_trips(policy.input_drift, report)
             target = input_hits
-        elif report.kind == "quality" and policy.quality_drift and report.detector in policy.quality_drift.detectors:
+        elif (
+            report.kind == "quality"
+            and policy.quality_drift
+            and report.detector in policy.quality_drift.detectors
+        ):
             hit, too_few, why = _quality_trips(policy.quality_drift, report)
             target = quality_hits
         else:
@@ -281,33 +291,52 @@ def decide(
             reasons.append("policy requires both input and quality drift")
         return TriggerDecision(fire=False, outcome=Outcome.NO_DRIFT, reasons=reasons, tripped=tripped)
 
-    def blocked(outcome: Outcome, why: str, retry_after: datetime | None = None,
-                would_fire: bool = False) -> TriggerDecision:
-        return TriggerDecision(fire=False, outcome=outcome, reasons=[*hits, why], tripped=tripped,
-                               retry_after=retry_after, would_fire=would_fire)
+    def blocked(
+        outcome: Outcome, why: str, retry_after: datetime | None = None, would_fire: bool = False
+    ) -> TriggerDecision:
+        return TriggerDecision(
+            fire=False,
+            outcome=outcome,
+            reasons=[*hits, why],
+            tripped=tripped,
+            retry_after=retry_after,
+            would_fire=would_fire,
+        )
 
     if state.training_in_progress:
         return blocked(Outcome.TRAINING_IN_PROGRESS, "a training is already in progress")
     if state.last_triggered_at is not None:
         until = state.last_triggered_at.astimezone(UTC) + timedelta(minutes=policy.cooldown_minutes)
         if now < until:
-            return blocked(Outcome.COOLDOWN, f"cooldown of {policy.cooldown_minutes:g} min lasts until "
-                           f"{until.isoformat()}", until)
-    recent = sorted((t for t in state.trainings if now - DAY < t.started_at.astimezone(UTC) <= now),
-                    key=lambda t: t.started_at)
+            return blocked(
+                Outcome.COOLDOWN,
+                f"cooldown of {policy.cooldown_minutes:g} min lasts until {until.isoformat()}",
+                until,
+            )
+    recent = sorted(
+        (t for t in state.trainings if now - DAY < t.started_at.astimezone(UTC) <= now),
+        key=lambda t: t.started_at,
+    )
     if len(recent) >= policy.max_trainings_per_day:
         lifts = None
         if policy.max_trainings_per_day > 0:
             lifts = recent[len(recent) - policy.max_trainings_per_day].started_at.astimezone(UTC) + DAY
-        return blocked(Outcome.DAILY_LIMIT, f"{len(recent)} trainings in the last 24 h, the limit is "
-                       f"{policy.max_trainings_per_day}", lifts)
+        return blocked(
+            Outcome.DAILY_LIMIT,
+            f"{len(recent)} trainings in the last 24 h, the limit is {policy.max_trainings_per_day}",
+            lifts,
+        )
     budget = policy.budget
     used = sum(t.minutes if t.minutes is not None else budget.estimated_training_minutes for t in recent)
     if used + budget.estimated_training_minutes > budget.max_training_minutes_per_day:
         lifts = recent[0].started_at.astimezone(UTC) + DAY if recent else None
-        return blocked(Outcome.BUDGET_EXHAUSTED, f"{used:g} training minutes used in the last 24 h + "
-                       f"{budget.estimated_training_minutes:g} estimated > budget "
-                       f"{budget.max_training_minutes_per_day:g}", lifts)
+        return blocked(
+            Outcome.BUDGET_EXHAUSTED,
+            f"{used:g} training minutes used in the last 24 h + "
+            f"{budget.estimated_training_minutes:g} estimated > budget "
+            f"{budget.max_training_minutes_per_day:g}",
+            lifts,
+        )
     if policy.require_approval and not state.approved:
         return blocked(Outcome.AWAITING_APPROVAL, "the policy requires manual approval", would_fire=True)
     if policy.dry_run:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    ColumnElement,
     DateTime,
     Dialect,
     Engine,
@@ -64,6 +66,7 @@ __all__ = [
     "load_scores",
     "load_scored_pairs",
     "metadata",
+    "opened",
     "requests_table",
     "scores_table",
     "utcnow",
@@ -313,6 +316,22 @@ def connect(url: str | Engine, *, schema: str | None = None, busy_timeout_s: flo
     )
 
 
+@contextmanager
+def opened(db: str | Engine, *, schema: str | None = None) -> Iterator[Engine]:
+    """An engine for a URL (disposed on exit) or the given Engine (left open: the caller owns it).
+
+    Pass an Engine for an in-memory SQLite database: each URL-opened engine would see a fresh one.
+    """
+    if isinstance(db, Engine):
+        yield connect(db, schema=schema)
+        return
+    engine = connect(db, schema=schema)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -372,7 +391,7 @@ def load_requests(
     `served_version=None` with `any_version=False` selects the base model's rows (`served_version IS NULL`).
     """
     t = requests_table
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if since is not None:
         conditions.append(t.c.created_at >= _require_aware(since, "since"))
     if until is not None:
@@ -511,7 +530,7 @@ def load_score_stream(
 ) -> list[tuple[datetime, str, float]]:
     """`(request created_at, request_id, score)` of one scorer, in request order: a stream to watch."""
     r, s = requests_table, scores_table
-    conditions = [s.c.scorer == scorer]
+    conditions: list[ColumnElement[bool]] = [s.c.scorer == scorer]
     if since is not None:
         conditions.append(r.c.created_at >= _require_aware(since, "since"))
     if until is not None:
@@ -538,7 +557,7 @@ def load_corrections(
 ) -> list[CorrectedExample]:
     """Every feedback correction (latest per request) joined with its request: training targets."""
     r, f = requests_table, feedback_table
-    conditions = [f.c.correction.is_not(None)]
+    conditions: list[ColumnElement[bool]] = [f.c.correction.is_not(None)]
     if since is not None:
         conditions.append(f.c.created_at >= _require_aware(since, "since"))
     if served_name is not None:

@@ -46,7 +46,7 @@ def open_registry(config: ServingConfig, base_path: Path, base_id: str) -> tuple
         db,
         ArtifactStore(config.resolved_registry_root()),
         base_model_id=base_id,
-        base_modules=base_model_module_names(base_path),
+        base_modules={n.rsplit(".", 1)[-1] for n in base_model_module_names(base_path)},
         max_lora_rank=config.engine.max_lora_rank,
         base_aliases=("default", "base", base_path.name),
         base_fingerprint=base_model_fingerprint(base_path),

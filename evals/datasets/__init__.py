@@ -1,1 +1,4 @@
-"""Deterministic datasets the shipped suites (and the demo loop) are built from; see support_desk and builtin."""
+"""Deterministic datasets the shipped suites (and the demo loop) are built from.
+
+See support_desk (the demo's support desk) and builtin (one small dataset per task type).
+"""

@@ -1,4 +1,7 @@
-"""Write the shipped suites' datasets to evals/suites/data/*.jsonl (deterministic; `python -m evals.datasets.build`)."""
+"""Write the shipped suites' datasets to evals/suites/data/*.jsonl, deterministically.
+
+Run: python -m evals.datasets.build [FOLDER]
+"""
 
 from __future__ import annotations
 

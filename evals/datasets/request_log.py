@@ -18,7 +18,8 @@ from sqlalchemy.engine import Engine
 
 _META = sa.MetaData()
 REQUESTS = sa.Table(
-    "requests", _META,
+    "requests",
+    _META,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("created_at", sa.DateTime(timezone=True), index=True, nullable=False),
     sa.Column("endpoint", sa.String(32), nullable=False),
@@ -42,7 +43,8 @@ REQUESTS = sa.Table(
     sa.Column("tags", sa.JSON),
 )
 FEEDBACK = sa.Table(
-    "feedback", _META,
+    "feedback",
+    _META,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(64), index=True, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -52,7 +54,8 @@ FEEDBACK = sa.Table(
     sa.Column("source", sa.String(64)),
 )
 SCORES = sa.Table(
-    "scores", _META,
+    "scores",
+    _META,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(64), index=True, nullable=False),
     sa.Column("scorer", sa.String(64), nullable=False),
@@ -100,7 +103,10 @@ def write_synthetic_experiment(
     scorer: str = "reference",
     shadow_fraction: float = 0.0,
 ) -> int:
-    """Write `n_requests` requests split over `arms` by weight (plus feedback and scores); returns rows written."""
+    """Write `n_requests` requests split over `arms` by weight, plus feedback and scores.
+
+    Returns the number of request rows written.
+    """
     if not arms:
         raise ValueError("need at least one arm")
     create_log_tables(engine)
@@ -115,28 +121,59 @@ def write_synthetic_experiment(
         request_id = f"chatcmpl-{experiment}-{i:07d}"
         failed = rng.random() < arm.error_rate
         latency = float(arm.latency_median_ms * np.exp(rng.normal(0.0, arm.latency_sigma)))
-        requests.append({
-            "id": request_id, "created_at": _timestamp(engine, created), "endpoint": "chat.completions",
-            "model_requested": "support", "served_name": arm.served_name, "served_version": arm.served_version,
-            "experiment": experiment, "arm": arm.name, "shadow_of": None, "user_id": f"user-{i % 997}",
-            "prompt": '[{"role": "user", "content": "synthetic"}]', "response": None if failed else "synthetic",
-            "status_code": 500 if failed else 200, "error": "engine error" if failed else None, "stream": False,
-            "latency_ms": latency, "ttft_ms": latency * 0.3, "prompt_tokens": 30,
-            "completion_tokens": None if failed else int(rng.poisson(arm.completion_tokens)),
-            "finish_reason": None if failed else "stop", "tags": {"slice": "synthetic"},
-        })
+        requests.append(
+            {
+                "id": request_id,
+                "created_at": _timestamp(engine, created),
+                "endpoint": "chat.completions",
+                "model_requested": "support",
+                "served_name": arm.served_name,
+                "served_version": arm.served_version,
+                "experiment": experiment,
+                "arm": arm.name,
+                "shadow_of": None,
+                "user_id": f"user-{i % 997}",
+                "prompt": '[{"role": "user", "content": "synthetic"}]',
+                "response": None if failed else "synthetic",
+                "status_code": 500 if failed else 200,
+                "error": "engine error" if failed else None,
+                "stream": False,
+                "latency_ms": latency,
+                "ttft_ms": latency * 0.3,
+                "prompt_tokens": 30,
+                "completion_tokens": None if failed else int(rng.poisson(arm.completion_tokens)),
+                "finish_reason": None if failed else "stop",
+                "tags": {"slice": "synthetic"},
+            }
+        )
         if shadow_fraction and rng.random() < shadow_fraction:
-            requests.append({**requests[-1], "id": f"{request_id}-shadow", "shadow_of": request_id, "arm": None})
+            requests.append(
+                {**requests[-1], "id": f"{request_id}-shadow", "shadow_of": request_id, "arm": None}
+            )
         if failed:
             continue
         score = float(np.clip(rng.normal(arm.score_mean, arm.score_sd), 0.0, 1.0))
-        scores.append({"request_id": request_id, "scorer": scorer, "score": score, "details": None,
-                       "created_at": _timestamp(engine, created + timedelta(seconds=1))})
+        scores.append(
+            {
+                "request_id": request_id,
+                "scorer": scorer,
+                "score": score,
+                "details": None,
+                "created_at": _timestamp(engine, created + timedelta(seconds=1)),
+            }
+        )
         if rng.random() < arm.feedback_rate:
             up = rng.random() < arm.thumbs_up_rate
-            feedback.append({"request_id": request_id, "created_at": _timestamp(engine, created + timedelta(seconds=30)),
-                             "rating": 1.0 if up else 0.0, "thumbs": 1 if up else -1, "correction": None,
-                             "source": "synthetic"})
+            feedback.append(
+                {
+                    "request_id": request_id,
+                    "created_at": _timestamp(engine, created + timedelta(seconds=30)),
+                    "rating": 1.0 if up else 0.0,
+                    "thumbs": 1 if up else -1,
+                    "correction": None,
+                    "source": "synthetic",
+                }
+            )
     with engine.begin() as conn:
         reflected = sa.MetaData()
         reflected.reflect(conn, only=["requests", "feedback", "scores"])
@@ -144,5 +181,7 @@ def write_synthetic_experiment(
             if rows:
                 table = reflected.tables[name]
                 columns = set(table.c.keys())
-                conn.execute(sa.insert(table), [{k: v for k, v in row.items() if k in columns} for row in rows])
+                conn.execute(
+                    sa.insert(table), [{k: v for k, v in row.items() if k in columns} for row in rows]
+                )
     return len(requests)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +82,9 @@ class Metric(ABC):
         unknown = sorted(set(args) - cls.allowed_args)
         if unknown:
             allowed = ", ".join(sorted(cls.allowed_args)) or "none"
-            raise MetricError(f"metric {name!r} ({cls.kind}): unknown argument {unknown[0]!r} (allowed: {allowed})")
+            raise MetricError(
+                f"metric {name!r} ({cls.kind}): unknown argument {unknown[0]!r} (allowed: {allowed})"
+            )
 
     async def score(self, inputs: MetricInput) -> MetricScores:
         """Score a batch. Runs the synchronous `_score` in a worker thread by default."""
@@ -114,13 +116,17 @@ def ratio_statistic(summed: np.ndarray) -> np.ndarray:
     """Mean-type metrics: sum of scores / number of scored examples (NaN when none)."""
     summed = np.asarray(summed, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out: np.ndarray = np.where(summed[..., 1] > 0, summed[..., 0] / np.where(summed[..., 1] > 0, summed[..., 1], 1), np.nan)
+        out: np.ndarray = np.where(
+            summed[..., 1] > 0, summed[..., 0] / np.where(summed[..., 1] > 0, summed[..., 1], 1), np.nan
+        )
     return out
 
 
 def mean_rows(scores: Sequence[float | None]) -> np.ndarray:
     """Sufficient statistics `[score, 1]` per example (`[0, 0]` where the score is missing)."""
-    return np.array([[0.0, 0.0] if s is None else [float(s), 1.0] for s in scores], dtype=float).reshape(-1, 2)
+    return np.array([[0.0, 0.0] if s is None else [float(s), 1.0] for s in scores], dtype=float).reshape(
+        -1, 2
+    )
 
 
 _REGISTRY: dict[str, type[Metric]] = {}

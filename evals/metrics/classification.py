@@ -30,9 +30,15 @@ class Accuracy(Metric):
     module = "classification"
 
     def _score(self, inputs: MetricInput) -> MetricScores:
-        out = compute_module(self.module, predictions=list(inputs.predictions),
-                             references=_references(inputs, self.name), labels=_labels(inputs, self.name))
-        return MetricScores(out["scores"], np.array(out["accuracy_stats"], dtype=float), float(out["accuracy"]))
+        out = compute_module(
+            self.module,
+            predictions=list(inputs.predictions),
+            references=_references(inputs, self.name),
+            labels=_labels(inputs, self.name),
+        )
+        return MetricScores(
+            out["scores"], np.array(out["accuracy_stats"], dtype=float), float(out["accuracy"])
+        )
 
 
 @register_metric("f1")
@@ -42,8 +48,12 @@ class MacroF1(Metric):
     module = "classification"
 
     def _score(self, inputs: MetricInput) -> MetricScores:
-        out = compute_module(self.module, predictions=list(inputs.predictions),
-                             references=_references(inputs, self.name), labels=_labels(inputs, self.name))
+        out = compute_module(
+            self.module,
+            predictions=list(inputs.predictions),
+            references=_references(inputs, self.name),
+            labels=_labels(inputs, self.name),
+        )
         return MetricScores(out["scores"], np.array(out["f1_stats"], dtype=float), float(out["f1"]))
 
     @classmethod

@@ -30,7 +30,11 @@ class PassAt1(Metric):
         tests = []
         for example in inputs.examples:
             if not example.reference:
-                raise MetricError(f"metric {self.name!r}: example {example.id!r} has no tests in its reference")
+                raise MetricError(
+                    f"metric {self.name!r}: example {example.id!r} has no tests in its reference"
+                )
             tests.append(example.reference)
         out = compute_module(self.module, predictions=list(inputs.predictions), references=tests, **self.args)
-        return MetricScores(out["scores"], np.array(out["stats"], dtype=float), float(out["pass@1"]), out["outcomes"])
+        return MetricScores(
+            out["scores"], np.array(out["stats"], dtype=float), float(out["pass@1"]), out["outcomes"]
+        )

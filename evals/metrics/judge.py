@@ -91,11 +91,15 @@ class LlmJudge(Metric):
         replies: list[str] = [""] * len(inputs.predictions)
         failures: dict[int, str] = {}
         assert endpoint.model is not None
-        async with ChatEndpoint(endpoint.base_url, api_key=endpoint.api_key, timeout_s=endpoint.timeout_s) as client:
+        async with ChatEndpoint(
+            endpoint.base_url, api_key=endpoint.api_key, timeout_s=endpoint.timeout_s
+        ) as client:
 
             async def judge_one(index: int) -> None:
                 example = inputs.examples[index]
-                messages = self.judge_prompt(inputs.prompts[index], example.reference, inputs.predictions[index])
+                messages = self.judge_prompt(
+                    inputs.prompts[index], example.reference, inputs.predictions[index]
+                )
                 async with limit:
                     try:
                         completion = await client.complete(str(endpoint.model), messages, settings)
@@ -105,12 +109,14 @@ class LlmJudge(Metric):
                 replies[index] = completion.text
 
             await asyncio.gather(*(judge_one(i) for i in range(len(inputs.predictions))))
-        out = await asyncio.to_thread(
-            self._parse, replies, int(self.args.get("scale_max", 5))
-        )
+        out = await asyncio.to_thread(self._parse, replies, int(self.args.get("scale_max", 5)))
         scores: list[float | None] = [None if i in failures else s for i, s in enumerate(out["scores"])]
         details: list[dict[str, Any]] = [
-            {"judge_reply": replies[i][:500], "judge_model": endpoint.model, **({"judge_error": failures[i]} if i in failures else {})}
+            {
+                "judge_reply": replies[i][:500],
+                "judge_model": endpoint.model,
+                **({"judge_error": failures[i]} if i in failures else {}),
+            }
             for i in range(len(replies))
         ]
         stats = mean_rows(scores)
@@ -118,4 +124,6 @@ class LlmJudge(Metric):
 
     def _parse(self, replies: list[str], scale_max: int) -> dict[str, Any]:
         with module_lock(self.module):
-            return compute_module(self.module, predictions=replies, references=[""] * len(replies), scale_max=scale_max)
+            return compute_module(
+                self.module, predictions=replies, references=[""] * len(replies), scale_max=scale_max
+            )

@@ -11,6 +11,7 @@ untrusted suites in a container as well.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import resource
@@ -25,7 +26,7 @@ from typing import Literal
 
 SandboxStatus = Literal["passed", "failed", "timeout", "memory", "blocked"]
 
-_GUARD = r'''
+_GUARD = r"""
 import sys, os
 _ROOT = os.path.realpath(os.getcwd())
 _BLOCKED = {"socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto", "socket.__new__",
@@ -43,7 +44,7 @@ del _guard
 with open("program.py", encoding="utf-8") as _f:
     _code = compile(_f.read(), "program.py", "exec")
 exec(_code, {"__name__": "__main__"})
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,5 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxOutcome
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -1,8 +1,7 @@
-"""Text-overlap metrics: exact match, contains-answer, ROUGE, BLEU and chrF (all via shipped `evaluate` modules)."""
+"""Text-overlap metrics: exact match, contains-answer, ROUGE, BLEU, chrF (via shipped `evaluate` modules)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,8 +33,12 @@ class ExactMatch(Metric):
     allowed_args = frozenset({"ignore_case", "ignore_punctuation", "ignore_articles"})
 
     def _score(self, inputs: MetricInput) -> MetricScores:
-        out = compute_module(self.module, predictions=list(inputs.predictions),
-                             references=_references(inputs, self.name), **self.args)
+        out = compute_module(
+            self.module,
+            predictions=list(inputs.predictions),
+            references=_references(inputs, self.name),
+            **self.args,
+        )
         return MetricScores(out["scores"], np.array(out["stats"], dtype=float), float(out["exact_match"]))
 
 
@@ -47,8 +50,12 @@ class ContainsAnswer(Metric):
     allowed_args = frozenset({"ignore_case"})
 
     def _score(self, inputs: MetricInput) -> MetricScores:
-        out = compute_module(self.module, predictions=list(inputs.predictions),
-                             references=_references(inputs, self.name), **self.args)
+        out = compute_module(
+            self.module,
+            predictions=list(inputs.predictions),
+            references=_references(inputs, self.name),
+            **self.args,
+        )
         return MetricScores(out["scores"], np.array(out["stats"], dtype=float), float(out["contains_answer"]))
 
 
@@ -58,10 +65,16 @@ class _Rouge(Metric):
     allowed_args = frozenset({"use_stemmer"})
 
     def _score(self, inputs: MetricInput) -> MetricScores:
-        out = compute_module(self.module, predictions=list(inputs.predictions),
-                             references=_references(inputs, self.name), rouge_types=[self.rouge_type], **self.args)
+        out = compute_module(
+            self.module,
+            predictions=list(inputs.predictions),
+            references=_references(inputs, self.name),
+            rouge_types=[self.rouge_type],
+            **self.args,
+        )
         return MetricScores(
-            out["scores"][self.rouge_type], np.array(out["stats"][self.rouge_type], dtype=float),
+            out["scores"][self.rouge_type],
+            np.array(out["stats"][self.rouge_type], dtype=float),
             float(out[self.rouge_type]),
         )
 
@@ -93,8 +106,12 @@ class _SacreMetric(Metric):
     value_key: ClassVar[str]
 
     def _score(self, inputs: MetricInput) -> MetricScores:
-        out = compute_module(self.module, predictions=list(inputs.predictions),
-                             references=_single_reference(inputs, self.name), **self.args)
+        out = compute_module(
+            self.module,
+            predictions=list(inputs.predictions),
+            references=_single_reference(inputs, self.name),
+            **self.args,
+        )
         return MetricScores(out["scores"], np.array(out["stats"], dtype=float), float(out[self.value_key]))
 
     @classmethod
@@ -110,7 +127,7 @@ class _SacreMetric(Metric):
         return values.reshape(summed.shape[:-1])
 
 
-def _score_from_stats(scorer: Any, row: Sequence[float]) -> float:
+def _score_from_stats(scorer: Any, row: np.ndarray) -> float:
     if not np.any(row):
         return float("nan")
     return float(scorer._compute_score_from_stats([int(round(x)) for x in row]).score)

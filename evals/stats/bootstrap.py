@@ -107,7 +107,9 @@ def paired_bootstrap(
     base = float(statistic(baseline_rows.sum(axis=0)))
     cand = float(statistic(candidate_rows.sum(axis=0)))
     counts = resample_counts(n, n_resamples, np.random.default_rng(seed))
-    deltas = np.asarray(statistic(counts @ candidate_rows), float) - np.asarray(statistic(counts @ baseline_rows), float)
+    deltas = np.asarray(statistic(counts @ candidate_rows), float) - np.asarray(
+        statistic(counts @ baseline_rows), float
+    )
     low, high = _quantiles(deltas, confidence)
     finite = deltas[np.isfinite(deltas)]
     signed = finite if higher_is_better else -finite

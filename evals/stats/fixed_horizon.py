@@ -17,7 +17,6 @@ import numpy as np
 from scipy import optimize, stats
 
 
-
 @dataclass(frozen=True)
 class RateTest:
     """Treatment vs control on a proportion."""
@@ -38,8 +37,9 @@ class RateTest:
         return self.p_value_z if self.method == "z" else self.p_value_fisher
 
 
-def two_proportion_test(x_control: int, n_control: int, x_treatment: int, n_treatment: int,
-                        *, confidence: float = 0.95) -> RateTest:
+def two_proportion_test(
+    x_control: int, n_control: int, x_treatment: int, n_treatment: int, *, confidence: float = 0.95
+) -> RateTest:
     """Two-sided pooled z-test and Fisher's exact test for treatment rate - control rate."""
     if n_control <= 0 or n_treatment <= 0:
         raise ValueError("both arms need at least one observation")
@@ -55,7 +55,9 @@ def two_proportion_test(x_control: int, n_control: int, x_treatment: int, n_trea
     p_fisher = float(stats.fisher_exact(table, alternative="two-sided")[1])
     se = math.sqrt(p1 * (1 - p1) / n_control + p2 * (1 - p2) / n_treatment)
     half = float(stats.norm.ppf(0.5 + confidence / 2)) * se
-    expected_min = min(pooled * n_control, (1 - pooled) * n_control, pooled * n_treatment, (1 - pooled) * n_treatment)
+    expected_min = min(
+        pooled * n_control, (1 - pooled) * n_control, pooled * n_treatment, (1 - pooled) * n_treatment
+    )
     method = "z" if expected_min >= 5 else "fisher"
     return RateTest(p1, p2, p2 - p1, p2 - p1 - half, p2 - p1 + half, float(z), p_z, p_fisher, method)
 
@@ -74,8 +76,14 @@ class MeanTest:
     """Mann-Whitney U two-sided p-value."""
 
 
-def mean_difference_test(control: Sequence[float], treatment: Sequence[float], *, confidence: float = 0.95,
-                         n_resamples: int = 2000, seed: int = 0) -> MeanTest:
+def mean_difference_test(
+    control: Sequence[float],
+    treatment: Sequence[float],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> MeanTest:
     """Mann-Whitney U test plus a percentile bootstrap CI of mean(treatment) - mean(control)."""
     a = np.asarray(control, dtype=float)
     b = np.asarray(treatment, dtype=float)
@@ -90,7 +98,9 @@ def mean_difference_test(control: Sequence[float], treatment: Sequence[float], *
     means_a = a[rng.integers(0, a.size, size=(n_resamples, a.size))].mean(axis=1)
     means_b = b[rng.integers(0, b.size, size=(n_resamples, b.size))].mean(axis=1)
     low, high = np.quantile(means_b - means_a, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return MeanTest(float(a.mean()), float(b.mean()), float(b.mean() - a.mean()), float(low), float(high), u, p)
+    return MeanTest(
+        float(a.mean()), float(b.mean()), float(b.mean() - a.mean()), float(low), float(high), u, p
+    )
 
 
 @dataclass(frozen=True)
@@ -115,8 +125,9 @@ def _power(effect: float, n1: float, ratio: float, alpha: float) -> float:
     return float(stats.norm.sf(crit - shift) + stats.norm.cdf(-crit - shift))
 
 
-def sample_size_for_effect(effect_size: float, *, alpha: float = 0.05, power: float = 0.8,
-                           ratio: float = 1.0) -> SampleSize:
+def sample_size_for_effect(
+    effect_size: float, *, alpha: float = 0.05, power: float = 0.8, ratio: float = 1.0
+) -> SampleSize:
     """Per-arm n for a standardised effect (two-sided z-test); `ratio` = n_treatment / n_control."""
     if effect_size == 0:
         raise ValueError("effect size must be non-zero")
@@ -134,8 +145,9 @@ def cohens_h(p_control: float, p_treatment: float) -> float:
     return 2 * math.asin(math.sqrt(p_treatment)) - 2 * math.asin(math.sqrt(p_control))
 
 
-def sample_size_proportions(p_control: float, mde: float, *, alpha: float = 0.05, power: float = 0.8,
-                            ratio: float = 1.0) -> SampleSize:
+def sample_size_proportions(
+    p_control: float, mde: float, *, alpha: float = 0.05, power: float = 0.8, ratio: float = 1.0
+) -> SampleSize:
     """Per-arm n to detect rate p_control -> p_control + mde (absolute)."""
     p_treatment = p_control + mde
     if not 0 <= p_control <= 1 or not 0 <= p_treatment <= 1:
@@ -143,8 +155,9 @@ def sample_size_proportions(p_control: float, mde: float, *, alpha: float = 0.05
     return sample_size_for_effect(cohens_h(p_control, p_treatment), alpha=alpha, power=power, ratio=ratio)
 
 
-def sample_size_means(sd: float, mde: float, *, alpha: float = 0.05, power: float = 0.8,
-                      ratio: float = 1.0) -> SampleSize:
+def sample_size_means(
+    sd: float, mde: float, *, alpha: float = 0.05, power: float = 0.8, ratio: float = 1.0
+) -> SampleSize:
     """Per-arm n to detect a difference in means of `mde` when the outcome's standard deviation is `sd`."""
     if sd <= 0:
         raise ValueError("standard deviation must be positive")
@@ -163,8 +176,9 @@ class SrmCheck:
     mismatch: bool
 
 
-def sample_ratio_mismatch(counts: Mapping[str, int], weights: Mapping[str, float] | None = None,
-                          *, threshold: float = 0.001) -> SrmCheck:
+def sample_ratio_mismatch(
+    counts: Mapping[str, int], weights: Mapping[str, float] | None = None, *, threshold: float = 0.001
+) -> SrmCheck:
     """Chi-square goodness-of-fit of `counts` against `weights` (default: equal split)."""
     arms = list(counts)
     if len(arms) < 2:

@@ -89,8 +89,16 @@ def msprt_paths(
         variance = np.maximum(v_t / n_t + v_c / n_c, 1e-12)
         tau2 = np.maximum(tau_rel**2 * var_pooled, 1e-12)
         d = m_t - m_c
-        log_lambda = 0.5 * np.log(variance / (variance + tau2)) + tau2 * d**2 / (2 * variance * (variance + tau2))
-        radius = np.sqrt(2 * variance * (variance + tau2) / tau2 * (np.log(1 / alpha) + 0.5 * np.log((variance + tau2) / variance)))
+        log_lambda = 0.5 * np.log(variance / (variance + tau2)) + tau2 * d**2 / (
+            2 * variance * (variance + tau2)
+        )
+        radius = np.sqrt(
+            2
+            * variance
+            * (variance + tau2)
+            / tau2
+            * (np.log(1 / alpha) + 0.5 * np.log((variance + tau2) / variance))
+        )
     active = (n_t >= burn_in) & (n_c >= burn_in)
     p_step = np.where(active, np.minimum(1.0, np.exp(-log_lambda)), 1.0)
     p_running = np.minimum.accumulate(p_step, axis=1)
@@ -100,8 +108,12 @@ def msprt_paths(
     high_running = np.minimum.accumulate(high, axis=1)
     nan_if_idle = np.where(active, 1.0, np.nan)
     return SequentialPath(
-        n_control=n_c, n_treatment=n_t, estimate=d * nan_if_idle,
-        ci_low=low_running * nan_if_idle, ci_high=high_running * nan_if_idle, p_value=p_running,
+        n_control=n_c,
+        n_treatment=n_t,
+        estimate=d * nan_if_idle,
+        ci_low=low_running * nan_if_idle,
+        ci_high=high_running * nan_if_idle,
+        p_value=p_running,
     )
 
 
@@ -120,8 +132,19 @@ def msprt(
     if treat.size == 0:
         raise ValueError("no observations")
     path = msprt_paths(treat, x, alpha=alpha, tau_rel=tau_rel, burn_in=burn_in, binary=binary)
-    flat = SequentialPath(*(np.asarray(a)[0] for a in (
-        path.n_control, path.n_treatment, path.estimate, path.ci_low, path.ci_high, path.p_value)))
+    flat = SequentialPath(
+        *(
+            np.asarray(a)[0]
+            for a in (
+                path.n_control,
+                path.n_treatment,
+                path.estimate,
+                path.ci_low,
+                path.ci_high,
+                path.p_value,
+            )
+        )
+    )
     hits = np.flatnonzero(flat.p_value <= alpha)
     n_t, n_c = int(treat.sum()), int((~treat).sum())
     estimate = float(x[treat].mean() - x[~treat].mean()) if n_t and n_c else float("nan")

@@ -33,6 +33,7 @@ __all__ = [
     "DriftReport",
     "InputDriftDetector",
     "QualityDriftDetector",
+    "ScoreStream",
     "build_detector",
     "detector_names",
     "get_detector_class",
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 DriftKind = Literal["input", "quality"]
+ScoreStream = Sequence[float] | np.ndarray
+"""Scores in 0..1, oldest first: a list or a 1-D array."""
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -167,13 +170,18 @@ class InputDriftDetector(DriftDetector):
         ref = np.asarray(ref, dtype=np.float64)
         live = np.asarray(live, dtype=np.float64)
         if ref.ndim != 2 or live.ndim != 2:
-            raise DriftInputError(f"{self.name}: windows must be 2-D (n, d), got {ref.shape} and {live.shape}")
+            raise DriftInputError(
+                f"{self.name}: windows must be 2-D (n, d), got {ref.shape} and {live.shape}"
+            )
         if ref.shape[1] != live.shape[1]:
-            raise DriftInputError(f"{self.name}: dimension mismatch, reference {ref.shape[1]} vs live {live.shape[1]}")
+            raise DriftInputError(
+                f"{self.name}: dimension mismatch, reference {ref.shape[1]} vs live {live.shape[1]}"
+            )
         for label, window in (("reference", ref), ("live", live)):
             if len(window) < self.min_samples:
                 raise DriftInputError(
-                    f"{self.name}: the {label} window has {len(window)} samples, need at least {self.min_samples}"
+                    f"{self.name}: the {label} window has {len(window)} samples, "
+                    f"need at least {self.min_samples}"
                 )
             if not np.isfinite(window).all():
                 raise DriftInputError(f"{self.name}: the {label} window contains NaN or inf")
@@ -186,7 +194,7 @@ class QualityDriftDetector(DriftDetector):
     kind: ClassVar[DriftKind] = "quality"
 
     @abstractmethod
-    def test(self, scores: Sequence[float], *, reference: Sequence[float] | None = None) -> DriftReport:
+    def test(self, scores: ScoreStream, *, reference: ScoreStream | None = None) -> DriftReport:
         """Look for a drop in `scores`; `reference` (e.g. the champion's baseline scores) is optional."""
 
 
@@ -199,7 +207,9 @@ def register_detector(name: str) -> Callable[[D], D]:
 
     def decorate(cls: D) -> D:
         if name in _DETECTORS and _DETECTORS[name] is not cls:
-            raise DriftInputError(f"drift detector {name!r} is already registered by {_DETECTORS[name].__name__}")
+            raise DriftInputError(
+                f"drift detector {name!r} is already registered by {_DETECTORS[name].__name__}"
+            )
         cls.name = name
         _DETECTORS[name] = cls
         return cls
@@ -216,7 +226,9 @@ def get_detector_class(name: str) -> type[DriftDetector]:
     try:
         return _DETECTORS[name]
     except KeyError:
-        raise DriftInputError(f"unknown drift detector {name!r} (known: {', '.join(detector_names())})") from None
+        raise DriftInputError(
+            f"unknown drift detector {name!r} (known: {', '.join(detector_names())})"
+        ) from None
 
 
 def build_detector(name: str, **options: Any) -> DriftDetector:
@@ -227,7 +239,8 @@ def build_detector(name: str, **options: Any) -> DriftDetector:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise DriftInputError(
-            f"drift detector {name!r}: unknown option {unknown[0]!r} (allowed: {', '.join(sorted(allowed)) or 'none'})"
+            f"drift detector {name!r}: unknown option {unknown[0]!r} "
+            f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
         )
     try:
         return cls(**options)

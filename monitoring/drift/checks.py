@@ -15,11 +15,17 @@ from typing import Any, cast
 import numpy as np
 from sqlalchemy import Engine
 
-from monitoring.drift.base import DriftReport, InputDriftDetector, QualityDriftDetector, build_detector
+from monitoring.drift.base import (
+    DriftReport,
+    InputDriftDetector,
+    QualityDriftDetector,
+    ScoreStream,
+    build_detector,
+)
 from monitoring.drift.clusters import cluster_shift
 from monitoring.embeddings import Embedder
 from monitoring.errors import DriftInputError
-from monitoring.store import connect, load_prompts, load_score_stream
+from monitoring.store import load_prompts, load_score_stream, opened
 
 __all__ = [
     "check_input_drift",
@@ -43,7 +49,9 @@ def quality_detector(name: str = "adwin", **options: Any) -> QualityDriftDetecto
     """A registered quality-drift detector by name."""
     detector = build_detector(name, **options)
     if not isinstance(detector, QualityDriftDetector):
-        raise DriftInputError(f"drift detector {name!r} is an {detector.kind} detector, not a quality detector")
+        raise DriftInputError(
+            f"drift detector {name!r} is an {detector.kind} detector, not a quality detector"
+        )
     return detector
 
 
@@ -80,7 +88,10 @@ def check_input_drift(
             ref_embeddings = embed(list(ref_texts))
         if live_embeddings is None:
             live_embeddings = embed(list(live_texts))
-    for label, texts, emb in (("reference", ref_texts, ref_embeddings), ("live", live_texts, live_embeddings)):
+    for label, texts, emb in (
+        ("reference", ref_texts, ref_embeddings),
+        ("live", live_texts, live_embeddings),
+    ):
         if texts and len(texts) != len(emb):
             raise DriftInputError(f"{len(texts)} {label} texts but {len(emb)} {label} embeddings")
     report = det.test(ref_embeddings, live_embeddings, seed=seed)
@@ -95,10 +106,10 @@ def check_input_drift(
 
 
 def check_quality_drift(
-    scores: Sequence[float],
+    scores: ScoreStream,
     *,
     detector: str | QualityDriftDetector = "adwin",
-    reference: Sequence[float] | None = None,
+    reference: ScoreStream | None = None,
     subject: str = "",
     **options: Any,
 ) -> DriftReport:
@@ -122,9 +133,15 @@ def check_input_drift_from_log(
     **kwargs: Any,
 ) -> DriftReport:
     """Input drift of the last `live_limit` served prompts (of one version, if named) against `ref_texts`."""
-    engine = connect(db, schema=schema)
-    rows = load_prompts(engine, since=since, until=until, served_name=served_name,
-                        served_version=served_version, limit=live_limit)
+    with opened(db, schema=schema) as engine:
+        rows = load_prompts(
+            engine,
+            since=since,
+            until=until,
+            served_name=served_name,
+            served_version=served_version,
+            limit=live_limit,
+        )
     live = [r.user_text for r in rows]
     subject = kwargs.pop("subject", None) or f"{served_name or '*'}@{served_version or '*'}"
     report = check_input_drift(ref_texts, live, subject=subject, **kwargs)
@@ -145,9 +162,10 @@ def check_quality_drift_from_log(
     **kwargs: Any,
 ) -> DriftReport:
     """Quality drift of one scorer's stream for one served version, read from the request log."""
-    engine = connect(db, schema=schema)
-    stream = load_score_stream(engine, scorer, served_name=served_name, served_version=served_version,
-                               since=since, until=until)
+    with opened(db, schema=schema) as engine:
+        stream = load_score_stream(
+            engine, scorer, served_name=served_name, served_version=served_version, since=since, until=until
+        )
     subject = kwargs.pop("subject", None) or f"{served_name or '*'}@{served_version or '*'}:{scorer}"
     report = check_quality_drift([v for _, _, v in stream], subject=subject, **kwargs)
     if stream:

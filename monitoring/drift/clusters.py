@@ -19,12 +19,87 @@ from monitoring.drift.base import ClusterShift
 
 __all__ = ["cluster_shift"]
 
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 _WORD = re.compile(r"[a-z][a-z0-9'-]{2,}")
 _STOP = frozenset(
-    "the and for are was were you your with this that have has had not but can will what how why when "
-    "where which who from into about there their they them our out get got does did just please would "
-    "could should been being its it's i'm i've my me we us any some all more most very also than then "
-    "too one two her his she him yes no do".split()
+    [
+        "the",
+        "and",
+        "for",
+        "are",
+        "was",
+        "were",
+        "you",
+        "your",
+        "with",
+        "this",
+        "that",
+        "have",
+        "has",
+        "had",
+        "not",
+        "but",
+        "can",
+        "will",
+        "what",
+        "how",
+        "why",
+        "when",
+        "where",
+        "which",
+        "who",
+        "from",
+        "into",
+        "about",
+        "there",
+        "their",
+        "they",
+        "them",
+        "our",
+        "out",
+        "get",
+        "got",
+        "does",
+        "did",
+        "just",
+        "please",
+        "would",
+        "could",
+        "should",
+        "been",
+        "being",
+        "its",
+        "it's",
+        "i'm",
+        "i've",
+        "my",
+        "me",
+        "we",
+        "us",
+        "any",
+        "some",
+        "all",
+        "more",
+        "most",
+        "very",
+        "also",
+        "than",
+        "then",
+        "too",
+        "one",
+        "two",
+        "her",
+        "his",
+        "she",
+        "him",
+        "yes",
+        "no",
+        "do",
+    ]
 )
 
 
@@ -83,8 +158,15 @@ def cluster_shift(
         pooled_p = (a + b) / (n_ref + n_live)
         se = math.sqrt(max(pooled_p * (1 - pooled_p) * (1 / n_ref + 1 / n_live), 1e-18))
         p_value = float(2 * stats.norm.sf(abs(p2 - p1) / se)) if se > 1e-9 else 1.0
-        shift = ClusterShift(cluster=c, ref_share=p1, live_share=p2, delta=p2 - p1, n_ref=a, n_live=b,
-                             p_value=min(1.0, p_value))
+        shift = ClusterShift(
+            cluster=c,
+            ref_share=p1,
+            live_share=p2,
+            delta=p2 - p1,
+            n_ref=a,
+            n_live=b,
+            p_value=min(1.0, p_value),
+        )
         if has_texts:
             members = np.flatnonzero(labels == c)
             distances = np.linalg.norm(pooled[members] - model.cluster_centers_[c], axis=1)

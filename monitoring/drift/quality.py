@@ -10,12 +10,11 @@ alarm, a drop of at least `min_drop` and p <= alpha: quality that got *better* i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from monitoring.drift.base import DriftReport, QualityDriftDetector, register_detector
+from monitoring.drift.base import DriftReport, QualityDriftDetector, ScoreStream, register_detector
 from monitoring.errors import DriftInputError
 
 __all__ = ["ADWINDetector", "PageHinkleyDetector", "cusum_drop_test"]
@@ -71,7 +70,7 @@ class _StreamDetector(QualityDriftDetector):
     def _params(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def test(self, scores: Sequence[float], *, reference: Sequence[float] | None = None) -> DriftReport:
+    def test(self, scores: ScoreStream, *, reference: ScoreStream | None = None) -> DriftReport:
         live = np.asarray(list(scores), dtype=np.float64)
         base = np.asarray([] if reference is None else list(reference), dtype=np.float64)
         stream = np.concatenate([base, live])
@@ -83,23 +82,43 @@ class _StreamDetector(QualityDriftDetector):
             detector.update(float(value))
             if detector.drift_detected:
                 alarms.append(i)
-        evidence: dict[str, Any] = {"alpha": self.alpha, "alarms": alarms, "n_stream": len(stream),
-                                    "n_reference_prefix": len(base), **self._params()}
+        evidence: dict[str, Any] = {
+            "alpha": self.alpha,
+            "alarms": alarms,
+            "n_stream": len(stream),
+            "n_reference_prefix": len(base),
+            **self._params(),
+        }
         if len(stream) < self.min_samples or not alarms:
             evidence["reason"] = "too few scores" if len(stream) < self.min_samples else "no change detected"
             mean = float(stream.mean()) if len(stream) else float("nan")
             evidence["mean"] = mean
             drop = float(base.mean() - live.mean()) if len(base) and len(live) else 0.0
-            return DriftReport(detector=self.name, kind="quality", statistic=drop, threshold=self.min_drop,
-                               p_value=None, n_ref=len(base), n_live=len(live), drifted=False, evidence=evidence)
+            return DriftReport(
+                detector=self.name,
+                kind="quality",
+                statistic=drop,
+                threshold=self.min_drop,
+                p_value=None,
+                n_ref=len(base),
+                n_live=len(live),
+                drifted=False,
+                evidence=evidence,
+            )
         bounds = [0, *(a + 1 for a in alarms[:-1])]
         ends = [*(a + 1 for a in alarms[1:]), len(stream)]
         candidates = [self._compare(stream, s, e, a) for s, e, a in zip(bounds, ends, alarms, strict=True)]
         split, drop, p_value, last, start = max(candidates, key=lambda c: (c[1], -c[2]))
         before, after = stream[start:split], stream[split:]
-        evidence.update({"change_index": split, "detected_at": last, "mean_before": float(before.mean()),
-                         "mean_after": float(after.mean()),
-                         "direction": "drop" if drop > 0 else "rise"})
+        evidence.update(
+            {
+                "change_index": split,
+                "detected_at": last,
+                "mean_before": float(before.mean()),
+                "mean_after": float(after.mean()),
+                "direction": "drop" if drop > 0 else "rise",
+            }
+        )
         return DriftReport(
             detector=self.name,
             kind="quality",
@@ -126,7 +145,12 @@ class ADWINDetector(_StreamDetector):
     """ADWIN (adaptive windowing, river) on the score stream."""
 
     def __init__(
-        self, *, delta: float = 0.002, clock: int = 4, min_drop: float = 0.05, alpha: float = 0.01,
+        self,
+        *,
+        delta: float = 0.002,
+        clock: int = 4,
+        min_drop: float = 0.05,
+        alpha: float = 0.01,
         min_samples: int = 30,
     ) -> None:
         super().__init__(min_drop=min_drop, alpha=alpha, min_samples=min_samples)
@@ -147,8 +171,15 @@ class PageHinkleyDetector(_StreamDetector):
     """Page-Hinkley (river, mode 'down': decreases only) on the score stream."""
 
     def __init__(
-        self, *, threshold: float = 16.0, delta: float = 0.005, min_instances: int = 30,
-        forgetting: float = 1.0 - 1e-4, min_drop: float = 0.05, alpha: float = 0.01, min_samples: int = 30,
+        self,
+        *,
+        threshold: float = 16.0,
+        delta: float = 0.005,
+        min_instances: int = 30,
+        forgetting: float = 1.0 - 1e-4,
+        min_drop: float = 0.05,
+        alpha: float = 0.01,
+        min_samples: int = 30,
     ) -> None:
         super().__init__(min_drop=min_drop, alpha=alpha, min_samples=min_samples)
         if threshold <= 0:
@@ -159,8 +190,13 @@ class PageHinkleyDetector(_StreamDetector):
         self.forgetting = forgetting
 
     def _detector(self) -> Any:
-        return _river_drift().PageHinkley(min_instances=self.min_instances, delta=self.delta,
-                                          threshold=self.threshold, alpha=self.forgetting, mode="down")
+        return _river_drift().PageHinkley(
+            min_instances=self.min_instances,
+            delta=self.delta,
+            threshold=self.threshold,
+            alpha=self.forgetting,
+            mode="down",
+        )
 
     def _params(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "delta": self.delta, "min_instances": self.min_instances}

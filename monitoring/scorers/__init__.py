@@ -6,8 +6,8 @@ truncation, language_mismatch, length_outlier, llm_judge. Add a kind with `@regi
 
 from monitoring.scorers import feedback, heuristics, judge, language, reference  # noqa: F401  (registers kinds)
 from monitoring.scorers.base import (
-    ScoreResult,
     Scorer,
+    ScoreResult,
     ScorerItem,
     ScorerSpec,
     build_scorer,

@@ -90,7 +90,9 @@ def register_scorer(kind: str) -> Callable[[S], S]:
 
     def decorate(cls: S) -> S:
         if kind in _SCORERS and _SCORERS[kind] is not cls:
-            raise ScorerConfigError(f"scorer kind {kind!r} is already registered by {_SCORERS[kind].__name__}")
+            raise ScorerConfigError(
+                f"scorer kind {kind!r} is already registered by {_SCORERS[kind].__name__}"
+            )
         cls.kind = kind
         _SCORERS[kind] = cls
         return cls
@@ -120,11 +122,15 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
     if isinstance(spec, str):
         return get_scorer_class(spec)()
     if not isinstance(spec, Mapping):
-        raise ScorerConfigError(f"a scorer spec must be a name, a mapping or a Scorer, got {type(spec).__name__}")
+        raise ScorerConfigError(
+            f"a scorer spec must be a name, a mapping or a Scorer, got {type(spec).__name__}"
+        )
     options = dict(spec)
     kind = options.pop("kind", None)
     if not isinstance(kind, str):
-        raise ScorerConfigError(f"scorer config {dict(spec)!r} needs a 'kind' (one of {', '.join(scorer_kinds())})")
+        raise ScorerConfigError(
+            f"scorer config {dict(spec)!r} needs a 'kind' (one of {', '.join(scorer_kinds())})"
+        )
     cls = get_scorer_class(kind)
     params = inspect.signature(cls.__init__).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -132,7 +138,8 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
     unknown = sorted(set(options) - allowed)
     if unknown and not accepts_any:
         raise ScorerConfigError(
-            f"scorer {kind!r}: unknown option {unknown[0]!r} (allowed: {', '.join(sorted(allowed)) or 'none'})"
+            f"scorer {kind!r}: unknown option {unknown[0]!r} "
+            f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
         )
     try:
         return cls(**options)

@@ -17,17 +17,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import ColumnElement, Engine, and_, select
 
 from monitoring.errors import ScorerError
-from monitoring.scorers.base import ScoreResult, Scorer, ScorerSpec, build_scorers
+from monitoring.scorers.base import Scorer, ScoreResult, ScorerSpec, build_scorers
 from monitoring.store import (
     ScoreRecord,
-    connect,
     insert_scores,
     load_feedback,
     load_requests,
     load_scored_pairs,
+    opened,
     requests_table,
     scores_table,
     utcnow,
@@ -196,9 +196,8 @@ def aggregate_scores(
     schema: str | None = None,
 ) -> tuple[Groups, Groups, dict[str, Groups]]:
     """Scores of requests created in `[since, until)`: per version, per slice, per version and slice."""
-    engine = connect(db, schema=schema)
     r, s = requests_table, scores_table
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if since is not None:
         conditions.append(r.c.created_at >= since)
     if until is not None:
@@ -215,7 +214,7 @@ def aggregate_scores(
     per_version: Groups = defaultdict(lambda: defaultdict(ScoreAggregate))
     per_slice: Groups = defaultdict(lambda: defaultdict(ScoreAggregate))
     per_both: dict[str, Groups] = defaultdict(lambda: defaultdict(lambda: defaultdict(ScoreAggregate)))
-    with engine.connect() as conn:
+    with opened(db, schema=schema) as engine, engine.connect() as conn:
         for name, version, tags, scorer, value in conn.execute(query):
             key = version_key(name, version)
             per_version[key][scorer].add(float(value))
@@ -244,48 +243,52 @@ def score_batch(
 
     `scorers`: kind names, config mappings (`{"kind": ..., options}`) or built `Scorer` instances (pass
     instances to keep state such as the length-outlier window across calls); defaults to
-    `DEFAULT_SCORERS`. `limit` bounds how many requests (oldest first) one call looks at.
+    `DEFAULT_SCORERS`. `limit` bounds how many requests one call looks at: the newest `limit` of the
+    window (fresh traffic first; an older backlog needs a call with an earlier `until`).
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     built: list[Scorer] = build_scorers(list(scorers) if scorers is not None else list(DEFAULT_SCORERS))
-    engine = connect(db_url, schema=schema)
-    until = until or utcnow()
-    summary = ScoreSummary(since=since, until=until)
-    summary.written = {s.name: 0 for s in built}
-    summary.not_applicable = {s.name: 0 for s in built}
-    requests = load_requests(engine, since=since, until=until, ok_only=True, limit=limit)
-    summary.n_requests = len(requests)
-    names = [s.name for s in built]
-    for start in range(0, len(requests), chunk_size):
-        chunk = requests[start : start + chunk_size]
-        ids = [r.id for r in chunk]
-        done = load_scored_pairs(engine, ids, names)
-        feedback = load_feedback(engine, ids)
-        records: list[ScoreRecord] = []
-        for scorer in built:
-            todo = [r for r in chunk if (r.id, scorer.name) not in done]
-            if not todo:
-                continue
-            items = [(r, feedback.get(r.id, [])) for r in todo]
-            try:
-                results = scorer.score_many(items)
-            except ScorerError as exc:  # a scorer that fails as a whole: all its items stay unscored
-                results = [exc] * len(items)
-            for request, result in zip(todo, results, strict=True):
-                if isinstance(result, ScoreResult):
-                    records.append(ScoreRecord(request.id, scorer.name, result.score, result.details))
-                    summary.written[scorer.name] += 1
-                elif result is None:
-                    summary.not_applicable[scorer.name] += 1
-                else:
-                    summary.n_failures += 1
-                    if len(summary.failures) < MAX_FAILURES_KEPT:
-                        summary.failures.append(ScoringFailure(request.id, scorer.name, str(result)))
-        insert_scores(engine, records)
-    if summary.n_failures:
-        log.warning("scoring: %d failures (first: %s)", summary.n_failures, summary.failures[0])
-    summary.per_version, summary.per_slice, summary.per_version_slice = aggregate_scores(
-        engine, since=since, until=until, slice_keys=slice_keys
-    )
+    with opened(db_url, schema=schema) as engine:
+        until = until or utcnow()
+        summary = ScoreSummary(since=since, until=until)
+        summary.written = {s.name: 0 for s in built}
+        summary.not_applicable = {s.name: 0 for s in built}
+        requests = load_requests(
+            engine, since=since, until=until, ok_only=True, limit=limit, newest_first=True
+        )
+        requests.reverse()  # score oldest first, so the length-outlier window sees traffic in order
+        summary.n_requests = len(requests)
+        names = [s.name for s in built]
+        for start in range(0, len(requests), chunk_size):
+            chunk = requests[start : start + chunk_size]
+            ids = [r.id for r in chunk]
+            done = load_scored_pairs(engine, ids, names)
+            feedback = load_feedback(engine, ids)
+            records: list[ScoreRecord] = []
+            for scorer in built:
+                todo = [r for r in chunk if (r.id, scorer.name) not in done]
+                if not todo:
+                    continue
+                items = [(r, feedback.get(r.id, [])) for r in todo]
+                try:
+                    results = scorer.score_many(items)
+                except ScorerError as exc:  # a scorer that fails as a whole: all its items stay unscored
+                    results = [exc] * len(items)
+                for request, result in zip(todo, results, strict=True):
+                    if isinstance(result, ScoreResult):
+                        records.append(ScoreRecord(request.id, scorer.name, result.score, result.details))
+                        summary.written[scorer.name] += 1
+                    elif result is None:
+                        summary.not_applicable[scorer.name] += 1
+                    else:
+                        summary.n_failures += 1
+                        if len(summary.failures) < MAX_FAILURES_KEPT:
+                            summary.failures.append(ScoringFailure(request.id, scorer.name, str(result)))
+            insert_scores(engine, records)
+        if summary.n_failures:
+            log.warning("scoring: %d failures (first: %s)", summary.n_failures, summary.failures[0])
+        summary.per_version, summary.per_slice, summary.per_version_slice = aggregate_scores(
+            engine, since=since, until=until, slice_keys=slice_keys
+        )
     return summary

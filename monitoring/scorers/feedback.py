@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monitoring.scorers.base import ScoreResult, Scorer, register_scorer
+from monitoring.scorers.base import Scorer, ScoreResult, register_scorer
 from monitoring.store import FeedbackEntry, LoggedRequest
 
 __all__ = ["FeedbackScorer", "feedback_value"]
@@ -43,7 +43,10 @@ class FeedbackScorer(Scorer):
             "n_feedback": len(used),
             "feedback_ids": [e.id for e, _ in used],
             "kinds": sorted(
-                {"rating" if e.rating is not None else "thumbs" if e.thumbs else "correction" for e, _ in used}
+                {
+                    "rating" if e.rating is not None else "thumbs" if e.thumbs else "correction"
+                    for e, _ in used
+                }
             ),
         }
         if corrections:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from monitoring.scorers.base import ScoreResult, Scorer, register_scorer
+from monitoring.scorers.base import Scorer, ScoreResult, register_scorer
 from monitoring.scorers.text import repeated_ngram_fraction, tokens
 from monitoring.store import FeedbackEntry, LoggedRequest
 
@@ -55,7 +55,11 @@ class RefusalScorer(Scorer):
     description = "the model refused"
 
     def __init__(
-        self, *, name: str | None = None, patterns: Sequence[str] = DEFAULT_REFUSAL_PATTERNS, window: int = 400
+        self,
+        *,
+        name: str | None = None,
+        patterns: Sequence[str] = DEFAULT_REFUSAL_PATTERNS,
+        window: int = 400,
     ) -> None:
         super().__init__(name=name)
         if not patterns:
@@ -160,6 +164,7 @@ class LengthOutlierScorer(Scorer):
         self._history: dict[str, deque[float]] = {}
         self._seen: dict[str, deque[str]] = {}
         self._seen_set: dict[str, set[str]] = {}
+        self._warm_ids = 0
 
     def _group(self, request: LoggedRequest) -> str:
         if self.group_by == "served_name":
@@ -182,10 +187,21 @@ class LengthOutlierScorer(Scorer):
         order.append(request_id)
         seen.add(request_id)
 
-    def warm_start(self, lengths: Iterable[int], *, group: str = "all") -> None:
-        """Seed a group's window with answer lengths (characters), e.g. from recent scored traffic."""
-        for i, length in enumerate(lengths):
-            self._remember(group, f"warm-{len(self._seen.get(group, ()))}-{i}", math.log1p(max(0, length)))
+    def warm_start(self, lengths: Iterable[int], *, group: str | None = None) -> None:
+        """Seed a group's window with answer lengths (characters), e.g. from recent scored traffic.
+
+        `group` is the `group_by` value the lengths belong to (a served name, a version key, an
+        endpoint); it may be left out only when `group_by="all"`.
+        """
+        if group is None:
+            if self.group_by != "all":
+                raise ValueError(
+                    f"warm_start needs group= (a {self.group_by} value) when group_by={self.group_by!r}"
+                )
+            group = "all"
+        for length in lengths:
+            self._warm_ids += 1
+            self._remember(group, f"warm-start-{self._warm_ids}", math.log1p(max(0, length)))
 
     def score(self, request: LoggedRequest, feedback: Sequence[FeedbackEntry]) -> ScoreResult | None:
         text = request.response or ""
@@ -203,8 +219,12 @@ class LengthOutlierScorer(Scorer):
             outlier = abs(z) > self.max_z
             result = ScoreResult(
                 0.0 if outlier else 1.0,
-                {"chars": len(text), "robust_z": round(z, 3), "median_chars": round(math.expm1(median), 1),
-                 "history": len(values)},
+                {
+                    "chars": len(text),
+                    "robust_z": round(z, 3),
+                    "median_chars": round(math.expm1(median), 1),
+                    "history": len(values),
+                },
             )
         self._remember(group, request.id, value)
         return result

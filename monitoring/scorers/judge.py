@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from monitoring.errors import ScorerError
-from monitoring.scorers.base import ScoreResult, Scorer, ScorerItem, register_scorer
+from monitoring.scorers.base import Scorer, ScoreResult, ScorerItem, register_scorer
 from monitoring.store import FeedbackEntry, LoggedRequest
 
 __all__ = ["DEFAULT_RUBRIC", "LlmJudgeScorer", "parse_judge_score", "sampled"]
@@ -133,20 +133,23 @@ class LlmJudgeScorer(Scorer):
             "max_tokens": self.max_tokens,
         }
         try:
-            reply = client.post(f"{self.base_url}/chat/completions", json=body, headers=headers,
-                                timeout=self.timeout_s)
+            reply = client.post(
+                f"{self.base_url}/chat/completions", json=body, headers=headers, timeout=self.timeout_s
+            )
         except httpx.HTTPError as exc:
             raise ScorerError(f"judge endpoint {self.base_url} failed: {type(exc).__name__}: {exc}") from exc
         if reply.status_code != 200:
-            raise ScorerError(f"judge endpoint {self.base_url} answered HTTP {reply.status_code}: "
-                              f"{reply.text[:200]}")
+            raise ScorerError(
+                f"judge endpoint {self.base_url} answered HTTP {reply.status_code}: {reply.text[:200]}"
+            )
         try:
             content = reply.json()["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ScorerError(f"judge reply is not a chat completion: {reply.text[:200]!r}") from exc
         value = parse_judge_score(content, self.scale_max)
-        return ScoreResult(value, {"judge_model": self.model, "reply": content[-500:],
-                                   "scale_max": self.scale_max})
+        return ScoreResult(
+            value, {"judge_model": self.model, "reply": content[-500:], "scale_max": self.scale_max}
+        )
 
     def score(self, request: LoggedRequest, feedback: Sequence[FeedbackEntry]) -> ScoreResult | None:
         result = self.score_many([(request, feedback)])[0]

@@ -13,39 +13,44 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from monitoring.scorers.base import ScoreResult, Scorer, register_scorer
+from monitoring.scorers.base import Scorer, ScoreResult, register_scorer
 from monitoring.store import FeedbackEntry, LoggedRequest
 
 __all__ = ["LanguageGuess", "LanguageMismatchScorer", "detect_language"]
 
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 _STOPWORDS: dict[str, frozenset[str]] = {
-    "en": frozenset(
-        "the and is are was were to of in that it for on with as you this be have not but or at by from "
-        "your can will my i we they do does how what please".split()
+    "en": _wordset(
+        "the and is are was were to of in that it for on with as you this be have not but or at by "
+        "from your can will my i we they do does how what please"
     ),
-    "es": frozenset(
-        "el la los las de que y en un una es por para con no se su al lo como más pero sus le ya o este "
-        "sí porque esta cuando muy sin sobre también me hay donde puedo mi".split()
+    "es": _wordset(
+        "el la los las de que y en un una es por para con no se su al lo como más pero sus le ya o "
+        "este sí porque esta cuando muy sin sobre también me hay donde puedo mi"
     ),
-    "fr": frozenset(
-        "le la les de des et est en un une du que qui dans pour pas sur au avec il elle ce vous nous je "
-        "ne sont mais ou son sa ses cette aux par plus mon".split()
+    "fr": _wordset(
+        "le la les de des et est en un une du que qui dans pour pas sur au avec il elle ce vous "
+        "nous je ne sont mais ou son sa ses cette aux par plus mon"
     ),
-    "de": frozenset(
-        "der die das und ist nicht ein eine zu den mit von sie ich es im für auf dem des sich auch wie "
-        "werden wird kann ihr mein bitte wir haben oder aber".split()
+    "de": _wordset(
+        "der die das und ist nicht ein eine zu den mit von sie ich es im für auf dem des sich auch "
+        "wie werden wird kann ihr mein bitte wir haben oder aber"
     ),
-    "it": frozenset(
+    "it": _wordset(
         "il lo la gli le di che e è un una per non con del della sono ma come si questo mi ho anche "
-        "nel alla più io voi mio".split()
+        "nel alla più io voi mio"
     ),
-    "pt": frozenset(
+    "pt": _wordset(
         "o a os as de que e do da em um uma para com não por se mais mas como ao dos das foi você "
-        "eu meu minha isso está são".split()
+        "eu meu minha isso está são"
     ),
-    "nl": frozenset(
+    "nl": _wordset(
         "de het een en van is dat niet op te in zijn met voor je ik ze er maar om ook als bij wat "
-        "mijn hoe kan wordt".split()
+        "mijn hoe kan wordt"
     ),
 }
 
@@ -95,7 +100,11 @@ def detect_language(text: str, *, min_letters: int = 12, min_hits: int = 2) -> L
     script, count = scripts.most_common(1)[0]
     share = count / letters
     if script != "LATIN":
-        if scripts.get("HIRAGANA", 0) + scripts.get("KATAKANA", 0) > 0 and script in ("CJK", "HIRAGANA", "KATAKANA"):
+        if scripts.get("HIRAGANA", 0) + scripts.get("KATAKANA", 0) > 0 and script in (
+            "CJK",
+            "HIRAGANA",
+            "KATAKANA",
+        ):
             return LanguageGuess("ja", share, "kana present")
         lang = _SCRIPT_LANG.get(script)
         if lang is None:
@@ -107,7 +116,9 @@ def detect_language(text: str, *, min_letters: int = 12, min_hits: int = 2) -> L
     (best, best_hits), (_, second_hits) = ranked[0], ranked[1]
     if best_hits < min_hits or best_hits < 1.5 * second_hits:
         return LanguageGuess("unknown", 0.0, f"stopword hits {dict(ranked[:3])}")
-    return LanguageGuess(best, best_hits / max(1, len(words)), f"{best_hits} {best} stopwords, next {second_hits}")
+    return LanguageGuess(
+        best, best_hits / max(1, len(words)), f"{best_hits} {best} stopwords, next {second_hits}"
+    )
 
 
 @register_scorer("language_mismatch")
@@ -135,5 +146,10 @@ class LanguageMismatchScorer(Scorer):
         mismatch = answer.language != expected
         return ScoreResult(
             0.0 if mismatch else 1.0,
-            {"expected": expected, "expected_from": source, "answer": answer.language, "evidence": answer.evidence},
+            {
+                "expected": expected,
+                "expected_from": source,
+                "answer": answer.language,
+                "evidence": answer.evidence,
+            },
         )

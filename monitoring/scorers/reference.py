@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from monitoring.scorers.base import ScoreResult, Scorer, register_scorer
+from monitoring.scorers.base import Scorer, ScoreResult, register_scorer
 from monitoring.scorers.text import contains_answer, token_f1
 from monitoring.store import FeedbackEntry, LoggedRequest
 
@@ -71,5 +71,6 @@ class ReferenceScorer(Scorer):
         f1 = max(token_f1(answer, ref) for ref in refs) if answer.strip() else 0.0
         contains = contains_answer(answer, refs)
         value = f1 if self.metric == "token_f1" else contains
-        return ScoreResult(value, {"metric": self.metric, "token_f1": f1, "contains_answer": contains,
-                                   "source": source})
+        return ScoreResult(
+            value, {"metric": self.metric, "token_f1": f1, "contains_answer": contains, "source": source}
+        )

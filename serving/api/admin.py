@@ -41,6 +41,11 @@ def _registry(state: State) -> AdapterRegistry:
     return state["registry"]  # type: ignore[no-any-return]
 
 
+async def _sync_local(state: State) -> None:
+    """Apply a registry change on this replica now (others follow on their next poll)."""
+    await state["core"].reconcile()
+
+
 class RegisterBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(min_length=1, max_length=4096)
@@ -117,6 +122,7 @@ async def register_adapter(request: Request[Any, Any, Any], state: State) -> dic
         swap = await asyncio.to_thread(swap_alias, reg, body.name, body.alias, version.version, actor="admin-api",
                                        reason="registered", timeout_s=state["swap_timeout_s"])
         result["swap"] = swap.to_dict()
+    await _sync_local(state)
     return result
 
 
@@ -139,6 +145,7 @@ async def move_alias(request: Request[Any, Any, Any], state: State, name: Name, 
     body = await _body(request, AliasBody)
     swap = await asyncio.to_thread(swap_alias, _registry(state), name, alias, body.version, actor="admin-api",
                                    reason=body.reason, timeout_s=state["swap_timeout_s"])
+    await _sync_local(state)
     return swap.to_dict()
 
 
@@ -148,6 +155,7 @@ async def rollback(request: Request[Any, Any, Any], state: State, name: Name) ->
     body = await _body(request, RollbackBody)
     swap = await asyncio.to_thread(rollback_alias, _registry(state), name, body.alias, actor="admin-api",
                                    reason=body.reason, timeout_s=state["swap_timeout_s"])
+    await _sync_local(state)
     return swap.to_dict()
 
 
@@ -173,6 +181,7 @@ async def create_experiment(request: Request[Any, Any, Any], state: State) -> di
         _registry(state).create_experiment, body.name, [(a.model, a.weight) for a in body.arms],
         shadow=body.shadow, description=body.description,
     )
+    await _sync_local(state)
     return exp.to_dict()
 
 
@@ -180,6 +189,7 @@ async def create_experiment(request: Request[Any, Any, Any], state: State) -> di
 async def stop_experiment(request: Request[Any, Any, Any], state: State, name: Name) -> dict[str, Any]:
     _auth(request)
     exp = await asyncio.to_thread(_registry(state).stop_experiment, name)
+    await _sync_local(state)
     return exp.to_dict()
 
 

@@ -10,6 +10,7 @@ vLLM is imported lazily (in `start()`), so importing this module is cheap and wo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -104,6 +105,7 @@ class VLLMEngine:
         self._engine: AsyncLLM | None = None
         self._tokenizer: Any = None
         self._loras: dict[int, LoRASpec] = {}
+        self._processes: set[int] = set()
 
     # ---------------------------------------------------------------- lifecycle
     def engine_args(self) -> AsyncEngineArgs:
@@ -145,23 +147,39 @@ class VLLMEngine:
             raise EngineError(f"Model folder {self.config.model!r} has no config.json.")
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        before = _child_pids()
         started = time.perf_counter()
         try:
             self._engine = AsyncLLM.from_engine_args(self.engine_args())
         except Exception as exc:
+            _reap(_child_pids() - before)
             raise EngineError(f"vLLM failed to start for model {self.config.model!r}: {exc}") from exc
+        self._processes = _child_pids() - before
         self._tokenizer = self._engine.get_tokenizer()
         self.start_seconds = time.perf_counter() - started
         logger.info(
             "vLLM engine for %s started on %s in %.1f s", self.model_id, self.device, self.start_seconds
         )
 
+    @property
+    def process_ids(self) -> frozenset[int]:
+        """Processes this engine started (vLLM's engine core and its workers)."""
+        return frozenset(self._processes)
+
     async def shutdown(self) -> None:
-        """Stop the engine and its engine-core process; safe to call twice."""
+        """Stop the engine and every process it started; safe to call twice.
+
+        vLLM's own shutdown stops the engine core; a worker process still alive a few seconds later is
+        killed, so a stopped engine never leaves a process spinning on the CPU.
+        """
         engine, self._engine = self._engine, None
+        processes, self._processes = self._processes, set()
         self._loras.clear()
-        if engine is not None:
-            engine.shutdown()
+        try:
+            if engine is not None:
+                engine.shutdown()
+        finally:
+            _reap(processes)
 
     async def check_health(self) -> None:
         """Raise EngineError when the engine is not started or its engine core has died."""
@@ -332,8 +350,47 @@ class VLLMEngine:
             del self._loras[stale]
         return sorted(self._loras[lora_id].name for lora_id in loaded if lora_id in self._loras)
 
+    def num_unfinished_requests(self) -> int:
+        """Requests (choices) the engine is still working on; 0 when idle or not started."""
+        return 0 if self._engine is None else self._engine.get_num_unfinished_requests()
+
     # ---------------------------------------------------------------- helpers
     def _require_engine(self) -> AsyncLLM:
         if self._engine is None:
             raise EngineError("The vLLM engine is not started (call `await engine.start()`).")
         return self._engine
+
+
+def _child_pids() -> set[int]:
+    """Descendants of this process, except multiprocessing's shared resource tracker."""
+    import psutil
+
+    pids = set()
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if not any("resource_tracker" in part for part in child.cmdline()):
+                pids.add(child.pid)
+    return pids
+
+
+def _reap(pids: set[int], grace_s: float = 5.0) -> None:
+    """Terminate the given processes (if still alive), then kill those that outlive `grace_s`."""
+    import psutil
+
+    alive = []
+    for pid in pids:
+        try:
+            alive.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    if not alive:
+        return
+    _, alive = psutil.wait_procs(alive, timeout=grace_s)  # vLLM's own shutdown usually finishes here
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            logger.warning("vLLM process %s did not stop; killing it", proc.pid)
+            proc.kill()

@@ -1,11 +1,11 @@
-"""`tuneloop eval ...` and `tuneloop ab ...`: offline evals, the promotion gate, k-shot baselines, live A/B reports.
+"""`tuneloop eval ...` and `tuneloop ab ...`: offline evals, the gate, k-shot baselines, live A/B reports.
 
     tuneloop eval SUITE --model NAME [--base-url URL] [--k-shot K]     run one suite (same as `eval run`)
     tuneloop eval baseline SUITE --model ADAPTER --base-model BASE -k 3  adapter vs k-shot vs zero-shot base
     tuneloop eval compare --champion RUN --challenger RUN [...]        promotion gate + report
     tuneloop eval report RUN [RUN ...] --out DIR                       side-by-side report of finished runs
     tuneloop eval list                                                 shipped suites and metric kinds
-    tuneloop ab report EXPERIMENT [--db URL]                           live A/B statistics from the request log
+    tuneloop ab report EXPERIMENT [--db URL]                           live A/B statistics from the log
     tuneloop ab sample-size --rate 0.1 --mde 0.02                      requests per arm for a planned test
 
 Exit codes: 0 success (gate passed), 1 the result is negative or partial (gate failed, endpoint went down
@@ -18,30 +18,34 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class _DefaultToRun(TyperGroup):
     """`tuneloop eval SUITE ...` means `tuneloop eval run SUITE ...` when SUITE is not a sub-command."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # a typer (vendored click) Context
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
 
-eval_app = typer.Typer(cls=_DefaultToRun, no_args_is_help=True,
-                       help="Offline evals: run suites against any OpenAI-compatible endpoint, gate, report.")
+eval_app = typer.Typer(
+    cls=_DefaultToRun,
+    no_args_is_help=True,
+    help="Offline evals: run suites against any OpenAI-compatible endpoint, gate, report.",
+)
 ab_app = typer.Typer(no_args_is_help=True, help="Live A/B experiments: statistics from the request log.")
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="tuneloop settings YAML (default endpoint/db).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="tuneloop settings YAML (default endpoint/db).")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -88,7 +92,11 @@ def _print_run(run: Any) -> None:
         table.add_column(slice_name, justify="right")
     for metric, per in run.summaries.items():
         overall = per.get(run.ALL)
-        row = [metric, fmt(overall.value) if overall else "–", fmt_ci(overall.low, overall.high) if overall else "–"]
+        row = [
+            metric,
+            fmt(overall.value) if overall else "–",
+            fmt_ci(overall.low, overall.high) if overall else "–",
+        ]
         row += [fmt(per[s].value) if s in per else "–" for s in run.slices()]
         table.add_row(*row)
     console.print(table)
@@ -115,18 +123,34 @@ def _report_partial(run: Any) -> None:
 
 @eval_app.command("run")
 def run_cmd(
-    suite: Annotated[str, typer.Argument(help="Shipped suite name (see `tuneloop eval list`) or a suite YAML path.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name to request (base, adapter or alias).")],
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
-    k_shot: Annotated[int | None, typer.Option("--k-shot", "-k", help="Few-shot examples from the train split.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for run results (one sub-folder per run).")] = Path("eval-runs"),
+    suite: Annotated[
+        str, typer.Argument(help="Shipped suite name (see `tuneloop eval list`) or a suite YAML path.")
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model name to request (base, adapter or alias).")
+    ],
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")
+    ] = None,
+    k_shot: Annotated[
+        int | None, typer.Option("--k-shot", "-k", help="Few-shot examples from the train split.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for run results (one sub-folder per run).")] = Path(
+        "eval-runs"
+    ),
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 8,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore earlier partial results of this run.")] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Ignore earlier partial results of this run.")
+    ] = False,
     judge_model: Annotated[str | None, typer.Option(help="Judge model for llm_judge metrics.")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="OPENAI_API_KEY", help="Bearer token if required.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="OPENAI_API_KEY", help="Bearer token if required.")
+    ] = None,
     user: Annotated[str | None, typer.Option(help="Sent as `user` (sticky A/B routing on tuneloop).")] = None,
-    report: Annotated[bool, typer.Option(help="Write an HTML/Markdown/JSON report into the run folder.")] = True,
+    report: Annotated[
+        bool, typer.Option(help="Write an HTML/Markdown/JSON report into the run folder.")
+    ] = True,
     config: ConfigOpt = None,
 ) -> None:
     """Evaluate MODEL on SUITE (resumable; results per example in OUT/<run>)."""
@@ -134,9 +158,19 @@ def run_cmd(
 
     url = base_url or _default_base_url(config)
     try:
-        run = run_suite(suite, model, url, k_shot=k_shot, out_dir=out, limit=limit, api_key=api_key, user=user,
-                        judge_model=judge_model,
-                        options=RunOptions(concurrency=concurrency, progress=True, resume=not fresh), console=err)
+        run = run_suite(
+            suite,
+            model,
+            url,
+            k_shot=k_shot,
+            out_dir=out,
+            limit=limit,
+            api_key=api_key,
+            user=user,
+            judge_model=judge_model,
+            options=RunOptions(concurrency=concurrency, progress=True, resume=not fresh),
+            console=err,
+        )
     except _input_errors() as exc:
         raise _fail(str(exc)) from exc
     _print_run(run)
@@ -171,15 +205,25 @@ def baseline_cmd(
 
     url = base_url or _default_base_url(config)
     try:
-        runs = run_baselines(suite, base_model=base_model, model=model, base_url=url, k_shot=k_shot, out_dir=out,
-                             limit=limit, judge_model=judge_model,
-                             options=RunOptions(concurrency=concurrency, progress=True))
+        runs = run_baselines(
+            suite,
+            base_model=base_model,
+            model=model,
+            base_url=url,
+            k_shot=k_shot,
+            out_dir=out,
+            limit=limit,
+            judge_model=judge_model,
+            options=RunOptions(concurrency=concurrency, progress=True),
+        )
     except _input_errors() as exc:
         raise _fail(str(exc)) from exc
     for run in runs:
         _print_run(run)
-    files = write_report(eval_report(runs, title=f"Is fine-tuning worth it? {runs[0].suite}"),
-                         out / f"{runs[0].suite}__baseline_report")
+    files = write_report(
+        eval_report(runs, title=f"Is fine-tuning worth it? {runs[0].suite}"),
+        out / f"{runs[0].suite}__baseline_report",
+    )
     console.print(f"report: {files.html}")
     for run in runs:
         _report_partial(run)
@@ -187,24 +231,49 @@ def baseline_cmd(
         raise typer.Exit(1)
 
 
-def _parse_policy(target: list[str], regression: list[str], margin: float | None, min_improvement: float | None,
-                  metric: str | None, confidence: float, min_pairs: int, allow_partial: bool) -> Any:
+def _parse_policy(
+    target: list[str],
+    regression: list[str],
+    margin: float | None,
+    min_improvement: float | None,
+    metric: str | None,
+    confidence: float,
+    min_pairs: int,
+    allow_partial: bool,
+) -> Any:
     from evals.gate import GatePolicy
 
-    return GatePolicy(target=tuple(target), regression=tuple(regression), margin=margin,
-                      min_improvement=min_improvement, metric=metric, confidence=confidence, min_pairs=min_pairs,
-                      require_complete=not allow_partial)
+    return GatePolicy(
+        target=tuple(target),
+        regression=tuple(regression),
+        margin=margin,
+        min_improvement=min_improvement,
+        metric=metric,
+        confidence=confidence,
+        min_pairs=min_pairs,
+        require_complete=not allow_partial,
+    )
 
 
 @eval_app.command("compare")
 def compare_cmd(
-    champion: Annotated[list[Path], typer.Option("--champion", help="Champion run folder (repeat per suite).")],
-    challenger: Annotated[list[Path], typer.Option("--challenger", help="Challenger run folder (repeat per suite).")],
-    target: Annotated[list[str] | None, typer.Option(help="Scope that must improve: SUITE or SUITE/SLICE.")] = None,
+    champion: Annotated[
+        list[Path], typer.Option("--champion", help="Champion run folder (repeat per suite).")
+    ],
+    challenger: Annotated[
+        list[Path], typer.Option("--challenger", help="Challenger run folder (repeat per suite).")
+    ],
+    target: Annotated[
+        list[str] | None, typer.Option(help="Scope that must improve: SUITE or SUITE/SLICE.")
+    ] = None,
     regression: Annotated[list[str] | None, typer.Option(help="Scope that must not regress.")] = None,
     margin: Annotated[float | None, typer.Option(help="Non-inferiority margin (metric units).")] = None,
-    min_improvement: Annotated[float | None, typer.Option(help="Target CI lower end must exceed this.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Decide on this metric (default: each suite's gate metric).")] = None,
+    min_improvement: Annotated[
+        float | None, typer.Option(help="Target CI lower end must exceed this.")
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Decide on this metric (default: each suite's gate metric).")
+    ] = None,
     confidence: Annotated[float, typer.Option(help="Confidence level of the paired bootstrap CIs.")] = 0.95,
     min_pairs: Annotated[int, typer.Option(help="Fewer paired examples in a scope fails it.")] = 5,
     allow_partial: Annotated[bool, typer.Option(help="Do not fail incomplete runs.")] = False,
@@ -219,8 +288,20 @@ def compare_cmd(
     try:
         champs = [RunResult.load(p) for p in champion]
         challs = [RunResult.load(p) for p in challenger]
-        decision = gate(champs, challs, _parse_policy(target or [], regression or [], margin, min_improvement,
-                                                      metric, confidence, min_pairs, allow_partial))
+        decision = gate(
+            champs,
+            challs,
+            _parse_policy(
+                target or [],
+                regression or [],
+                margin,
+                min_improvement,
+                metric,
+                confidence,
+                min_pairs,
+                allow_partial,
+            ),
+        )
     except _input_errors() as exc:
         raise _fail(str(exc)) from exc
     table = Table(title="Promotion gate")
@@ -229,14 +310,22 @@ def compare_cmd(
     for check in decision.checks:
         ci = f"[{check.ci_low:+.3f}, {check.ci_high:+.3f}]" if check.ci_low is not None else ""
         delta = f"{check.delta:+.3f}" if check.delta is not None else ""
-        table.add_row(check.kind, check.scope, check.metric, delta, ci,
-                      "[green]pass[/green]" if check.passed else f"[red]FAIL[/red] {check.reason}")
+        table.add_row(
+            check.kind,
+            check.scope,
+            check.metric,
+            delta,
+            ci,
+            "[green]pass[/green]" if check.passed else f"[red]FAIL[/red] {check.reason}",
+        )
     console.print(table)
     console.print(("[bold green]" if decision.passed else "[bold red]") + decision.summary)
     if json_out:
         write_text_atomic(json_out, decision.to_json())
     if out:
-        files = write_report(eval_report([*champs, *challs], decision=decision, title="Promotion gate report"), out)
+        files = write_report(
+            eval_report([*champs, *challs], decision=decision, title="Promotion gate report"), out
+        )
         console.print(f"report: {files.html}")
     if not decision.passed:
         raise typer.Exit(1)
@@ -244,7 +333,9 @@ def compare_cmd(
 
 @eval_app.command("report")
 def report_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders; the first run of each suite is the baseline.")],
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run folders; the first run of each suite is the baseline.")
+    ],
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("eval-report"),
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
 ) -> None:
@@ -272,8 +363,13 @@ def list_cmd() -> None:
     for name in builtin_suite_names():
         suite = load_suite(name, check_data=False)
         data = load_suite_data(suite)
-        table.add_row(name, suite.task, f"{len(data.eval_examples)} / {len(data.train_examples)}",
-                      ", ".join(s.name for s in suite.metric_specs()), suite.gate.role)
+        table.add_row(
+            name,
+            suite.task,
+            f"{len(data.eval_examples)} / {len(data.train_examples)}",
+            ", ".join(s.name for s in suite.metric_specs()),
+            suite.gate.role,
+        )
     console.print(table)
     console.print("metric kinds: " + ", ".join(metric_kinds()))
 
@@ -292,11 +388,21 @@ def _parse_weights(raw: str | None) -> dict[str, float] | None:
 
 @ab_app.command("report")
 def ab_report_cmd(
-    experiment: Annotated[str, typer.Argument(help="Experiment name (the `experiment` column of the request log).")],
-    db: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the request log (default: from settings).")] = None,
-    control: Annotated[str | None, typer.Option(help="Control arm (default: champion/control/a, else first).")] = None,
-    primary: Annotated[str | None, typer.Option(help="Primary outcome, e.g. score:judge or thumbs_up_rate.")] = None,
-    weights: Annotated[str | None, typer.Option(help="Intended split for the SRM check: champion=0.9,challenger=0.1.")] = None,
+    experiment: Annotated[
+        str, typer.Argument(help="Experiment name (the `experiment` column of the request log).")
+    ],
+    db: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL of the request log (default: from settings).")
+    ] = None,
+    control: Annotated[
+        str | None, typer.Option(help="Control arm (default: champion/control/a, else first).")
+    ] = None,
+    primary: Annotated[
+        str | None, typer.Option(help="Primary outcome, e.g. score:judge or thumbs_up_rate.")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Intended split for the SRM check: champion=0.9,challenger=0.1.")
+    ] = None,
     alpha: Annotated[float, typer.Option(help="False-positive rate.")] = 0.05,
     mde: Annotated[float | None, typer.Option(help="Minimum effect worth detecting (sample size).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write HTML/Markdown/JSON report here.")] = None,
@@ -309,20 +415,38 @@ def ab_report_cmd(
 
     try:
         url = db or _default_db(config)
-        report = ab_report(experiment, url, control=control, primary=primary, weights=_parse_weights(weights),
-                           alpha=alpha, mde=mde)
+        report = ab_report(
+            experiment,
+            url,
+            control=control,
+            primary=primary,
+            weights=_parse_weights(weights),
+            alpha=alpha,
+            mde=mde,
+        )
     except _input_errors() as exc:
         raise _fail(str(exc)) from exc
     if json_out:
         print(report.to_json())
     else:
         table = Table(title=f"Experiment {experiment}: arms")
-        for column in ("arm", "requests", "error rate", "thumbs-up", "latency p50 (ms)", *(
-                [report.primary] if report.primary else [])):
+        for column in (
+            "arm",
+            "requests",
+            "error rate",
+            "thumbs-up",
+            "latency p50 (ms)",
+            *([report.primary] if report.primary else []),
+        ):
             table.add_column(column)
         for arm in report.arms:
-            row = [arm.arm, str(arm.requests), fmt(arm.values["error_rate"]), fmt(arm.values["thumbs_up_rate"]),
-                   fmt(arm.values["latency_p50_ms"], 1)]
+            row = [
+                arm.arm,
+                str(arm.requests),
+                fmt(arm.values["error_rate"]),
+                fmt(arm.values["thumbs_up_rate"]),
+                fmt(arm.values["latency_p50_ms"], 1),
+            ]
             if report.primary:
                 row.append(fmt(arm.values.get(report.primary)))
             table.add_row(*row)
@@ -332,8 +456,14 @@ def ab_report_cmd(
             for column in ("outcome", "diff", "CI", "p", "always-valid p", "verdict"):
                 tests.add_column(column)
             for o in comparison.outcomes:
-                tests.add_row(o.outcome, f"{o.diff:+.4g}", f"[{o.ci_low:+.3g}, {o.ci_high:+.3g}]", f"{o.p_value:.3g}",
-                              f"{o.sequential_p:.3g}", o.verdict)
+                tests.add_row(
+                    o.outcome,
+                    f"{o.diff:+.4g}",
+                    f"[{o.ci_low:+.3g}, {o.ci_high:+.3g}]",
+                    f"{o.p_value:.3g}",
+                    f"{o.sequential_p:.3g}",
+                    o.verdict,
+                )
             console.print(tests)
         for problem in report.problems:
             err.print(f"[yellow]warning:[/yellow] {problem}")
@@ -360,9 +490,22 @@ def sample_size_cmd(
     try:
         if (rate is None) == (sd is None):
             raise ValueError("pass exactly one of --rate (rate outcome) or --sd (mean outcome)")
-        size = (sample_size_proportions(rate, mde, alpha=alpha, power=power, ratio=ratio) if rate is not None
-                else sample_size_means(sd or 0.0, mde, alpha=alpha, power=power, ratio=ratio))
+        size = (
+            sample_size_proportions(rate, mde, alpha=alpha, power=power, ratio=ratio)
+            if rate is not None
+            else sample_size_means(sd or 0.0, mde, alpha=alpha, power=power, ratio=ratio)
+        )
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    console.print(json.dumps({"n_control": size.n_control, "n_treatment": size.n_treatment, "total": size.total,
-                              "effect_size": round(size.effect_size, 6), "alpha": alpha, "power": power}))
+    console.print(
+        json.dumps(
+            {
+                "n_control": size.n_control,
+                "n_treatment": size.n_treatment,
+                "total": size.total,
+                "effect_size": round(size.effect_size, 6),
+                "alpha": alpha,
+                "power": power,
+            }
+        )
+    )

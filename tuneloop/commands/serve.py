@@ -61,8 +61,8 @@ def stop_local_serve() -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
-        port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
-        host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+        port: Annotated[int | None, typer.Option(help="HTTP port (default: settings, 8000).")] = None,
+        host: Annotated[str | None, typer.Option(help="Bind address (default: settings, 127.0.0.1).")] = None,
         config: Annotated[Path | None, typer.Option(help="tuneloop settings YAML.")] = None,
         base_model: Annotated[str | None, typer.Option(help="'default' or a local HF model folder.")] = None,
         replicas: Annotated[int | None, typer.Option(help="Model replicas.")] = None,
@@ -70,7 +70,9 @@ def register(app: typer.Typer) -> None:
         """Serve the base model and its adapters behind an OpenAI-compatible API (Ctrl-C drains and stops)."""
         from tuneloop.settings import load_settings
 
-        settings = load_settings(config, {"serving.base_model": base_model, "serving.num_replicas": replicas})
+        settings = load_settings(config, {"serving.base_model": base_model, "serving.num_replicas": replicas,
+                                          "host": host, "port": port})
+        host, port = settings.host, settings.port
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())

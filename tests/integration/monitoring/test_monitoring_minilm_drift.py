@@ -39,11 +39,14 @@ def test_minilm_embeddings_are_normalised_and_cached() -> None:
     assert get_model() is get_model()
     assert encode([]).shape == (0, EMBEDDING_DIM)
     with pytest.raises(TypeError):
-        encode("one string")  # type: ignore[arg-type]
+        encode("one string")
 
 
 def test_topic_shift_is_detected_and_the_new_topic_named() -> None:
-    tickets = [t.question for t in generate_tickets(seed=0, train_variants_per_question=4, test_variants_per_question=4)]
+    tickets = [
+        t.question
+        for t in generate_tickets(seed=0, train_variants_per_question=4, test_variants_per_question=4)
+    ]
     rng = random.Random(1)
     rng.shuffle(tickets)
     ref, same, base_live = tickets[:150], tickets[150:300], tickets[300:390]
@@ -59,5 +62,8 @@ def test_topic_shift_is_detected_and_the_new_topic_named() -> None:
     grown = report.top_growing(2)
     assert grown, report.clusters
     top_examples = [e for c in grown for e in c.examples]
-    assert sum(any(name in e for name in ("Cam", "recall", "Lock", "Strip 2", "trade in")) for e in top_examples) >= 2
+    assert (
+        sum(any(name in e for name in ("Cam", "recall", "Lock", "Strip 2", "trade in")) for e in top_examples)
+        >= 2
+    )
     assert grown[0].ref_share < 0.05 < grown[0].live_share

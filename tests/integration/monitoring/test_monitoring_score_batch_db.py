@@ -29,16 +29,33 @@ def fill(db: Database) -> None:
     with db.session() as s:
         for i in range(100):
             good = i < 50
-            s.add(RequestRow(
-                id=f"chatcmpl-{i:03d}", created_at=T0 + timedelta(seconds=i), endpoint="chat.completions",
-                model_requested="support", served_name="support", served_version="v1",
-                prompt=json.dumps([{"role": "user", "content": "How long does a refund take to arrive?"}]),
-                response=REFERENCE if good else "Try rebooting the hub.", status_code=200, stream=False,
-                finish_reason="stop", tags={"intent": "refunds", "reference": REFERENCE},
-            ))
+            s.add(
+                RequestRow(
+                    id=f"chatcmpl-{i:03d}",
+                    created_at=T0 + timedelta(seconds=i),
+                    endpoint="chat.completions",
+                    model_requested="support",
+                    served_name="support",
+                    served_version="v1",
+                    prompt=json.dumps(
+                        [{"role": "user", "content": "How long does a refund take to arrive?"}]
+                    ),
+                    response=REFERENCE if good else "Try rebooting the hub.",
+                    status_code=200,
+                    stream=False,
+                    finish_reason="stop",
+                    tags={"intent": "refunds", "reference": REFERENCE},
+                )
+            )
         s.add(FeedbackRow(request_id="chatcmpl-001", created_at=T0 + timedelta(minutes=5), thumbs=1))
-        s.add(FeedbackRow(request_id="chatcmpl-070", created_at=T0 + timedelta(minutes=5),
-                          correction=REFERENCE, source="agent"))
+        s.add(
+            FeedbackRow(
+                request_id="chatcmpl-070",
+                created_at=T0 + timedelta(minutes=5),
+                correction=REFERENCE,
+                source="agent",
+            )
+        )
 
 
 def exercise(db: Database, engine_url: str, schema: str | None = None) -> None:
@@ -54,12 +71,17 @@ def exercise(db: Database, engine_url: str, schema: str | None = None) -> None:
         rows = s.query(ScoreRow).filter(ScoreRow.scorer == "reference").all()
         assert len(rows) == 100 and rows[0].created_at.tzinfo is not None
         assert rows[0].details is not None and rows[0].details["metric"] == "token_f1"
-    assert score_batch(engine_url, since=since, scorers=["reference", "feedback", "empty"],
-                       schema=schema).n_written == 0
+    assert (
+        score_batch(
+            engine_url, since=since, scorers=["reference", "feedback", "empty"], schema=schema
+        ).n_written
+        == 0
+    )
     engine = connect(engine_url, schema=schema)
     try:
-        report = check_quality_drift_from_log(engine, "reference", served_name="support", served_version="v1",
-                                              min_samples=20)
+        report = check_quality_drift_from_log(
+            engine, "reference", served_name="support", served_version="v1", min_samples=20
+        )
         assert report.drifted and report.evidence["change_index"] == 50 and report.statistic > 0.5
         assert report.subject == "support@v1:reference"
         assert [c.request_id for c in load_corrections(engine)] == ["chatcmpl-070"]

@@ -142,7 +142,9 @@ def test_srm_matches_scipy_and_flags_mismatch() -> None:
     assert not ok.mismatch
     bad = sample_ratio_mismatch({"champion": 5400, "challenger": 4600})
     assert bad.mismatch
-    weighted = sample_ratio_mismatch({"champion": 9000, "challenger": 1000}, {"champion": 0.9, "challenger": 0.1})
+    weighted = sample_ratio_mismatch(
+        {"champion": 9000, "challenger": 1000}, {"champion": 0.9, "challenger": 0.1}
+    )
     assert not weighted.mismatch
     with pytest.raises(ValueError, match="at least two arms"):
         sample_ratio_mismatch({"solo": 10})

@@ -21,7 +21,9 @@ def test_planted_drop_is_detected_near_the_change(detector: str) -> None:
     rng = np.random.default_rng(0)
     hits, latencies = 0, []
     for _ in range(20):
-        report = check_quality_drift(stream(rng, 0.85, 0.5), detector=detector, subject="support@v1:reference")
+        report = check_quality_drift(
+            stream(rng, 0.85, 0.5), detector=detector, subject="support@v1:reference"
+        )
         if report.drifted:
             hits += 1
             latencies.append(report.evidence["detected_at"] - 300)
@@ -34,8 +36,10 @@ def test_planted_drop_is_detected_near_the_change(detector: str) -> None:
 @pytest.mark.parametrize("detector", ["adwin", "page_hinkley"])
 def test_stable_streams_rarely_alarm(detector: str) -> None:
     rng = np.random.default_rng(1)
-    alarms = sum(check_quality_drift((rng.random(600) < 0.8).astype(float), detector=detector).drifted
-                 for _ in range(40))
+    alarms = sum(
+        check_quality_drift((rng.random(600) < 0.8).astype(float), detector=detector).drifted
+        for _ in range(40)
+    )
     assert alarms <= 2
 
 
@@ -48,7 +52,9 @@ def test_a_rise_is_reported_but_not_flagged() -> None:
 
 def test_reference_prefix_and_too_few_scores() -> None:
     rng = np.random.default_rng(3)
-    report = check_quality_drift((rng.random(200) < 0.4).astype(float), reference=(rng.random(300) < 0.9).astype(float))
+    report = check_quality_drift(
+        (rng.random(200) < 0.4).astype(float), reference=(rng.random(300) < 0.9).astype(float)
+    )
     assert report.drifted and report.evidence["n_reference_prefix"] == 300
     short = check_quality_drift([1.0, 0.0, 1.0])
     assert not short.drifted and short.evidence["reason"] == "too few scores"

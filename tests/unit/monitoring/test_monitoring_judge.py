@@ -10,18 +10,27 @@ import httpx
 import pytest
 
 from monitoring.errors import ScorerError
-from monitoring.scorers import LlmJudgeScorer, build_scorer
+from monitoring.scorers import LlmJudgeScorer, ScorerItem, build_scorer
 from monitoring.scorers.judge import parse_judge_score, sampled
 from monitoring.store import LoggedRequest
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def req(rid: str, response: str | None = "Refunds take 5 days.", reference: str | None = None) -> LoggedRequest:
+def req(
+    rid: str, response: str | None = "Refunds take 5 days.", reference: str | None = None
+) -> LoggedRequest:
     tags = {"reference": reference} if reference else {}
-    return LoggedRequest(id=rid, created_at=T0, endpoint="chat.completions", served_name="b", served_version=None,
-                         prompt=json.dumps([{"role": "user", "content": f"question {rid}"}]), response=response,
-                         tags=tags)
+    return LoggedRequest(
+        id=rid,
+        created_at=T0,
+        endpoint="chat.completions",
+        served_name="b",
+        served_version=None,
+        prompt=json.dumps([{"role": "user", "content": f"question {rid}"}]),
+        response=response,
+        tags=tags,
+    )
 
 
 class FakeJudge:
@@ -41,7 +50,9 @@ class FakeJudge:
         assert request.url.path == "/v1/chat/completions"
         if self.status != 200:
             return httpx.Response(self.status, text="overloaded")
-        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": self.reply}}]})
+        return httpx.Response(
+            200, json={"choices": [{"message": {"role": "assistant", "content": self.reply}}]}
+        )
 
 
 def judge(fake: FakeJudge, **kw: object) -> LlmJudgeScorer:
@@ -69,7 +80,7 @@ def test_sampling_is_deterministic_and_near_rate() -> None:
 def test_judge_scores_sampled_requests_with_rubric_and_reference() -> None:
     fake = FakeJudge()
     scorer = judge(fake, sample_rate=1.0, api_key="sk-test", rubric="Be strict about refunds.")
-    items = [(req("a", reference="5 days"), []), (req("b"), [])]
+    items: list[ScorerItem] = [(req("a", reference="5 days"), []), (req("b"), [])]
     results = scorer.score_many(items)
     assert [r.score for r in results] == [0.75, 0.75]  # type: ignore[union-attr]
     assert len(fake.bodies) == 2
@@ -100,8 +111,12 @@ def test_judge_failures_are_returned_not_scored() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    scorer = LlmJudgeScorer(base_url="http://judge.local/v1", model="m", sample_rate=1.0,
-                            client=httpx.Client(transport=httpx.MockTransport(refuse)))
+    scorer = LlmJudgeScorer(
+        base_url="http://judge.local/v1",
+        model="m",
+        sample_rate=1.0,
+        client=httpx.Client(transport=httpx.MockTransport(refuse)),
+    )
     with pytest.raises(ScorerError, match="ConnectError"):
         scorer.score(req("a"), [])
 

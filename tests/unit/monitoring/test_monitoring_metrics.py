@@ -22,10 +22,31 @@ def samples(metrics: LoopMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]
 
 def test_drift_and_trainings() -> None:
     m = LoopMetrics()
-    m.observe_drift(DriftReport(detector="mmd", kind="input", statistic=0.02, threshold=0.005, p_value=0.003,
-                                n_ref=500, n_live=400, drifted=True, subject="support@v1"))
-    m.observe_drift(DriftReport(detector="adwin", kind="quality", statistic=0.0, threshold=0.1, p_value=None,
-                                n_ref=0, n_live=100, drifted=False))
+    m.observe_drift(
+        DriftReport(
+            detector="mmd",
+            kind="input",
+            statistic=0.02,
+            threshold=0.005,
+            p_value=0.003,
+            n_ref=500,
+            n_live=400,
+            drifted=True,
+            subject="support@v1",
+        )
+    )
+    m.observe_drift(
+        DriftReport(
+            detector="adwin",
+            kind="quality",
+            statistic=0.0,
+            threshold=0.1,
+            p_value=None,
+            n_ref=0,
+            n_live=100,
+            drifted=False,
+        )
+    )
     m.training("started")
     m.training("started")
     m.training("failed")
@@ -49,12 +70,32 @@ def test_scores_per_version() -> None:
     agg = ScoreAggregate()
     for v in (1.0, 0.0, 1.0, 1.0):
         agg.add(v)
-    summary = ScoreSummary(since=None, until=datetime(2026, 1, 1, tzinfo=UTC), written={"reference": 4},
-                           per_version={"support@abc": {"reference": agg}, "base@base": {"empty": agg}})
+    summary = ScoreSummary(
+        since=None,
+        until=datetime(2026, 1, 1, tzinfo=UTC),
+        written={"reference": 4},
+        per_version={"support@abc": {"reference": agg}, "base@base": {"empty": agg}},
+    )
     m.observe_scores(summary)
     s = samples(m)
-    assert s[("tuneloop_score_mean", (("scorer", "reference"), ("served_name", "support"), ("served_version", "abc")))] == 0.75
-    assert s[("tuneloop_score_count", (("scorer", "empty"), ("served_name", "base"), ("served_version", "base")))] == 4
+    assert (
+        s[
+            (
+                "tuneloop_score_mean",
+                (("scorer", "reference"), ("served_name", "support"), ("served_version", "abc")),
+            )
+        ]
+        == 0.75
+    )
+    assert (
+        s[
+            (
+                "tuneloop_score_count",
+                (("scorer", "empty"), ("served_name", "base"), ("served_version", "base")),
+            )
+        ]
+        == 4
+    )
     assert s[("tuneloop_scores_written_total", (("scorer", "reference"),))] == 4
 
 

@@ -22,15 +22,37 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 POLICIES = Path(__file__).resolve().parents[3] / "monitoring" / "policies"
 
 
-def input_report(p: float = 0.001, n_live: int = 500, n_ref: int = 500, statistic: float = 0.01,
-                 detector: str = "mmd") -> DriftReport:
-    return DriftReport(detector=detector, kind="input", statistic=statistic, threshold=0.004, p_value=p,
-                       n_ref=n_ref, n_live=n_live, drifted=p <= 0.01, subject="support@v1")
+def input_report(
+    p: float = 0.001, n_live: int = 500, n_ref: int = 500, statistic: float = 0.01, detector: str = "mmd"
+) -> DriftReport:
+    return DriftReport(
+        detector=detector,
+        kind="input",
+        statistic=statistic,
+        threshold=0.004,
+        p_value=p,
+        n_ref=n_ref,
+        n_live=n_live,
+        drifted=p <= 0.01,
+        subject="support@v1",
+    )
 
 
-def quality_report(drop: float = 0.3, p: float = 1e-5, n_live: int = 200, scorer: str = "reference") -> DriftReport:
-    return DriftReport(detector="adwin", kind="quality", statistic=drop, threshold=0.05, p_value=p, n_ref=300,
-                       n_live=n_live, drifted=True, subject=f"support@v1:{scorer}", evidence={"alarms": [320]})
+def quality_report(
+    drop: float = 0.3, p: float = 1e-5, n_live: int = 200, scorer: str = "reference"
+) -> DriftReport:
+    return DriftReport(
+        detector="adwin",
+        kind="quality",
+        statistic=drop,
+        threshold=0.05,
+        p_value=p,
+        n_ref=300,
+        n_live=n_live,
+        drifted=True,
+        subject=f"support@v1:{scorer}",
+        evidence={"alarms": [320]},
+    )
 
 
 def policy(**kw: object) -> TriggerPolicy:
@@ -46,7 +68,10 @@ def test_fires_on_input_drift() -> None:
 def test_fires_on_quality_drop_and_respects_scorer_filter() -> None:
     assert decide(policy(), LoopState(), [quality_report()], NOW).fire
     only_feedback = policy(quality_drift={"scorers": ["feedback"]})
-    assert decide(only_feedback, LoopState(), [quality_report(scorer="reference")], NOW).outcome == Outcome.NO_DRIFT
+    assert (
+        decide(only_feedback, LoopState(), [quality_report(scorer="reference")], NOW).outcome
+        == Outcome.NO_DRIFT
+    )
     assert decide(only_feedback, LoopState(), [quality_report(scorer="feedback")], NOW).fire
 
 
@@ -82,16 +107,22 @@ def test_daily_limit_counts_a_rolling_24h() -> None:
     p = policy(max_trainings_per_day=2, cooldown_minutes=0)
     runs = [TrainingRecord(started_at=NOW - timedelta(hours=h), minutes=5) for h in (1, 5, 30)]
     d = decide(p, LoopState(trainings=runs), [input_report()], NOW)
-    assert d.outcome == Outcome.DAILY_LIMIT and d.retry_after == NOW - timedelta(hours=5) + timedelta(hours=24)
+    assert d.outcome == Outcome.DAILY_LIMIT and d.retry_after == NOW - timedelta(hours=5) + timedelta(
+        hours=24
+    )
     assert decide(p, LoopState(trainings=runs[1:]), [input_report()], NOW).fire
     zero = policy(max_trainings_per_day=0)
     assert decide(zero, LoopState(), [input_report()], NOW).outcome == Outcome.DAILY_LIMIT
 
 
 def test_budget_exhausted_counts_running_trainings_at_the_estimate() -> None:
-    p = policy(cooldown_minutes=0, budget={"max_training_minutes_per_day": 60, "estimated_training_minutes": 20})
-    used = [TrainingRecord(started_at=NOW - timedelta(hours=2), minutes=30),
-            TrainingRecord(started_at=NOW - timedelta(hours=1))]  # still running: counts 20
+    p = policy(
+        cooldown_minutes=0, budget={"max_training_minutes_per_day": 60, "estimated_training_minutes": 20}
+    )
+    used = [
+        TrainingRecord(started_at=NOW - timedelta(hours=2), minutes=30),
+        TrainingRecord(started_at=NOW - timedelta(hours=1)),
+    ]  # still running: counts 20
     d = decide(p, LoopState(trainings=used), [input_report()], NOW)
     assert d.outcome == Outcome.BUDGET_EXHAUSTED and "50 training minutes" in d.reasons[-1]
     assert d.retry_after == NOW - timedelta(hours=2) + timedelta(hours=24)

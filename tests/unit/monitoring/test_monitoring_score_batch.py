@@ -27,15 +27,36 @@ from monitoring.store import (
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def add_request(engine: Engine, rid: str, *, at: datetime, response: str | None, served_name: str = "support",
-                served_version: str | None = "v1", status: int = 200, tags: dict[str, Any] | None = None,
-                prompt: str = "How do I get a refund for my order?", finish_reason: str = "stop") -> None:
+def add_request(
+    engine: Engine,
+    rid: str,
+    *,
+    at: datetime,
+    response: str | None,
+    served_name: str = "support",
+    served_version: str | None = "v1",
+    status: int = 200,
+    tags: dict[str, Any] | None = None,
+    prompt: str = "How do I get a refund for my order?",
+    finish_reason: str = "stop",
+) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(requests_table).values(
-            id=rid, created_at=at, endpoint="chat.completions", model_requested=served_name,
-            served_name=served_name, served_version=served_version, prompt=json.dumps([{"role": "user", "content": prompt}]),
-            response=response, status_code=status, stream=False, finish_reason=finish_reason, tags=tags,
-        ))
+        conn.execute(
+            insert(requests_table).values(
+                id=rid,
+                created_at=at,
+                endpoint="chat.completions",
+                model_requested=served_name,
+                served_name=served_name,
+                served_version=served_version,
+                prompt=json.dumps([{"role": "user", "content": prompt}]),
+                response=response,
+                status_code=status,
+                stream=False,
+                finish_reason=finish_reason,
+                tags=tags,
+            )
+        )
 
 
 def add_feedback(engine: Engine, rid: str, **kw: Any) -> None:
@@ -53,11 +74,26 @@ def engine(tmp_path: Path) -> Engine:
 def seed(engine: Engine) -> None:
     ref = "Refunds take 5 business days."
     add_request(engine, "a", at=T0, response=ref, tags={"intent": "refunds", "reference": ref})
-    add_request(engine, "b", at=T0 + timedelta(seconds=1), response="I like trains.",
-                tags={"intent": "refunds", "reference": ref})
-    add_request(engine, "c", at=T0 + timedelta(seconds=2), response="", tags={"intent": "shipping"},
-                served_version=None, served_name="base-model", finish_reason="length")
-    add_request(engine, "d", at=T0 + timedelta(seconds=3), response=None, status=500, tags={"intent": "shipping"})
+    add_request(
+        engine,
+        "b",
+        at=T0 + timedelta(seconds=1),
+        response="I like trains.",
+        tags={"intent": "refunds", "reference": ref},
+    )
+    add_request(
+        engine,
+        "c",
+        at=T0 + timedelta(seconds=2),
+        response="",
+        tags={"intent": "shipping"},
+        served_version=None,
+        served_name="base-model",
+        finish_reason="length",
+    )
+    add_request(
+        engine, "d", at=T0 + timedelta(seconds=3), response=None, status=500, tags={"intent": "shipping"}
+    )
     add_request(engine, "old", at=T0 - timedelta(days=2), response="x", tags={"intent": "refunds"})
     add_feedback(engine, "a", thumbs=1)
     add_feedback(engine, "b", correction="Refunds take 5 business days.")
@@ -78,7 +114,9 @@ def test_score_batch_scores_aggregates_and_is_idempotent(engine: Engine) -> None
     assert summary.not_applicable["feedback"] == 1 and summary.not_applicable["reference"] == 1
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(scores_table)).scalar() == 10
-        rows = conn.execute(select(scores_table.c.request_id, scores_table.c.scorer, scores_table.c.score)).all()
+        rows = conn.execute(
+            select(scores_table.c.request_id, scores_table.c.scorer, scores_table.c.score)
+        ).all()
     by = {(r, s): v for r, s, v in rows}
     assert by[("a", "reference")] == 1.0 and by[("b", "reference")] == 0.0
     assert by[("b", "feedback")] == 0.0 and by[("a", "feedback")] == 1.0
@@ -105,6 +143,8 @@ def test_score_batch_defaults_and_window_bounds(engine: Engine) -> None:
     seed(engine)
     summary = score_batch(engine, since=T0 + timedelta(seconds=1), until=T0 + timedelta(seconds=2))
     assert summary.n_requests == 1 and summary.written["empty"] == 1
+    newest = score_batch(engine, since=T0 - timedelta(hours=1), scorers=["empty"], limit=1)
+    assert newest.n_requests == 1 and newest.written["empty"] == 1  # "c", the newest served row
     assert set(summary.written) >= {"feedback", "reference", "refusal", "language_mismatch", "length_outlier"}
 
 
@@ -114,10 +154,16 @@ def test_score_batch_records_failures_and_leaves_them_unscored(engine: Engine) -
     def down(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, text="boom")
 
-    judge = LlmJudgeScorer(base_url="http://judge/v1", model="m", sample_rate=1.0,
-                           client=httpx.Client(transport=httpx.MockTransport(down)))
+    judge = LlmJudgeScorer(
+        base_url="http://judge/v1",
+        model="m",
+        sample_rate=1.0,
+        client=httpx.Client(transport=httpx.MockTransport(down)),
+    )
     summary = score_batch(engine, since=T0 - timedelta(hours=1), scorers=[judge])
-    assert summary.n_failures == 2 and summary.written["llm_judge"] == 1  # the empty answer is scored 0 locally
+    assert (
+        summary.n_failures == 2 and summary.written["llm_judge"] == 1
+    )  # the empty answer is scored 0 locally
     assert {f.request_id for f in summary.failures} == {"a", "b"}
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(scores_table)).scalar() == 1

@@ -29,13 +29,26 @@ from monitoring.store import FeedbackEntry, LoggedRequest
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def req(response: str | None, *, prompt: str = "How do I get a refund for my order?", rid: str = "r1",
-        finish_reason: str | None = "stop", tags: dict[str, Any] | None = None, chat: bool = True,
-        served_name: str = "base") -> LoggedRequest:
+def req(
+    response: str | None,
+    *,
+    prompt: str = "How do I get a refund for my order?",
+    rid: str = "r1",
+    finish_reason: str | None = "stop",
+    tags: dict[str, Any] | None = None,
+    chat: bool = True,
+    served_name: str = "base",
+) -> LoggedRequest:
     stored = json.dumps([{"role": "system", "content": "be brief"}, {"role": "user", "content": prompt}])
     return LoggedRequest(
-        id=rid, created_at=T0, endpoint="chat.completions" if chat else "completions", served_name=served_name,
-        served_version=None, prompt=stored if chat else prompt, response=response, finish_reason=finish_reason,
+        id=rid,
+        created_at=T0,
+        endpoint="chat.completions" if chat else "completions",
+        served_name=served_name,
+        served_version=None,
+        prompt=stored if chat else prompt,
+        response=response,
+        finish_reason=finish_reason,
         tags=tags or {},
     )
 
@@ -45,13 +58,26 @@ def fb(i: int = 1, **kw: Any) -> FeedbackEntry:
 
 
 def test_registry_has_every_builtin_kind() -> None:
-    assert set(scorer_kinds()) >= {"feedback", "reference", "empty", "refusal", "repetition", "truncation",
-                                   "language_mismatch", "length_outlier", "llm_judge"}
+    assert set(scorer_kinds()) >= {
+        "feedback",
+        "reference",
+        "empty",
+        "refusal",
+        "repetition",
+        "truncation",
+        "language_mismatch",
+        "length_outlier",
+        "llm_judge",
+    }
 
 
 def test_build_scorer_from_config_and_errors() -> None:
     scorer = build_scorer({"kind": "reference", "name": "ref_contains", "metric": "contains_answer"})
-    assert isinstance(scorer, ReferenceScorer) and scorer.name == "ref_contains" and scorer.metric == "contains_answer"
+    assert (
+        isinstance(scorer, ReferenceScorer)
+        and scorer.name == "ref_contains"
+        and scorer.metric == "contains_answer"
+    )
     with pytest.raises(ScorerConfigError, match="unknown scorer kind 'nope'"):
         build_scorer("nope")
     with pytest.raises(ScorerConfigError, match="unknown option 'colour'"):
@@ -69,9 +95,15 @@ def test_messages_and_user_text() -> None:
     assert r.user_text == "where is my parcel?"
     assert r.messages[0]["role"] == "system"
     assert req("x", prompt="plain text prompt", chat=False).user_text == "plain text prompt"
-    parts = LoggedRequest(id="p", created_at=T0, endpoint="chat.completions", served_name="b", served_version=None,
-                          prompt=json.dumps([{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]),
-                          response="")
+    parts = LoggedRequest(
+        id="p",
+        created_at=T0,
+        endpoint="chat.completions",
+        served_name="b",
+        served_version=None,
+        prompt=json.dumps([{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]),
+        response="",
+    )
     assert parts.user_text == "hi there"
     assert r.version_key == "base@base"
 
@@ -110,16 +142,22 @@ def test_text_measures() -> None:
 def test_reference_from_tags_lookup_and_missing() -> None:
     s = ReferenceScorer()
     assert s.score(req("whatever"), []) is None
-    good = s.score(req("Refunds take 5 business days.", tags={"reference": "Refunds take 5 business days."}), [])
+    good = s.score(
+        req("Refunds take 5 business days.", tags={"reference": "Refunds take 5 business days."}), []
+    )
     assert good is not None and good.score == 1.0 and good.details["source"] == "tags"  # type: ignore[index]
     bad = s.score(req("I like trains.", tags={"reference": "Refunds take 5 business days."}), [])
     assert bad is not None and bad.score == 0.0
     empty = s.score(req(None, tags={"reference": "x y"}), [])
     assert empty is not None and empty.score == 0.0
     contains = ReferenceScorer(metric="contains_answer")
-    r = contains.score(req("Sure - it is 30 days from delivery.", tags={"reference": "30 days", "aliases": ["a month"]}), [])
+    r = contains.score(
+        req("Sure - it is 30 days from delivery.", tags={"reference": "30 days", "aliases": ["a month"]}), []
+    )
     assert r is not None and r.score == 1.0
-    lookup = ReferenceScorer(lookup=lambda request: {"where is my parcel?": "track it online"}.get(request.user_text))
+    lookup = ReferenceScorer(
+        lookup=lambda request: {"where is my parcel?": "track it online"}.get(request.user_text)
+    )
     r = lookup.score(req("You can track it online.", prompt="where is my parcel?"), [])
     assert r is not None and r.details["source"] == "lookup" and r.score > 0.5  # type: ignore[index]
 
@@ -158,8 +196,10 @@ def test_repetition() -> None:
     assert s.score(req(loop), []).score == 0.0  # type: ignore[union-attr]
     lines = "\n".join(["Please contact support today."] * 4 + ["Thanks for waiting for the answer."])
     assert s.score(req(lines), []).score == 0.0  # type: ignore[union-attr]
-    normal = ("Refunds are issued to the original payment method within five business days after the returned "
-              "item reaches our warehouse and passes inspection.")
+    normal = (
+        "Refunds are issued to the original payment method within five business days after the returned "
+        "item reaches our warehouse and passes inspection."
+    )
     assert s.score(req(normal), []).score == 1.0  # type: ignore[union-attr]
     assert s.score(req("too short"), []) is None
 
@@ -192,6 +232,12 @@ def test_length_outlier_warm_start_and_groups() -> None:
     assert r is not None and r.score == 1.0
     with pytest.raises(ValueError, match="group_by"):
         LengthOutlierScorer(group_by="colour")
+    per_name = LengthOutlierScorer(min_history=10)
+    with pytest.raises(ValueError, match="needs group="):
+        per_name.warm_start([100] * 10)
+    per_name.warm_start([100] * 10, group="base")
+    r = per_name.score(req("x" * 5000), [])
+    assert r is not None and r.score == 0.0
 
 
 # ----------------------------------------------------------------------------- language
@@ -202,7 +248,10 @@ def test_length_outlier_warm_start_and_groups() -> None:
     [
         ("How do I return the shoes I bought last week? The size is wrong.", "en"),
         ("¿Cómo puedo devolver los zapatos que compré la semana pasada? La talla no es correcta.", "es"),
-        ("Je voudrais retourner les chaussures que j'ai achetées la semaine dernière, elles sont trop petites.", "fr"),
+        (
+            "Je voudrais retourner les chaussures que j'ai achetées la semaine dernière, elles sont petites.",
+            "fr",
+        ),
         ("Ich möchte die Schuhe zurückgeben, die ich letzte Woche gekauft habe, sie sind zu klein.", "de"),
         ("Как вернуть обувь, которую я купил на прошлой неделе?", "cyrillic"),
         ("我上周买的鞋子尺码不对，怎么退货？请告诉我流程。", "zh"),
@@ -216,13 +265,29 @@ def test_detect_language(text: str, language: str) -> None:
 
 def test_language_mismatch() -> None:
     s = LanguageMismatchScorer()
-    same = s.score(req("You can return them within 30 days for a full refund of the price.",
-                       prompt="How do I return the shoes I bought? They are too small for me."), [])
+    same = s.score(
+        req(
+            "You can return them within 30 days for a full refund of the price.",
+            prompt="How do I return the shoes I bought? They are too small for me.",
+        ),
+        [],
+    )
     assert same is not None and same.score == 1.0
-    other = s.score(req("Puede devolver los zapatos en un plazo de 30 días para obtener un reembolso.",
-                        prompt="How do I return the shoes I bought? They are too small for me."), [])
+    other = s.score(
+        req(
+            "Puede devolver los zapatos en un plazo de 30 días para obtener un reembolso.",
+            prompt="How do I return the shoes I bought? They are too small for me.",
+        ),
+        [],
+    )
     assert other is not None and other.score == 0.0 and other.details["answer"] == "es"  # type: ignore[index]
-    tagged = s.score(req("You can return them within 30 days for a refund of the full price.",
-                         prompt="??", tags={"language": "fr"}), [])
+    tagged = s.score(
+        req(
+            "You can return them within 30 days for a refund of the full price.",
+            prompt="??",
+            tags={"language": "fr"},
+        ),
+        [],
+    )
     assert tagged is not None and tagged.score == 0.0
     assert s.score(req("ok", prompt="How do I return the shoes I bought? They are too small."), []) is None

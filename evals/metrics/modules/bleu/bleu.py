@@ -31,7 +31,10 @@ class Bleu(evaluate.Metric):
             citation="Post, 2018. A Call for Clarity in Reporting BLEU Scores.",
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+                {
+                    "predictions": datasets.Value("string"),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
             ),
         )
 
@@ -39,10 +42,13 @@ class Bleu(evaluate.Metric):
         n_refs = {len(refs) for refs in references}
         if len(n_refs) != 1:
             raise ValueError("every example needs the same number of references for BLEU")
-        transposed = [list(r) for r in zip(*references)]
+        transposed = [list(r) for r in zip(*references, strict=True)]
         bleu = BLEU(lowercase=lowercase, tokenize=tokenize, effective_order=False)
         corpus = bleu.corpus_score(list(predictions), transposed)
         stats = bleu._extract_corpus_statistics(list(predictions), transposed)
         sentence = BLEU(lowercase=lowercase, tokenize=tokenize, effective_order=True)
-        scores = [sentence.sentence_score(p, list(refs)).score for p, refs in zip(predictions, references)]
+        scores = [
+            sentence.sentence_score(p, list(refs)).score
+            for p, refs in zip(predictions, references, strict=True)
+        ]
         return {"bleu": corpus.score, "scores": scores, "stats": [[float(x) for x in row] for row in stats]}

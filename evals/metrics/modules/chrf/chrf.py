@@ -26,7 +26,10 @@ class Chrf(evaluate.Metric):
             citation="Popovic, 2015. chrF: character n-gram F-score for automatic MT evaluation.",
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+                {
+                    "predictions": datasets.Value("string"),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
             ),
         )
 
@@ -34,9 +37,12 @@ class Chrf(evaluate.Metric):
         n_refs = {len(refs) for refs in references}
         if len(n_refs) != 1:
             raise ValueError("every example needs the same number of references for chrF")
-        transposed = [list(r) for r in zip(*references)]
+        transposed = [list(r) for r in zip(*references, strict=True)]
         chrf = CHRF(word_order=word_order)
         corpus = chrf.corpus_score(list(predictions), transposed)
         stats = chrf._extract_corpus_statistics(list(predictions), transposed)
-        scores = [CHRF(word_order=word_order).sentence_score(p, list(refs)).score for p, refs in zip(predictions, references)]
+        scores = [
+            CHRF(word_order=word_order).sentence_score(p, list(refs)).score
+            for p, refs in zip(predictions, references, strict=True)
+        ]
         return {"chrf": corpus.score, "scores": scores, "stats": [[float(x) for x in row] for row in stats]}

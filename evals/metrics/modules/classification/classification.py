@@ -28,7 +28,7 @@ def macro_f1(summed, n_labels):
     tp = summed[:n_labels]
     fp = summed[n_labels : 2 * n_labels]
     fn = summed[2 * n_labels :]
-    f1s = [2 * t / (2 * t + p + n) for t, p, n in zip(tp, fp, fn) if t + p + n > 0]
+    f1s = [2 * t / (2 * t + p + n) for t, p, n in zip(tp, fp, fn, strict=True) if t + p + n > 0]
     return sum(f1s) / len(f1s) if f1s else float("nan")
 
 
@@ -39,7 +39,9 @@ class Classification(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references, labels=None):
@@ -49,7 +51,7 @@ class Classification(evaluate.Metric):
         index = {label: i for i, label in enumerate(labels)}
         n = len(labels)
         scores, f1_stats = [], []
-        for prediction, reference in zip(predictions, references):
+        for prediction, reference in zip(predictions, references, strict=True):
             if reference not in index:
                 raise ValueError(f"reference label {reference!r} is not one of the declared labels {labels}")
             row = [0.0] * (3 * n)
@@ -61,7 +63,7 @@ class Classification(evaluate.Metric):
                     row[n + index[prediction]] = 1.0
             f1_stats.append(row)
             scores.append(1.0 if prediction == reference else 0.0)
-        summed = [sum(col) for col in zip(*f1_stats)] if f1_stats else [0.0] * (3 * n)
+        summed = [sum(col) for col in zip(*f1_stats, strict=True)] if f1_stats else [0.0] * (3 * n)
         return {
             "accuracy": sum(scores) / len(scores) if scores else float("nan"),
             "f1": macro_f1(summed, n),

@@ -18,7 +18,8 @@ Args:
     references: list of test code (asserts) run after each program.
     timeout_s: wall-clock limit per program (default 10). memory_mb: address-space limit (default 512).
 Returns:
-    pass@1: fraction passed; scores: 1.0/0.0 per example; stats: [[passed, 1], ...]; outcomes: status per example.
+    pass@1: fraction passed; scores: 1.0/0.0 per example; stats: [[passed, 1], ...];
+    outcomes: status per example.
 Examples:
     >>> m.compute(predictions=["def f():\\n    return 1"], references=["assert f() == 1"])["pass@1"]
     1.0
@@ -32,13 +33,15 @@ class CodeExec(evaluate.Metric):
             description=_DESCRIPTION,
             citation="Chen et al., 2021. Evaluating Large Language Models Trained on Code.",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references, timeout_s=10.0, memory_mb=512):
         limits = SandboxLimits(timeout_s=float(timeout_s), memory_mb=int(memory_mb))
         scores, outcomes = [], []
-        for program, tests in zip(predictions, references):
+        for program, tests in zip(predictions, references, strict=True):
             outcome = run_python(f"{program}\n\n{tests}\n", limits)
             scores.append(1.0 if outcome.passed else 0.0)
             outcomes.append({"status": outcome.status, "detail": outcome.detail})

@@ -8,7 +8,9 @@ import string
 import datasets
 import evaluate
 
-_DESCRIPTION = "1.0 when any reference appears in the prediction as whole words after normalisation, else 0.0."
+_DESCRIPTION = (
+    "1.0 when any reference appears in the prediction as whole words after normalisation, else 0.0."
+)
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of strings.
@@ -38,13 +40,16 @@ class ContainsAnswer(evaluate.Metric):
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+                {
+                    "predictions": datasets.Value("string"),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
             ),
         )
 
     def _compute(self, predictions, references, ignore_case=True):
         scores = []
-        for prediction, refs in zip(predictions, references):
+        for prediction, refs in zip(predictions, references, strict=True):
             haystack = f" {normalise(prediction, ignore_case)} "
             found = any(
                 normalise(ref, ignore_case) and f" {normalise(ref, ignore_case)} " in haystack for ref in refs

@@ -46,14 +46,21 @@ class ExactMatch(evaluate.Metric):
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+                {
+                    "predictions": datasets.Value("string"),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
             ),
         )
 
-    def _compute(self, predictions, references, ignore_case=True, ignore_punctuation=True, ignore_articles=True):
-        opts = dict(ignore_case=ignore_case, ignore_punctuation=ignore_punctuation, ignore_articles=ignore_articles)
+    def _compute(
+        self, predictions, references, ignore_case=True, ignore_punctuation=True, ignore_articles=True
+    ):
+        opts = dict(
+            ignore_case=ignore_case, ignore_punctuation=ignore_punctuation, ignore_articles=ignore_articles
+        )
         scores = []
-        for prediction, refs in zip(predictions, references):
+        for prediction, refs in zip(predictions, references, strict=True):
             pred = normalise(prediction, **opts)
             scores.append(1.0 if any(pred == normalise(ref, **opts) for ref in refs) else 0.0)
         return {

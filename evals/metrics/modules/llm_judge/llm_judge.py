@@ -47,7 +47,9 @@ class LlmJudge(evaluate.Metric):
             description=_DESCRIPTION,
             citation="Zheng et al., 2023. Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena.",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references, scale_max=5):

@@ -31,7 +31,10 @@ class Rouge(evaluate.Metric):
             citation="Lin, 2004. ROUGE: A Package for Automatic Evaluation of Summaries.",
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+                {
+                    "predictions": datasets.Value("string"),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
             ),
         )
 
@@ -39,7 +42,7 @@ class Rouge(evaluate.Metric):
         rouge_types = list(rouge_types)
         scorer = rouge_scorer.RougeScorer(rouge_types, use_stemmer=use_stemmer)
         per_type = {t: [] for t in rouge_types}
-        for prediction, refs in zip(predictions, references):
+        for prediction, refs in zip(predictions, references, strict=True):
             scored = [scorer.score(ref, prediction) for ref in refs] or [None]
             for t in rouge_types:
                 per_type[t].append(max(s[t].fmeasure for s in scored) if scored[0] is not None else 0.0)
