@@ -1,6 +1,7 @@
 """Benchmark: the eval runner (bounded concurrent pool) vs a naive sequential loop, same prompts, same model.
 
-    python -m benchmarks.evals_runner [--base-url URL --model NAME] [--suites general_qa intents] [--concurrency 16]
+    python -m benchmarks.evals_runner [--base-url URL --model NAME] [--suites general_qa intents]
+                                      [--concurrency 16]
 
 Without --base-url it starts a bare vLLM OpenAI server on the prepared default model (SmolLM2-135M-Instruct,
 CPU settings from ENVIRONMENT.md) for the duration of the run. The baseline is what people write first: the
@@ -205,8 +206,8 @@ def main() -> None:
         f"| evals runner (concurrency {args.concurrency}, retries, scoring) | {ours['seconds']:.1f} | "
         f"{ours_rate:.2f} | {result['runner']['completion_tokens_per_s']:.1f} |",
         "",
-        f"**Speed-up: {result['speedup_examples_per_s']:.2f}x** examples/s. The runner's time includes scoring "
-        "and bootstrap summaries; the loop's does not.",
+        f"**Speed-up: {result['speedup_examples_per_s']:.2f}x** examples/s. The runner's time includes "
+        "scoring and bootstrap summaries; the loop's does not.",
         "",
     ]
     (RESULTS / "evals_runner.md").write_text("\n".join(md))

@@ -1,6 +1,6 @@
 """The promotion gate: challenger vs champion on the same examples, decided with paired bootstrap CIs.
 
-Pass requires every check to pass:
+Pass requires every check to pass (the decision also carries every metric's paired delta per slice):
 - improvement on each target scope (a suite, or `suite/slice`): the lower end of the CI of
   challenger - champion on the gate metric is above `min_improvement`;
 - non-inferiority on each regression scope (each regression suite, and each of its slices): the lower end of
@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from evals.compare import paired_deltas
 from evals.errors import RunDataError
 from evals.metrics import get_metric_class
 from evals.results import RunResult, dumps_json
@@ -85,6 +86,8 @@ class GateDecision:
     challenger: dict[str, Any]
     policy: dict[str, Any]
     decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    deltas: list[dict[str, Any]] = field(default_factory=list)
+    """Every metric's paired delta with its CI, per suite and slice (evidence beyond the gate metric)."""
 
     def failed_checks(self) -> list[GateCheck]:
         return [c for c in self.checks if not c.passed]
@@ -176,6 +179,17 @@ def gate(
             )
 
     passed = all(c.passed for c in checks)
+    deltas = [
+        asdict(d)
+        for suite in sorted(chall)
+        for d in paired_deltas(
+            champ[suite],
+            chall[suite],
+            confidence=policy.confidence,
+            n_resamples=policy.n_resamples,
+            seed=policy.seed,
+        )
+    ]
     return GateDecision(
         passed=passed,
         summary=_summary(passed, checks),
@@ -183,6 +197,7 @@ def gate(
         champion=_side(champ),
         challenger=_side(chall),
         policy={**asdict(policy), "target": targets, "regression": regressions},
+        deltas=deltas,
     )
 
 

@@ -16,7 +16,7 @@ import base64
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,9 @@ import numpy as np
 
 from evals import plots
 from evals.ab import ABReport
+from evals.compare import paired_deltas
 from evals.gate import GateDecision
-from evals.metrics import get_metric_class
 from evals.results import RunResult, dumps_json
-from evals.stats.bootstrap import paired_bootstrap
 
 
 @dataclass
@@ -107,49 +106,27 @@ def _latencies(run: RunResult) -> list[float]:
     return [e.latency_ms for e in run.examples if e.ok and e.latency_ms is not None]
 
 
+def _display_labels(runs: Sequence[RunResult]) -> dict[int, str]:
+    """A readable label per run, unique within each suite (same model twice gets '#2')."""
+    labels: dict[int, str] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for run in runs:
+        key = (run.suite, run.label)
+        seen[key] = seen.get(key, 0) + 1
+        labels[id(run)] = run.label if seen[key] == 1 else f"{run.label} #{seen[key]}"
+    return labels
+
+
 def _paired_deltas(
+    label: dict[int, str],
     base: RunResult,
     cand: RunResult,
     metric: str,
-    scopes: Sequence[str | None],
     confidence: float,
     n_resamples: int,
 ) -> list[dict[str, Any]]:
-    statistic = get_metric_class(cand.metric_kinds[metric]).statistic
-    higher = cand.higher_is_better.get(metric, True)
-    out = []
-    for scope in scopes:
-        base_ids = set(base.scored_ids(metric, scope))
-        ids = [i for i in cand.scored_ids(metric, scope) if i in base_ids]
-        if not ids:
-            continue
-        delta = paired_bootstrap(
-            base.metric_rows(metric, ids),
-            cand.metric_rows(metric, ids),
-            statistic,
-            higher_is_better=higher,
-            confidence=confidence,
-            n_resamples=n_resamples,
-            seed=0,
-        )
-        out.append(
-            {
-                "suite": cand.suite,
-                "metric": metric,
-                "scope": scope or RunResult.ALL,
-                "baseline": base.label,
-                "candidate": cand.label,
-                "baseline_value": delta.baseline,
-                "candidate_value": delta.candidate,
-                "delta": delta.delta,
-                "low": delta.low,
-                "high": delta.high,
-                "n_pairs": delta.n,
-                "prob_improvement": delta.prob_improvement,
-                "higher_is_better": higher,
-            }
-        )
-    return out
+    deltas = paired_deltas(base, cand, metrics=[metric], confidence=confidence, n_resamples=n_resamples)
+    return [{**asdict(d), "baseline": label[id(base)], "candidate": label[id(cand)]} for d in deltas]
 
 
 def _example_swings(base: RunResult, cand: RunResult, metric: str, k: int = 3) -> list[dict[str, Any]]:
@@ -207,6 +184,7 @@ def eval_report(
     """Side-by-side report of eval runs; the first run of each suite is the baseline for deltas."""
     if not runs:
         raise ValueError("no runs to report")
+    label = _display_labels(runs)
     suites: dict[str, list[RunResult]] = {}
     for run in runs:
         suites.setdefault(run.suite, []).append(run)
@@ -250,7 +228,7 @@ def eval_report(
                 "run_id": run.run_id,
                 "suite": run.suite,
                 "model": run.model,
-                "label": run.label,
+                "label": label[id(run)],
                 "k_shot": run.k_shot,
                 "planned": run.planned,
                 "n_ok": run.n_ok,
@@ -290,7 +268,7 @@ def eval_report(
     panels = []
     for suite, suite_runs in suites.items():
         metrics = list(suite_runs[0].metric_kinds)
-        table = Table(f"{suite}", ["metric", *[r.label for r in suite_runs]], [])
+        table = Table(f"{suite}", ["metric", *[label[id(r)] for r in suite_runs]], [])
         bars: dict[str, list[plots.BarValue]] = {}
         for metric in metrics:
             row = [metric]
@@ -301,7 +279,7 @@ def eval_report(
                     continue
                 row.append(f"{fmt(summary.value)} {fmt_ci(summary.low, summary.high)}")
                 bars.setdefault(metric, []).append(
-                    plots.BarValue(run.label, summary.value, summary.low, summary.high)
+                    plots.BarValue(label[id(run)], summary.value, summary.low, summary.high)
                 )
             table.rows.append(row)
         metric_section.tables.append(table)
@@ -333,10 +311,9 @@ def eval_report(
         if len(suite_runs) < 2:
             continue
         base = suite_runs[0]
-        scopes: list[str | None] = [None, *base.slices()]
         rows: list[plots.DeltaRow] = []
         table = Table(
-            f"{suite}: deltas vs {base.label}",
+            f"{suite}: deltas vs {label[id(base)]}",
             [
                 "candidate",
                 "metric",
@@ -352,12 +329,12 @@ def eval_report(
         )
         for cand in suite_runs[1:]:
             for metric in cand.metric_kinds:
-                deltas = _paired_deltas(base, cand, metric, scopes, confidence, n_resamples)
+                deltas = _paired_deltas(label, base, cand, metric, confidence, n_resamples)
                 data["comparisons"].extend(deltas)
                 for d in deltas:
                     table.rows.append(
                         [
-                            cand.label,
+                            label[id(cand)],
                             metric,
                             _scope(d["scope"]),
                             fmt(d["baseline_value"]),
@@ -376,7 +353,7 @@ def eval_report(
                         )
                         rows.append(
                             plots.DeltaRow(
-                                f"{cand.label} · {_scope(d['scope'])}",
+                                f"{label[id(cand)]} · {_scope(d['scope'])}",
                                 d["delta"],
                                 d["low"],
                                 d["high"],
@@ -385,7 +362,7 @@ def eval_report(
                             )
                         )
             data["examples"].extend(
-                {"suite": suite, "baseline": base.label, "candidate": cand.label, **s}
+                {"suite": suite, "baseline": label[id(base)], "candidate": label[id(cand)], **s}
                 for s in _example_swings(base, cand, base.primary_metric)
             )
         delta_section.tables.append(table)
@@ -394,12 +371,12 @@ def eval_report(
                 FigureImage(
                     f"deltas_{suite}",
                     f"{suite}: {base.primary_metric} deltas by slice",
-                    f"Dots: candidate - {base.label}; lines: {int(confidence * 100)}% paired CI. "
+                    f"Dots: candidate - {label[id(base)]}; lines: {int(confidence * 100)}% paired CI. "
                     "Green: CI above 0, "
                     "red: CI below 0, grey: inconclusive.",
                     plots.delta_forest(
                         rows,
-                        title=f"{suite}: {base.primary_metric} vs {base.label}",
+                        title=f"{suite}: {base.primary_metric} vs {label[id(base)]}",
                         xlabel=f"delta {base.primary_metric}",
                     ),
                 )
@@ -412,7 +389,7 @@ def eval_report(
     for suite, suite_runs in suites.items():
         primary = suite_runs[0].primary_metric
         series: dict[str, list[float]] = {
-            r.label: [
+            label[id(r)]: [
                 float(score)
                 for e in r.examples
                 if primary in e.metrics and (score := e.metrics[primary].score) is not None
@@ -433,7 +410,9 @@ def eval_report(
                     ),
                 )
             )
-    latency = {f"{r.label} · {r.suite}" if len(suites) > 1 else r.label: _latencies(r) for r in runs}
+    latency = {
+        f"{label[id(r)]} · {r.suite}" if len(suites) > 1 else label[id(r)]: _latencies(r) for r in runs
+    }
     if any(latency.values()):
         dist.figures.append(
             FigureImage(
@@ -498,7 +477,7 @@ def eval_report(
         )
 
     verdict = decision.summary if decision else None
-    names = ", ".join(dict.fromkeys(r.label for r in runs))
+    names = ", ".join(dict.fromkeys(label[id(r)] for r in runs))
     return Report(
         title=title or f"Eval report: {', '.join(suites)}",
         subtitle=f"Runs: {names}",

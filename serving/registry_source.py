@@ -35,6 +35,7 @@ class RegistrySource:
                 name=e.name,
                 arms=tuple(Arm(model=a.model, weight=a.weight, target=a.target) for a in e.arms),
                 shadow=e.shadow.target if e.shadow is not None else None,
+                intercept=e.intercept,
             )
             for e in reg.list_experiments(active_only=True)
         )

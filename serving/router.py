@@ -7,7 +7,8 @@ registry whenever its generation changes, and resolves every request's `model` a
 - `name` → the version behind alias `champion` of adapter `name`;
 - `name@alias` → that alias's version; `name@<hex prefix>` (≥ 6 chars) → that version;
 - an active experiment's name → one of its arms, chosen by a stable hash of the user (sticky) or at
-  random when the request names no user; the experiment's shadow arm (if any) is returned beside it.
+  random when the request names no user; the experiment's shadow arm (if any) is returned beside it;
+- a name an active experiment *intercepts* (a canary on `name`) → that experiment, the same way.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class ExperimentSpec:
     name: str
     arms: tuple[Arm, ...]
     shadow: str | None = None  # pinned target of the shadow model
+    intercept: str | None = None  # a model name whose traffic this experiment takes over (canary)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ class RoutingSnapshot:
     versions: dict[str, dict[str, VersionRef]] = field(default_factory=dict)  # name -> version -> ref
     aliases: dict[tuple[str, str], str] = field(default_factory=dict)  # (name, alias) -> version
     experiments: dict[str, ExperimentSpec] = field(default_factory=dict)
+    intercepts: dict[str, ExperimentSpec] = field(default_factory=dict)
     base_aliases: frozenset[str] = frozenset()
     generation: int = -1
 
@@ -114,6 +117,7 @@ class RoutingSnapshot:
             snap.versions.setdefault(v.name, {})[v.version] = v
         snap.aliases = dict(aliases)
         snap.experiments = {e.name: e for e in experiments}
+        snap.intercepts = {e.intercept: e for e in snap.experiments.values() if e.intercept}
         return snap
 
     def is_base(self, model: str) -> bool:
@@ -150,7 +154,7 @@ class RoutingSnapshot:
 
     def resolve(self, model: str, user: str | None, rng: random.Random | None = None) -> tuple[Target, Target | None]:
         """Resolve a request's model; experiments pick an arm. Returns (primary, shadow-or-None)."""
-        exp = self.experiments.get(model)
+        exp = self.experiments.get(model) or self.intercepts.get(model)
         if exp is None:
             return self.resolve_model(model), None
         arm = pick_arm(exp, user, rng)

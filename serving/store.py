@@ -228,6 +228,8 @@ class ExperimentRow(Base):
     created_at: Mapped[datetime]
     stopped_at: Mapped[datetime | None]
     description: Mapped[str] = mapped_column(Text, default="")
+    intercept: Mapped[str | None] = mapped_column(String(330), default=None)
+    """A model name (e.g. an adapter name) whose traffic this experiment takes over (a canary)."""
 
 
 class RegistryStateRow(Base):

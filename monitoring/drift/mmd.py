@@ -4,8 +4,8 @@ The statistic is the biased estimate MMD^2 = w' K w over the pooled sample, with
 reference rows and -1/n_live on the live rows, and a Gaussian kernel whose bandwidth is the median
 pairwise distance of the pooled sample (the median heuristic). The p-value comes from `permutations`
 random relabellings of the pooled sample, all evaluated at once as ((W K) * W).sum(1) - one matrix
-product - so 300 permutations of 500 + 500 samples take well under a second. The threshold reported is
-the (1 - alpha) quantile of the permutation statistics (the test's critical value).
+product in float32 - so 300 permutations of 500 + 500 samples take a few hundred milliseconds. The
+threshold reported is the (1 - alpha) quantile of the permutation statistics (the test's critical value).
 """
 
 from __future__ import annotations
@@ -53,17 +53,20 @@ def mmd_permutation_test(
     pooled = np.vstack([ref, live]).astype(np.float64, copy=False)
     d2 = _squared_distances(pooled)
     sigma = bandwidth if bandwidth is not None else median_bandwidth(d2)
-    kernel = rbf_kernel(d2, sigma)
-    weights = np.concatenate([np.full(n_ref, 1.0 / n_ref), np.full(n_live, -1.0 / n_live)])
-    observed = float(weights @ kernel @ weights)
+    # The permutation products run in float32 (half the time of float64); the observed statistic goes
+    # through the same arithmetic, so ties compare like with like.
+    kernel = rbf_kernel(d2, sigma).astype(np.float32)
+    weights = np.concatenate([np.full(n_ref, 1.0 / n_ref), np.full(n_live, -1.0 / n_live)]).astype(np.float32)
+    observed = float(np.einsum("i,i->", weights @ kernel, weights, dtype=np.float64))
     rng = np.random.default_rng(seed)
     null = np.empty(permutations, dtype=np.float64)
     for start in range(0, permutations, chunk):
         size = min(chunk, permutations - start)
         order = np.argsort(rng.random((size, len(weights))), axis=1)
         w = weights[order]
-        null[start : start + size] = np.einsum("pi,pi->p", w @ kernel, w)
-    p_value = (1.0 + float(np.sum(null >= observed - 1e-12))) / (1.0 + permutations)
+        null[start : start + size] = np.einsum("pi,pi->p", w @ kernel, w, dtype=np.float64)
+    tolerance = 1e-6 * abs(observed) + 1e-12
+    p_value = (1.0 + float(np.sum(null >= observed - tolerance))) / (1.0 + permutations)
     return observed, p_value, null, sigma
 
 

@@ -79,6 +79,7 @@ class ExperimentBody(BaseModel):
     arms: list[ArmBody] = Field(min_length=1)
     shadow: str | None = None
     description: str = ""
+    intercept: str | None = None
 
 
 async def _body(request: Request[Any, Any, Any], model: type[T]) -> T:
@@ -179,7 +180,7 @@ async def create_experiment(request: Request[Any, Any, Any], state: State) -> di
     body = await _body(request, ExperimentBody)
     exp = await asyncio.to_thread(
         _registry(state).create_experiment, body.name, [(a.model, a.weight) for a in body.arms],
-        shadow=body.shadow, description=body.description,
+        shadow=body.shadow, description=body.description, intercept=body.intercept,
     )
     await _sync_local(state)
     return exp.to_dict()

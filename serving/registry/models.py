@@ -123,6 +123,8 @@ class Experiment:
     created_at: datetime
     stopped_at: datetime | None
     description: str
+    intercept: str | None = None
+    """A model name whose requests this experiment takes over while active (canary), else None."""
 
     @property
     def is_active(self) -> bool:
@@ -146,6 +148,7 @@ class Experiment:
             "created_at": _iso(self.created_at),
             "stopped_at": _iso(self.stopped_at),
             "description": self.description,
+            "intercept": self.intercept,
         }
 
 

@@ -236,6 +236,7 @@ class AdapterRegistry:
             created_at=row.created_at,
             stopped_at=row.stopped_at,
             description=row.description,
+            intercept=row.intercept,
         )
 
     def _fresh(self) -> _State:
@@ -760,6 +761,7 @@ class AdapterRegistry:
         arms: Sequence[ArmSpec],
         shadow: str | None = None,
         description: str = "",
+        intercept: str | None = None,
     ) -> Experiment:
         """Start an A/B experiment served under `name`. Each arm's model (base, `adapter`, `adapter@alias`,
         `adapter@<version>`) is pinned to its current version now, so aliases moving later do not change a
@@ -777,6 +779,11 @@ class AdapterRegistry:
                 raise ConflictError(
                     f"an experiment named {name!r} already exists ({state.experiments[name].status})"
                 )
+            if intercept is not None:
+                taken = [e.name for e in state.experiments.values() if e.is_active and e.intercept == intercept]
+                if taken:
+                    raise ConflictError(f"{intercept!r} is already intercepted by experiment {taken[0]!r}")
+                self._resolve_in(state, intercept, allow_experiment=False)
             pinned = [self._arm(state, spec, i) for i, spec in enumerate(arms)]
             targets = [a.target for a in pinned]
             if len(set(targets)) != len(targets):
@@ -797,6 +804,7 @@ class AdapterRegistry:
                     created_at=utcnow(),
                     stopped_at=None,
                     description=description,
+                    intercept=intercept,
                 )
             )
         return self.get_experiment(name)

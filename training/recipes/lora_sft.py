@@ -4,7 +4,7 @@
       1. runtime: threads, seeds, device
       2. tokenizer + base model (fp32 on CPU, bf16 on GPU; 4-bit NF4 via bitsandbytes for QLoRA)
       3. adapter: a fresh LoRA, or the parent adapter (sequential / transfer) loaded trainable
-      4. trainer: SFTConfig from the config (packing / length grouping, grad accumulation, eval,
+      4. trainer: SFTConfig from the config (packed rows / length grouping, grad accumulation, eval,
          checkpoints, early stopping), the metrics callback (loss, val loss, lr, grad norm, tokens/s,
          memory; NaN / explosion stops the run)
       5. train (resuming from the latest checkpoint when asked), final validation loss
@@ -199,8 +199,7 @@ def sft_arguments(config: TrainingConfig, job: RecipeJob) -> Any:
         disable_tqdm=True,
         dataloader_num_workers=0,
         max_length=config.data.max_seq_length,
-        packing=t.batching == "packed",
-        packing_strategy="bfd",
+        packing=False,  # "packed" rows are built by training.recipes.packing (see there why not TRL's)
         train_sampling_strategy="group_by_length" if t.batching == "grouped" else "random",
         dataset_num_proc=None,
     )
@@ -261,8 +260,10 @@ def run(
 
     # 2-3. Tokenizer, base model, adapter
     import torch
-    from transformers import AutoTokenizer, EarlyStoppingCallback
+    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback
     from trl import SFTTrainer
+
+    from training.recipes.packing import PackedRowsCollator, pack_rows
 
     tokenizer = AutoTokenizer.from_pretrained(str(config.base_model))
     if tokenizer.pad_token is None:
@@ -275,14 +276,23 @@ def run(
     if config.train.early_stopping_patience and job.validation is not None:
         callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience, config.train.early_stopping_threshold))
     resume = _latest_checkpoint(config, job, emit)
+    train_data, eval_data, collator = job.train, job.validation, None
+    if config.train.batching == "packed":
+        train_data = pack_rows(train_data, config.data.max_seq_length)
+        eval_data = pack_rows(eval_data, config.data.max_seq_length) if eval_data is not None else None
+        collator = PackedRowsCollator(tokenizer.pad_token_id)
+        emit({"type": "log", "message": f"packed {len(job.train)} sequences into {len(train_data)} rows "
+                                        f"of <= {config.data.max_seq_length} tokens"})
     trainer = SFTTrainer(
         model=model,
         args=sft_arguments(config, job),
-        train_dataset=job.train,
-        eval_dataset=job.validation,
+        data_collator=collator,
+        train_dataset=train_data,
+        eval_dataset=eval_data,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    trainer.remove_callback(PrinterCallback)  # events replace the trainer's stdout dicts
     if device == "cpu":
         # TRL casts QLoRA adapter weights to bf16 (a GPU recommendation); on CPU fp32 is faster and exact.
         for param in trainer.model.parameters():

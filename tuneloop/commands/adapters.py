@@ -148,9 +148,10 @@ def exp_create(
     arm: Annotated[list[str], typer.Option("--arm", help="MODEL=WEIGHT, repeatable (≥ 2, or 1 + --shadow).")],
     shadow: Annotated[str | None, typer.Option(help="Shadow model: gets a copy, response discarded.")] = None,
     description: Annotated[str, typer.Option()] = "",
+    intercept: Annotated[str | None, typer.Option(help="Take over this model name's traffic (canary).")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Create an experiment: clients send model=NAME and are split sticky-by-user across arms."""
+    """Create an experiment: clients send model=NAME (or the intercepted name) and are split by user."""
     arms = []
     for spec in arm:
         model, _, weight = spec.rpartition("=")
@@ -161,7 +162,7 @@ def exp_create(
         except ValueError as exc:
             raise typer.BadParameter(f"--arm {spec!r}: weight must be a number") from exc
     registry, _ = open_cli_registry(config)
-    exp = registry.create_experiment(name, arms, shadow=shadow, description=description)
+    exp = registry.create_experiment(name, arms, shadow=shadow, description=description, intercept=intercept)
     print(json.dumps(exp.to_dict(), indent=2, default=str))
 
 

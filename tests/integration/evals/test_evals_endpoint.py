@@ -48,7 +48,7 @@ def test_k_shot_baseline_report_and_gate_on_identical_models(
     assert all(r.complete for r in runs)
     files = write_report(eval_report(runs, title="k-shot baseline"), tmp_path / "report")
     data = json.loads(files.json.read_text())
-    assert [r["label"] for r in data["runs"]] == [model, f"{model} (3-shot)", model]
+    assert [r["label"] for r in data["runs"]] == [model, f"{model} (3-shot)", f"{model} #2"]
     # The same model is no improvement over itself: the gate must not promote it.
     decision = gate(runs[0], runs[2], GatePolicy(target=("intents",), min_pairs=5))
     assert not decision.passed

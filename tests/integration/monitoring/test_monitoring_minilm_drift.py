@@ -10,7 +10,7 @@ import pytest
 
 from evals.datasets.support_desk import generate_tickets
 from monitoring.drift import check_input_drift
-from monitoring.embeddings import EMBEDDING_DIM, encode, get_model
+from monitoring.embeddings import EMBEDDING_DIM, encode, get_model, text_cache
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +33,26 @@ def new_world_prompts(n: int, seed: int) -> list[str]:
 
 
 def test_minilm_embeddings_are_normalised_and_cached() -> None:
-    vectors = encode(["How long does a refund take?", "Which countries do you ship to?"])
-    assert vectors.shape == (2, EMBEDDING_DIM) and vectors.dtype == np.float32
+    texts = [
+        "How long does a refund take?",
+        "Which countries do you ship to?",
+        "How long does a refund take?",
+    ]
+    vectors = encode(texts)
+    assert vectors.shape == (3, EMBEDDING_DIM) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert np.array_equal(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])
     assert get_model() is get_model()
+    hits = text_cache.hits
+    again = encode(texts[:2])
+    assert text_cache.hits == hits + 2 and np.array_equal(again, vectors[:2])
+    fresh = encode(texts[:1], cache=False)
+    assert np.allclose(fresh[0], vectors[0], atol=1e-5)
+    # related questions sit closer than unrelated ones
+    a, b, c = encode(
+        ["How do I get my money back?", "Can I have a refund?", "Which countries do you ship to?"]
+    )
+    assert float(a @ b) > float(a @ c)
     assert encode([]).shape == (0, EMBEDDING_DIM)
     with pytest.raises(TypeError):
         encode("one string")

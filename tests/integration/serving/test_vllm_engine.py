@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -210,3 +211,21 @@ async def test_corrupt_adapter_fails_cleanly_and_engine_keeps_serving(
     await engine.check_health()
     assert "corrupt@0002" not in await engine.list_loras()
     assert _text(await _collect(engine, _request(prompt=PROBE, max_tokens=PROBE_TOKENS))) == base_text
+
+
+async def test_config_validation_and_cpu_engine_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="max_lora_rank"):
+        VLLMEngineConfig(model="m", max_lora_rank=12)
+    with pytest.raises(ValueError, match="max_cpu_loras"):
+        VLLMEngineConfig(model="m", max_loras=4, max_cpu_loras=2)
+    engine = VLLMEngine(VLLMEngineConfig(model="/models/x", engine_kwargs={"max_num_seqs": 7}))
+    assert engine.model_id == "x"
+    if engine.device != "cpu":
+        pytest.skip("CPU defaults only")
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")  # set by the operator: left alone
+    args = engine.engine_args()
+    assert (args.dtype, args.enforce_eager, args.max_num_seqs) == ("float32", True, 7)
+    assert (args.enable_lora, args.max_loras, args.max_lora_rank) == (True, 4, 16)
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"

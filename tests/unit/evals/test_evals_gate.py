@@ -77,6 +77,10 @@ def test_regression_on_one_slice_fails_the_gate(run_factory: Callable[..., Any])
     failed = {c.scope for c in decision.failed_checks()}
     assert "regression/billing" in failed
     assert "regression/shipping" not in failed
+    # Evidence beyond the decision: every metric's paired delta per suite and slice.
+    billing = next(d for d in decision.deltas if d["suite"] == "regression" and d["scope"] == "billing")
+    assert billing["delta"] == -1.0 and billing["n_pairs"] == 30
+    assert {d["scope"] for d in decision.deltas if d["suite"] == "target"} == {"__all__"}
 
 
 def test_small_drop_within_margin_passes_non_inferiority(run_factory: Callable[..., Any]) -> None:

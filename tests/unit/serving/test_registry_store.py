@@ -64,7 +64,7 @@ SHARED_COLUMNS = {
     },
     "aliases": {"name", "alias", "version", "updated_at"},
     "alias_events": {"id", "name", "alias", "from_version", "to_version", "kind", "actor", "reason", "at"},
-    "experiments": {"name", "arms", "shadow", "status", "created_at", "stopped_at", "description"},
+    "experiments": {"name", "arms", "shadow", "status", "created_at", "stopped_at", "description", "intercept"},
     "registry_state": {"id", "generation", "updated_at"},
     "replicas": {"replica_id", "loaded", "generation", "heartbeat_at", "failed"},
     "staged_versions": {"token", "name", "version", "created_at", "expires_at"},

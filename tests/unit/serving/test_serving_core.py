@@ -226,3 +226,21 @@ def test_feedback_round_trip(h: Harness) -> None:
     assert h.client.post("/v1/feedback", json={"id": "chatcmpl-unknown", "thumbs": 1}).status_code == 404
     assert h.client.post("/v1/feedback", json={"id": rid}).status_code == 400
     assert h.client.post("/v1/feedback", json={"id": rid, "rating": 7}).status_code == 400
+
+
+def test_canary_experiment_intercepts_an_adapter_name(h: Harness) -> None:
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    v2 = h.registry.register(h.adapter(2), "support", alias="challenger")
+    r = h.admin("POST", "/admin/experiments", json={
+        "name": "support-canary", "intercept": "support",
+        "arms": [{"model": "support@champion", "weight": 0.5}, {"model": "support@challenger", "weight": 0.5}]})
+    assert r.status_code == 201, r.text
+    seen = {h.chat("support", user=f"u{i}").headers["x-tuneloop-served-by"] for i in range(30)}
+    assert seen == {v1.short_ref, v2.short_ref}
+    assert h.chat("support@champion").headers["x-tuneloop-served-by"] == v1.short_ref  # explicit refs bypass
+    r = h.admin("POST", "/admin/experiments", json={
+        "name": "second", "intercept": "support",
+        "arms": [{"model": "support@champion", "weight": 1}, {"model": "support@challenger", "weight": 1}]})
+    assert r.status_code == 409
+    assert h.admin("POST", "/admin/experiments/support-canary/stop").status_code == 200
+    assert {h.chat("support", user=f"u{i}").headers["x-tuneloop-served-by"] for i in range(10)} == {v1.short_ref}

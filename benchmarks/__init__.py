@@ -1,0 +1,1 @@
+"""Benchmarks of tuneloop: one script per benchmark (`python -m benchmarks.NAME`), results in `results/`."""

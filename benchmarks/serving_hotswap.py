@@ -1,0 +1,453 @@
+"""Benchmark: hot-swapping an adapter alias under load — failed requests and time to the new version.
+
+Question: when `name@champion` is moved to another version (and rolled back) while clients stream
+requests at it, does any request fail, and how soon is the new version serving? Goals (issue 3): 0 failed
+requests; < 1 s from the swap call to the first response served by the new version.
+
+Setup: `tuneloop serve` with the default model; two versions of adapter `sw` (real peft LoRA adapters,
+r=16 on q/k/v/o) registered through the admin API, v1 behind alias `champion`.
+
+Load: 32 closed-loop clients stream chat completions to model `sw` (temperature 0, max_tokens=64) for
+60 s. Meanwhile the alias is moved 10 times (`PUT /admin/adapters/sw/aliases/champion`, alternating
+v2, v1, ...) at fixed intervals and finally rolled back (`POST /admin/adapters/sw/rollback`). A probe
+client sends one tiny streamed request (max_tokens=1) after another to `sw`, so a version change shows up
+within one request's header time instead of waiting for a 64-token load request to end; the probe's
+requests count as traffic too (failures included).
+
+Measured:
+* failed requests: any non-200, an error event in the stream, or a stream without `data: [DONE]`;
+* per change: the admin call's own duration (and the server's `staged_s`: until every replica had the
+  target loaded and smoke-tested), and the time from the call's start to the first response (load or
+  probe) whose `x-tuneloop-served-by` header names the new version; stale responses (a request started
+  after the call returned but served by the old version);
+* throughput during the swaps relative to a steady period without swaps measured just before (same run);
+* peak RSS of the service's whole process tree during the load.
+
+Run: `python -m benchmarks.serving_hotswap` (~4 minutes on 2 cores; `--quick` for a smoke run).
+Writes benchmarks/results/serving_hotswap.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.common import (
+    AdminClient,
+    RequestResult,
+    ResourceMonitor,
+    ServerProcess,
+    environment,
+    exit_cleanly_on_sigterm,
+    fmt,
+    http_client,
+    log,
+    machine_load,
+    make_peft_adapter,
+    md_table,
+    median,
+    ms,
+    ratio,
+    run_closed_loop,
+    stream_chat,
+    summarize,
+    tuneloop_server,
+    wait_served_by,
+    warm_up,
+    workdir,
+    write_results,
+)
+
+NAME = "serving_hotswap"
+ADAPTER = "sw"
+ALIAS = "champion"
+GOAL_SWITCH_S = 1.0
+
+
+@dataclass(slots=True)
+class Change:
+    """One alias change made during the load, as the client saw it."""
+
+    kind: str  # "swap" | "rollback"
+    target_short: str  # name@version12 the alias should serve afterwards
+    from_short: str
+    call_start: float
+    call_end: float = 0.0
+    status: str = "ok"
+    server: dict[str, Any] | None = None
+
+    @property
+    def call_s(self) -> float:
+        return self.call_end - self.call_start
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 4 clients, 20 s, 3 swaps + rollback")
+    p.add_argument("--concurrency", type=int, default=None, help="load clients (default 32)")
+    p.add_argument("--duration", type=float, default=None, help="seconds of load during swaps (default 60)")
+    p.add_argument("--swaps", type=int, default=None, help="alias moves before the rollback (default 10)")
+    p.add_argument("--steady", type=float, default=None, help="seconds of steady load first (default 30)")
+    p.add_argument("--max-tokens", type=int, default=None, help="output tokens per load request (default 64)")
+    p.add_argument(
+        "--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick with --quick)"
+    )
+    return p.parse_args(argv)
+
+
+def short(version: str) -> str:
+    return f"{ADAPTER}@{version[:12]}"
+
+
+async def probe_loop(url: str, stop: asyncio.Event, out: list[RequestResult]) -> None:
+    async with http_client(1) as client:
+        while not stop.is_set():
+            out.append(await stream_chat(client, url, ADAPTER, max_tokens=1, content="Hi"))
+            await asyncio.sleep(0.02)
+
+
+async def change_loop(
+    admin: AdminClient,
+    versions: list[str],
+    swaps: int,
+    start_at: float,
+    interval_s: float,
+    changes: list[Change],
+) -> None:
+    """Move the alias `swaps` times (alternating versions), then roll it back, one every `interval_s`."""
+    current = versions[0]
+    for k in range(swaps + 1):
+        await asyncio.sleep(max(0.0, start_at + k * interval_s - time.perf_counter()))
+        if k < swaps:
+            target = versions[(k + 1) % 2]
+            change = Change("swap", short(target), short(current), time.perf_counter())
+            try:
+                change.server = await admin.move_alias(ADAPTER, ALIAS, target)
+            except Exception as exc:  # noqa: BLE001 - recorded, the benchmark goes on
+                change.status = f"failed: {exc}"
+        else:
+            target = versions[(k - 1) % 2]  # the version before the last swap
+            change = Change("rollback", short(target), short(current), time.perf_counter())
+            try:
+                change.server = await admin.rollback(ADAPTER, ALIAS)
+                target = str(change.server.get("to_version", target))
+                change.target_short = short(target)
+            except Exception as exc:  # noqa: BLE001
+                change.status = f"failed: {exc}"
+        change.call_end = time.perf_counter()
+        changes.append(change)
+        log(f"  {change.kind} -> {change.target_short}: call {change.call_s * 1000:.0f} ms ({change.status})")
+        if change.status == "ok":
+            current = target
+
+
+def analyse(changes: list[Change], traffic: list[RequestResult]) -> list[dict[str, Any]]:
+    """Per change: time to the first response served by the target, and stale responses after the call."""
+    rows = []
+    heads = sorted(
+        (r for r in traffic if r.headers_at is not None and r.served_by), key=lambda r: r.headers_at or 0
+    )
+    for i, ch in enumerate(changes):
+        next_start = changes[i + 1].call_start if i + 1 < len(changes) else float("inf")
+        first = next(
+            (r for r in heads if (r.headers_at or 0) >= ch.call_start and r.served_by == ch.target_short),
+            None,
+        )
+        stale = [r for r in traffic if ch.call_end < r.started < next_start and r.served_by == ch.from_short]
+        to_first = None if first is None or first.headers_at is None else first.headers_at - ch.call_start
+        rows.append(
+            {
+                "kind": ch.kind,
+                "from": ch.from_short,
+                "to": ch.target_short,
+                "status": ch.status,
+                "call_ms": ch.call_s * 1000,
+                "server_staged_ms": ms((ch.server or {}).get("staged_s")),
+                "server_total_ms": ms((ch.server or {}).get("total_s")),
+                "to_first_new_response_ms": ms(to_first),
+                "first_new_after_call_returned_ms": None
+                if first is None or first.headers_at is None
+                else (first.headers_at - ch.call_end) * 1000,
+                "stale_responses_after_call": len(stale),
+            }
+        )
+    return rows
+
+
+async def measure(
+    server: ServerProcess, folders: dict[str, Path], args: argparse.Namespace, cfg: dict[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"start_s": server.start_s}
+    conc, max_tokens = cfg["concurrency"], cfg["max_tokens"]
+    with ResourceMonitor(server) as mon:
+        out["idle_rss_gib"] = mon.peak_rss_bytes / 2**30
+        admin = AdminClient(server.url)
+        try:
+            v1 = (await admin.register(folders["v1"], ADAPTER, alias=ALIAS))["version"]
+            v2 = (await admin.register(folders["v2"], ADAPTER))["version"]
+            await wait_served_by(server.url, ADAPTER, short(v1))
+            log(f"registered {short(v1)} (champion) and {short(v2)}")
+            await warm_up(
+                server.url, [ADAPTER], concurrency=conc, requests=max(conc, 8), max_tokens=max_tokens
+            )
+
+            async def one(client: httpx.AsyncClient, idx: int, seq: int) -> RequestResult:
+                return await stream_chat(client, server.url, ADAPTER, max_tokens=max_tokens)
+
+            log(f"steady load: {conc} clients for {cfg['steady_s']:.0f} s")
+            mon.start_window()
+            steady = await run_closed_loop(one, conc, duration_s=cfg["steady_s"])
+            steady_sum = summarize(steady, expected_tokens=max_tokens)
+            steady_sum["resources"] = mon.end_window().to_dict()
+
+            log(f"swap load: {conc} clients for {cfg['duration_s']:.0f} s, {cfg['swaps']} swaps + rollback")
+            changes: list[Change] = []
+            probes: list[RequestResult] = []
+            stop_probe = asyncio.Event()
+            mon.start_window()
+            t0 = time.perf_counter()
+            interval = (cfg["duration_s"] - cfg["lead_s"]) / (cfg["swaps"] + 1)
+            probe = asyncio.create_task(probe_loop(server.url, stop_probe, probes))
+            changer = asyncio.create_task(
+                change_loop(admin, [v1, v2], cfg["swaps"], t0 + cfg["lead_s"], interval, changes)
+            )
+            pss = asyncio.create_task(asyncio.sleep(cfg["duration_s"] / 2))
+            load = await run_closed_loop(one, conc, duration_s=cfg["duration_s"])
+            await changer  # a slow change may outlast the load; its traffic is the probe's
+            await pss
+            await asyncio.to_thread(mon.snapshot_pss)
+            await asyncio.sleep(1.0)
+            stop_probe.set()
+            await probe
+            swap_sum = summarize(load, expected_tokens=max_tokens)
+            swap_sum["resources"] = mon.end_window().to_dict()
+        finally:
+            await admin.aclose()
+        out["memory"] = mon.summary()
+    traffic = load.results + probes
+    served: dict[str, int] = {}
+    for r in traffic:
+        served[r.served_by or "?"] = served.get(r.served_by or "?", 0) + 1
+    per_change = analyse(changes, traffic)
+    failed = [r for r in traffic if not r.ok]
+    out.update(
+        {
+            "versions": {"v1": short(v1), "v2": short(v2)},
+            "steady": steady_sum,
+            "during_swaps": swap_sum,
+            "throughput_ratio_during_swaps": ratio(swap_sum["tokens_per_s"], steady_sum["tokens_per_s"]),
+            "probe_requests": len(probes),
+            "probe_failed": sum(1 for r in probes if not r.ok),
+            "load_requests": len(load.results),
+            "load_failed": sum(1 for r in load.results if not r.ok),
+            "failed_total": len(failed),
+            "failed_errors_sample": sorted({r.error or "?" for r in failed})[:10],
+            "served_by_counts": served,
+            "changes": per_change,
+        }
+    )
+    return out
+
+
+def report(
+    result: dict[str, Any], cfg: dict[str, Any], env: dict[str, Any], load: dict[str, Any], quick: bool
+) -> tuple[dict[str, Any], str]:
+    changes = result["changes"]
+    ok_changes = [c for c in changes if c["status"] == "ok"]
+    to_first = [
+        c["to_first_new_response_ms"] for c in ok_changes if c["to_first_new_response_ms"] is not None
+    ]
+    calls = [c["call_ms"] for c in ok_changes]
+    missing = sum(1 for c in ok_changes if c["to_first_new_response_ms"] is None)
+    summary = {
+        "changes": len(changes),
+        "changes_failed": len(changes) - len(ok_changes),
+        "to_first_new_ms_median": median(to_first),
+        "to_first_new_ms_max": max(to_first, default=None),
+        "changes_without_new_response": missing,
+        "call_ms_median": median(calls),
+        "call_ms_max": max(calls, default=None),
+        "stale_responses": sum(c["stale_responses_after_call"] for c in changes),
+        "failed_requests": result["failed_total"],
+        "peak_rss_gib": result["memory"]["peak_rss_gib"],
+    }
+    goals = {
+        "failed_requests": {
+            "goal": "0",
+            "value": summary["failed_requests"],
+            "met": summary["failed_requests"] == 0,
+        },
+        "swap_to_first_new_response_s": {
+            "goal": f"< {GOAL_SWITCH_S}",
+            "value": None
+            if summary["to_first_new_ms_max"] is None
+            else summary["to_first_new_ms_max"] / 1000,
+            "met": bool(to_first) and missing == 0 and max(to_first) < GOAL_SWITCH_S * 1000,
+        },
+    }
+    payload = {
+        "benchmark": NAME,
+        "quick": quick,
+        "config": cfg,
+        "environment": env,
+        "load_before": load,
+        "summary": summary,
+        "goals": goals,
+        "result": result,
+    }
+    st, sw = result["steady"], result["during_swaps"]
+    swap_ratio = result["throughput_ratio_during_swaps"]
+    pss_gib = (result["memory"].get("pss_snapshot") or {}).get("pss_gib")
+    md = [
+        f"# Hot-swap under load{' (quick smoke run)' if quick else ''}",
+        "",
+        f"{env['date_utc']}, commit {env['git_commit']}, {env['cpu_count']} CPUs, load average before "
+        f"{load['loadavg_1_5_15']}. {cfg['concurrency']} closed-loop clients streaming chat completions "
+        f"(max_tokens={cfg['max_tokens']}) to `{ADAPTER}` for {cfg['duration_s']:.0f} s while "
+        f"`{ADAPTER}@{ALIAS}` is moved {cfg['swaps']} times and rolled back, plus one probe client "
+        "(max_tokens=1, back to back). tuneloop poll interval 0.2 s (default), one replica.",
+        "",
+        "## Summary",
+        "",
+    ]
+    md.append(
+        md_table(
+            ["measure", "value"],
+            [
+                [
+                    "failed requests (load + probe)",
+                    f"{result['failed_total']} of {result['load_requests'] + result['probe_requests']}",
+                ],
+                ["alias changes (failed)", f"{summary['changes']} ({summary['changes_failed']})"],
+                [
+                    "swap call → first response by the new version, median / max ms",
+                    f"{fmt(summary['to_first_new_ms_median'], 0)} / {fmt(summary['to_first_new_ms_max'], 0)}",
+                ],
+                [
+                    "swap call duration, median / max ms",
+                    f"{fmt(summary['call_ms_median'], 0)} / {fmt(summary['call_ms_max'], 0)}",
+                ],
+                [
+                    "stale responses (old version, request started after the call returned)",
+                    summary["stale_responses"],
+                ],
+                [
+                    "tokens/s steady → during swaps (ratio)",
+                    f"{fmt(st['tokens_per_s'])} → {fmt(sw['tokens_per_s'])} ({fmt(swap_ratio, 3)})",
+                ],
+                ["TTFT p50 ms steady → during swaps", f"{fmt(st['ttft_ms_p50'])} → {fmt(sw['ttft_ms_p50'])}"],
+                [
+                    "other CPU cores steady / during swaps",
+                    f"{fmt(st['resources']['other_cores'], 2)} / {fmt(sw['resources']['other_cores'], 2)}",
+                ],
+                [
+                    "peak RSS of the service GiB (PSS snapshot)",
+                    f"{fmt(summary['peak_rss_gib'], 2)} ({fmt(pss_gib, 2)})",
+                ],
+            ],
+        )
+    )
+    md += ["", "## Goals", ""]
+    md.append(
+        md_table(
+            ["goal", "target", "measured", "met"],
+            [[k, v["goal"], v["value"], v["met"]] for k, v in goals.items()],
+            digits=3,
+        )
+    )
+    md += ["", "## Each change", ""]
+    md.append(
+        md_table(
+            [
+                "#",
+                "kind",
+                "to",
+                "call ms",
+                "server staged ms",
+                "→ first new response ms",
+                "after call returned ms",
+                "stale",
+                "status",
+            ],
+            [
+                [
+                    i + 1,
+                    c["kind"],
+                    c["to"],
+                    c["call_ms"],
+                    c["server_staged_ms"],
+                    c["to_first_new_response_ms"],
+                    c["first_new_after_call_returned_ms"],
+                    c["stale_responses_after_call"],
+                    c["status"],
+                ]
+                for i, c in enumerate(changes)
+            ],
+            digits=0,
+        )
+    )
+    if result["failed_errors_sample"]:
+        md += ["", "Errors seen: " + "; ".join(f"`{e}`" for e in result["failed_errors_sample"])]
+    md += ["", f"Run: `python -m benchmarks.{NAME}` (`--quick` for a smoke run)."]
+    return payload, "\n".join(md)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    exit_cleanly_on_sigterm()
+    from serving.models import prepare_default_model
+
+    model_path = prepare_default_model()
+    cfg = {
+        "concurrency": args.concurrency or (4 if args.quick else 32),
+        "duration_s": args.duration or (20.0 if args.quick else 60.0),
+        "swaps": args.swaps if args.swaps is not None else (3 if args.quick else 10),
+        "steady_s": args.steady or (10.0 if args.quick else 30.0),
+        "max_tokens": args.max_tokens or (16 if args.quick else 64),
+        "lead_s": 3.0,
+    }
+    env = environment()
+    load = machine_load()
+    with workdir("tuneloop-bench-hotswap-") as wd:
+        log("making adapters")
+        made = {
+            v: make_peft_adapter(
+                model_path,
+                wd / "adapters" / v,
+                seed=10 + i,
+                r=16,
+                target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+            )
+            for i, v in enumerate(("v1", "v2"))
+        }
+        server, setup = tuneloop_server(model_path, wd)
+        folders = {
+            v: Path(shutil.copytree(src, setup.incoming / f"{ADAPTER}-{v}")) for v, src in made.items()
+        }
+        log(f"starting tuneloop (load average {load['loadavg_1_5_15']})")
+        try:
+            server.start()
+            log(f"tuneloop ready in {server.start_s:.1f} s")
+            result = asyncio.run(measure(server, folders, args, cfg))
+        except BaseException:
+            log(f"tuneloop failed; log tail:\n{server.log_tail()}")
+            raise
+        finally:
+            server.stop()
+    payload, md = report(result, cfg, env, load, args.quick)
+    json_path, md_path = write_results(args.name or (f"{NAME}_quick" if args.quick else NAME), payload, md)
+    print(md)
+    log(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
