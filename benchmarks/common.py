@@ -660,6 +660,8 @@ class ResourceMonitor:
                     rss = p.memory_info().rss
                     t = p.cpu_times()
                     name = p.name()
+                    if name in ("python", "python3") or name.startswith("python3."):
+                        name = " ".join(p.cmdline()[1:3])[-60:] or name
             except psutil.Error:
                 continue
             total += rss

@@ -232,7 +232,12 @@ def write_atomically(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
         handle.write(text)
         tmp = Path(handle.name)
+    tmp.chmod(0o644)
     os.replace(tmp, path)
+
+
+def _whole(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -280,12 +285,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"Stream switches to the changed world ({lat['share_changed']:.0%} of requests); sliding window "
         f"of the last {lat['window']} prompts, checked every {lat['check_every']} requests, "
         f"alpha {lat['alpha']}, "
-        f"{lat['runs']} runs: median **{lat['median_requests_to_alarm']}** requests from the switch to the "
-        f"alarm (p90 {lat['p90_requests_to_alarm']}), {lat['missed']} missed within {lat['missed_within']}; "
+        f"{lat['runs']} runs: median **{_whole(lat['median_requests_to_alarm'])}** requests from the switch "
+        f"to the alarm (p90 {_whole(lat['p90_requests_to_alarm'])}), {lat['missed']} missed within "
+        f"{lat['missed_within']}; "
         f"false alarms before the switch {lat['pre_change_false_alarm_rate']:.3f} of "
         f"{lat['pre_change_checks']} checks.",
         "",
         "## Cost of one check (500 reference + 500 live prompts)",
+        "",
+        "Wall-clock on the shared machine at the load average above (other jobs competed for the 2 cores).",
         "",
         "| step | ms |",
         "|---|---:|",

@@ -213,13 +213,18 @@ async def test_corrupt_adapter_fails_cleanly_and_engine_keeps_serving(
     assert _text(await _collect(engine, _request(prompt=PROBE, max_tokens=PROBE_TOKENS))) == base_text
 
 
-async def test_config_validation_and_cpu_engine_args(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_config_validation_and_cpu_engine_args(
+    default_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ValueError, match="max_lora_rank"):
         VLLMEngineConfig(model="m", max_lora_rank=12)
     with pytest.raises(ValueError, match="max_cpu_loras"):
         VLLMEngineConfig(model="m", max_loras=4, max_cpu_loras=2)
-    engine = VLLMEngine(VLLMEngineConfig(model="/models/x", engine_kwargs={"max_num_seqs": 7}))
-    assert engine.model_id == "x"
+    config = VLLMEngineConfig(
+        model=str(default_model_path), served_model_id="base", engine_kwargs={"max_num_seqs": 7}
+    )
+    engine = VLLMEngine(config)
+    assert engine.model_id == "base"
     if engine.device != "cpu":
         pytest.skip("CPU defaults only")
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)

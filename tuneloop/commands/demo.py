@@ -1,0 +1,109 @@
+"""`tuneloop demo` (the main job), `tuneloop loop`, `tuneloop status`, `tuneloop lineage`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(
+        port: Annotated[int, typer.Option(help="HTTP port of the demo service.")] = 8000,
+        home: Annotated[Path | None, typer.Option(help="State folder (default: a new one under ~/.cache/tuneloop/demo).")] = None,
+        base_model: Annotated[str, typer.Option(help="'default' or a local HF model folder.")] = "default",
+        requests: Annotated[int, typer.Option(help="Requests before the world changes.")] = 80,
+        timeout: Annotated[float, typer.Option(help="Give up after this many seconds after the drift.")] = 1800,
+        seed: Annotated[int, typer.Option()] = 0,
+    ) -> None:
+        """The closed loop end to end: serve, drift, retrain, gate, canary, promote (CPU, ~15 min)."""
+        from tuneloop.demo import DemoOptions, default_home, run_demo
+
+        opts = DemoOptions(home=home or default_home(), port=port, base_model=base_model,
+                           phase_a_requests=requests, timeout_s=timeout, seed=seed)
+        summary = run_demo(opts, console)
+        if summary.get("outcome") not in ("promoted", "rolled_back", "rejected"):
+            raise typer.Exit(1)
+
+    @app.command()
+    def loop(
+        adapter: Annotated[str, typer.Option(help="Adapter name whose champion the loop keeps good.")] = "support",
+        config: Annotated[Path | None, typer.Option(help="tuneloop settings YAML.")] = None,
+        loop_config: Annotated[Path | None, typer.Option("--loop-config", help="Loop settings YAML.")] = None,
+        service_url: Annotated[str, typer.Option()] = "http://127.0.0.1:8000",
+        once: Annotated[bool, typer.Option(help="One tick, then exit.")] = False,
+    ) -> None:
+        """Run the monitoring loop next to a running service (Ctrl-C stops it between steps)."""
+        import yaml
+
+        from monitoring.loop import LoopController, LoopSettings
+        from tuneloop.commands.adapters import open_cli_registry
+
+        registry, settings = open_cli_registry(config)
+        raw = yaml.safe_load(loop_config.read_text()) if loop_config else {}
+        raw.setdefault("adapter", adapter)
+        raw.setdefault("database_url", settings.serving.resolved_database_url())
+        raw.setdefault("service_url", service_url)
+        controller = LoopController(LoopSettings.model_validate(raw), registry,
+                                    base_model_path=_base_path(settings))
+        if once:
+            controller.store.acquire()
+            try:
+                r = controller.tick()
+            finally:
+                controller.store.release()
+            console.print(f"{r.state}: {r.message}")
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        controller.run(stop, on_tick=lambda r: console.print(f"[dim]{r.state}[/dim] {r.message}"))
+
+    @app.command()
+    def status(
+        adapter: Annotated[str, typer.Option()] = "support",
+        config: Annotated[Path | None, typer.Option()] = None,
+    ) -> None:
+        """The loop's current state, the champion and recent runs."""
+        from monitoring.loop import LoopController, LoopSettings
+        from tuneloop.commands.adapters import open_cli_registry
+
+        registry, settings = open_cli_registry(config)
+        controller = LoopController(LoopSettings(adapter=adapter,
+                                                 database_url=settings.serving.resolved_database_url()), registry)
+        print(json.dumps(controller.status(), indent=2, default=str))
+
+    @app.command()
+    def lineage(
+        ref: Annotated[str, typer.Argument(help="ADAPTER[@VERSION or alias]")],
+        config: Annotated[Path | None, typer.Option()] = None,
+    ) -> None:
+        """The adapter's ancestry and the loop events that produced each version."""
+        from monitoring.loop_store import LoopStore
+        from tuneloop.commands.adapters import open_cli_registry
+
+        registry, settings = open_cli_registry(config)
+        name, _, v = ref.partition("@")
+        chain = registry.lineage(name, v or "champion")
+        store = LoopStore(settings.serving.resolved_database_url(), loop=f"{registry.base_model_id}/{name}")
+        for version in chain:
+            run_id = (version.metadata or {}).get("loop_run")
+            console.print(f"[bold]{version.short_ref}[/bold] parent={version.parent or 'base'} "
+                          f"dataset={version.dataset_hash or '-'} created={version.created_at:%Y-%m-%d %H:%M}")
+            if run_id:
+                for e in store.events(run_id):
+                    console.print(f"   {e.at:%H:%M:%S} {e.kind:10s} {e.message}")
+
+
+def _base_path(settings: object) -> Path:
+    from serving.models import resolve_base_model
+
+    return resolve_base_model(settings.serving.base_model)  # type: ignore[attr-defined]

@@ -1,0 +1,340 @@
+"""`tuneloop demo`: the closed loop end to end on the embedded defaults (CPU, local Ray, SQLite).
+
+The story, for Lumen Home's support desk (data generated deterministically by `evals.datasets.support_desk`):
+
+1. start the service (Ray Serve + vLLM on CPU) and train the first `support` adapter on the desk's
+   shipping, account and billing tickets; it becomes `support@champion`;
+2. serve that traffic; simulated customers rate answers and correct wrong ones (`POST /v1/feedback`);
+3. the world changes: a refund policy launches and refund questions flood in — answers the champion
+   cannot give;
+4. the monitoring loop scores the traffic, detects input drift (MiniLM embeddings, MMD test) and the
+   quality drop, builds a dataset from the refund corrections plus a replay of the old data, trains a new
+   adapter from the champion (sequential LoRA, a Ray task), gates it with evals against the champion,
+   canaries it on live traffic and promotes it;
+5. a terminal summary and an HTML report (quality timeline per served version, drift statistic vs its
+   threshold, the loop's events, before/after per slice) close the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from evals.datasets.support_desk import INTENTS, SYSTEM_PROMPT, SupportTicket, chat_records, generate_tickets
+
+OLD_WORLD = tuple(i for i in INTENTS if i != "refunds")
+NEW_SLICE = "refunds"
+ADAPTER = "support"
+
+
+@dataclass
+class DemoOptions:
+    home: Path
+    port: int = 8000
+    base_model: str = "default"
+    seed: int = 0
+    phase_a_requests: int = 80
+    canary_weight: float = 0.5
+    timeout_s: float = 1800.0
+    concurrency: int = 4
+    correction_rate: float = 1.0
+    initial_epochs: float = 3.0
+    retrain_epochs: float = 3.0
+
+
+@dataclass
+class TrafficStats:
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    by_version: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+class Customers:
+    """Simulated customers: ask support questions, rate answers, correct the wrong ones."""
+
+    def __init__(self, base_url: str, seed: int, correction_rate: float) -> None:
+        self.base_url = base_url
+        self.rng = random.Random(seed)
+        self.correction_rate = correction_rate
+        self.stats = TrafficStats()
+        self._n = 0
+
+    async def ask(self, client: httpx.AsyncClient, ticket: SupportTicket) -> None:
+        self._n += 1
+        user = f"customer-{self.rng.randrange(10_000)}"
+        body = {"model": ADAPTER, "user": user, "max_tokens": 48, "temperature": 0.0,
+                "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": ticket.question}],
+                "metadata": {"intent": ticket.intent, "reference": ticket.key_fact, "ticket": ticket.id}}
+        self.stats.sent += 1
+        try:
+            r = await client.post(f"{self.base_url}/v1/chat/completions", json=body, timeout=300)
+        except httpx.HTTPError as exc:
+            self.stats.failed += 1
+            self.stats.errors.append(repr(exc))
+            return
+        if r.status_code != 200:
+            self.stats.failed += 1
+            self.stats.errors.append(f"{r.status_code}: {r.text[:200]}")
+            return
+        self.stats.ok += 1
+        served = r.headers.get("x-tuneloop-served-by", "?")
+        self.stats.by_version[served] = self.stats.by_version.get(served, 0) + 1
+        data = r.json()
+        answer = data["choices"][0]["message"]["content"]
+        correct = ticket.key_fact.lower() in answer.lower()
+        feedback: dict[str, Any] = {"id": data["id"], "thumbs": 1 if correct else -1, "source": "demo-customer"}
+        if not correct and self.rng.random() < self.correction_rate:
+            feedback["correction"] = ticket.answer
+        await client.post(f"{self.base_url}/v1/feedback", json=feedback, timeout=60)
+
+    async def run(self, tickets: list[SupportTicket], concurrency: int, stop: threading.Event | None = None,
+                  pause: threading.Event | None = None) -> None:
+        queue: asyncio.Queue[SupportTicket] = asyncio.Queue()
+        for t in tickets:
+            queue.put_nowait(t)
+
+        async def worker() -> None:
+            async with httpx.AsyncClient() as client:
+                while not queue.empty() and not (stop and stop.is_set()):
+                    while pause is not None and pause.is_set() and not (stop and stop.is_set()):
+                        await asyncio.sleep(0.5)
+                    try:
+                        ticket = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    await self.ask(client, ticket)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def _tickets(seed: int) -> tuple[list[SupportTicket], list[SupportTicket]]:
+    tickets = [t for t in generate_tickets(seed=seed, train_variants_per_question=4) if t.split == "train"]
+    old = [t for t in tickets if t.intent in OLD_WORLD]
+    new = [t for t in tickets if t.intent == NEW_SLICE]
+    return old, new
+
+
+def training_template(epochs: float) -> dict[str, Any]:
+    return {
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        "data": {"max_seq_length": 192, "split": {"validation": 0.1, "test": 0.0},
+                 "clean": {"near_duplicates": False}},
+        "train": {"epochs": epochs, "batch_size": 8, "learning_rate": 1e-3, "lr_scheduler": "cosine",
+                  "warmup_ratio": 0.05, "batching": "packed", "logging_steps": 1, "seed": 0},
+        "runtime": {"device": "auto", "num_cpus": 1, "timeout_s": 1800},
+    }
+
+
+def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
+    from monitoring.loop import (
+        CANARY,
+        TERMINAL,
+        TRAINING,
+        CanarySettings,
+        LoopController,
+        LoopSettings,
+    )
+    from monitoring.policy import InputDriftRule, QualityDriftRule, TriggerPolicy
+    from serving.config import ServingConfig
+    from serving.hotswap import swap_alias
+    from serving.models import resolve_base_model
+    from serving.runtime import open_registry
+    from training.api import train
+    from tuneloop.commands.serve import start_local_serve, stop_local_serve, wait_ready
+
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    home = opts.home
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "data").mkdir(exist_ok=True)
+    url = f"http://127.0.0.1:{opts.port}"
+
+    console.rule("[bold]tuneloop demo[/bold]: Lumen Home support desk")
+    with console.status("Preparing the default model…"):
+        base_path = resolve_base_model(opts.base_model)
+    serving = ServingConfig(base_model=str(base_path), home=home, replica_num_cpus=0.5, poll_interval_s=0.2,
+                            engine={"max_model_len": 1024, "kv_cache_gib": 1, "max_loras": 4,  # type: ignore[arg-type]
+                                    "max_lora_rank": 16})
+    db_url = serving.resolved_database_url()
+    old, new = _tickets(opts.seed)
+    replay = home / "data" / "replay.jsonl"
+    with replay.open("w", encoding="utf-8") as fh:
+        for rec in chat_records(old):
+            fh.write(json.dumps({"messages": rec["messages"]}) + "\n")
+
+    with console.status("Starting Ray + Serve + vLLM (CPU)…"):
+        start_local_serve(serving.model_dump(mode="json"), "127.0.0.1", opts.port)
+        wait_ready(url, 900)
+    timings["service_ready_s"] = time.monotonic() - t0
+    console.print(f"[green]✓[/green] service ready at {url}/v1 in {timings['service_ready_s']:.0f} s")
+    _, registry = open_registry(serving, base_path, base_path.name)
+    summary: dict[str, Any] = {"home": str(home)}
+    try:
+        # 1. the first champion
+        console.print(f"[bold]1.[/bold] Training the first '{ADAPTER}' adapter on {len(old)} tickets "
+                      f"({', '.join(OLD_WORLD)}) — LoRA on CPU through Ray")
+        cfg = training_template(opts.initial_epochs)
+        cfg.update({"name": "support-v1", "base_model": str(base_path), "base_model_id": base_path.name,
+                    "data": {**cfg["data"], "sources": [{"kind": "file", "path": str(replay)}]}})
+        t = time.monotonic()
+        result = train(cfg, use_ray=True, progress=True)
+        result.raise_for_status()
+        timings["initial_training_s"] = time.monotonic() - t
+        v1 = registry.register(result.adapter_dir, ADAPTER, training_config=cfg,
+                               metadata={"run_id": result.run_id, "metrics": result.metrics}, actor="demo")
+        swap_alias(registry, ADAPTER, "champion", v1.version, actor="demo", reason="initial champion")
+        console.print(f"[green]✓[/green] {v1.short_ref} is {ADAPTER}@champion "
+                      f"(loss {result.metrics.get('train_loss_first', '?')} → {result.metrics.get('train_loss', '?')})")
+
+        # 2. normal traffic
+        customers = Customers(url, opts.seed, opts.correction_rate)
+        rng = random.Random(opts.seed)
+        phase_a = [rng.choice(old) for _ in range(opts.phase_a_requests)]
+        console.print(f"[bold]2.[/bold] Serving {len(phase_a)} support requests (shipping/account/billing)…")
+        t = time.monotonic()
+        asyncio.run(customers.run(phase_a, opts.concurrency))
+        timings["phase_a_s"] = time.monotonic() - t
+        console.print(f"[green]✓[/green] {customers.stats.ok} served, {customers.stats.failed} failed")
+
+        # 3. the loop starts watching; the world changes
+        policy = TriggerPolicy(
+            name="demo",
+            input_drift=InputDriftRule(max_p_value=0.01, min_samples=40, min_reference_samples=40),
+            quality_drift=QualityDriftRule(min_drop=0.15, min_samples=20),
+            cooldown_minutes=0, max_trainings_per_day=4)
+        loop_settings = LoopSettings(
+            adapter=ADAPTER, database_url=db_url, service_url=url, policy=policy,
+            reference_size=min(opts.phase_a_requests, 80), live_size=80, check_interval_s=5,
+            training=training_template(opts.retrain_epochs), replay_path=replay, replay_weight=0.5,
+            min_corrections=15, canary=CanarySettings(weight=opts.canary_weight, min_requests_per_arm=12,
+                                                      margin=0.05, timeout_s=600),
+            state_dir=home / "loop")
+        events: list[tuple[float, str, str]] = []
+
+        def on_event(kind: str, message: str, evidence: dict[str, Any]) -> None:
+            events.append((time.monotonic() - t0, kind, message))
+            console.print(f"   [cyan]loop[/cyan] {message}")
+
+        controller = LoopController(loop_settings, registry, base_model_path=base_path, on_event=on_event)
+        stop_loop = threading.Event()
+        loop_state = {"state": "watching", "last": ""}
+
+        def on_tick(r: Any) -> None:
+            loop_state["state"], loop_state["last"] = r.state, r.message
+
+        loop_thread = threading.Thread(target=controller.run, args=(stop_loop,), kwargs={"on_tick": on_tick},
+                                       daemon=True, name="tuneloop-loop")
+        loop_thread.start()
+        drift_at = time.monotonic()
+        timings["drift_injected_at_s"] = drift_at - t0
+        console.print(f"[bold]3.[/bold] The world changes: a refund policy launches; "
+                      f"refund questions join the traffic")
+        stop_traffic, pause_traffic = threading.Event(), threading.Event()
+        mixed = []
+        for i in range(4000):
+            mixed.append(rng.choice(new) if i % 2 == 0 else rng.choice(old))
+
+        def traffic() -> None:
+            asyncio.run(customers.run(mixed, opts.concurrency, stop_traffic, pause_traffic))
+
+        traffic_thread = threading.Thread(target=traffic, daemon=True, name="demo-traffic")
+        traffic_thread.start()
+        deadline = time.monotonic() + opts.timeout_s
+        last_state = ""
+        final_run = None
+        while time.monotonic() < deadline:
+            state = loop_state["state"]
+            # keep the two cores for training and evals: customers wait while the loop trains or gates
+            if state in (TRAINING, "dataset_built", "trained", "gating"):
+                pause_traffic.set()
+            else:
+                pause_traffic.clear()
+            if state != last_state:
+                last_state = state
+                if state == CANARY:
+                    timings.setdefault("canary_started_s", time.monotonic() - t0)
+            if state in TERMINAL:
+                final_run = controller.store.runs(limit=1)[0]
+                break
+            time.sleep(1)
+        stop_traffic.set()
+        stop_loop.set()
+        loop_thread.join(60)
+        traffic_thread.join(60)
+        timings["drift_to_outcome_s"] = time.monotonic() - drift_at
+        timings["total_s"] = time.monotonic() - t0
+        summary.update(_summarise(controller, final_run, customers, timings, events, registry))
+        report_path = home / "demo-report.html"
+        from tuneloop.demo_report import write_demo_report
+
+        write_demo_report(report_path, summary, db_url, controller)
+        summary["report"] = str(report_path)
+        (home / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        _print_summary(console, summary)
+        return summary
+    finally:
+        with console.status("Stopping the service (draining)…"):
+            stop_local_serve()
+
+
+def _summarise(controller: Any, run: Any, customers: Customers, timings: dict[str, float],
+               events: list[tuple[float, str, str]], registry: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"timings": timings, "traffic": customers.stats.__dict__, "events": events}
+    if run is None:
+        out["outcome"] = "timeout"
+        return out
+    out["outcome"] = run.outcome
+    out["run_id"] = run.id
+    gate = run.data.get("gate") or {}
+    out["gate_passed"] = gate.get("passed")
+    out["gate_summary"] = gate.get("summary")
+    out["suites"] = gate.get("suites", {})
+    out["ab"] = {k: v for k, v in (run.data.get("ab") or {}).get("arms", {}).items()}
+    out["challenger"] = run.data.get("challenger")
+    champion = controller.champion()
+    out["champion_after"] = champion.ref if champion else None
+    out["lineage"] = [v.ref for v in registry.lineage(ADAPTER, champion.version)] if champion else []
+    out["drift"] = [{"detector": r.get("detector"), "statistic": r.get("statistic"), "p_value": r.get("p_value"),
+                     "threshold": r.get("threshold"), "drifted": r.get("drifted")}
+                    for r in run.data.get("drift_reports", [])]
+    return out
+
+
+def _print_summary(console: Console, s: dict[str, Any]) -> None:
+    console.rule("[bold]Summary[/bold]")
+    table = Table("suite (metric)", "champion", "challenger", "Δ points")
+    for suite, v in (s.get("suites") or {}).items():
+        c, n = v.get("champion"), v.get("challenger")
+        delta = f"{(n - c) * 100:+.1f}" if c is not None and n is not None else "?"
+        table.add_row(f"{suite} ({v.get('metric')})", f"{c:.3f}" if c is not None else "?",
+                      f"{n:.3f}" if n is not None else "?", delta)
+    console.print(table)
+    for d in s.get("drift", []):
+        console.print(f"drift {d['detector']}: statistic {d['statistic']}, p={d['p_value']} "
+                      f"(threshold {d['threshold']}) drifted={d['drifted']}")
+    t = s.get("timings", {})
+    console.print(f"outcome: [bold]{s.get('outcome')}[/bold]; champion now {s.get('champion_after')}")
+    console.print(f"lineage: {' ← '.join(x.split('@')[0] + '@' + x.split('@')[1][:12] for x in s.get('lineage', []))}")
+    console.print(f"drift → outcome: {t.get('drift_to_outcome_s', 0) / 60:.1f} min; "
+                  f"whole demo: {t.get('total_s', 0) / 60:.1f} min; traffic: {s['traffic']['ok']} ok, "
+                  f"{s['traffic']['failed']} failed")
+    console.print(f"report: {s.get('report')}")
+
+
+def default_home() -> Path:
+    from serving.config import default_home as home
+
+    return home() / "demo" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
