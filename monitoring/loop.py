@@ -50,8 +50,19 @@ PROMOTED = "promoted"
 ROLLED_BACK = "rolled_back"
 REJECTED = "rejected"
 FAILED = "failed"
-STATES = (WATCHING, TRIGGERED, DATASET_BUILT, TRAINING, TRAINED, GATING, CANARY, PROMOTED, ROLLED_BACK,
-          REJECTED, FAILED)
+STATES = (
+    WATCHING,
+    TRIGGERED,
+    DATASET_BUILT,
+    TRAINING,
+    TRAINED,
+    GATING,
+    CANARY,
+    PROMOTED,
+    ROLLED_BACK,
+    REJECTED,
+    FAILED,
+)
 TERMINAL = (PROMOTED, ROLLED_BACK, REJECTED, FAILED)
 
 
@@ -86,9 +97,16 @@ class LoopSettings(BaseModel):
     live_size: int = Field(200, ge=10)
     """Prompts in the live window: the newest traffic of the champion."""
     quality_scorer: str = "reference"
-    scorers: list[Any] = Field(default_factory=lambda: [
-        "feedback", {"kind": "reference", "metric": "contains_answer"}, "empty", "refusal", "repetition",
-        "truncation"])
+    scorers: list[Any] = Field(
+        default_factory=lambda: [
+            "feedback",
+            {"kind": "reference", "metric": "contains_answer"},
+            "empty",
+            "refusal",
+            "repetition",
+            "truncation",
+        ]
+    )
     """Scorers run on new traffic (names or `{kind: ..., options}`; see `monitoring.scorers`)."""
     check_interval_s: float = Field(15.0, gt=0)
     training: dict[str, Any] = Field(default_factory=dict)
@@ -122,8 +140,15 @@ EventHook = Callable[[str, str, dict[str, Any]], None]
 class LoopController:
     """Drive the state machine one `tick()` at a time (or `run()` until stopped)."""
 
-    def __init__(self, settings: LoopSettings, registry: Any, *, base_model_path: Path | None = None,
-                 on_event: EventHook | None = None, train_fn: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: LoopSettings,
+        registry: Any,
+        *,
+        base_model_path: Path | None = None,
+        on_event: EventHook | None = None,
+        train_fn: Callable[..., Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.base_model_path = base_model_path
@@ -138,11 +163,24 @@ class LoopController:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
 
     # ================================================================== plumbing
-    def _event(self, run: LoopRun | None, kind: str, message: str, *, to_state: str | None = None,
-               evidence: dict[str, Any] | None = None) -> None:
+    def _event(
+        self,
+        run: LoopRun | None,
+        kind: str,
+        message: str,
+        *,
+        to_state: str | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
         from_state = run.state if run else None
-        self.store.event(kind, message, run_id=run.id if run else None, from_state=from_state,
-                         to_state=to_state, evidence=evidence)
+        self.store.event(
+            kind,
+            message,
+            run_id=run.id if run else None,
+            from_state=from_state,
+            to_state=to_state,
+            evidence=evidence,
+        )
         log.info("[loop] %s: %s", kind, message)
         if self.on_event is not None:
             self.on_event(kind, message, evidence or {})
@@ -170,12 +208,6 @@ class LoopController:
                 started = datetime.fromisoformat(run.data["training_started_at"])
                 minutes = float(run.data.get("training_minutes", 0.0))
                 trainings.append(TrainingRecord(started_at=started, minutes=minutes or None))
-        for run in self.store.runs(limit=5):
-            if run.outcome == FAILED:
-                # back off after a failure: pretend the last trigger was recent
-                until = run.updated_at + timedelta(minutes=self.settings.backoff_minutes)
-                if until > datetime.now(UTC):
-                    last = max(last or run.updated_at, run.updated_at)
         return LoopState(last_triggered_at=last, trainings=trainings, training_in_progress=False)
 
     # ================================================================== watching
@@ -183,32 +215,48 @@ class LoopController:
         s = self.settings
         version = champion.version if champion is not None else None
         with opened(s.database_url) as engine:
-            reference = load_prompts(engine, served_name=s.adapter, served_version=version,
-                                     limit=s.reference_size, newest_first=False)
+            reference = load_prompts(
+                engine,
+                served_name=s.adapter,
+                served_version=version,
+                limit=s.reference_size,
+                newest_first=False,
+            )
             live = load_prompts(engine, served_name=s.adapter, served_version=version, limit=s.live_size)
         ref_ids = {r.id for r in reference}
         live = [r for r in live if r.id not in ref_ids]
         return reference, live
 
     def check(self) -> tuple[list[Any], Any, dict[str, Any]]:
-        """Score new traffic, run the drift detectors, ask the policy. Returns (reports, decision, context)."""
+        """Score new traffic, run the drift detectors, ask the policy: (reports, decision, context)."""
         s = self.settings
         score_batch(s.database_url, scorers=s.scorers)
         champion = self.champion()
         reference, live = self._windows(champion)
         reports = []
-        context: dict[str, Any] = {"champion": champion.ref if champion else None,
-                                   "n_reference": len(reference), "n_live": len(live)}
+        context: dict[str, Any] = {
+            "champion": champion.ref if champion else None,
+            "n_reference": len(reference),
+            "n_live": len(live),
+        }
         if len(reference) >= 10 and len(live) >= 10:
-            report = check_input_drift([r.user_text for r in reference], [r.user_text for r in live],
-                                       subject=f"{s.adapter}@{champion.version[:12] if champion else 'base'}")
+            report = check_input_drift(
+                [r.user_text for r in reference],
+                [r.user_text for r in live],
+                subject=f"{s.adapter}@{champion.version[:12] if champion else 'base'}",
+            )
             reports.append(report)
         with opened(s.database_url) as engine:
-            stream = load_score_stream(engine, s.quality_scorer, served_name=s.adapter,
-                                       served_version=champion.version if champion else None)
+            stream = load_score_stream(
+                engine,
+                s.quality_scorer,
+                served_name=s.adapter,
+                served_version=champion.version if champion else None,
+            )
         if len(stream) >= 20:
-            reports.append(check_quality_drift([v for _, _, v in stream],
-                                               subject=f"{s.adapter}:{s.quality_scorer}"))
+            reports.append(
+                check_quality_drift([v for _, _, v in stream], subject=f"{s.adapter}:{s.quality_scorer}")
+            )
         ref_slices = Counter(str(r.tags.get(s.slice_tag)) for r in reference if r.tags.get(s.slice_tag))
         live_slices = Counter(str(r.tags.get(s.slice_tag)) for r in live if r.tags.get(s.slice_tag))
         context["slices"] = {"reference": dict(ref_slices), "live": dict(live_slices)}
@@ -247,23 +295,59 @@ class LoopController:
     def _watch(self) -> TickResult:
         reports, decision, context = self.check()
         if reports:
-            self.store.event("check", f"{decision.outcome}: " + "; ".join(r.summary() for r in reports), evidence={
-                "reports": [{"detector": r.detector, "kind": r.kind, "statistic": r.statistic,
-                             "p_value": r.p_value, "threshold": r.threshold, "drifted": r.drifted,
-                             "n_ref": r.n_ref, "n_live": r.n_live} for r in reports],
-                "outcome": str(decision.outcome), "slices": context.get("slices")})
+            self.store.event(
+                "check",
+                f"{decision.outcome}: " + "; ".join(r.summary() for r in reports),
+                evidence={
+                    "reports": [
+                        {
+                            "detector": r.detector,
+                            "kind": r.kind,
+                            "statistic": r.statistic,
+                            "p_value": r.p_value,
+                            "threshold": r.threshold,
+                            "drifted": r.drifted,
+                            "n_ref": r.n_ref,
+                            "n_live": r.n_live,
+                        }
+                        for r in reports
+                    ],
+                    "outcome": str(decision.outcome),
+                    "slices": context.get("slices"),
+                },
+            )
         if not decision.fire:
             return TickResult(WATCHING, f"{decision.outcome}: {'; '.join(decision.reasons)}")
+        recent = self.store.runs(limit=1)
+        if recent and recent[0].outcome == FAILED:
+            until = recent[0].updated_at + timedelta(minutes=self.settings.backoff_minutes)
+            if until > datetime.now(UTC):
+                return TickResult(
+                    WATCHING, f"drift persists, but backing off after a failed run until {until:%H:%M:%S} UTC"
+                )
         slice_value = context.get("drifted_slice")
-        run = self.store.new_run(TRIGGERED, {
-            "champion": context["champion"], "drifted_slice": slice_value,
-            "triggered_at": datetime.now(UTC).isoformat(),
-            "drift_reports": [r.to_dict() for r in reports], "decision": decision.to_dict(), "context": context,
-        })
-        self._event(run, "triggered", f"drift tripped the policy ({', '.join(decision.tripped)}); "
-                    f"drifted slice: {slice_value}", to_state=TRIGGERED,
-                    evidence={"decision": decision.to_dict(), "reports": [r.summary() for r in reports],
-                              "slices": context["slices"]})
+        run = self.store.new_run(
+            TRIGGERED,
+            {
+                "champion": context["champion"],
+                "drifted_slice": slice_value,
+                "triggered_at": datetime.now(UTC).isoformat(),
+                "drift_reports": [r.to_dict() for r in reports],
+                "decision": decision.to_dict(),
+                "context": context,
+            },
+        )
+        self._event(
+            run,
+            "triggered",
+            f"drift tripped the policy ({', '.join(decision.tripped)}); drifted slice: {slice_value}",
+            to_state=TRIGGERED,
+            evidence={
+                "decision": decision.to_dict(),
+                "reports": [r.summary() for r in reports],
+                "slices": context["slices"],
+            },
+        )
         return TickResult(TRIGGERED, "retraining triggered", run.id)
 
     def _build_dataset(self, run: LoopRun) -> TickResult:
@@ -272,23 +356,39 @@ class LoopController:
         slice_value = run.data.get("drifted_slice")
         tags = {s.slice_tag: slice_value} if slice_value else {}
         since = datetime.fromisoformat(run.data["triggered_at"]) - timedelta(days=7)
-        sources: list[dict[str, Any]] = [{
-            "kind": "request_log", "name": f"feedback-{slice_value or 'all'}", "database_url": s.database_url,
-            "served_name": s.adapter, "tags": tags, "include_accepted": True, "since": since.isoformat(),
-        }]
+        sources: list[dict[str, Any]] = [
+            {
+                "kind": "request_log",
+                "name": f"feedback-{slice_value or 'all'}",
+                "database_url": s.database_url,
+                "served_name": s.adapter,
+                "tags": tags,
+                "include_accepted": True,
+                "since": since.isoformat(),
+            }
+        ]
         if s.replay_path is not None:
-            sources.append({"kind": "file", "name": "replay", "path": str(s.replay_path), "weight": s.replay_weight})
+            sources.append(
+                {"kind": "file", "name": "replay", "path": str(s.replay_path), "weight": s.replay_weight}
+            )
         n_examples = _count_corrections(s.database_url, s.adapter, tags)
         if n_examples < s.min_corrections:
-            self._move(run, FAILED, f"only {n_examples} corrected/accepted examples in slice {slice_value!r}; "
-                       f"need {s.min_corrections}", {"examples": n_examples})
+            self._move(
+                run,
+                FAILED,
+                f"only {n_examples} corrected/accepted examples in slice {slice_value!r}; "
+                f"need {s.min_corrections}",
+                {"examples": n_examples},
+            )
             return TickResult(FAILED, "not enough data", run.id)
         base = self.base_model_path
         config: dict[str, Any] = json.loads(json.dumps(s.training))
-        config.update({
-            "name": f"{s.adapter}-{slice_value or 'retrain'}".replace("_", "-")[:60],
-            "data": {**config.get("data", {}), "sources": sources},
-        })
+        config.update(
+            {
+                "name": f"{s.adapter}-{slice_value or 'retrain'}".replace("_", "-")[:60],
+                "data": {**config.get("data", {}), "sources": sources},
+            }
+        )
         if base is not None:
             config["base_model"] = str(base)
             config["base_model_id"] = self.registry.base_model_id
@@ -299,8 +399,13 @@ class LoopController:
             config["style"] = "multitask" if len(sources) > 1 else "sft"
         run.data["training_config"] = config
         run.data["dataset"] = {"sources": sources, "slice": slice_value, "examples_in_slice": n_examples}
-        self._move(run, DATASET_BUILT, f"dataset: {n_examples} feedback examples of slice {slice_value!r}"
-                   + (" + replay" if s.replay_path else ""), {"dataset": run.data["dataset"]})
+        self._move(
+            run,
+            DATASET_BUILT,
+            f"dataset: {n_examples} feedback examples of slice {slice_value!r}"
+            + (" + replay" if s.replay_path else ""),
+            {"dataset": run.data["dataset"]},
+        )
         return TickResult(DATASET_BUILT, "dataset built", run.id)
 
     def _training(self) -> Callable[..., Any]:
@@ -329,14 +434,27 @@ class LoopController:
         run.data["training_minutes"] = (datetime.now(UTC) - started).total_seconds() / 60
         if result.status != "succeeded":
             err = result.error
-            self._move(run, FAILED, f"training {result.status}: {err.message if err else ''}",
-                       {"run_id": result.run_id, "error": err.code if err else None})
+            self._move(
+                run,
+                FAILED,
+                f"training {result.status}: {err.message if err else ''}",
+                {"run_id": result.run_id, "error": err.code if err else None},
+            )
             return TickResult(FAILED, "training failed", run.id)
-        run.data["training"] = {"run_id": result.run_id, "adapter_dir": str(result.adapter_dir),
-                                "run_dir": str(result.run_dir), "metrics": result.metrics,
-                                "device": result.device, "duration_s": result.duration_s}
-        self._move(run, TRAINED, f"training {result.run_id} finished on {result.device} in "
-                   f"{result.duration_s:.0f} s", {"metrics": result.metrics})
+        run.data["training"] = {
+            "run_id": result.run_id,
+            "adapter_dir": str(result.adapter_dir),
+            "run_dir": str(result.run_dir),
+            "metrics": result.metrics,
+            "device": result.device,
+            "duration_s": result.duration_s,
+        }
+        self._move(
+            run,
+            TRAINED,
+            f"training {result.run_id} finished on {result.device} in {result.duration_s:.0f} s",
+            {"metrics": result.metrics},
+        )
         return TickResult(TRAINED, "trained", run.id)
 
     def _register_and_gate(self, run: LoopRun) -> TickResult:
@@ -351,20 +469,35 @@ class LoopController:
             manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
             champion = self.champion()
             version = self.registry.register(
-                adapter_dir, s.adapter, parent=champion.ref if champion else None,
+                adapter_dir,
+                s.adapter,
+                parent=champion.ref if champion else None,
                 dataset_hash=(manifest.get("dataset") or {}).get("hash"),
-                training_config=run.data["training_config"], metadata={"loop_run": run.id, "manifest": manifest},
-                actor="loop")
-            swap_alias(self.registry, s.adapter, "challenger", version.version, actor="loop",
-                       reason=f"loop run {run.id}")
+                training_config=run.data["training_config"],
+                metadata={"loop_run": run.id, "manifest": manifest},
+                actor="loop",
+            )
+            swap_alias(
+                self.registry,
+                s.adapter,
+                "challenger",
+                version.version,
+                actor="loop",
+                reason=f"loop run {run.id}",
+            )
             run.data["challenger"] = version.ref
             run.data["champion_at_gate"] = champion.ref if champion else None
-            self._move(run, GATING, f"registered {version.short_ref} as {s.adapter}@challenger; gating",
-                       {"challenger": version.ref, "parent": version.parent})
+            self._move(
+                run,
+                GATING,
+                f"registered {version.short_ref} as {s.adapter}@challenger; gating",
+                {"challenger": version.ref, "parent": version.parent},
+            )
         gate_result = self._gate(run)
         run.data["gate"] = gate_result
-        self.registry.update_metadata(s.adapter, run.data["challenger"].split("@", 1)[1],
-                                      eval_results={"gate": gate_result})
+        self.registry.update_metadata(
+            s.adapter, run.data["challenger"].split("@", 1)[1], eval_results={"gate": gate_result}
+        )
         if not gate_result["passed"]:
             self._cleanup_challenger(run)
             self._move(run, REJECTED, f"gate failed: {gate_result['summary']}", {"gate": gate_result})
@@ -373,12 +506,18 @@ class LoopController:
         arms = [(f"{s.adapter}@champion", 1 - s.canary.weight), (f"{s.adapter}@challenger", s.canary.weight)]
         if self.champion() is None:
             arms[0] = (self.registry.base_model_id, 1 - s.canary.weight)
-        self.registry.create_experiment(exp_name, arms, intercept=s.adapter,
-                                        description=f"canary of loop run {run.id}")
+        self.registry.create_experiment(
+            exp_name, arms, intercept=s.adapter, description=f"canary of loop run {run.id}"
+        )
         run.data["experiment"] = exp_name
         run.data["canary_started_at"] = datetime.now(UTC).isoformat()
-        self._move(run, CANARY, f"gate passed; canary {exp_name}: {s.canary.weight:.0%} of '{s.adapter}' "
-                   "traffic to the challenger", {"gate": gate_result, "experiment": exp_name})
+        self._move(
+            run,
+            CANARY,
+            f"gate passed; canary {exp_name}: {s.canary.weight:.0%} of '{s.adapter}' "
+            "traffic to the challenger",
+            {"gate": gate_result, "experiment": exp_name},
+        )
         return TickResult(CANARY, "canary started", run.id)
 
     def _gate(self, run: LoopRun) -> dict[str, Any]:
@@ -393,24 +532,39 @@ class LoopController:
         champion_runs, challenger_runs = [], []
         for suite in suites:
             options = RunOptions(concurrency=s.eval_concurrency, resume=False)
-            champion_runs.append(run_suite(suite, champ_model, base_url, out_dir=out_dir / "champion",
-                                           options=options))
-            challenger_runs.append(run_suite(suite, f"{s.adapter}@challenger", base_url,
-                                             out_dir=out_dir / "challenger", options=options))
+            champion_runs.append(
+                run_suite(suite, champ_model, base_url, out_dir=out_dir / "champion", options=options)
+            )
+            challenger_runs.append(
+                run_suite(
+                    suite,
+                    f"{s.adapter}@challenger",
+                    base_url,
+                    out_dir=out_dir / "challenger",
+                    options=options,
+                )
+            )
         decision = gate(champion_runs, challenger_runs, GatePolicy(margin=s.gate_margin))
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "gate.json").write_text(decision.to_json())
         try:
             from evals.report import eval_report, write_report
 
-            write_report(eval_report([*champion_runs, *challenger_runs], decision=decision,
-                                     title=f"Gate: {s.adapter} challenger vs champion"), out_dir / "gate-report")
+            write_report(
+                eval_report(
+                    [*champion_runs, *challenger_runs],
+                    decision=decision,
+                    title=f"Gate: {s.adapter} challenger vs champion",
+                ),
+                out_dir / "gate-report",
+            )
         except Exception:  # noqa: BLE001 - a report is nice to have, the decision is what matters
             log.warning("could not write the gate report", exc_info=True)
         result = decision.to_dict()
-        result["suites"] = {r.suite: {"metric": r.primary_metric, "champion": _primary(r),
-                                      "challenger": _primary(c)}
-                            for r, c in zip(champion_runs, challenger_runs, strict=True)}
+        result["suites"] = {
+            r.suite: {"metric": r.primary_metric, "champion": _primary(r), "challenger": _primary(c)}
+            for r, c in zip(champion_runs, challenger_runs, strict=True)
+        }
         result["report_dir"] = str(out_dir)
         return result
 
@@ -430,7 +584,9 @@ class LoopController:
         n_champ, n_chall = len(arms.get(champ_arm, [])), len(arms.get(chall_arm, []))
         enough = min(n_champ, n_chall) >= s.canary.min_requests_per_arm
         if not enough and elapsed < s.canary.timeout_s:
-            return TickResult(CANARY, f"canary: {n_champ} champion / {n_chall} challenger scored requests", run.id)
+            return TickResult(
+                CANARY, f"canary: {n_champ} champion / {n_chall} challenger scored requests", run.id
+            )
         ab: dict[str, Any] = {"arms": {k: {"n": len(v), "mean": _mean(v)} for k, v in arms.items()}}
         try:
             from evals.ab import ab_report
@@ -448,19 +604,34 @@ class LoopController:
             return TickResult(ROLLED_BACK, "canary timed out", run.id)
         if chall_mean < champ_mean - s.canary.margin:
             self._cleanup_challenger(run)
-            self._move(run, ROLLED_BACK, f"canary: challenger {chall_mean:.3f} vs champion {champ_mean:.3f} "
-                       f"({s.canary.scorer}); rolled back", ab)
+            self._move(
+                run,
+                ROLLED_BACK,
+                f"canary: challenger {chall_mean:.3f} vs champion {champ_mean:.3f} "
+                f"({s.canary.scorer}); rolled back",
+                ab,
+            )
             return TickResult(ROLLED_BACK, "canary worse: rolled back", run.id)
         version = run.data["challenger"].split("@", 1)[1]
-        swap = swap_alias(self.registry, s.adapter, "champion", version, actor="loop",
-                          reason=f"promoted by loop run {run.id}")
+        swap = swap_alias(
+            self.registry,
+            s.adapter,
+            "champion",
+            version,
+            actor="loop",
+            reason=f"promoted by loop run {run.id}",
+        )
         try:
             self.registry.delete_alias(s.adapter, "challenger", actor="loop", reason="promoted")
         except Exception:  # noqa: BLE001
             log.warning("could not delete the challenger alias", exc_info=True)
-        self._move(run, PROMOTED, f"promoted {run.data['challenger'][:len(s.adapter) + 13]} to "
-                   f"{s.adapter}@champion (canary {chall_mean:.3f} vs {champ_mean:.3f})",
-                   {"ab": ab, "swap": swap.to_dict()})
+        self._move(
+            run,
+            PROMOTED,
+            f"promoted {run.data['challenger'][: len(s.adapter) + 13]} to "
+            f"{s.adapter}@champion (canary {chall_mean:.3f} vs {champ_mean:.3f})",
+            {"ab": ab, "swap": swap.to_dict()},
+        )
         return TickResult(PROMOTED, "promoted", run.id)
 
     def _cleanup_challenger(self, run: LoopRun) -> None:
@@ -474,7 +645,9 @@ class LoopController:
                 log.warning("could not stop %s", exp, exc_info=True)
         if run.data.get("challenger"):
             try:
-                self.registry.delete_alias(s.adapter, "challenger", actor="loop", reason=f"retired ({run.id})")
+                self.registry.delete_alias(
+                    s.adapter, "challenger", actor="loop", reason=f"retired ({run.id})"
+                )
             except Exception:  # noqa: BLE001
                 log.debug("no challenger alias to delete")
 
@@ -488,8 +661,11 @@ class LoopController:
                 if on_tick is not None:
                     on_tick(result)
                 busy = result.state in (TRIGGERED, DATASET_BUILT, TRAINED, GATING)
-                stop.wait(1.0 if busy else (2.0 if result.state in (TRAINING, CANARY)
-                                            else self.settings.check_interval_s))
+                stop.wait(
+                    1.0
+                    if busy
+                    else (2.0 if result.state in (TRAINING, CANARY) else self.settings.check_interval_s)
+                )
         finally:
             self.store.release()
 
@@ -501,8 +677,10 @@ class LoopController:
             "state": run.state if run else WATCHING,
             "run": run.id if run else None,
             "champion": champion.ref if champion else None,
-            "recent_runs": [{"id": r.id, "state": r.state, "outcome": r.outcome, "started_at": r.started_at.isoformat()}
-                            for r in self.store.runs(limit=10)],
+            "recent_runs": [
+                {"id": r.id, "state": r.state, "outcome": r.outcome, "started_at": r.started_at.isoformat()}
+                for r in self.store.runs(limit=10)
+            ],
         }
 
 
@@ -524,9 +702,11 @@ def _count_corrections(db_url: str, adapter: str, tags: dict[str, Any]) -> int:
         meta = sa.MetaData()
         req = sa.Table("requests", meta, autoload_with=engine)
         fb = sa.Table("feedback", meta, autoload_with=engine)
-        q = (sa.select(req.c.tags, fb.c.correction, fb.c.thumbs, fb.c.rating)
-             .select_from(fb.join(req, req.c.id == fb.c.request_id))
-             .where(req.c.served_name == adapter, req.c.shadow_of.is_(None)))
+        q = (
+            sa.select(req.c.tags, fb.c.correction, fb.c.thumbs, fb.c.rating)
+            .select_from(fb.join(req, req.c.id == fb.c.request_id))
+            .where(req.c.served_name == adapter, req.c.shadow_of.is_(None))
+        )
         with engine.connect() as conn:
             rows = conn.execute(q).all()
     n = 0
@@ -546,8 +726,11 @@ def _arm_scores(db_url: str, experiment: str, scorer: str) -> dict[str, list[flo
         meta = sa.MetaData()
         req = sa.Table("requests", meta, autoload_with=engine)
         sc = sa.Table("scores", meta, autoload_with=engine)
-        q = (sa.select(req.c.arm, sc.c.score).select_from(sc.join(req, req.c.id == sc.c.request_id))
-             .where(req.c.experiment == experiment, sc.c.scorer == scorer, req.c.shadow_of.is_(None)))
+        q = (
+            sa.select(req.c.arm, sc.c.score)
+            .select_from(sc.join(req, req.c.id == sc.c.request_id))
+            .where(req.c.experiment == experiment, sc.c.scorer == scorer, req.c.shadow_of.is_(None))
+        )
         with engine.connect() as conn:
             rows = conn.execute(q).all()
     out: dict[str, list[float]] = {}

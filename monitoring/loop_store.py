@@ -10,8 +10,8 @@ from the last completed step.
 from __future__ import annotations
 
 import json
-import socket
 import os
+import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,8 @@ from monitoring.store import connect
 metadata = sa.MetaData()
 
 loop_runs = sa.Table(
-    "loop_runs", metadata,
+    "loop_runs",
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("loop", sa.String(128), nullable=False, index=True),
     sa.Column("state", sa.String(32), nullable=False),
@@ -37,7 +38,8 @@ loop_runs = sa.Table(
 )
 
 loop_events = sa.Table(
-    "loop_events", metadata,
+    "loop_events",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("loop", sa.String(128), nullable=False, index=True),
     sa.Column("run_id", sa.String(64), index=True),
@@ -50,7 +52,8 @@ loop_events = sa.Table(
 )
 
 loop_locks = sa.Table(
-    "loop_locks", metadata,
+    "loop_locks",
+    metadata,
     sa.Column("loop", sa.String(128), primary_key=True),
     sa.Column("owner", sa.String(128), nullable=False),
     sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
@@ -100,9 +103,17 @@ class LoopEvent:
     evidence: dict[str, Any] | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "loop": self.loop, "run_id": self.run_id, "at": self.at.isoformat(),
-                "kind": self.kind, "from_state": self.from_state, "to_state": self.to_state,
-                "message": self.message, "evidence": self.evidence}
+        return {
+            "id": self.id,
+            "loop": self.loop,
+            "run_id": self.run_id,
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "from_state": self.from_state,
+            "to_state": self.to_state,
+            "message": self.message,
+            "evidence": self.evidence,
+        }
 
 
 class LoopStore:
@@ -124,66 +135,119 @@ class LoopStore:
             beat = _aware(row.heartbeat_at)
             if row.owner != self.owner and beat is not None and now - beat < timedelta(seconds=stale_after_s):
                 raise LockHeldError(f"loop {self.loop!r} is already running ({row.owner}, heartbeat {beat})")
-            updated = conn.execute(loop_locks.update().where(loop_locks.c.loop == self.loop,
-                                                             loop_locks.c.owner == row.owner)
-                                   .values(owner=self.owner, heartbeat_at=now))
+            updated = conn.execute(
+                loop_locks.update()
+                .where(loop_locks.c.loop == self.loop, loop_locks.c.owner == row.owner)
+                .values(owner=self.owner, heartbeat_at=now)
+            )
             if updated.rowcount != 1:
                 raise LockHeldError(f"loop {self.loop!r} lock was taken concurrently")
 
     def heartbeat(self) -> None:
         with self.engine.begin() as conn:
-            updated = conn.execute(loop_locks.update().where(loop_locks.c.loop == self.loop,
-                                                             loop_locks.c.owner == self.owner)
-                                   .values(heartbeat_at=utcnow()))
+            updated = conn.execute(
+                loop_locks.update()
+                .where(loop_locks.c.loop == self.loop, loop_locks.c.owner == self.owner)
+                .values(heartbeat_at=utcnow())
+            )
         if updated.rowcount != 1:
             raise LockHeldError(f"lost the lock of loop {self.loop!r}")
 
     def release(self) -> None:
         with self.engine.begin() as conn:
-            conn.execute(loop_locks.delete().where(loop_locks.c.loop == self.loop,
-                                                   loop_locks.c.owner == self.owner))
+            conn.execute(
+                loop_locks.delete().where(loop_locks.c.loop == self.loop, loop_locks.c.owner == self.owner)
+            )
 
     # ------------------------------------------------------------------ runs
     def _run(self, row: Any) -> LoopRun:
-        return LoopRun(row.id, row.loop, row.state, _aware(row.started_at), _aware(row.updated_at),  # type: ignore[arg-type]
-                       bool(row.finished), row.outcome, dict(row.data or {}))
+        return LoopRun(
+            row.id,
+            row.loop,
+            row.state,
+            _aware(row.started_at),
+            _aware(row.updated_at),  # type: ignore[arg-type]
+            bool(row.finished),
+            row.outcome,
+            dict(row.data or {}),
+        )
 
     def new_run(self, state: str, data: dict[str, Any]) -> LoopRun:
         now = utcnow()
         run_id = f"loop-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         with self.engine.begin() as conn:
-            conn.execute(loop_runs.insert().values(id=run_id, loop=self.loop, state=state, started_at=now,
-                                                   updated_at=now, finished=False, outcome=None,
-                                                   data=_jsonable(data)))
+            conn.execute(
+                loop_runs.insert().values(
+                    id=run_id,
+                    loop=self.loop,
+                    state=state,
+                    started_at=now,
+                    updated_at=now,
+                    finished=False,
+                    outcome=None,
+                    data=_jsonable(data),
+                )
+            )
         return LoopRun(run_id, self.loop, state, now, now, False, None, data)
 
     def save(self, run: LoopRun) -> None:
         run.updated_at = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(loop_runs.update().where(loop_runs.c.id == run.id).values(
-                state=run.state, updated_at=run.updated_at, finished=run.finished, outcome=run.outcome,
-                data=_jsonable(run.data)))
+            conn.execute(
+                loop_runs.update()
+                .where(loop_runs.c.id == run.id)
+                .values(
+                    state=run.state,
+                    updated_at=run.updated_at,
+                    finished=run.finished,
+                    outcome=run.outcome,
+                    data=_jsonable(run.data),
+                )
+            )
 
     def open_run(self) -> LoopRun | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(loop_runs).where(loop_runs.c.loop == self.loop,
-                                                          loop_runs.c.finished.is_(False))
-                               .order_by(loop_runs.c.started_at.desc())).first()
+            row = conn.execute(
+                sa.select(loop_runs)
+                .where(loop_runs.c.loop == self.loop, loop_runs.c.finished.is_(False))
+                .order_by(loop_runs.c.started_at.desc())
+            ).first()
         return self._run(row) if row is not None else None
 
     def runs(self, limit: int = 50) -> list[LoopRun]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(loop_runs).where(loop_runs.c.loop == self.loop)
-                                .order_by(loop_runs.c.started_at.desc()).limit(limit)).all()
+            rows = conn.execute(
+                sa.select(loop_runs)
+                .where(loop_runs.c.loop == self.loop)
+                .order_by(loop_runs.c.started_at.desc())
+                .limit(limit)
+            ).all()
         return [self._run(r) for r in rows]
 
     # ------------------------------------------------------------------ events
-    def event(self, kind: str, message: str, *, run_id: str | None = None, from_state: str | None = None,
-              to_state: str | None = None, evidence: dict[str, Any] | None = None) -> None:
+    def event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        run_id: str | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
         with self.engine.begin() as conn:
-            conn.execute(loop_events.insert().values(
-                loop=self.loop, run_id=run_id, at=utcnow(), kind=kind, from_state=from_state,
-                to_state=to_state, message=message, evidence=_jsonable(evidence) if evidence else None))
+            conn.execute(
+                loop_events.insert().values(
+                    loop=self.loop,
+                    run_id=run_id,
+                    at=utcnow(),
+                    kind=kind,
+                    from_state=from_state,
+                    to_state=to_state,
+                    message=message,
+                    evidence=_jsonable(evidence) if evidence else None,
+                )
+            )
 
     def events(self, run_id: str | None = None, limit: int = 1000) -> list[LoopEvent]:
         q = sa.select(loop_events).where(loop_events.c.loop == self.loop)
@@ -191,5 +255,17 @@ class LoopStore:
             q = q.where(loop_events.c.run_id == run_id)
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(loop_events.c.id).limit(limit)).all()
-        return [LoopEvent(r.id, r.loop, r.run_id, _aware(r.at), r.kind, r.from_state, r.to_state,  # type: ignore[arg-type]
-                          r.message, r.evidence) for r in rows]
+        return [
+            LoopEvent(
+                r.id,
+                r.loop,
+                r.run_id,
+                _aware(r.at),
+                r.kind,
+                r.from_state,
+                r.to_state,  # type: ignore[arg-type]
+                r.message,
+                r.evidence,
+            )
+            for r in rows
+        ]

@@ -18,10 +18,16 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from serving.core import ServingCore
-from serving.engine.base import EngineError, GenerationChunk, GenerationRequest, PromptTooLongError, SamplingSettings
+from serving.engine.base import (
+    EngineError,
+    GenerationChunk,
+    GenerationRequest,
+    PromptTooLongError,
+    SamplingSettings,
+)
 from serving.errors import APIError, BadRequestError, InternalServerError, ServiceUnavailableError
-from serving.request_log import RequestRecord
 from serving.protocol import ChatCompletionRequest, CompletionRequest, new_id, now_s
+from serving.request_log import RequestRecord
 from serving.router import Target
 
 log = logging.getLogger("tuneloop.serving")
@@ -98,7 +104,8 @@ class CompletionService:
         if requested is not None and requested >= max_len:
             raise BadRequestError(
                 f"max_tokens={requested} is larger than this model's context length ({max_len}).",
-                param="max_tokens", code="invalid_value",
+                param="max_tokens",
+                code="invalid_value",
             )
         prompts: list[tuple[str | None, tuple[dict[str, str], ...] | None]]
         if isinstance(req, ChatCompletionRequest):
@@ -114,21 +121,29 @@ class CompletionService:
         total_prompt_tokens = 0
         for i, (prompt, messages) in enumerate(prompts):
             probe = GenerationRequest(
-                request_id=f"{rid}-{i}", sampling=SamplingSettings(), prompt=prompt, messages=messages, lora=lora
+                request_id=f"{rid}-{i}",
+                sampling=SamplingSettings(),
+                prompt=prompt,
+                messages=messages,
+                lora=lora,
             )
             prompt_tokens = await self.core.engine.count_prompt_tokens(probe)
             room = max_len - prompt_tokens
             if room <= 0:
                 raise BadRequestError(
-                    f"This model's maximum context length is {max_len} tokens; the prompt has {prompt_tokens}.",
-                    param="messages" if chat else "prompt", code="context_length_exceeded",
+                    f"This model's maximum context length is {max_len} tokens; "
+                    f"the prompt has {prompt_tokens}.",
+                    param="messages" if chat else "prompt",
+                    code="context_length_exceeded",
                 )
             max_tokens = requested if requested is not None else min(default_max, room)
             if prompt_tokens + max_tokens > max_len:
                 raise BadRequestError(
-                    f"This model's maximum context length is {max_len} tokens; the prompt has {prompt_tokens} "
+                    f"This model's maximum context length is {max_len} tokens; "
+                    f"the prompt has {prompt_tokens} "
                     f"tokens and max_tokens is {max_tokens}. Reduce the prompt or max_tokens.",
-                    param="max_tokens", code="context_length_exceeded",
+                    param="max_tokens",
+                    code="context_length_exceeded",
                 )
             total_prompt_tokens += prompt_tokens
             sampling = SamplingSettings(
@@ -142,13 +157,24 @@ class CompletionService:
                 frequency_penalty=req.frequency_penalty,
             )
             gen_requests.append(
-                GenerationRequest(request_id=f"{rid}-{i}", sampling=sampling, prompt=prompt, messages=messages,
-                                  lora=lora)
+                GenerationRequest(
+                    request_id=f"{rid}-{i}", sampling=sampling, prompt=prompt, messages=messages, lora=lora
+                )
             )
         return Prepared(
-            id=rid, endpoint=endpoint, model=req.model, target=target, shadow=shadow, requests=gen_requests,
-            n=req.n, user=user, prompt_log=prompt_log, tags=dict(req.metadata) if req.metadata else None,
-            stream=req.stream, include_usage=req.include_usage(), prompt_tokens=total_prompt_tokens,
+            id=rid,
+            endpoint=endpoint,
+            model=req.model,
+            target=target,
+            shadow=shadow,
+            requests=gen_requests,
+            n=req.n,
+            user=user,
+            prompt_log=prompt_log,
+            tags=dict(req.metadata) if req.metadata else None,
+            stream=req.stream,
+            include_usage=req.include_usage(),
+            prompt_tokens=total_prompt_tokens,
         )
 
     # ------------------------------------------------------------------ run
@@ -194,12 +220,28 @@ class CompletionService:
         shadow = prep.shadow
         lora = shadow.version.lora() if shadow.version else None
         shadow_prep = Prepared(
-            id=prep.id.replace("-", "-shadow-", 1), endpoint=prep.endpoint, model=prep.model, target=shadow,
+            id=prep.id.replace("-", "-shadow-", 1),
+            endpoint=prep.endpoint,
+            model=prep.model,
+            target=shadow,
             shadow=None,
-            requests=[GenerationRequest(request_id=f"shadow-{r.request_id}", sampling=r.sampling, prompt=r.prompt,
-                                        messages=r.messages, lora=lora) for r in prep.requests],
-            n=prep.n, user=prep.user, prompt_log=prep.prompt_log, tags=prep.tags, stream=False,
-            include_usage=False, prompt_tokens=prep.prompt_tokens,
+            requests=[
+                GenerationRequest(
+                    request_id=f"shadow-{r.request_id}",
+                    sampling=r.sampling,
+                    prompt=r.prompt,
+                    messages=r.messages,
+                    lora=lora,
+                )
+                for r in prep.requests
+            ],
+            n=prep.n,
+            user=prep.user,
+            prompt_log=prep.prompt_log,
+            tags=prep.tags,
+            stream=False,
+            include_usage=False,
+            prompt_tokens=prep.prompt_tokens,
         )
 
         async def run_shadow() -> None:
@@ -252,25 +294,61 @@ class CompletionService:
             with self.core.lease(prep.target):
                 if prep.endpoint == "chat.completions":
                     for i in range(prep.n * len(prep.requests)):
-                        yield _sse({"id": prep.id, "object": obj, "created": created, "model": model,
-                                    "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                                 "logprobs": None, "finish_reason": None}]})
+                        yield _sse(
+                            {
+                                "id": prep.id,
+                                "object": obj,
+                                "created": created,
+                                "model": model,
+                                "choices": [
+                                    {
+                                        "index": i,
+                                        "delta": {"role": "assistant", "content": ""},
+                                        "logprobs": None,
+                                        "finish_reason": None,
+                                    }
+                                ],
+                            }
+                        )
                 async for index, chunk in self._chunks(prep, run):
                     run.add(chunk, index)
                     if not chunk.text and not chunk.finish_reason:
                         continue
                     if prep.endpoint == "chat.completions":
                         delta: dict[str, Any] = {"content": chunk.text} if chunk.text else {}
-                        choice = {"index": index, "delta": delta, "logprobs": None,
-                                  "finish_reason": chunk.finish_reason}
+                        choice = {
+                            "index": index,
+                            "delta": delta,
+                            "logprobs": None,
+                            "finish_reason": chunk.finish_reason,
+                        }
                     else:
-                        choice = {"index": index, "text": chunk.text, "logprobs": None,
-                                  "finish_reason": chunk.finish_reason}
-                    yield _sse({"id": prep.id, "object": obj, "created": created, "model": model,
-                                "choices": [choice]})
+                        choice = {
+                            "index": index,
+                            "text": chunk.text,
+                            "logprobs": None,
+                            "finish_reason": chunk.finish_reason,
+                        }
+                    yield _sse(
+                        {
+                            "id": prep.id,
+                            "object": obj,
+                            "created": created,
+                            "model": model,
+                            "choices": [choice],
+                        }
+                    )
             if prep.include_usage:
-                yield _sse({"id": prep.id, "object": obj, "created": created, "model": model, "choices": [],
-                            "usage": _usage(run)})
+                yield _sse(
+                    {
+                        "id": prep.id,
+                        "object": obj,
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": _usage(run),
+                    }
+                )
             yield b"data: [DONE]\n\n"
         except PromptTooLongError as exc:
             status, error = 400, str(exc)
@@ -292,7 +370,9 @@ class CompletionService:
             self._finish(prep, run, status, error, None)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _finish(self, prep: Prepared, run: _Run, status: int, error: str | None, shadow_of: str | None) -> None:
+    def _finish(
+        self, prep: Prepared, run: _Run, status: int, error: str | None, shadow_of: str | None
+    ) -> None:
         end = time.perf_counter()
         served_by = prep.target.served_by
         m = self.core.metrics
@@ -311,35 +391,72 @@ class CompletionService:
             if per_choice > 1 and run.first_token_at is not None:
                 m.tpot.labels(served_by).observe((end - run.first_token_at) / (per_choice - 1))
         n_choices = prep.n * len(prep.requests)
-        response = run.texts.get(0) if n_choices == 1 else json.dumps(
-            [run.texts.get(i, "") for i in range(n_choices)], ensure_ascii=False)
+        response = (
+            run.texts.get(0)
+            if n_choices == 1
+            else json.dumps([run.texts.get(i, "") for i in range(n_choices)], ensure_ascii=False)
+        )
         finish = run.finish.get(0)
-        self.core.log_record(RequestRecord(
-            id=prep.id if shadow_of is None else prep.id, created_at=datetime.now(UTC), endpoint=prep.endpoint,
-            model_requested=prep.model, served_name=prep.target.served_name,
-            served_version=prep.target.version_hash, experiment=prep.target.experiment, arm=prep.target.arm,
-            shadow_of=shadow_of, user_id=prep.user, prompt=prep.prompt_log, response=response,
-            status_code=status, error=error, stream=prep.stream, latency_ms=e2e * 1000.0,
-            ttft_ms=ttft * 1000.0 if ttft is not None else None, prompt_tokens=run.prompt_tokens,
-            completion_tokens=ctoks, finish_reason=finish, tags=prep.tags,
-        ))
+        self.core.log_record(
+            RequestRecord(
+                id=prep.id if shadow_of is None else prep.id,
+                created_at=datetime.now(UTC),
+                endpoint=prep.endpoint,
+                model_requested=prep.model,
+                served_name=prep.target.served_name,
+                served_version=prep.target.version_hash,
+                experiment=prep.target.experiment,
+                arm=prep.target.arm,
+                shadow_of=shadow_of,
+                user_id=prep.user,
+                prompt=prep.prompt_log,
+                response=response,
+                status_code=status,
+                error=error,
+                stream=prep.stream,
+                latency_ms=e2e * 1000.0,
+                ttft_ms=ttft * 1000.0 if ttft is not None else None,
+                prompt_tokens=run.prompt_tokens,
+                completion_tokens=ctoks,
+                finish_reason=finish,
+                tags=prep.tags,
+            )
+        )
 
     def _body(self, prep: Prepared, run: _Run) -> dict[str, Any]:
         n_choices = prep.n * len(prep.requests)
         model = prep.target.served_by
         if prep.endpoint == "chat.completions":
             choices: list[dict[str, Any]] = [
-                {"index": i, "message": {"role": "assistant", "content": run.texts.get(i, "")},
-                 "logprobs": None, "finish_reason": run.finish.get(i, "stop")}
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": run.texts.get(i, "")},
+                    "logprobs": None,
+                    "finish_reason": run.finish.get(i, "stop"),
+                }
                 for i in range(n_choices)
             ]
             obj = "chat.completion"
         else:
-            choices = [{"index": i, "text": run.texts.get(i, ""), "logprobs": None,
-                        "finish_reason": run.finish.get(i, "stop")} for i in range(n_choices)]
+            choices = [
+                {
+                    "index": i,
+                    "text": run.texts.get(i, ""),
+                    "logprobs": None,
+                    "finish_reason": run.finish.get(i, "stop"),
+                }
+                for i in range(n_choices)
+            ]
             obj = "text_completion"
-        return {"id": prep.id, "object": obj, "created": now_s(), "model": model, "choices": choices,
-                "usage": _usage(run), "system_fingerprint": None}
+        return {
+            "id": prep.id,
+            "object": obj,
+            "created": now_s(),
+            "model": model,
+            "choices": choices,
+            "usage": _usage(run),
+            "system_fingerprint": None,
+        }
 
 
 def _usage(run: _Run) -> dict[str, int]:

@@ -20,7 +20,9 @@ def default_home() -> Path:
 class EngineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["vllm", "fake"] = Field("vllm", description="'vllm' (real); 'fake' only for tests/demos of the API")
+    kind: Literal["vllm", "fake"] = Field(
+        "vllm", description="'vllm' (real); 'fake' only for tests/demos of the API"
+    )
     max_model_len: Annotated[int, Field(ge=128, le=131072)] = 2048
     max_loras: Annotated[int, Field(ge=1, le=64)] = 4
     max_lora_rank: Annotated[int, Field(ge=1, le=512)] = 16
@@ -35,11 +37,17 @@ class EngineSettings(BaseModel):
 class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str = Field("default", description="'default' (SmolLM2-135M-Instruct) or a local HF model folder")
-    served_model_id: str | None = Field(None, description="model id clients use for the base; default: folder name")
+    base_model: str = Field(
+        "default", description="'default' (SmolLM2-135M-Instruct) or a local HF model folder"
+    )
+    served_model_id: str | None = Field(
+        None, description="model id clients use for the base; default: folder name"
+    )
     home: Path = Field(default_factory=default_home, description="state folder (models, registry, database)")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<home>/tuneloop.db")
-    registry_root: str | None = Field(None, description="adapter store: folder or fsspec URL; default <home>/registry")
+    registry_root: str | None = Field(
+        None, description="adapter store: folder or fsspec URL; default <home>/registry"
+    )
     engine: EngineSettings = Field(default_factory=EngineSettings)
     num_replicas: Annotated[int, Field(ge=1, le=64)] = 1
     replica_num_cpus: Annotated[float, Field(gt=0)] = 0.5
@@ -48,7 +56,8 @@ class ServingConfig(BaseModel):
     admin_token: str | None = Field(None, description="bearer token for /admin (env TUNELOOP_ADMIN_TOKEN)")
     api_keys: list[str] = Field(default_factory=list, description="inference keys; empty = open")
     adapter_import_roots: list[str] = Field(
-        default_factory=list, description="folders the admin API may register adapters from (+ <registry>/incoming)"
+        default_factory=list,
+        description="folders the admin API may register adapters from (+ <registry>/incoming)",
     )
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     adapter_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024

@@ -50,7 +50,9 @@ class RoutingSource(Protocol):
 
     def routing_state(self) -> RoutingState: ...
 
-    def heartbeat(self, replica_id: str, loaded: list[str], failed: dict[str, str], generation: int) -> None: ...
+    def heartbeat(
+        self, replica_id: str, loaded: list[str], failed: dict[str, str], generation: int
+    ) -> None: ...
 
 
 class RequestSink(Protocol):
@@ -285,4 +287,3 @@ class ServingCore:
     def log_record(self, record: RequestRecord) -> None:
         if self.request_log is not None:
             self.request_log.log(record)
-

@@ -37,7 +37,9 @@ class APIError(Exception):
         return envelope(self.message, self.error_type, self.param, self.code)
 
 
-def envelope(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def envelope(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 

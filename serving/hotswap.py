@@ -37,9 +37,13 @@ class SwapResult:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "name": self.name, "alias": self.alias, "from_version": self.from_version,
-            "to_version": self.to_version, "replicas": list(self.replicas),
-            "staged_s": round(self.staged_s, 3), "total_s": round(self.total_s, 3),
+            "name": self.name,
+            "alias": self.alias,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "replicas": list(self.replicas),
+            "staged_s": round(self.staged_s, 3),
+            "total_s": round(self.total_s, 3),
         }
 
 
@@ -78,7 +82,8 @@ def wait_loaded(
             return tuple(r.replica_id for r in replicas)
         if time.monotonic() > deadline:
             raise ServiceUnavailableError(
-                f"replicas {pending} did not load {target.short_ref} within {timeout_s:.0f} s; alias not moved."
+                f"replicas {pending} did not load {target.short_ref} within {timeout_s:.0f} s; "
+                "the alias was not moved."
             )
         time.sleep(poll_s)
 
@@ -130,11 +135,11 @@ def rollback_alias(
     registry.stage(previous.name, previous.version, token)
     try:
         generation = registry.generation()
-        replicas = wait_loaded(registry, previous, timeout_s=timeout_s, nudge=nudge, min_generation=generation)
+        replicas = wait_loaded(
+            registry, previous, timeout_s=timeout_s, nudge=nudge, min_generation=generation
+        )
         staged = time.monotonic() - started
         moved = registry.rollback(name, alias, actor=actor, reason=reason)
     finally:
         registry.unstage(token)
     return SwapResult(name, alias, before, moved.version, replicas, staged, time.monotonic() - started)
-
-

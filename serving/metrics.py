@@ -22,45 +22,66 @@ class ServingMetrics:
         self.replica_id = replica_id
         r = self.registry
         self.requests = Counter(
-            "tuneloop_requests", "Requests finished, by served version and HTTP status.",
-            ["served_by", "endpoint", "status"], registry=r,
+            "tuneloop_requests",
+            "Requests finished, by served version and HTTP status.",
+            ["served_by", "endpoint", "status"],
+            registry=r,
         )
         self.errors = Counter(
-            "tuneloop_request_errors", "Requests that ended in an error, by served version and error type.",
-            ["served_by", "type"], registry=r,
+            "tuneloop_request_errors",
+            "Requests that ended in an error, by served version and error type.",
+            ["served_by", "type"],
+            registry=r,
         )
-        self.prompt_tokens = Counter("tuneloop_prompt_tokens", "Prompt tokens processed.", ["served_by"], registry=r)
+        self.prompt_tokens = Counter(
+            "tuneloop_prompt_tokens", "Prompt tokens processed.", ["served_by"], registry=r
+        )
         self.completion_tokens = Counter(
             "tuneloop_completion_tokens", "Completion tokens generated.", ["served_by"], registry=r
         )
         self.ttft = Histogram(
-            "tuneloop_time_to_first_token_seconds", "Time to first token.", ["served_by"],
-            buckets=TTFT_BUCKETS, registry=r,
+            "tuneloop_time_to_first_token_seconds",
+            "Time to first token.",
+            ["served_by"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
         )
         self.tpot = Histogram(
-            "tuneloop_time_per_output_token_seconds", "Mean time per output token after the first.",
-            ["served_by"], buckets=TPOT_BUCKETS, registry=r,
+            "tuneloop_time_per_output_token_seconds",
+            "Mean time per output token after the first.",
+            ["served_by"],
+            buckets=TPOT_BUCKETS,
+            registry=r,
         )
         self.e2e = Histogram(
-            "tuneloop_e2e_request_latency_seconds", "End-to-end request latency.", ["served_by"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "tuneloop_e2e_request_latency_seconds",
+            "End-to-end request latency.",
+            ["served_by"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.inflight = Gauge("tuneloop_inflight_requests", "Requests in flight.", ["served_by"], registry=r)
         self.loaded_adapters = Gauge(
             "tuneloop_loaded_adapters", "Adapter versions loaded in the engine of this replica.", registry=r
         )
         self.adapter_loaded = Gauge(
-            "tuneloop_adapter_loaded", "1 for each adapter version loaded on this replica.", ["adapter"],
+            "tuneloop_adapter_loaded",
+            "1 for each adapter version loaded on this replica.",
+            ["adapter"],
             registry=r,
         )
         self.adapter_load_failures = Counter(
-            "tuneloop_adapter_load_failures", "Adapter versions refused at load or smoke test.", ["adapter"],
+            "tuneloop_adapter_load_failures",
+            "Adapter versions refused at load or smoke test.",
+            ["adapter"],
             registry=r,
         )
         self.routing_generation = Gauge(
             "tuneloop_routing_generation", "Registry generation this replica routes by.", registry=r
         )
-        self.log_pending = Gauge("tuneloop_request_log_pending", "Request-log records not yet written.", registry=r)
+        self.log_pending = Gauge(
+            "tuneloop_request_log_pending", "Request-log records not yet written.", registry=r
+        )
         self.log_dropped = Gauge(
             "tuneloop_request_log_dropped", "Request-log records dropped (buffer full).", registry=r
         )

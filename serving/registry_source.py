@@ -39,7 +39,9 @@ class RegistrySource:
             )
             for e in reg.list_experiments(active_only=True)
         )
-        return RoutingState(generation=generation, versions=versions, aliases=aliases, experiments=experiments)
+        return RoutingState(
+            generation=generation, versions=versions, aliases=aliases, experiments=experiments
+        )
 
     def heartbeat(self, replica_id: str, loaded: list[str], failed: dict[str, str], generation: int) -> None:
         self.registry.heartbeat(replica_id, loaded, generation, failed=failed)

@@ -144,15 +144,22 @@ class RoutingSnapshot:
                 if matches:
                     version = matches[0]
             if version is None:
-                detail = "has no alias 'champion'" if ref == DEFAULT_ALIAS else f"has no alias or version '{ref}'"
-                raise ModelNotFoundError(f"The model '{model}' does not exist: adapter '{name}' {detail}.",
-                                         param="model")
+                detail = (
+                    "has no alias 'champion'" if ref == DEFAULT_ALIAS else f"has no alias or version '{ref}'"
+                )
+                raise ModelNotFoundError(
+                    f"The model '{model}' does not exist: adapter '{name}' {detail}.", param="model"
+                )
         vref = versions.get(version)
         if vref is None:
-            raise ServiceUnavailableError(f"Version {version[:12]} of '{name}' is not available on this replica.")
+            raise ServiceUnavailableError(
+                f"Version {version[:12]} of '{name}' is not available on this replica."
+            )
         return Target(served_name=name, version=vref)
 
-    def resolve(self, model: str, user: str | None, rng: random.Random | None = None) -> tuple[Target, Target | None]:
+    def resolve(
+        self, model: str, user: str | None, rng: random.Random | None = None
+    ) -> tuple[Target, Target | None]:
         """Resolve a request's model; experiments pick an arm. Returns (primary, shadow-or-None)."""
         exp = self.experiments.get(model) or self.intercepts.get(model)
         if exp is None:

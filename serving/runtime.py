@@ -33,10 +33,20 @@ class _Feedback:
     def __init__(self, writer: RequestLogWriter) -> None:
         self.writer = writer
 
-    def record_feedback(self, request_id: str, *, rating: float | None, thumbs: int | None,
-                        correction: str | None, source: str | None) -> None:
-        self.writer.log_feedback(FeedbackRecord(request_id=request_id, rating=rating, thumbs=thumbs,
-                                                correction=correction, source=source))
+    def record_feedback(
+        self,
+        request_id: str,
+        *,
+        rating: float | None,
+        thumbs: int | None,
+        correction: str | None,
+        source: str | None,
+    ) -> None:
+        self.writer.log_feedback(
+            FeedbackRecord(
+                request_id=request_id, rating=rating, thumbs=thumbs, correction=correction, source=source
+            )
+        )
 
 
 def open_registry(config: ServingConfig, base_path: Path, base_id: str) -> tuple[Database, AdapterRegistry]:
@@ -59,22 +69,38 @@ def make_engine(config: ServingConfig, base_path: Path, base_id: str) -> Engine:
     if config.engine.kind == "fake":
         from serving.engine.fake import FakeEngine
 
-        return FakeEngine(base_id, max_model_len=config.engine.max_model_len,
-                          max_lora_rank=config.engine.max_lora_rank)
+        return FakeEngine(
+            base_id, max_model_len=config.engine.max_model_len, max_lora_rank=config.engine.max_lora_rank
+        )
     from serving.engine.vllm_engine import VLLMEngine, VLLMEngineConfig
 
     e = config.engine
-    return VLLMEngine(VLLMEngineConfig(
-        model=str(base_path), served_model_id=base_id, max_model_len=e.max_model_len, max_loras=e.max_loras,
-        max_lora_rank=e.max_lora_rank, max_cpu_loras=e.max_cpu_loras, dtype=e.dtype,
-        cpu_kvcache_space_gib=e.kv_cache_gib, gpu_memory_utilization=e.gpu_memory_utilization,
-        max_num_seqs=e.max_num_seqs, seed=e.seed,
-    ))
+    return VLLMEngine(
+        VLLMEngineConfig(
+            model=str(base_path),
+            served_model_id=base_id,
+            max_model_len=e.max_model_len,
+            max_loras=e.max_loras,
+            max_lora_rank=e.max_lora_rank,
+            max_cpu_loras=e.max_cpu_loras,
+            dtype=e.dtype,
+            cpu_kvcache_space_gib=e.kv_cache_gib,
+            gpu_memory_utilization=e.gpu_memory_utilization,
+            max_num_seqs=e.max_num_seqs,
+            seed=e.seed,
+        )
+    )
 
 
 class ServingRuntime:
-    def __init__(self, config: ServingConfig, core: ServingCore, registry: AdapterRegistry, db: Database,
-                 request_log: RequestLogWriter) -> None:
+    def __init__(
+        self,
+        config: ServingConfig,
+        core: ServingCore,
+        registry: AdapterRegistry,
+        db: Database,
+        request_log: RequestLogWriter,
+    ) -> None:
         self.config = config
         self.core = core
         self.registry = registry
@@ -83,8 +109,9 @@ class ServingRuntime:
         self._closed = False
 
     @classmethod
-    def build(cls, config: ServingConfig, *, engine: Engine | None = None,
-              replica_id: str | None = None) -> ServingRuntime:
+    def build(
+        cls, config: ServingConfig, *, engine: Engine | None = None, replica_id: str | None = None
+    ) -> ServingRuntime:
         """Wire everything up without starting anything (no event loop needed)."""
         base_path = resolve_base_model(config.base_model)
         base_id = config.served_model_id or base_path.name
@@ -92,10 +119,16 @@ class ServingRuntime:
         request_log = RequestLogWriter(db)
         engine = engine or make_engine(config, base_path, base_id)
         core = ServingCore(
-            engine, RegistrySource(registry),
-            CoreConfig(base_id=base_id, base_aliases=("default", "base"), poll_interval_s=config.poll_interval_s,
-                       default_max_tokens=config.default_max_tokens),
-            request_log=request_log, replica_id=replica_id,
+            engine,
+            RegistrySource(registry),
+            CoreConfig(
+                base_id=base_id,
+                base_aliases=("default", "base"),
+                poll_interval_s=config.poll_interval_s,
+                default_max_tokens=config.default_max_tokens,
+            ),
+            request_log=request_log,
+            replica_id=replica_id,
         )
         return cls(config, core, registry, db, request_log)
 
@@ -105,8 +138,9 @@ class ServingRuntime:
         log.info("replica %s serving %s", self.core.replica_id, self.core.config.base_id)
 
     @classmethod
-    async def create(cls, config: ServingConfig, *, engine: Engine | None = None,
-                     replica_id: str | None = None) -> ServingRuntime:
+    async def create(
+        cls, config: ServingConfig, *, engine: Engine | None = None, replica_id: str | None = None
+    ) -> ServingRuntime:
         runtime = await asyncio.to_thread(cls.build, config, engine=engine, replica_id=replica_id)
         await runtime.start()
         return runtime
@@ -118,8 +152,12 @@ class ServingRuntime:
             self.core,
             feedback=_Feedback(self.request_log),
             admin_routes=ADMIN_ROUTES,
-            admin_state={"registry": self.registry, "admin_token": self.config.resolved_admin_token(),
-                         "import_roots": roots, "swap_timeout_s": self.config.swap_timeout_s},
+            admin_state={
+                "registry": self.registry,
+                "admin_token": self.config.resolved_admin_token(),
+                "import_roots": roots,
+                "swap_timeout_s": self.config.swap_timeout_s,
+            },
             api_keys=self.config.api_keys,
             request_log_stats=self._log_stats,
             domain_errors=(RegistryError,),

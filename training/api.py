@@ -38,7 +38,7 @@ from training.artifacts import (
     write_jsonl,
     write_yaml,
 )
-from training.config import TrainingConfig, load_config, parse_config
+from training.config import TrainingConfig, apply_overrides, load_config, parse_config
 from training.errors import TrainingError
 from training.monitor import MetricsLog, ProgressView, plot_curves
 from training.result import RunStatus, TrainingFailure, TrainingResult
@@ -55,14 +55,10 @@ def _coerce(config: ConfigLike, overrides: dict[str, Any] | None) -> TrainingCon
     if isinstance(config, str | Path):
         return load_config(config, overrides)
     if overrides:
-        data = config.model_dump() if isinstance(config, TrainingConfig) else dict(config)
-        for dotted, value in overrides.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = value
-        return parse_config(data)
+        import copy
+
+        data = config.model_dump(mode="json") if isinstance(config, TrainingConfig) else copy.deepcopy(dict(config))
+        return parse_config(apply_overrides(data, overrides))
     return parse_config(config)
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "default_runs_dir",
     "load_config",
     "parse_config",
+    "apply_overrides",
 ]
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -160,6 +161,11 @@ class RequestLogSource(_SourceBase):
     """The rating (0..1) from which an answer counts as accepted."""
     limit: int | None = Field(None, gt=0)
     """Read at most this many qualifying requests (newest first)."""
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _expand_url(cls, value: Any) -> Any:
+        return os.path.expandvars(os.path.expanduser(value)) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _window(self) -> RequestLogSource:
@@ -426,6 +432,32 @@ def _format_error(exc: ValidationError) -> ConfigError:
     return ConfigError(f"invalid training config: {detail}")
 
 
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a raw config mapping in place (`train.max_steps`, `data.sources.0.path`);
+    None values are skipped. Raises ConfigError when a path crosses a non-section."""
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node: Any = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if isinstance(node, list):
+                if not key.isdigit() or int(key) >= len(node):
+                    raise ConfigError(f"cannot override '{dotted}': no list item {key}", key=dotted)
+                node = node[int(key)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot override '{dotted}': '{key}' is not a section", key=dotted)
+            node = node.setdefault(key, {})
+        if isinstance(node, list) and leaf.isdigit() and int(leaf) < len(node):
+            node[int(leaf)] = value
+        elif isinstance(node, dict):
+            node[leaf] = value
+        else:
+            raise ConfigError(f"cannot override '{dotted}'", key=dotted)
+    return data
+
+
 def parse_config(data: dict[str, Any] | TrainingConfig, *, root: Path | None = None) -> TrainingConfig:
     """Validate a mapping (or pass a TrainingConfig through); relative paths resolve against `root`
     (default: the current directory). Raises ConfigError naming the offending key(s)."""
@@ -455,15 +487,5 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise ConfigError(f"{file} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: the top level must be a mapping of config keys")
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"cannot override '{dotted}': '{key}' is not a section", key=dotted)
-            node = child
-        node[leaf] = value
+    apply_overrides(data, overrides or {})
     return parse_config(data, root=file.resolve().parent)

@@ -81,6 +81,9 @@ class MetricsCallback(TrainerCallback):
         self.stopped: str | None = None
         self.train_losses: list[float] = []
         self.eval_losses: list[float] = []
+        self.last_eval_step: int | None = None
+        self.token_count: Callable[[], int] | None = None
+        """Useful (non-padding) tokens trained so far; set by the recipe (falls back to TRL's count)."""
         self._t0 = time.perf_counter()
         self._last_t = self._t0
         self._last_tokens = 0.0
@@ -101,6 +104,7 @@ class MetricsCallback(TrainerCallback):
         now = time.perf_counter()
         if "eval_loss" in logs:
             self.eval_losses.append(float(logs["eval_loss"]))
+            self.last_eval_step = int(state.global_step)
             self.emit({"type": "eval", "step": int(state.global_step), "epoch": float(state.epoch or 0.0),
                        "eval_loss": float(logs["eval_loss"]), "elapsed_s": round(now - self._t0, 3)})
             return
@@ -108,7 +112,7 @@ class MetricsCallback(TrainerCallback):
             return
         loss = float(logs["loss"])
         grad_norm = float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None
-        tokens = float(logs.get("num_tokens", 0.0))
+        tokens = float(self.token_count() if self.token_count is not None else logs.get("num_tokens", 0.0))
         dt = max(now - self._last_t, 1e-9)
         tokens_per_s = (tokens - self._last_tokens) / dt if tokens else None
         self._last_t, self._last_tokens = now, tokens

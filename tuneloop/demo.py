@@ -75,9 +75,17 @@ class Customers:
     async def ask(self, client: httpx.AsyncClient, ticket: SupportTicket) -> None:
         self._n += 1
         user = f"customer-{self.rng.randrange(10_000)}"
-        body = {"model": ADAPTER, "user": user, "max_tokens": 48, "temperature": 0.0,
-                "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": ticket.question}],
-                "metadata": {"intent": ticket.intent, "reference": ticket.key_fact, "ticket": ticket.id}}
+        body = {
+            "model": ADAPTER,
+            "user": user,
+            "max_tokens": 48,
+            "temperature": 0.0,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": ticket.question},
+            ],
+            "metadata": {"intent": ticket.intent, "reference": ticket.key_fact, "ticket": ticket.id},
+        }
         self.stats.sent += 1
         try:
             r = await client.post(f"{self.base_url}/v1/chat/completions", json=body, timeout=300)
@@ -95,13 +103,22 @@ class Customers:
         data = r.json()
         answer = data["choices"][0]["message"]["content"]
         correct = ticket.key_fact.lower() in answer.lower()
-        feedback: dict[str, Any] = {"id": data["id"], "thumbs": 1 if correct else -1, "source": "demo-customer"}
+        feedback: dict[str, Any] = {
+            "id": data["id"],
+            "thumbs": 1 if correct else -1,
+            "source": "demo-customer",
+        }
         if not correct and self.rng.random() < self.correction_rate:
             feedback["correction"] = ticket.answer
         await client.post(f"{self.base_url}/v1/feedback", json=feedback, timeout=60)
 
-    async def run(self, tickets: list[SupportTicket], concurrency: int, stop: threading.Event | None = None,
-                  pause: threading.Event | None = None) -> None:
+    async def run(
+        self,
+        tickets: list[SupportTicket],
+        concurrency: int,
+        stop: threading.Event | None = None,
+        pause: threading.Event | None = None,
+    ) -> None:
         queue: asyncio.Queue[SupportTicket] = asyncio.Queue()
         for t in tickets:
             queue.put_nowait(t)
@@ -129,11 +146,27 @@ def _tickets(seed: int) -> tuple[list[SupportTicket], list[SupportTicket]]:
 
 def training_template(epochs: float) -> dict[str, Any]:
     return {
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-        "data": {"max_seq_length": 192, "split": {"validation": 0.1, "test": 0.0},
-                 "clean": {"near_duplicates": False}},
-        "train": {"epochs": epochs, "batch_size": 8, "learning_rate": 1e-3, "lr_scheduler": "cosine",
-                  "warmup_ratio": 0.05, "batching": "packed", "logging_steps": 1, "seed": 0},
+        "lora": {
+            "r": 16,
+            "alpha": 32,
+            "dropout": 0.0,
+            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        },
+        "data": {
+            "max_seq_length": 192,
+            "split": {"validation": 0.1, "test": 0.0},
+            "clean": {"near_duplicates": False},
+        },
+        "train": {
+            "epochs": epochs,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "lr_scheduler": "cosine",
+            "warmup_ratio": 0.05,
+            "batching": "packed",
+            "logging_steps": 1,
+            "seed": 0,
+        },
         "runtime": {"device": "auto", "num_cpus": 1, "timeout_s": 1800},
     }
 
@@ -165,9 +198,18 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
     console.rule("[bold]tuneloop demo[/bold]: Lumen Home support desk")
     with console.status("Preparing the default model…"):
         base_path = resolve_base_model(opts.base_model)
-    serving = ServingConfig(base_model=str(base_path), home=home, replica_num_cpus=0.5, poll_interval_s=0.2,
-                            engine={"max_model_len": 1024, "kv_cache_gib": 1, "max_loras": 4,  # type: ignore[arg-type]
-                                    "max_lora_rank": 16})
+    serving = ServingConfig(
+        base_model=str(base_path),
+        home=home,
+        replica_num_cpus=0.5,
+        poll_interval_s=0.2,
+        engine={
+            "max_model_len": 1024,
+            "kv_cache_gib": 1,
+            "max_loras": 4,  # type: ignore[arg-type]
+            "max_lora_rank": 16,
+        },
+    )
     db_url = serving.resolved_database_url()
     old, new = _tickets(opts.seed)
     replay = home / "data" / "replay.jsonl"
@@ -184,20 +226,35 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
     summary: dict[str, Any] = {"home": str(home)}
     try:
         # 1. the first champion
-        console.print(f"[bold]1.[/bold] Training the first '{ADAPTER}' adapter on {len(old)} tickets "
-                      f"({', '.join(OLD_WORLD)}) — LoRA on CPU through Ray")
+        console.print(
+            f"[bold]1.[/bold] Training the first '{ADAPTER}' adapter on {len(old)} tickets "
+            f"({', '.join(OLD_WORLD)}) — LoRA on CPU through Ray"
+        )
         cfg = training_template(opts.initial_epochs)
-        cfg.update({"name": "support-v1", "base_model": str(base_path), "base_model_id": base_path.name,
-                    "data": {**cfg["data"], "sources": [{"kind": "file", "path": str(replay)}]}})
+        cfg.update(
+            {
+                "name": "support-v1",
+                "base_model": str(base_path),
+                "base_model_id": base_path.name,
+                "data": {**cfg["data"], "sources": [{"kind": "file", "path": str(replay)}]},
+            }
+        )
         t = time.monotonic()
         result = train(cfg, use_ray=True, progress=True)
         result.raise_for_status()
         timings["initial_training_s"] = time.monotonic() - t
-        v1 = registry.register(result.adapter_dir, ADAPTER, training_config=cfg,
-                               metadata={"run_id": result.run_id, "metrics": result.metrics}, actor="demo")
+        v1 = registry.register(
+            result.adapter_dir,
+            ADAPTER,
+            training_config=cfg,
+            metadata={"run_id": result.run_id, "metrics": result.metrics},
+            actor="demo",
+        )
         swap_alias(registry, ADAPTER, "champion", v1.version, actor="demo", reason="initial champion")
-        console.print(f"[green]✓[/green] {v1.short_ref} is {ADAPTER}@champion "
-                      f"(loss {result.metrics.get('train_loss_first', '?')} → {result.metrics.get('train_loss', '?')})")
+        console.print(
+            f"[green]✓[/green] {v1.short_ref} is {ADAPTER}@champion "
+            f"(loss {result.metrics.get('train_loss_first', '?')} → {result.metrics.get('train_loss', '?')})"
+        )
 
         # 2. normal traffic
         customers = Customers(url, opts.seed, opts.correction_rate)
@@ -214,14 +271,26 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             name="demo",
             input_drift=InputDriftRule(max_p_value=0.01, min_samples=40, min_reference_samples=40),
             quality_drift=QualityDriftRule(min_drop=0.15, min_samples=20),
-            cooldown_minutes=0, max_trainings_per_day=4)
+            cooldown_minutes=0,
+            max_trainings_per_day=4,
+        )
         loop_settings = LoopSettings(
-            adapter=ADAPTER, database_url=db_url, service_url=url, policy=policy,
-            reference_size=min(opts.phase_a_requests, 80), live_size=80, check_interval_s=5,
-            training=training_template(opts.retrain_epochs), replay_path=replay, replay_weight=0.5,
-            min_corrections=15, canary=CanarySettings(weight=opts.canary_weight, min_requests_per_arm=12,
-                                                      margin=0.05, timeout_s=600),
-            state_dir=home / "loop")
+            adapter=ADAPTER,
+            database_url=db_url,
+            service_url=url,
+            policy=policy,
+            reference_size=min(opts.phase_a_requests, 80),
+            live_size=80,
+            check_interval_s=5,
+            training=training_template(opts.retrain_epochs),
+            replay_path=replay,
+            replay_weight=0.5,
+            min_corrections=15,
+            canary=CanarySettings(
+                weight=opts.canary_weight, min_requests_per_arm=12, margin=0.05, timeout_s=600
+            ),
+            state_dir=home / "loop",
+        )
         events: list[tuple[float, str, str]] = []
 
         def on_event(kind: str, message: str, evidence: dict[str, Any]) -> None:
@@ -235,13 +304,19 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         def on_tick(r: Any) -> None:
             loop_state["state"], loop_state["last"] = r.state, r.message
 
-        loop_thread = threading.Thread(target=controller.run, args=(stop_loop,), kwargs={"on_tick": on_tick},
-                                       daemon=True, name="tuneloop-loop")
+        loop_thread = threading.Thread(
+            target=controller.run,
+            args=(stop_loop,),
+            kwargs={"on_tick": on_tick},
+            daemon=True,
+            name="tuneloop-loop",
+        )
         loop_thread.start()
         drift_at = time.monotonic()
         timings["drift_injected_at_s"] = drift_at - t0
-        console.print(f"[bold]3.[/bold] The world changes: a refund policy launches; "
-                      f"refund questions join the traffic")
+        console.print(
+            "[bold]3.[/bold] The world changes: a refund policy launches; refund questions join the traffic"
+        )
         stop_traffic, pause_traffic = threading.Event(), threading.Event()
         mixed = []
         for i in range(4000):
@@ -290,8 +365,14 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             stop_local_serve()
 
 
-def _summarise(controller: Any, run: Any, customers: Customers, timings: dict[str, float],
-               events: list[tuple[float, str, str]], registry: Any) -> dict[str, Any]:
+def _summarise(
+    controller: Any,
+    run: Any,
+    customers: Customers,
+    timings: dict[str, float],
+    events: list[tuple[float, str, str]],
+    registry: Any,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"timings": timings, "traffic": customers.stats.__dict__, "events": events}
     if run is None:
         out["outcome"] = "timeout"
@@ -307,9 +388,16 @@ def _summarise(controller: Any, run: Any, customers: Customers, timings: dict[st
     champion = controller.champion()
     out["champion_after"] = champion.ref if champion else None
     out["lineage"] = [v.ref for v in registry.lineage(ADAPTER, champion.version)] if champion else []
-    out["drift"] = [{"detector": r.get("detector"), "statistic": r.get("statistic"), "p_value": r.get("p_value"),
-                     "threshold": r.get("threshold"), "drifted": r.get("drifted")}
-                    for r in run.data.get("drift_reports", [])]
+    out["drift"] = [
+        {
+            "detector": r.get("detector"),
+            "statistic": r.get("statistic"),
+            "p_value": r.get("p_value"),
+            "threshold": r.get("threshold"),
+            "drifted": r.get("drifted"),
+        }
+        for r in run.data.get("drift_reports", [])
+    ]
     return out
 
 
@@ -319,18 +407,28 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     for suite, v in (s.get("suites") or {}).items():
         c, n = v.get("champion"), v.get("challenger")
         delta = f"{(n - c) * 100:+.1f}" if c is not None and n is not None else "?"
-        table.add_row(f"{suite} ({v.get('metric')})", f"{c:.3f}" if c is not None else "?",
-                      f"{n:.3f}" if n is not None else "?", delta)
+        table.add_row(
+            f"{suite} ({v.get('metric')})",
+            f"{c:.3f}" if c is not None else "?",
+            f"{n:.3f}" if n is not None else "?",
+            delta,
+        )
     console.print(table)
     for d in s.get("drift", []):
-        console.print(f"drift {d['detector']}: statistic {d['statistic']}, p={d['p_value']} "
-                      f"(threshold {d['threshold']}) drifted={d['drifted']}")
+        console.print(
+            f"drift {d['detector']}: statistic {d['statistic']}, p={d['p_value']} "
+            f"(threshold {d['threshold']}) drifted={d['drifted']}"
+        )
     t = s.get("timings", {})
     console.print(f"outcome: [bold]{s.get('outcome')}[/bold]; champion now {s.get('champion_after')}")
-    console.print(f"lineage: {' ← '.join(x.split('@')[0] + '@' + x.split('@')[1][:12] for x in s.get('lineage', []))}")
-    console.print(f"drift → outcome: {t.get('drift_to_outcome_s', 0) / 60:.1f} min; "
-                  f"whole demo: {t.get('total_s', 0) / 60:.1f} min; traffic: {s['traffic']['ok']} ok, "
-                  f"{s['traffic']['failed']} failed")
+    console.print(
+        f"lineage: {' ← '.join(x.split('@')[0] + '@' + x.split('@')[1][:12] for x in s.get('lineage', []))}"
+    )
+    console.print(
+        f"drift → outcome: {t.get('drift_to_outcome_s', 0) / 60:.1f} min; "
+        f"whole demo: {t.get('total_s', 0) / 60:.1f} min; traffic: {s['traffic']['ok']} ok, "
+        f"{s['traffic']['failed']} failed"
+    )
     console.print(f"report: {s.get('report')}")
 
 

@@ -32,10 +32,12 @@ def _quality_timeline(db_url: str, adapter: str) -> tuple[str | None, dict[str, 
         meta = sa.MetaData()
         req = sa.Table("requests", meta, autoload_with=engine)
         sc = sa.Table("scores", meta, autoload_with=engine)
-        q = (sa.select(req.c.created_at, req.c.served_version, req.c.tags, sc.c.score)
-             .select_from(sc.join(req, req.c.id == sc.c.request_id))
-             .where(sc.c.scorer == "reference", req.c.served_name == adapter, req.c.shadow_of.is_(None))
-             .order_by(req.c.created_at))
+        q = (
+            sa.select(req.c.created_at, req.c.served_version, req.c.tags, sc.c.score)
+            .select_from(sc.join(req, req.c.id == sc.c.request_id))
+            .where(sc.c.scorer == "reference", req.c.served_name == adapter, req.c.shadow_of.is_(None))
+            .order_by(req.c.created_at)
+        )
         with engine.connect() as conn:
             rows = conn.execute(q).all()
     if not rows:
@@ -53,8 +55,10 @@ def _quality_timeline(db_url: str, adapter: str) -> tuple[str | None, dict[str, 
     fig, ax = plt.subplots(figsize=(9, 3.6))
     for key, (xs, ys) in series.items():
         window = 15
-        smooth = [sum(ys[max(0, i - window + 1): i + 1]) / len(ys[max(0, i - window + 1): i + 1])
-                  for i in range(len(ys))]
+        smooth = [
+            sum(ys[max(0, i - window + 1) : i + 1]) / len(ys[max(0, i - window + 1) : i + 1])
+            for i in range(len(ys))
+        ]
         ax.plot(xs, smooth, label=f"support@{key}")
         ax.scatter(xs, ys, s=6, alpha=0.25)
     ax.set_xlabel("minutes since first request")
@@ -89,7 +93,9 @@ def _drift_plot(controller: Any) -> str | None:
     start = min(x[0] for x, _ in points.values())
     for det, (xs, ys) in points.items():
         ax.plot([(x - start).total_seconds() / 60 for x in xs], ys, marker="o", ms=3, label=f"{det} p-value")
-    threshold = controller.settings.policy.input_drift.max_p_value if controller.settings.policy.input_drift else 0.01
+    threshold = (
+        controller.settings.policy.input_drift.max_p_value if controller.settings.policy.input_drift else 0.01
+    )
     ax.axhline(threshold or 0.01, color="red", ls="--", label=f"trigger threshold p ≤ {threshold}")
     ax.set_yscale("log")
     ax.set_xlabel("minutes since the loop started")
@@ -107,35 +113,43 @@ def write_demo_report(path: Path, summary: dict[str, Any], db_url: str, controll
     rows = "".join(
         f"<tr><td>{esc(str(s))} ({esc(str(v.get('metric')))})</td><td>{_f(v.get('champion'))}</td>"
         f"<td>{_f(v.get('challenger'))}</td><td>{_d(v.get('champion'), v.get('challenger'))}</td></tr>"
-        for s, v in (summary.get("suites") or {}).items())
+        for s, v in (summary.get("suites") or {}).items()
+    )
     slice_rows = "".join(
-        f"<tr><td>support@{esc(v)}</td>" + "".join(f"<td>{esc(k)}: {x:.2f}</td>" for k, x in sorted(d.items()))
-        + "</tr>" for v, d in slices.items())
+        f"<tr><td>support@{esc(v)}</td>"
+        + "".join(f"<td>{esc(k)}: {x:.2f}</td>" for k, x in sorted(d.items()))
+        + "</tr>"
+        for v, d in slices.items()
+    )
     events = controller.store.events()
     event_rows = "".join(
         f"<tr><td>{e.at:%H:%M:%S}</td><td>{esc(e.kind)}</td><td>{esc(e.to_state or '')}</td>"
-        f"<td>{esc(e.message[:300])}</td></tr>" for e in events if e.kind != "check")
+        f"<td>{esc(e.message[:300])}</td></tr>"
+        for e in events
+        if e.kind != "check"
+    )
     t = summary.get("timings", {})
+    outcome_class = "ok" if summary.get("outcome") == "promoted" else "bad"
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>tuneloop demo report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px}}
 th{{background:#f4f4f4}}.ok{{color:#080}}.bad{{color:#b00}}</style></head><body>
 <h1>tuneloop demo — Lumen Home support desk</h1>
-<p>Outcome: <b class="{'ok' if summary.get('outcome') == 'promoted' else 'bad'}">{esc(str(summary.get('outcome')))}</b>.
-Champion now <code>{esc(str(summary.get('champion_after')))}</code>.
-Drift → outcome {t.get('drift_to_outcome_s', 0) / 60:.1f} min; whole demo {t.get('total_s', 0) / 60:.1f} min.
-Traffic: {summary['traffic']['ok']} served, {summary['traffic']['failed']} failed.</p>
+<p>Outcome: <b class="{outcome_class}">{esc(str(summary.get("outcome")))}</b>.
+Champion now <code>{esc(str(summary.get("champion_after")))}</code>.
+Drift → outcome {t.get("drift_to_outcome_s", 0) / 60:.1f} min; whole demo {t.get("total_s", 0) / 60:.1f} min.
+Traffic: {summary["traffic"]["ok"]} served, {summary["traffic"]["failed"]} failed.</p>
 <h2>Before / after (gate evals, champion vs challenger)</h2>
 <table><tr><th>suite (metric)</th><th>champion</th><th>challenger</th><th>Δ points</th></tr>{rows}</table>
-<p>{esc(str(summary.get('gate_summary') or ''))}</p>
+<p>{esc(str(summary.get("gate_summary") or ""))}</p>
 <h2>Live quality per served version</h2>
-{f'<img src="{quality_img}" width="900">' if quality_img else '<p>no scored traffic</p>'}
+{f'<img src="{quality_img}" width="900">' if quality_img else "<p>no scored traffic</p>"}
 <table><tr><th>version</th><th colspan="4">mean live score per slice</th></tr>{slice_rows}</table>
 <h2>Drift</h2>
-{f'<img src="{drift_img}" width="900">' if drift_img else '<p>no drift checks recorded</p>'}
+{f'<img src="{drift_img}" width="900">' if drift_img else "<p>no drift checks recorded</p>"}
 <h2>Loop events</h2>
 <table><tr><th>time</th><th>event</th><th>state</th><th>message</th></tr>{event_rows}</table>
-<h2>Lineage</h2><p>{' ← '.join(esc(x[:len(x.split('@')[0]) + 13]) for x in summary.get('lineage', []))}</p>
+<h2>Lineage</h2><p>{" ← ".join(esc(x[: len(x.split("@")[0]) + 13]) for x in summary.get("lineage", []))}</p>
 </body></html>"""
     path.write_text(body, encoding="utf-8")
     return path

@@ -29,8 +29,9 @@ T = TypeVar("T", bound=BaseModel)
 def _auth(request: Request[Any, Any, Any]) -> None:
     token: str | None = request.app.state.get("admin_token")
     if not token:
-        raise PermissionDeniedError("The admin API is disabled: no admin token is configured.",
-                                    code="admin_disabled")
+        raise PermissionDeniedError(
+            "The admin API is disabled: no admin token is configured.", code="admin_disabled"
+        )
     auth = request.headers.get("authorization", "")
     given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
     if not given or not hmac.compare_digest(given.encode(), token.encode()):
@@ -99,7 +100,8 @@ def confine(path: str, roots: list[Path]) -> Path:
             return resolved
     raise BadRequestError(
         f"Adapter path {path!r} is outside the allowed import roots ({', '.join(str(r) for r in roots)}).",
-        param="path", code="path_not_allowed",
+        param="path",
+        code="path_not_allowed",
     )
 
 
@@ -116,12 +118,21 @@ async def register_adapter(request: Request[Any, Any, Any], state: State) -> dic
     body = await _body(request, RegisterBody)
     folder = confine(body.path, state["import_roots"])
     reg = _registry(state)
-    version = await asyncio.to_thread(reg.register, folder, body.name, metadata=body.metadata,
-                                      parent=body.parent, actor="admin-api")
+    version = await asyncio.to_thread(
+        reg.register, folder, body.name, metadata=body.metadata, parent=body.parent, actor="admin-api"
+    )
     result: dict[str, Any] = {"adapter": version.to_dict()}
     if body.alias:
-        swap = await asyncio.to_thread(swap_alias, reg, body.name, body.alias, version.version, actor="admin-api",
-                                       reason="registered", timeout_s=state["swap_timeout_s"])
+        swap = await asyncio.to_thread(
+            swap_alias,
+            reg,
+            body.name,
+            body.alias,
+            version.version,
+            actor="admin-api",
+            reason="registered",
+            timeout_s=state["swap_timeout_s"],
+        )
         result["swap"] = swap.to_dict()
     await _sync_local(state)
     return result
@@ -137,15 +148,29 @@ async def show_adapter(request: Request[Any, Any, Any], state: State, name: Name
 
         raise ModelNotFoundError(f"no adapter named {name!r}")
     history = await asyncio.to_thread(reg.alias_history, name)
-    return {"name": name, "versions": [v.to_dict() for v in versions], "alias_history": [e.to_dict() for e in history]}
+    return {
+        "name": name,
+        "versions": [v.to_dict() for v in versions],
+        "alias_history": [e.to_dict() for e in history],
+    }
 
 
 @put("/admin/adapters/{name:str}/aliases/{alias:str}")
-async def move_alias(request: Request[Any, Any, Any], state: State, name: Name, alias: Name) -> dict[str, Any]:
+async def move_alias(
+    request: Request[Any, Any, Any], state: State, name: Name, alias: Name
+) -> dict[str, Any]:
     _auth(request)
     body = await _body(request, AliasBody)
-    swap = await asyncio.to_thread(swap_alias, _registry(state), name, alias, body.version, actor="admin-api",
-                                   reason=body.reason, timeout_s=state["swap_timeout_s"])
+    swap = await asyncio.to_thread(
+        swap_alias,
+        _registry(state),
+        name,
+        alias,
+        body.version,
+        actor="admin-api",
+        reason=body.reason,
+        timeout_s=state["swap_timeout_s"],
+    )
     await _sync_local(state)
     return swap.to_dict()
 
@@ -154,14 +179,23 @@ async def move_alias(request: Request[Any, Any, Any], state: State, name: Name, 
 async def rollback(request: Request[Any, Any, Any], state: State, name: Name) -> dict[str, Any]:
     _auth(request)
     body = await _body(request, RollbackBody)
-    swap = await asyncio.to_thread(rollback_alias, _registry(state), name, body.alias, actor="admin-api",
-                                   reason=body.reason, timeout_s=state["swap_timeout_s"])
+    swap = await asyncio.to_thread(
+        rollback_alias,
+        _registry(state),
+        name,
+        body.alias,
+        actor="admin-api",
+        reason=body.reason,
+        timeout_s=state["swap_timeout_s"],
+    )
     await _sync_local(state)
     return swap.to_dict()
 
 
 @delete("/admin/adapters/{name:str}/versions/{version:str}", status_code=200)
-async def remove_version(request: Request[Any, Any, Any], state: State, name: Name, version: Name) -> dict[str, Any]:
+async def remove_version(
+    request: Request[Any, Any, Any], state: State, name: Name, version: Name
+) -> dict[str, Any]:
     _auth(request)
     removed = await asyncio.to_thread(_registry(state).remove, name, version)
     return {"removed": removed.to_dict()}
@@ -179,8 +213,12 @@ async def create_experiment(request: Request[Any, Any, Any], state: State) -> di
     _auth(request)
     body = await _body(request, ExperimentBody)
     exp = await asyncio.to_thread(
-        _registry(state).create_experiment, body.name, [(a.model, a.weight) for a in body.arms],
-        shadow=body.shadow, description=body.description, intercept=body.intercept,
+        _registry(state).create_experiment,
+        body.name,
+        [(a.model, a.weight) for a in body.arms],
+        shadow=body.shadow,
+        description=body.description,
+        intercept=body.intercept,
     )
     await _sync_local(state)
     return exp.to_dict()
@@ -201,5 +239,15 @@ async def replicas(request: Request[Any, Any, Any], state: State) -> dict[str, A
     return {"object": "list", "data": [r.to_dict() for r in live]}
 
 
-ADMIN_ROUTES = [list_adapters, register_adapter, show_adapter, move_alias, rollback, remove_version,
-                list_experiments, create_experiment, stop_experiment, replicas]
+ADMIN_ROUTES = [
+    list_adapters,
+    register_adapter,
+    show_adapter,
+    move_alias,
+    rollback,
+    remove_version,
+    list_experiments,
+    create_experiment,
+    stop_experiment,
+    replicas,
+]

@@ -13,13 +13,26 @@ from serving.errors import APIError, BadRequestError, envelope
 
 log = logging.getLogger("tuneloop.serving")
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "invalid_request_error", 405: "invalid_request_error", 409: "conflict_error",
-          413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
-def error_response(status: int, message: str, error_type: str | None = None, param: str | None = None,
-                   code: str | None = None) -> Response[dict[str, object]]:
+def error_response(
+    status: int,
+    message: str,
+    error_type: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+) -> Response[dict[str, object]]:
     etype = error_type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return Response(envelope(message, etype, param, code), status_code=status, media_type="application/json")
 
@@ -32,9 +45,11 @@ def validation_error(exc: ValidationError) -> BadRequestError:
     if err.get("type") == "json_invalid":
         return BadRequestError(f"The request body is not valid JSON: {msg}", code="invalid_json")
     if err.get("type") == "missing":
-        return BadRequestError(f"Missing required parameter: '{loc}'.", param=loc or None, code="missing_required_parameter")
+        return BadRequestError(
+            f"Missing required parameter: '{loc}'.", param=loc or None, code="missing_required_parameter"
+        )
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     where = f"'{loc}': " if loc else ""
     return BadRequestError(f"Invalid value for {where}{msg}", param=loc or None, code="invalid_value")
 

@@ -28,8 +28,15 @@ T = TypeVar("T", bound=BaseModel)
 
 
 class FeedbackSink(Protocol):
-    def record_feedback(self, request_id: str, *, rating: float | None, thumbs: int | None,
-                        correction: str | None, source: str | None) -> None: ...
+    def record_feedback(
+        self,
+        request_id: str,
+        *,
+        rating: float | None,
+        thumbs: int | None,
+        correction: str | None,
+        source: str | None,
+    ) -> None: ...
 
 
 class EventStream(Stream):
@@ -69,8 +76,11 @@ async def _complete(request: Request[Any, Any, Any], req: ChatCompletionRequest 
     if prep.target.experiment:
         headers["x-tuneloop-experiment"] = prep.target.experiment
     if prep.stream:
-        return EventStream(service.stream(prep), media_type="text/event-stream",
-                      headers={**headers, "cache-control": "no-cache"})
+        return EventStream(
+            service.stream(prep),
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache"},
+        )
     body = await service.run_to_completion(prep)
     return Response(body, headers=headers, media_type="application/json")
 
@@ -91,9 +101,18 @@ def _model_cards(core: ServingCore) -> list[dict[str, Any]]:
     created = now_s()
     cards = []
     for model_id, kind, version in core.snapshot.model_names():
-        cards.append({"id": model_id, "object": "model", "created": created, "owned_by": "tuneloop",
-                      "root": core.config.base_id, "parent": None if kind == "base" else core.config.base_id,
-                      "kind": kind, "version": version})
+        cards.append(
+            {
+                "id": model_id,
+                "object": "model",
+                "created": created,
+                "owned_by": "tuneloop",
+                "root": core.config.base_id,
+                "parent": None if kind == "base" else core.config.base_id,
+                "kind": kind,
+                "version": version,
+            }
+        )
     return cards
 
 
@@ -104,7 +123,9 @@ async def list_models(request: Request[Any, Any, Any], state: State) -> dict[str
 
 
 @get("/v1/models/{model_id:path}")
-async def get_model(request: Request[Any, Any, Any], state: State, model_id: Annotated[str, PathParameter()]) -> dict[str, Any]:
+async def get_model(
+    request: Request[Any, Any, Any], state: State, model_id: Annotated[str, PathParameter()]
+) -> dict[str, Any]:
     check_inference_key(request)
     model_id = model_id.lstrip("/")
     for card in _model_cards(_core(state)):
@@ -120,8 +141,14 @@ async def feedback(request: Request[Any, Any, Any]) -> dict[str, Any]:
     sink: FeedbackSink | None = request.app.state.get("feedback")
     if sink is None:
         raise ServiceUnavailableError("Feedback storage is not configured on this server.")
-    await asyncio.to_thread(sink.record_feedback, fb.id, rating=fb.rating, thumbs=fb.thumbs,
-                            correction=fb.correction, source=fb.source)
+    await asyncio.to_thread(
+        sink.record_feedback,
+        fb.id,
+        rating=fb.rating,
+        thumbs=fb.thumbs,
+        correction=fb.correction,
+        source=fb.source,
+    )
     return {"object": "feedback", "id": fb.id, "status": "recorded"}
 
 
@@ -138,8 +165,13 @@ async def health(state: State) -> Response[dict[str, Any]]:
 @get("/ready")
 async def ready(state: State) -> Response[dict[str, Any]]:
     core = _core(state)
-    body = {"ready": core.ready, "replica": core.replica_id, "generation": core.snapshot.generation,
-            "loaded_adapters": core.loaded_keys(), "failed_adapters": core.failed_keys()}
+    body = {
+        "ready": core.ready,
+        "replica": core.replica_id,
+        "generation": core.snapshot.generation,
+        "loaded_adapters": core.loaded_keys(),
+        "failed_adapters": core.failed_keys(),
+    }
     return Response(body, status_code=200 if core.ready else 503)
 
 

@@ -780,7 +780,9 @@ class AdapterRegistry:
                     f"an experiment named {name!r} already exists ({state.experiments[name].status})"
                 )
             if intercept is not None:
-                taken = [e.name for e in state.experiments.values() if e.is_active and e.intercept == intercept]
+                taken = [
+                    e.name for e in state.experiments.values() if e.is_active and e.intercept == intercept
+                ]
                 if taken:
                     raise ConflictError(f"{intercept!r} is already intercepted by experiment {taken[0]!r}")
                 self._resolve_in(state, intercept, allow_experiment=False)

@@ -85,11 +85,24 @@ def tuneloop_service(tmp_path_factory: pytest.TempPathFactory, default_model_pat
     env = {**os.environ, "TUNELOOP_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"}
     cli = shutil.which("tuneloop", path=str(Path(sys.executable).parent)) or "tuneloop"
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen([cli, "serve", "--port", str(port), "--config", str(config_path)],
-                                stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                start_new_session=True)
-    service = Service(f"http://127.0.0.1:{port}", home, config_path, ADMIN_TOKEN, default_model_path,
-                      default_model_path.name, proc, log_path)
+        proc = subprocess.Popen(
+            [cli, "serve", "--port", str(port), "--config", str(config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    service = Service(
+        f"http://127.0.0.1:{port}",
+        home,
+        config_path,
+        ADMIN_TOKEN,
+        default_model_path,
+        default_model_path.name,
+        proc,
+        log_path,
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
         while True:

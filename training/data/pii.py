@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 
 __all__ = ["PII_KINDS", "PLACEHOLDERS", "scrub"]
 
@@ -16,9 +17,9 @@ PII_KINDS = ("email", "card", "iban", "phone")
 PLACEHOLDERS = {"email": "[EMAIL]", "card": "[CARD]", "iban": "[IBAN]", "phone": "[PHONE]"}
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
-_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,5}(?:[\s.-]\d{2,5}){0,4}(?![\w])")
+_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+_PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().-]{5,20}\d(?![\w])")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -43,7 +44,12 @@ def _iban_ok(candidate: str) -> bool:
     return int(numeric) % 97 == 1
 
 
-def _is_phone(candidate: str) -> bool:
+def _card_ok(candidate: str) -> bool:
+    digits = re.sub(r"\D", "", candidate)
+    return 13 <= len(digits) <= 19 and _luhn_ok(digits)
+
+
+def _phone_ok(candidate: str) -> bool:
     digits = sum(ch.isdigit() for ch in candidate)
     if not 7 <= digits <= 15 or _ISO_DATE.match(candidate):
         return False
@@ -51,23 +57,38 @@ def _is_phone(candidate: str) -> bool:
     return separated or digits >= 10
 
 
+# Detectors in priority order. A candidate that has the shape of a kind but fails its check (an IBAN with a
+# wrong checksum) still claims its characters, so a later detector does not scrub part of it.
+_DETECTORS: tuple[tuple[str, re.Pattern[str], Callable[[str], bool]], ...] = (
+    ("email", _EMAIL, lambda s: True),
+    ("iban", _IBAN, _iban_ok),
+    ("card", _CARD, _card_ok),
+    ("phone", _PHONE, _phone_ok),
+)
+_CLAIMS_WHEN_INVALID = {"iban"}
+
+
 def scrub(text: str) -> tuple[str, Counter[str]]:
     """Replace PII in `text`; returns the scrubbed text and how many of each kind were replaced."""
+    spans: list[tuple[int, int, str | None]] = []
+    for kind, pattern, check in _DETECTORS:
+        for match in pattern.finditer(text):
+            start, end = match.span()
+            if any(start < e and s < end for s, e, _ in spans):
+                continue
+            if check(match.group(0)):
+                spans.append((start, end, kind))
+            elif kind in _CLAIMS_WHEN_INVALID:
+                spans.append((start, end, None))
     counts: Counter[str] = Counter()
-
-    def sub(kind: str, pattern: re.Pattern[str], check: object, value: str) -> str:
-        def repl(match: re.Match[str]) -> str:
-            found = match.group(0)
-            ok = check(found) if callable(check) else True
-            if not ok:
-                return found
-            counts[kind] += 1
-            return PLACEHOLDERS[kind]
-
-        return pattern.sub(repl, value)
-
-    text = sub("email", _EMAIL, None, text)
-    text = sub("iban", _IBAN, _iban_ok, text)
-    text = sub("card", _CARD, lambda s: _luhn_ok(re.sub(r"\D", "", s)), text)
-    text = sub("phone", _PHONE, _is_phone, text)
-    return text, counts
+    out: list[str] = []
+    cursor = 0
+    for start, end, kind in sorted(spans):
+        if kind is None:
+            continue
+        out.append(text[cursor:start])
+        out.append(PLACEHOLDERS[kind])
+        counts[kind] += 1
+        cursor = end
+    out.append(text[cursor:])
+    return "".join(out), counts

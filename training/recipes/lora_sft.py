@@ -261,9 +261,9 @@ def run(
     # 2-3. Tokenizer, base model, adapter
     import torch
     from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback
-    from trl import SFTTrainer
 
     from training.recipes.packing import PackedRowsCollator, pack_rows
+    from training.recipes.trainer import TokenCountingTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(str(config.base_model))
     if tokenizer.pad_token is None:
@@ -283,7 +283,7 @@ def run(
         collator = PackedRowsCollator(tokenizer.pad_token_id)
         emit({"type": "log", "message": f"packed {len(job.train)} sequences into {len(train_data)} rows "
                                         f"of <= {config.data.max_seq_length} tokens"})
-    trainer = SFTTrainer(
+    trainer = TokenCountingTrainer(
         model=model,
         args=sft_arguments(config, job),
         data_collator=collator,
@@ -293,6 +293,7 @@ def run(
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # events replace the trainer's stdout dicts
+    monitor.token_count = lambda: trainer.useful_tokens
     if device == "cpu":
         # TRL casts QLoRA adapter weights to bf16 (a GPU recommendation); on CPU fp32 is faster and exact.
         for param in trainer.model.parameters():
@@ -309,12 +310,15 @@ def run(
         raise TrainingCancelled(f"cancelled at step {trainer.state.global_step}")
     if monitor.stopped:
         raise TrainingTimeout(f"stopped at step {trainer.state.global_step}: {monitor.stopped}")
+    early = bool(config.train.early_stopping_patience) and job.validation is not None
+    stop_reason = "early_stopped" if early and trainer.state.global_step < trainer.state.max_steps else "completed"
     final_eval: float | None = None
-    if job.validation is not None:
+    if early and monitor.eval_losses:
+        final_eval = min(monitor.eval_losses)  # the best checkpoint was loaded at the end
+    elif monitor.last_eval_step == trainer.state.global_step and monitor.eval_losses:
+        final_eval = monitor.eval_losses[-1]
+    elif job.validation is not None:
         final_eval = float(trainer.evaluate()["eval_loss"])
-    stop_reason = "completed"
-    if config.train.early_stopping_patience and trainer.state.global_step < trainer.state.max_steps:
-        stop_reason = "early_stopped"
 
     # 6. Save the adapter (bytes; the driver writes the artifact), drop checkpoints
     files = _save_adapter(trainer.model, config)

@@ -18,7 +18,9 @@ console = Console()
 err = Console(stderr=True)
 
 adapters_app = typer.Typer(help="Adapter versions and aliases in the registry.", no_args_is_help=True)
-experiments_app = typer.Typer(help="A/B experiments (weighted, sticky, optional shadow).", no_args_is_help=True)
+experiments_app = typer.Typer(
+    help="A/B experiments (weighted, sticky, optional shadow).", no_args_is_help=True
+)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="tuneloop settings YAML.")]
 
@@ -59,8 +61,11 @@ def _guard(fn: Any) -> Any:
 
 @adapters_app.command("list")
 @_guard
-def list_cmd(name: Annotated[str | None, typer.Argument()] = None, config: ConfigOpt = None,
-             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_cmd(
+    name: Annotated[str | None, typer.Argument()] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """List adapter versions (newest first) with their aliases."""
     registry, _ = open_cli_registry(config)
     versions = registry.list(name)
@@ -69,8 +74,14 @@ def list_cmd(name: Annotated[str | None, typer.Argument()] = None, config: Confi
         return
     table = Table("name", "version", "aliases", "rank", "parent", "created")
     for v in versions:
-        table.add_row(v.name, v.version[:12], ",".join(v.aliases), str(v.rank), v.parent or "",
-                      v.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+        table.add_row(
+            v.name,
+            v.version[:12],
+            ",".join(v.aliases),
+            str(v.rank),
+            v.parent or "",
+            v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
     console.print(table)
 
 
@@ -90,7 +101,9 @@ def register_cmd(
     manifest = folder / "tuneloop_manifest.json"
     meta = json.loads(manifest.read_text()) if manifest.is_file() else None
     version = registry.register(folder, name, parent=parent, metadata=meta)
-    console.print(f"registered [bold]{version.short_ref}[/bold] (rank {version.rank}, {version.size_bytes} bytes)")
+    console.print(
+        f"registered [bold]{version.short_ref}[/bold] (rank {version.rank}, {version.size_bytes} bytes)"
+    )
     if alias:
         result = swap_alias(registry, name, alias, version.version, timeout_s=settings.serving.swap_timeout_s)
         console.print(f"{name}@{alias} → {version.version[:12]} on {len(result.replicas)} live replica(s)")
@@ -99,31 +112,47 @@ def register_cmd(
 
 @adapters_app.command("show")
 @_guard
-def show_cmd(ref: Annotated[str, typer.Argument(help="name or name@version/alias")], config: ConfigOpt = None) -> None:
+def show_cmd(
+    ref: Annotated[str, typer.Argument(help="name or name@version/alias")], config: ConfigOpt = None
+) -> None:
     """Show a version with its metadata and lineage."""
     registry, _ = open_cli_registry(config)
     name, _, v = ref.partition("@")
     version = registry.get(name, v or "champion")
-    print(json.dumps({**version.to_dict(), "lineage": [x.ref for x in registry.lineage(name, version.version)],
-                      "alias_history": [e.to_dict() for e in registry.alias_history(name)]}, indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                **version.to_dict(),
+                "lineage": [x.ref for x in registry.lineage(name, version.version)],
+                "alias_history": [e.to_dict() for e in registry.alias_history(name)],
+            },
+            indent=2,
+            default=str,
+        )
+    )
 
 
 @adapters_app.command("alias")
 @_guard
-def alias_cmd(name: str, alias: str, version: str, config: ConfigOpt = None,
-              reason: Annotated[str, typer.Option()] = "") -> None:
+def alias_cmd(
+    name: str, alias: str, version: str, config: ConfigOpt = None, reason: Annotated[str, typer.Option()] = ""
+) -> None:
     """Point NAME@ALIAS at VERSION (hot-swap: live replicas load it before routing switches)."""
     from serving.hotswap import swap_alias
 
     registry, settings = open_cli_registry(config)
     r = swap_alias(registry, name, alias, version, reason=reason, timeout_s=settings.serving.swap_timeout_s)
-    console.print(f"{name}@{alias}: {(r.from_version or '-')[:12]} → {r.to_version[:12]} "
-                  f"({len(r.replicas)} replica(s), {r.total_s:.2f} s)")
+    console.print(
+        f"{name}@{alias}: {(r.from_version or '-')[:12]} → {r.to_version[:12]} "
+        f"({len(r.replicas)} replica(s), {r.total_s:.2f} s)"
+    )
 
 
 @adapters_app.command("rollback")
 @_guard
-def rollback_cmd(name: str, alias: Annotated[str, typer.Option()] = "champion", config: ConfigOpt = None) -> None:
+def rollback_cmd(
+    name: str, alias: Annotated[str, typer.Option()] = "champion", config: ConfigOpt = None
+) -> None:
     """Move NAME@ALIAS back to its previous version."""
     from serving.hotswap import rollback_alias
 
@@ -148,7 +177,9 @@ def exp_create(
     arm: Annotated[list[str], typer.Option("--arm", help="MODEL=WEIGHT, repeatable (≥ 2, or 1 + --shadow).")],
     shadow: Annotated[str | None, typer.Option(help="Shadow model: gets a copy, response discarded.")] = None,
     description: Annotated[str, typer.Option()] = "",
-    intercept: Annotated[str | None, typer.Option(help="Take over this model name's traffic (canary).")] = None,
+    intercept: Annotated[
+        str | None, typer.Option(help="Take over this model name's traffic (canary).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create an experiment: clients send model=NAME (or the intercepted name) and are split by user."""

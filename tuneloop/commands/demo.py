@@ -18,24 +18,36 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         port: Annotated[int, typer.Option(help="HTTP port of the demo service.")] = 8000,
-        home: Annotated[Path | None, typer.Option(help="State folder (default: a new one under ~/.cache/tuneloop/demo).")] = None,
+        home: Annotated[
+            Path | None, typer.Option(help="State folder (default: a new one under ~/.cache/tuneloop/demo).")
+        ] = None,
         base_model: Annotated[str, typer.Option(help="'default' or a local HF model folder.")] = "default",
         requests: Annotated[int, typer.Option(help="Requests before the world changes.")] = 80,
-        timeout: Annotated[float, typer.Option(help="Give up after this many seconds after the drift.")] = 1800,
+        timeout: Annotated[
+            float, typer.Option(help="Give up after this many seconds after the drift.")
+        ] = 1800,
         seed: Annotated[int, typer.Option()] = 0,
     ) -> None:
         """The closed loop end to end: serve, drift, retrain, gate, canary, promote (CPU, ~15 min)."""
         from tuneloop.demo import DemoOptions, default_home, run_demo
 
-        opts = DemoOptions(home=home or default_home(), port=port, base_model=base_model,
-                           phase_a_requests=requests, timeout_s=timeout, seed=seed)
+        opts = DemoOptions(
+            home=home or default_home(),
+            port=port,
+            base_model=base_model,
+            phase_a_requests=requests,
+            timeout_s=timeout,
+            seed=seed,
+        )
         summary = run_demo(opts, console)
         if summary.get("outcome") not in ("promoted", "rolled_back", "rejected"):
             raise typer.Exit(1)
 
     @app.command()
     def loop(
-        adapter: Annotated[str, typer.Option(help="Adapter name whose champion the loop keeps good.")] = "support",
+        adapter: Annotated[
+            str, typer.Option(help="Adapter name whose champion the loop keeps good.")
+        ] = "support",
         config: Annotated[Path | None, typer.Option(help="tuneloop settings YAML.")] = None,
         loop_config: Annotated[Path | None, typer.Option("--loop-config", help="Loop settings YAML.")] = None,
         service_url: Annotated[str, typer.Option()] = "http://127.0.0.1:8000",
@@ -52,8 +64,9 @@ def register(app: typer.Typer) -> None:
         raw.setdefault("adapter", adapter)
         raw.setdefault("database_url", settings.serving.resolved_database_url())
         raw.setdefault("service_url", service_url)
-        controller = LoopController(LoopSettings.model_validate(raw), registry,
-                                    base_model_path=_base_path(settings))
+        controller = LoopController(
+            LoopSettings.model_validate(raw), registry, base_model_path=_base_path(settings)
+        )
         if once:
             controller.store.acquire()
             try:
@@ -77,8 +90,9 @@ def register(app: typer.Typer) -> None:
         from tuneloop.commands.adapters import open_cli_registry
 
         registry, settings = open_cli_registry(config)
-        controller = LoopController(LoopSettings(adapter=adapter,
-                                                 database_url=settings.serving.resolved_database_url()), registry)
+        controller = LoopController(
+            LoopSettings(adapter=adapter, database_url=settings.serving.resolved_database_url()), registry
+        )
         print(json.dumps(controller.status(), indent=2, default=str))
 
     @app.command()
@@ -96,8 +110,10 @@ def register(app: typer.Typer) -> None:
         store = LoopStore(settings.serving.resolved_database_url(), loop=f"{registry.base_model_id}/{name}")
         for version in chain:
             run_id = (version.metadata or {}).get("loop_run")
-            console.print(f"[bold]{version.short_ref}[/bold] parent={version.parent or 'base'} "
-                          f"dataset={version.dataset_hash or '-'} created={version.created_at:%Y-%m-%d %H:%M}")
+            console.print(
+                f"[bold]{version.short_ref}[/bold] parent={version.parent or 'base'} "
+                f"dataset={version.dataset_hash or '-'} created={version.created_at:%Y-%m-%d %H:%M}"
+            )
             if run_id:
                 for e in store.events(run_id):
                     console.print(f"   {e.at:%H:%M:%S} {e.kind:10s} {e.message}")

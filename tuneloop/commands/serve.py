@@ -15,7 +15,9 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
-def start_local_serve(config: dict[str, object], host: str, port: int, *, num_cpus: int | None = None) -> None:
+def start_local_serve(
+    config: dict[str, object], host: str, port: int, *, num_cpus: int | None = None
+) -> None:
     """Start Ray (if needed) and the tuneloop Serve application on host:port; returns when it is ready."""
     import ray
     from ray import serve
@@ -24,8 +26,12 @@ def start_local_serve(config: dict[str, object], host: str, port: int, *, num_cp
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False})
     serve.run(build_app(config), name="tuneloop", route_prefix="/", blocking=False)
 
@@ -70,8 +76,10 @@ def register(app: typer.Typer) -> None:
         """Serve the base model and its adapters behind an OpenAI-compatible API (Ctrl-C drains and stops)."""
         from tuneloop.settings import load_settings
 
-        settings = load_settings(config, {"serving.base_model": base_model, "serving.num_replicas": replicas,
-                                          "host": host, "port": port})
+        settings = load_settings(
+            config,
+            {"serving.base_model": base_model, "serving.num_replicas": replicas, "host": host, "port": port},
+        )
         host, port = settings.host, settings.port
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -80,7 +88,9 @@ def register(app: typer.Typer) -> None:
         with console.status("Starting Ray + Serve + vLLM (about a minute on CPU)…"):
             start_local_serve(settings.serving.model_dump(mode="json"), host, port)
             wait_ready(url)
-        console.print(f"[green]tuneloop is serving[/green] at {url}/v1 (OpenAI API), {url}/metrics, {url}/admin")
+        console.print(
+            f"[green]tuneloop is serving[/green] at {url}/v1 (OpenAI API), {url}/metrics, {url}/admin"
+        )
         console.print("Ctrl-C or SIGTERM drains in-flight requests and stops.")
         while not stop.wait(0.5):
             pass

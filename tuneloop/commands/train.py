@@ -66,10 +66,18 @@ def _resolve_base(overrides: dict[str, Any], config: Path, base_model: str | Non
 
 def train_command(
     config: Annotated[Path, typer.Argument(help="Training config YAML (see training/configs/).")],
-    register_as: Annotated[str | None, typer.Option("--register", help="Register the adapter under NAME.")] = None,
-    base_model: Annotated[str | None, typer.Option(help="'default' or a local model folder (overrides the config).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.max_steps=20.")] = None,
-    no_ray: Annotated[bool, typer.Option("--no-ray", help="Train in this process instead of a Ray task.")] = False,
+    register_as: Annotated[
+        str | None, typer.Option("--register", help="Register the adapter under NAME.")
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="'default' or a local model folder (overrides the config).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: --set train.max_steps=20.")
+    ] = None,
+    no_ray: Annotated[
+        bool, typer.Option("--no-ray", help="Train in this process instead of a Ray task.")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
 ) -> None:

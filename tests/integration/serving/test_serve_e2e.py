@@ -33,8 +33,9 @@ def make_peft_adapter(base: Path, out: Path, seed: int, r: int = 8) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights=False))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     with torch.no_grad():  # strong enough weights that greedy outputs visibly change
         for pname, param in peft_model.named_parameters():
             if "lora_B" in pname:
@@ -50,15 +51,23 @@ def adapters(tuneloop_service: Any, tmp_path_factory: pytest.TempPathFactory) ->
     incoming = tuneloop_service.home / "registry" / "incoming"
     out = {}
     for i, name in enumerate(("a1", "a2")):
-        src = make_peft_adapter(tuneloop_service.base_model_path, tmp_path_factory.mktemp(name) / name, seed=i)
+        src = make_peft_adapter(
+            tuneloop_service.base_model_path, tmp_path_factory.mktemp(name) / name, seed=i
+        )
         out[name] = Path(shutil.copytree(src, incoming / name))
     yield out
 
 
-def chat(client: openai.OpenAI, model: str, content: str = "What is the capital of France?", **kw: Any) -> Any:
+def chat(
+    client: openai.OpenAI, model: str, content: str = "What is the capital of France?", **kw: Any
+) -> Any:
     return client.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": content}], max_tokens=kw.pop("max_tokens", 12),
-        temperature=0, **kw)
+        model=model,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=kw.pop("max_tokens", 12),
+        temperature=0,
+        **kw,
+    )
 
 
 def test_chat_completion_with_the_openai_client(client: openai.OpenAI, tuneloop_service: Any) -> None:
@@ -73,8 +82,13 @@ def test_chat_completion_with_the_openai_client(client: openai.OpenAI, tuneloop_
 def test_streaming_chat_and_completions(client: openai.OpenAI, tuneloop_service: Any) -> None:
     full = chat(client, tuneloop_service.base_id).parse().choices[0].message.content
     stream = client.chat.completions.create(
-        model=tuneloop_service.base_id, messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True})
+        model=tuneloop_service.base_id,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     parts, usage = [], None
     for event in stream:
         if event.choices and event.choices[0].delta.content:
@@ -82,12 +96,21 @@ def test_streaming_chat_and_completions(client: openai.OpenAI, tuneloop_service:
         usage = event.usage or usage
     assert "".join(parts) == full
     assert usage is not None and usage.completion_tokens > 0
-    comp = client.completions.create(model=tuneloop_service.base_id, prompt="The capital of France is",
-                                     max_tokens=5, temperature=0)
+    comp = client.completions.create(
+        model=tuneloop_service.base_id, prompt="The capital of France is", max_tokens=5, temperature=0
+    )
     assert "Paris" in comp.choices[0].text
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model=tuneloop_service.base_id, prompt="The capital of France is", max_tokens=5, temperature=0,
-        stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model=tuneloop_service.base_id,
+            prompt="The capital of France is",
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+        )
+        if c.choices
+    )
     assert streamed == comp.choices[0].text
 
 
@@ -105,25 +128,69 @@ def test_models_health_metrics(client: openai.OpenAI, tuneloop_service: Any) -> 
     [
         ("{not json", 400),
         (json.dumps({"model": "SmolLM2-135M-Instruct", "messages": []}), 400),
-        (json.dumps({"model": "SmolLM2-135M-Instruct", "messages": [{"role": "alien", "content": "x"}]}), 400),
-        (json.dumps({"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "x"}],
-                     "max_tokens": 0}), 400),
-        (json.dumps({"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "x"}],
-                     "max_tokens": 10**7}), 400),
-        (json.dumps({"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "x"}],
-                     "temperature": -1}), 400),
-        (json.dumps({"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "word " * 1500}]}),
-         400),
+        (
+            json.dumps({"model": "SmolLM2-135M-Instruct", "messages": [{"role": "alien", "content": "x"}]}),
+            400,
+        ),
+        (
+            json.dumps(
+                {
+                    "model": "SmolLM2-135M-Instruct",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "max_tokens": 0,
+                }
+            ),
+            400,
+        ),
+        (
+            json.dumps(
+                {
+                    "model": "SmolLM2-135M-Instruct",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "max_tokens": 10**7,
+                }
+            ),
+            400,
+        ),
+        (
+            json.dumps(
+                {
+                    "model": "SmolLM2-135M-Instruct",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "temperature": -1,
+                }
+            ),
+            400,
+        ),
+        (
+            json.dumps(
+                {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "word " * 1500}]}
+            ),
+            400,
+        ),
         (json.dumps({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}), 404),
     ],
 )
-def test_bad_input_is_a_4xx_and_the_service_keeps_serving(tuneloop_service: Any, body: str, status: int) -> None:
-    r = httpx.post(f"{tuneloop_service.v1}/chat/completions", content=body,
-                   headers={"content-type": "application/json"}, timeout=60)
+def test_bad_input_is_a_4xx_and_the_service_keeps_serving(
+    tuneloop_service: Any, body: str, status: int
+) -> None:
+    r = httpx.post(
+        f"{tuneloop_service.v1}/chat/completions",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert r.status_code == status, r.text
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
-    ok = httpx.post(f"{tuneloop_service.v1}/chat/completions", timeout=60, json={
-        "model": tuneloop_service.base_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    ok = httpx.post(
+        f"{tuneloop_service.v1}/chat/completions",
+        timeout=60,
+        json={
+            "model": tuneloop_service.base_id,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 2,
+        },
+    )
     assert ok.status_code == 200
 
 
@@ -141,12 +208,15 @@ def _wait_served_by(client: openai.OpenAI, model: str, expected: str, timeout_s:
     raise AssertionError(f"{model} still served by {seen}, expected {expected}")
 
 
-def test_adapter_register_route_swap_rollback(client: openai.OpenAI, tuneloop_service: Any,
-                                              adapters: dict[str, Path]) -> None:
+def test_adapter_register_route_swap_rollback(
+    client: openai.OpenAI, tuneloop_service: Any, adapters: dict[str, Path]
+) -> None:
     svc = tuneloop_service
     admin = httpx.Client(base_url=svc.url, headers=svc.admin_headers(), timeout=300)
     assert httpx.get(f"{svc.url}/admin/adapters").status_code == 401
-    r = admin.post("/admin/adapters", json={"path": str(adapters["a1"]), "name": "support", "alias": "champion"})
+    r = admin.post(
+        "/admin/adapters", json={"path": str(adapters["a1"]), "name": "support", "alias": "champion"}
+    )
     assert r.status_code == 201, r.text
     v1 = r.json()["adapter"]
     short1 = f"support@{v1['version'][:12]}"
@@ -156,9 +226,23 @@ def test_adapter_register_route_swap_rollback(client: openai.OpenAI, tuneloop_se
     assert lora_text != base_text  # the adapter really changes the output
     # second version through the CLI, swapped in with --alias
     cli = str(Path(sys.executable).parent / "tuneloop")
-    done = subprocess.run([cli, "adapters", "register", str(adapters["a2"]), "--name", "support",
-                           "--alias", "champion", "--config", str(svc.config_path)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            cli,
+            "adapters",
+            "register",
+            str(adapters["a2"]),
+            "--name",
+            "support",
+            "--alias",
+            "champion",
+            "--config",
+            str(svc.config_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     v2_ref = done.stdout.strip().splitlines()[-1]
     short2 = "support@" + v2_ref.split("@")[1][:12]
@@ -192,18 +276,27 @@ def test_bad_adapters_are_refused_before_traffic(tuneloop_service: Any, adapters
             assert r.json()["error"]["code"] == code
     r = admin.post("/admin/adapters", json={"path": "/etc", "name": "broken"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "path_not_allowed"
-    r = httpx.post(f"{svc.v1}/chat/completions", timeout=60, json={
-        "model": svc.base_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    r = httpx.post(
+        f"{svc.v1}/chat/completions",
+        timeout=60,
+        json={"model": svc.base_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
     assert r.status_code == 200
 
 
-def test_experiment_split_is_sticky(client: openai.OpenAI, tuneloop_service: Any,
-                                    adapters: dict[str, Path]) -> None:
+def test_experiment_split_is_sticky(
+    client: openai.OpenAI, tuneloop_service: Any, adapters: dict[str, Path]
+) -> None:
     svc = tuneloop_service
     admin = httpx.Client(base_url=svc.url, headers=svc.admin_headers(), timeout=300)
     admin.post("/admin/adapters", json={"path": str(adapters["a2"]), "name": "support2", "alias": "champion"})
-    r = admin.post("/admin/experiments", json={"name": "support-ab", "arms": [
-        {"model": svc.base_id, "weight": 1}, {"model": "support2", "weight": 1}]})
+    r = admin.post(
+        "/admin/experiments",
+        json={
+            "name": "support-ab",
+            "arms": [{"model": svc.base_id, "weight": 1}, {"model": "support2", "weight": 1}],
+        },
+    )
     assert r.status_code == 201, r.text
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -216,5 +309,8 @@ def test_experiment_split_is_sticky(client: openai.OpenAI, tuneloop_service: Any
         served[f"u{i}"] = raw.headers["x-tuneloop-served-by"]
     assert len(set(served.values())) == 2  # both arms got traffic
     for user in list(served)[:4]:
-        assert chat(client, "support-ab", user=user, max_tokens=2).headers["x-tuneloop-served-by"] == served[user]
+        assert (
+            chat(client, "support-ab", user=user, max_tokens=2).headers["x-tuneloop-served-by"]
+            == served[user]
+        )
     assert admin.post("/admin/experiments/support-ab/stop").status_code == 200

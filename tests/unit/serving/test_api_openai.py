@@ -38,13 +38,16 @@ def test_chat_completion_names_what_served_it(client: TestClient) -> None:  # ty
     assert r.headers["x-tuneloop-served-by"] == "fake-base"
     assert body["id"].startswith("chatcmpl-") and r.headers["x-request-id"] == body["id"]
     assert body["usage"]["completion_tokens"] <= 5
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    assert (
+        body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
 
 
 def test_stream_chunks_concatenate_to_the_full_answer(client: TestClient) -> None:  # type: ignore[type-arg]
     full = client.post("/v1/chat/completions", json=chat(temperature=0)).json()
-    r = client.post("/v1/chat/completions", json=chat(temperature=0, stream=True,
-                                                       stream_options={"include_usage": True}))
+    r = client.post(
+        "/v1/chat/completions", json=chat(temperature=0, stream=True, stream_options={"include_usage": True})
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -83,7 +86,9 @@ def test_completions_with_several_prompts_and_n(client: TestClient) -> None:  # 
         (json.dumps(chat(model="no-such@champion")).encode(), 404, "model"),
     ],
 )
-def test_bad_requests_get_openai_errors(client: TestClient, body: bytes, status: int, param: str | None) -> None:  # type: ignore[type-arg]
+def test_bad_requests_get_openai_errors(
+    client: TestClient, body: bytes, status: int, param: str | None
+) -> None:  # type: ignore[type-arg]
     r = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     err = r.json()["error"]
@@ -108,7 +113,9 @@ def test_metrics_count_requests_and_tokens(client: TestClient) -> None:  # type:
     client.post("/v1/chat/completions", json=chat())
     client.post("/v1/chat/completions", json=chat(model="nope"))
     text = client.get("/metrics").text
-    assert 'tuneloop_requests_total{endpoint="chat.completions",served_by="fake-base",status="200"} 1.0' in text
+    assert (
+        'tuneloop_requests_total{endpoint="chat.completions",served_by="fake-base",status="200"} 1.0' in text
+    )
     assert "tuneloop_time_to_first_token_seconds_bucket" in text
     assert "tuneloop_completion_tokens_total" in text
 

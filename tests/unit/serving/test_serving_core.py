@@ -4,7 +4,6 @@ drain-before-unload, request logging and feedback, admin API auth."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -36,7 +35,10 @@ class Harness:
         return write_adapter(self.tmp / f"src-{seed}", base_model=BASE, seed=seed, **kw)
 
     def chat(self, model: str, user: str | None = None, **kw: Any) -> Any:
-        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "where is my order?"}]}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": "user", "content": "where is my order?"}],
+        }
         if user:
             body["user"] = user
         body.update(kw)
@@ -54,8 +56,13 @@ def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     monkeypatch.setattr("serving.runtime.resolve_base_model", lambda spec: model)
     monkeypatch.setattr("serving.runtime.base_model_module_names", lambda path: set(SMOLLM2_MODULES))
     monkeypatch.setattr("serving.runtime.base_model_fingerprint", lambda path: "f" * 64)
-    config = ServingConfig(home=tmp_path / "home", engine={"kind": "fake"}, admin_token=TOKEN,  # type: ignore[arg-type]
-                           poll_interval_s=0.05, swap_timeout_s=10)
+    config = ServingConfig(
+        home=tmp_path / "home",
+        engine={"kind": "fake"},
+        admin_token=TOKEN,  # type: ignore[arg-type]
+        poll_interval_s=0.05,
+        swap_timeout_s=10,
+    )
     engine = FakeEngine(BASE, max_model_len=256)
     rt = ServingRuntime.build(config, engine=engine, replica_id="r1")
     with TestClient(rt.http_app()) as client:
@@ -147,8 +154,14 @@ def test_bad_adapter_is_refused_and_service_keeps_serving(h: Harness, tmp_path: 
     # statically invalid adapters never get in: NaN weights, pickle files, other base, path outside roots
     import numpy as np
 
-    nan = h.adapter(3, tensor_overrides={
-        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": np.full((4, 16), np.nan, np.float32)})
+    nan = h.adapter(
+        3,
+        tensor_overrides={
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": np.full(
+                (4, 16), np.nan, np.float32
+            )
+        },
+    )
     incoming = Path(h.runtime.config.resolved_registry_root()) / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     import shutil
@@ -184,10 +197,18 @@ def test_experiment_split_is_sticky_weighted_and_shadowed(h: Harness) -> None:
     v1 = h.registry.register(h.adapter(1), "support", alias="champion")
     v2 = h.registry.register(h.adapter(2), "support", alias="challenger")
     v3 = h.registry.register(h.adapter(3), "support", alias="shadowed")
-    r = h.admin("POST", "/admin/experiments", json={
-        "name": "exp1", "arms": [{"model": "support@champion", "weight": 0.7},
-                                 {"model": "support@challenger", "weight": 0.3}],
-        "shadow": "support@shadowed"})
+    r = h.admin(
+        "POST",
+        "/admin/experiments",
+        json={
+            "name": "exp1",
+            "arms": [
+                {"model": "support@champion", "weight": 0.7},
+                {"model": "support@challenger", "weight": 0.3},
+            ],
+            "shadow": "support@shadowed",
+        },
+    )
     assert r.status_code == 201, r.text
     h.reconcile()
     served: dict[str, str] = {}
@@ -199,8 +220,11 @@ def test_experiment_split_is_sticky_weighted_and_shadowed(h: Harness) -> None:
         assert resp.headers["x-tuneloop-experiment"] == "exp1"
     # sticky: same user → same arm, also via the header
     for user in list(served)[:10]:
-        again = h.client.post("/v1/chat/completions", headers={"x-tuneloop-user": user}, json={
-            "model": "exp1", "messages": [{"role": "user", "content": "hi"}]})
+        again = h.client.post(
+            "/v1/chat/completions",
+            headers={"x-tuneloop-user": user},
+            json={"model": "exp1", "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert again.headers["x-tuneloop-served-by"] == served[user]
     counts = {v1.short_ref: 0, v2.short_ref: 0}
     for ref in served.values():
@@ -211,7 +235,9 @@ def test_experiment_split_is_sticky_weighted_and_shadowed(h: Harness) -> None:
     from sqlalchemy import text
 
     with h.runtime.db.session() as s:
-        rows = s.execute(text("select arm, shadow_of, served_version from requests where experiment='exp1'")).all()
+        rows = s.execute(
+            text("select arm, shadow_of, served_version from requests where experiment='exp1'")
+        ).all()
     shadows = [r for r in rows if r[1] is not None]
     primaries = [r for r in rows if r[1] is None]
     assert len(primaries) == 70
@@ -231,16 +257,36 @@ def test_feedback_round_trip(h: Harness) -> None:
 def test_canary_experiment_intercepts_an_adapter_name(h: Harness) -> None:
     v1 = h.registry.register(h.adapter(1), "support", alias="champion")
     v2 = h.registry.register(h.adapter(2), "support", alias="challenger")
-    r = h.admin("POST", "/admin/experiments", json={
-        "name": "support-canary", "intercept": "support",
-        "arms": [{"model": "support@champion", "weight": 0.5}, {"model": "support@challenger", "weight": 0.5}]})
+    r = h.admin(
+        "POST",
+        "/admin/experiments",
+        json={
+            "name": "support-canary",
+            "intercept": "support",
+            "arms": [
+                {"model": "support@champion", "weight": 0.5},
+                {"model": "support@challenger", "weight": 0.5},
+            ],
+        },
+    )
     assert r.status_code == 201, r.text
     seen = {h.chat("support", user=f"u{i}").headers["x-tuneloop-served-by"] for i in range(30)}
     assert seen == {v1.short_ref, v2.short_ref}
     assert h.chat("support@champion").headers["x-tuneloop-served-by"] == v1.short_ref  # explicit refs bypass
-    r = h.admin("POST", "/admin/experiments", json={
-        "name": "second", "intercept": "support",
-        "arms": [{"model": "support@champion", "weight": 1}, {"model": "support@challenger", "weight": 1}]})
+    r = h.admin(
+        "POST",
+        "/admin/experiments",
+        json={
+            "name": "second",
+            "intercept": "support",
+            "arms": [
+                {"model": "support@champion", "weight": 1},
+                {"model": "support@challenger", "weight": 1},
+            ],
+        },
+    )
     assert r.status_code == 409
     assert h.admin("POST", "/admin/experiments/support-canary/stop").status_code == 200
-    assert {h.chat("support", user=f"u{i}").headers["x-tuneloop-served-by"] for i in range(10)} == {v1.short_ref}
+    assert {h.chat("support", user=f"u{i}").headers["x-tuneloop-served-by"] for i in range(10)} == {
+        v1.short_ref
+    }

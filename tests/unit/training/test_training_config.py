@@ -1,0 +1,122 @@
+"""Config validation: unknown keys, impossible values and style rules fail with the key named; YAML loading,
+relative paths and overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.config import TrainingConfig, load_config, parse_config
+from training.errors import ConfigError
+
+MINIMAL = {"name": "x", "data": {"sources": [{"path": "d.jsonl"}]}}
+
+
+def test_minimal_config_has_small_defaults() -> None:
+    config = parse_config(MINIMAL, root=Path("/data"))
+    assert config.lora.r == 16 and config.lora.lora_alpha == 32
+    assert config.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert config.data.max_seq_length == 256
+    assert config.train.batching == "packed"
+    assert config.data.sources[0].kind == "file"  # kind defaults to file
+    assert config.data.sources[0].path == Path("/data/d.jsonl")  # relative to the config's folder
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"lora": {"r": 0}}, "lora.r"),
+        ({"lora": {"r": -4}}, "lora.r"),
+        ({"lora": {"dropout": 1.5}}, "lora.dropout"),
+        ({"train": {"learning_rate": 0}}, "train.learning_rate"),
+        ({"train": {"batching": "magic"}}, "train.batching"),
+        ({"data": {"sources": []}}, "data.sources"),
+        ({"data": {"sources": [{"path": "d.jsonl"}], "split": {"validation": 0.5, "test": 0.45}}}, "data.split"),
+        ({"quantization": "int3"}, "quantization"),
+        ({"name": "bad name!"}, "name"),
+    ],
+)
+def test_impossible_values_name_the_key(patch: dict, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, **patch})
+    assert needle in str(info.value)
+
+
+def test_unknown_key_is_an_error_with_a_hint() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, "lora": {"rank": 8}})
+    message = str(info.value)
+    assert "lora.rank" in message and "unknown key 'rank'" in message
+    assert "allowed here" in message and "target_modules" in message
+
+
+def test_unknown_key_inside_a_source() -> None:
+    with pytest.raises(ConfigError, match=r"data\.sources\.0\.colums.*did you mean 'columns'"):
+        parse_config({"name": "x", "data": {"sources": [{"path": "d.jsonl", "colums": {}}]}})
+
+
+def test_unknown_source_kind() -> None:
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        parse_config({"name": "x", "data": {"sources": [{"kind": "s3", "path": "d"}]}})
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"style": "sequential"}, "needs init_adapter"),
+        ({"style": "transfer"}, "needs init_adapter"),
+        ({"init_adapter": "/tmp/a"}, "only used by style"),
+        ({"style": "multitask"}, "at least two data sources"),
+        ({"train": {"early_stopping_patience": 2}, "data": {"sources": [{"path": "d.jsonl"}], "split": {"validation": 0}}},
+         "needs a validation split"),
+        ({"style": "domain", "data": {"sources": [{"path": "d.jsonl", "template": "chat"}]}}, "template must be 'text'"),
+    ],
+)
+def test_style_rules(patch: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_config({**MINIMAL, **patch})
+
+
+def test_load_yaml_with_overrides(tmp_path: Path) -> None:
+    file = tmp_path / "cfg.yaml"
+    file.write_text("name: demo\ndata:\n  sources:\n    - path: data/x.jsonl\ntrain:\n  epochs: 1\n")
+    config = load_config(file, {"train.max_steps": 7, "lora.r": 4, "base_model": None})
+    assert isinstance(config, TrainingConfig)
+    assert config.train.max_steps == 7 and config.lora.r == 4 and config.train.epochs == 1
+    assert config.data.sources[0].path == tmp_path / "data" / "x.jsonl"
+
+
+def test_load_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_shipped_example_configs_validate() -> None:
+    configs = sorted((Path(__file__).resolve().parents[3] / "training" / "configs").glob("*.yaml"))
+    assert len(configs) >= 8
+    for path in configs:
+        continues = "sequential" in path.name or "transfer" in path.name
+        overrides = {"init_adapter": "/tmp/parent-adapter"} if continues else {}
+        config = load_config(path, overrides)
+        header = path.read_text().splitlines()[:6]
+        assert any("tuneloop train" in line for line in header), f"{path.name} lacks the command in its header"
+        for source in config.data.sources:
+            if source.kind == "file":
+                assert source.path.is_file(), f"{path.name}: {source.path} missing"
+
+
+def test_overrides_reach_list_items(tmp_path: Path) -> None:
+    file = tmp_path / "cfg.yaml"
+    file.write_text("name: demo\ndata:\n  sources:\n    - path: a.jsonl\n    - kind: request_log\n      database_url: x\n")
+    config = load_config(file, {"data.sources.1.database_url": "sqlite:///$HOME/db.sqlite"})
+    assert config.data.sources[1].database_url == f"sqlite:///{Path.home()}/db.sqlite"
+    with pytest.raises(ConfigError, match="no list item 5"):
+        load_config(file, {"data.sources.5.path": "b.jsonl"})
