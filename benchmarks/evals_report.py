@@ -89,7 +89,11 @@ def main() -> None:
         "requests_written": written,
         "rows_read": n_rows,
         "repeats": args.repeats,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1m_at_end": os.getloadavg()[0],
+        },
         "full_report_s_median": median_full,
         "full_report_s_all": full,
         "stages_s_median": {k: statistics.median(s[k] for s in stages) for k in stages[0]},
@@ -104,7 +108,7 @@ def main() -> None:
         "# A/B report time",
         "",
         f"{args.per_arm} logged requests per arm (2 arms, SQLite, with feedback and scores); median of "
-        f"{args.repeats}; {os.cpu_count()} CPUs.",
+        f"{args.repeats}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}.",
         "",
         "| | seconds |",
         "|---|---|",

@@ -95,14 +95,14 @@ def bare_vllm(model_dir: Path, port: int, log: Path) -> Iterator[str]:
 
 
 def build_requests(suites: list[str], model: str) -> list[tuple[list[dict[str, str]], dict[str, Any]]]:
-    from evals.runner import _settings
+    from evals.runner import request_settings
     from evals.suite import load_suite, load_suite_data
 
     requests = []
     for name in suites:
         suite = load_suite(name)
         data = load_suite_data(suite)
-        settings = _settings(suite)
+        settings = request_settings(suite)
         for example in data.eval_examples:
             requests.append((data.messages_for(example, 0), settings))
     return requests
@@ -178,7 +178,11 @@ def main() -> None:
         "model": args.model,
         "suites": args.suites,
         "concurrency": args.concurrency,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1m_at_end": os.getloadavg()[0],
+        },
         "naive_sequential": {
             **naive,
             "examples_per_s": naive_rate,
@@ -197,7 +201,8 @@ def main() -> None:
         "# evals runner throughput",
         "",
         f"Endpoint: {endpoint}; model {args.model}; suites {', '.join(args.suites)} "
-        f"({naive['examples']} examples); {os.cpu_count()} CPUs.",
+        f"({naive['examples']} examples); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
+        "(the machine is shared: absolute numbers vary, the ratio is measured in the same run).",
         "",
         "| | seconds | examples/s | completion tokens/s |",
         "|---|---|---|---|",

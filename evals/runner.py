@@ -138,7 +138,7 @@ async def run_suite_async(
     rid = run_id or run_id_for(loaded.name, model, k)
     folder = Path(out_dir) / rid if out_dir is not None else None
     console = console or Console(stderr=True)
-    settings = _settings(loaded)
+    settings = request_settings(loaded)
     examples = data.eval_examples
     requests = [_request_for(data, example, k, model, settings) for example in examples]
 
@@ -205,7 +205,8 @@ async def run_suite_async(
     return run
 
 
-def _settings(suite: Suite) -> dict[str, Any]:
+def request_settings(suite: Suite) -> dict[str, Any]:
+    """The sampling fields every request of `suite` carries (OpenAI request body keys)."""
     gen = suite.generation
     settings: dict[str, Any] = {
         "max_tokens": gen.max_tokens,

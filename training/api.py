@@ -13,6 +13,7 @@ code; the temporary folder is removed, so nothing partial is left to register.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -229,7 +230,9 @@ class TrainingJob:
                 ray.shutdown()
 
     def _failure(self, exc: BaseException, name: str, device: str | None, duration: float) -> TrainingResult:
-        if isinstance(exc, TrainingError):
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            code, message, tb = "out_of_disk", f"out of disk space: {exc}", None
+        elif isinstance(exc, TrainingError):
             code = exc.code
             message = exc.message
             tb = getattr(exc, "remote_traceback", None)

@@ -181,7 +181,7 @@ def _check_sources(config: TrainingConfig) -> None:
             raise DataError(f"{where}: {exc}") from None
         if source.kind == "request_log":
             continue
-        template = resolve_template(source.template, source.columns, columns)
+        template = resolve_template(source.template, source.columns, columns, where)
         resolve_columns(template, source.columns, columns, where)
 
 

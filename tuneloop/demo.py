@@ -144,8 +144,9 @@ def _tickets(seed: int) -> tuple[list[SupportTicket], list[SupportTicket]]:
     return old, new
 
 
-def training_template(epochs: float) -> dict[str, Any]:
+def training_template(epochs: float, runs_dir: Path) -> dict[str, Any]:
     return {
+        "output": {"runs_dir": str(runs_dir)},
         "lora": {
             "r": 16,
             "alpha": 32,
@@ -230,7 +231,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             f"[bold]1.[/bold] Training the first '{ADAPTER}' adapter on {len(old)} tickets "
             f"({', '.join(OLD_WORLD)}) — LoRA on CPU through Ray"
         )
-        cfg = training_template(opts.initial_epochs)
+        cfg = training_template(opts.initial_epochs, home / "runs")
         cfg.update(
             {
                 "name": "support-v1",
@@ -282,7 +283,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             reference_size=min(opts.phase_a_requests, 80),
             live_size=80,
             check_interval_s=5,
-            training=training_template(opts.retrain_epochs),
+            training=training_template(opts.retrain_epochs, home / "runs"),
             replay_path=replay,
             replay_weight=0.5,
             min_corrections=15,

@@ -144,7 +144,7 @@ def _plain_text(row: Mapping[str, Any], options: TemplateOptions, source: str) -
     return Example(kind="text", source=source, text=_text(row, "text"))
 
 
-def resolve_template(template: str, columns: Mapping[str, str], available: list[str]) -> str:
+def resolve_template(template: str, columns: Mapping[str, str], available: list[str], where: str = "data source") -> str:
     """The concrete template for `auto`: chat if rows have messages, completion for prompt/completion, else text."""
     if template != "auto":
         return template
@@ -159,7 +159,7 @@ def resolve_template(template: str, columns: Mapping[str, str], available: list[
     if has("text"):
         return "text"
     raise DataError(
-        f"cannot pick a template for columns {available}: expected 'messages' (chat), 'prompt'+'completion' "
+        f"{where}: cannot pick a template for columns {available}: expected 'messages' (chat), 'prompt'+'completion' "
         "or 'text'; set template: and columns: in the source"
     )
 

@@ -87,8 +87,9 @@ def prepare_data(config: TrainingConfig, tokenizer: Any) -> PreparedData:
     formatted: list[Example] = []
     for i, (source, label) in enumerate(zip(data.sources, _unique_labels(config), strict=True)):
         raw = read_source(source, label)
-        template = resolve_template(source.template, source.columns, raw.columns)
-        mapping = resolve_columns(template, source.columns, raw.columns, where=f"data.sources.{i} ({label})")
+        where = f"data.sources.{i} ({label})"
+        template = resolve_template(source.template, source.columns, raw.columns, where)
+        mapping = resolve_columns(template, source.columns, raw.columns, where)
         stats[label] = SourceStats(label, source.kind, template, source.weight, len(raw.rows), details=raw.meta)
         weights[label] = source.weight
         for row in raw.rows:

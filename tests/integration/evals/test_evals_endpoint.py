@@ -10,6 +10,7 @@ import pytest
 from evals import eval_report, gate, run_baselines, run_suite, write_report
 from evals.gate import GatePolicy
 from evals.runner import RunOptions
+from evals.suite import load_suite
 
 pytestmark = pytest.mark.integration
 OPTIONS = RunOptions(concurrency=4, n_resamples=300)
@@ -56,9 +57,11 @@ def test_k_shot_baseline_report_and_gate_on_identical_models(
 
 def test_llm_judge_uses_a_served_model(eval_endpoint: tuple[str, str, bool], tmp_path: Path) -> None:
     url, model, _ = eval_endpoint
-    run = run_suite(
-        "styled_replies", model, url, limit=3, judge_model=model, out_dir=tmp_path, options=OPTIONS
-    )
+    suite = load_suite("styled_replies")
+    judge = suite.metrics[0].model_copy(update={"args": {**suite.metrics[0].args, "max_tokens": 48}})
+    generation = suite.generation.model_copy(update={"max_tokens": 48})
+    suite = suite.model_copy(update={"metrics": [judge], "generation": generation})
+    run = run_suite(suite, model, url, limit=2, judge_model=model, out_dir=tmp_path, options=OPTIONS)
     assert run.complete
     details = [e.metrics["style_judge"].detail for e in run.examples]
     assert all(d and d["judge_model"] == model and d["judge_reply"] for d in details)
