@@ -101,6 +101,12 @@ class CompletionService:
         lora = target.version.lora() if target.version else None
         requested = req.requested_max_tokens()
         max_len = self.core.engine.max_model_len
+        if req.n > 1 and req.temperature == 0.0:
+            raise BadRequestError(
+                "n > 1 needs sampling: with temperature=0 every choice would be the same; set temperature > 0.",
+                param="n",
+                code="invalid_value",
+            )
         if requested is not None and requested >= max_len:
             raise BadRequestError(
                 f"max_tokens={requested} is larger than this model's context length ({max_len}).",
@@ -270,6 +276,9 @@ class CompletionService:
         except EngineError as exc:
             status, error = 500, str(exc)
             raise InternalServerError(f"The engine failed: {exc}") from exc
+        except ValueError as exc:  # the engine refused the request's parameters: the client's to fix
+            status, error = 400, str(exc)
+            raise BadRequestError(str(exc), code="invalid_value") from exc
         except asyncio.CancelledError:
             status, error = 499, "client disconnected"
             raise
@@ -359,6 +368,9 @@ class CompletionService:
         except EngineError as exc:
             status, error = 500, str(exc)
             yield _sse(InternalServerError(f"The engine failed: {exc}").to_body())
+        except ValueError as exc:
+            status, error = 400, str(exc)
+            yield _sse(BadRequestError(str(exc), code="invalid_value").to_body())
         except (asyncio.CancelledError, GeneratorExit):
             status, error = 499, "client disconnected"
             raise

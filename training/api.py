@@ -26,7 +26,6 @@ from typing import Any
 from training.artifacts import (
     MANIFEST_FILE,
     MANIFEST_SCHEMA,
-    RunPaths,
     begin_run,
     code_version,
     commit_run,
@@ -58,7 +57,11 @@ def _coerce(config: ConfigLike, overrides: dict[str, Any] | None) -> TrainingCon
     if overrides:
         import copy
 
-        data = config.model_dump(mode="json") if isinstance(config, TrainingConfig) else copy.deepcopy(dict(config))
+        data = (
+            config.model_dump(mode="json")
+            if isinstance(config, TrainingConfig)
+            else copy.deepcopy(dict(config))
+        )
         return parse_config(apply_overrides(data, overrides))
     return parse_config(config)
 
@@ -66,8 +69,15 @@ def _coerce(config: ConfigLike, overrides: dict[str, Any] | None) -> TrainingCon
 class TrainingJob:
     """A submitted run. `wait()` returns the TrainingResult; `cancel()` stops it (no artifact is left)."""
 
-    def __init__(self, config: ConfigLike, *, use_ray: bool, progress: bool, on_event: EventHandler | None,
-                 overrides: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        config: ConfigLike,
+        *,
+        use_ray: bool,
+        progress: bool,
+        on_event: EventHandler | None,
+        overrides: dict[str, Any] | None,
+    ) -> None:
         from training.dispatch import CancelToken
 
         self._config_in = config
@@ -133,7 +143,10 @@ class TrainingJob:
             prepared = prepare_data(config, load_tokenizer(config.base_model))  # type: ignore[arg-type]
             card = prepared.card
             assert card is not None
-            self._note(f"data: {card.splits} rows, dataset {card.dataset_hash[:12]}, dropped {card.dropped or 'none'}")
+            self._note(
+                f"data: {card.splits} rows, dataset {card.dataset_hash[:12]}, "
+                f"dropped {card.dropped or 'none'}"
+            )
 
             paths = run_paths(config.output.runs_dir, config.name, self.run_id)
             begin_run(paths)
@@ -142,14 +155,24 @@ class TrainingJob:
             write_yaml(paths.tmp_dir / "config.yaml", config.to_plain())
             if config.output.write_splits:
                 for split in ("validation", "test"):
-                    write_jsonl(paths.tmp_dir / "data" / f"{split}.jsonl", [e.to_record() for e in prepared.examples[split]])
+                    write_jsonl(
+                        paths.tmp_dir / "data" / f"{split}.jsonl",
+                        [e.to_record() for e in prepared.examples[split]],
+                    )
 
             from training.recipes.lora_sft import RecipeJob
 
-            job = RecipeJob(config=config, train=prepared.train, validation=prepared.validation,
-                            dataset_hash=card.dataset_hash, checkpoint_dir=paths.checkpoint_dir, device=choice.device)
+            job = RecipeJob(
+                config=config,
+                train=prepared.train,
+                validation=prepared.validation,
+                dataset_hash=card.dataset_hash,
+                checkpoint_dir=paths.checkpoint_dir,
+                device=choice.device,
+            )
             metrics = MetricsLog(paths.tmp_dir / "metrics.jsonl")
             with ProgressView(self._progress, label=config.name) as view:
+
                 def emit(event: dict[str, Any]) -> None:
                     if event["type"] == "log":
                         self._note(str(event["message"]))
@@ -175,7 +198,10 @@ class TrainingJob:
             verify_adapter(adapter_tmp)
             from training.preflight import sha256_file
 
-            summary = metrics.summary() | {"final_eval_loss": output.final_eval_loss, "stop_reason": output.stop_reason}
+            summary = metrics.summary() | {
+                "final_eval_loss": output.final_eval_loss,
+                "stop_reason": output.stop_reason,
+            }
             plot_curves(metrics.events, paths.tmp_dir / "curves.png", title=f"{config.name} ({self.run_id})")
             finished_at = datetime.now(UTC)
             parent = checked.parent
@@ -190,9 +216,14 @@ class TrainingJob:
                     "quantization": config.quantization,
                     "lora": _lora_shape(output.adapter_files["adapter_config.json"]),
                 },
-                "base_model": {"id": config.base_id, "path": str(config.base_model),
-                               "fingerprint": checked.base_fingerprint},
-                "parent": None if parent is None else {
+                "base_model": {
+                    "id": config.base_id,
+                    "path": str(config.base_model),
+                    "fingerprint": checked.base_fingerprint,
+                },
+                "parent": None
+                if parent is None
+                else {
                     "relation": "continued_from" if config.style == "sequential" else "initialized_from",
                     "path": str(parent.path),
                     "sha256": parent.sha256,
@@ -205,7 +236,7 @@ class TrainingJob:
                 "code_version": code_version(),
                 "started_at": started_at.isoformat(),
                 "finished_at": finished_at.isoformat(),
-                "duration_s": round(time.monotonic() - started, 2),
+                "duration_s": (duration := round(time.monotonic() - started, 2)),
                 "train_seconds": output.train_seconds,
                 "resumed_from": output.resumed_from,
                 "hardware": output.hardware | {"ray": self._use_ray},
@@ -214,8 +245,16 @@ class TrainingJob:
             final = commit_run(paths)
             self._note(f"adapter written: {final / 'adapter'}")
             self._result = TrainingResult(
-                status="succeeded", run_id=self.run_id, name=name, run_dir=final, adapter_dir=final / "adapter",
-                manifest=manifest, metrics=summary, device=device, duration_s=manifest["duration_s"], log=self._log,
+                status="succeeded",
+                run_id=self.run_id,
+                name=name,
+                run_dir=final,
+                adapter_dir=final / "adapter",
+                manifest=manifest,
+                metrics=summary,
+                device=device,
+                duration_s=duration,
+                log=self._log,
             )
         except BaseException as exc:  # every failure becomes a structured result
             if metrics is not None:
@@ -241,8 +280,13 @@ class TrainingJob:
         status = _STATUS_BY_CODE.get(code, "failed")
         self._note(f"run {status}: [{code}] {message}")
         return TrainingResult(
-            status=status, run_id=self.run_id or "-", name=name, error=TrainingFailure(code, message, tb),
-            device=device, duration_s=round(duration, 2), log=self._log,
+            status=status,
+            run_id=self.run_id or "-",
+            name=name,
+            error=TrainingFailure(code, message, tb),
+            device=device,
+            duration_s=round(duration, 2),
+            log=self._log,
         )
 
 
@@ -250,7 +294,10 @@ def _lora_shape(adapter_config: bytes) -> dict[str, Any]:
     import json
 
     cfg = json.loads(adapter_config)
-    return {k: cfg.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules", "base_model_name_or_path")}
+    return {
+        k: cfg.get(k)
+        for k in ("r", "lora_alpha", "lora_dropout", "target_modules", "base_model_name_or_path")
+    }
 
 
 def submit(
@@ -283,11 +330,12 @@ def train(
         return job.wait()
 
 
-def validate(config: ConfigLike, *, device: str = "cpu", overrides: dict[str, Any] | None = None) -> TrainingConfig:
+def validate(
+    config: ConfigLike, *, device: str = "cpu", overrides: dict[str, Any] | None = None
+) -> TrainingConfig:
     """Parse and preflight a config without training (raises ConfigError / DataError)."""
     from training.preflight import preflight
 
     parsed = _coerce(config, overrides)
     preflight(parsed, device)
     return parsed
-

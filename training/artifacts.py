@@ -171,11 +171,18 @@ def code_version() -> dict[str, Any]:
     info: dict[str, Any] = {"git_sha": None}
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
         if sha.returncode == 0:
             info["git_sha"] = sha.stdout.strip()
-            status = subprocess.run(["git", "status", "--porcelain", "--", "training"], cwd=root,
-                                    capture_output=True, text=True, timeout=5)
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--", "training"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
             info["git_dirty"] = bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass

@@ -55,7 +55,15 @@ __all__ = [
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 Template = Literal[
-    "auto", "chat", "instruction", "completion", "summarization", "classification", "translation", "code", "text"
+    "auto",
+    "chat",
+    "instruction",
+    "completion",
+    "summarization",
+    "classification",
+    "translation",
+    "code",
+    "text",
 ]
 Style = Literal["sft", "domain", "multitask", "sequential", "transfer"]
 
@@ -96,7 +104,7 @@ class TemplateOptions(_Section):
 class _SourceBase(_Section):
     name: str | None = None
     """Name of the source in the data card (default: derived from the path / kind)."""
-    weight: float = Field(1.0, gt=0, le=100)
+    weight: float = Field(default=1.0, gt=0, le=100)
     """Mixture weight: a multiplier on this source's training rows (0.5 keeps a deterministic half, 2 repeats
     every row twice). Validation/test rows are never re-weighted."""
     template: Template = "auto"
@@ -105,7 +113,7 @@ class _SourceBase(_Section):
     translation (source/target), code (prompt/code), text (plain text, for domain adaptation). `auto` picks
     chat when rows have `messages`, completion for prompt/completion rows, else text."""
     columns: dict[str, str] = Field(default_factory=dict)
-    """Maps a template's column name to the dataset's column, e.g. {document: article, summary: highlights}."""
+    """Maps a template column to the dataset's column, e.g. {document: article, summary: highlights}."""
     options: TemplateOptions = Field(default_factory=TemplateOptions)
     """Template options (system prompt, labels, languages)."""
 
@@ -157,9 +165,9 @@ class RequestLogSource(_SourceBase):
     """Only requests whose `tags` contain all these key/value pairs (the slice)."""
     include_accepted: bool = True
     """Also use uncorrected answers that got a thumbs-up or a rating >= min_rating."""
-    min_rating: float = Field(0.8, ge=0, le=1)
+    min_rating: float = Field(default=0.8, ge=0, le=1)
     """The rating (0..1) from which an answer counts as accepted."""
-    limit: int | None = Field(None, gt=0)
+    limit: int | None = Field(default=None, gt=0)
     """Read at most this many qualifying requests (newest first)."""
 
     @field_validator("database_url", mode="before")
@@ -181,10 +189,14 @@ def _source_kind(value: Any) -> str:
 
 
 SourceConfig = Annotated[
-    Annotated[FileSource, Tag("file")] | Annotated[HFDatasetSource, Tag("hf_dataset")]
+    Annotated[FileSource, Tag("file")]
+    | Annotated[HFDatasetSource, Tag("hf_dataset")]
     | Annotated[RequestLogSource, Tag("request_log")],
-    Discriminator(_source_kind, custom_error_type="unknown_source_kind",
-                  custom_error_message="kind must be one of: file, hf_dataset, request_log"),
+    Discriminator(
+        _source_kind,
+        custom_error_type="unknown_source_kind",
+        custom_error_message="kind must be one of: file, hf_dataset, request_log",
+    ),
 ]
 """A data source; `kind` defaults to `file`."""
 
@@ -192,15 +204,15 @@ SourceConfig = Annotated[
 class CleanConfig(_Section):
     """Cleaning rules; every dropped row is counted by reason in the data card."""
 
-    min_chars: int = Field(1, ge=1)
-    """Rows whose trainable text (the target, or the whole text) is shorter than this are dropped as `empty`."""
+    min_chars: int = Field(default=1, ge=1)
+    """Rows whose trainable text (the target, or the whole text) is shorter are dropped as `empty`."""
     drop_broken_encoding: bool = True
     """Drop rows with U+FFFD replacement characters, mojibake (e.g. 'Ã©') or control characters."""
     dedupe: bool = True
     """Drop exact duplicates (after whitespace/case normalisation)."""
     near_duplicates: bool = True
     """Also drop near-duplicates (MinHash over word 3-grams)."""
-    near_duplicate_threshold: float = Field(0.85, ge=0.5, le=1.0)
+    near_duplicate_threshold: float = Field(default=0.85, ge=0.5, le=1.0)
     """Estimated Jaccard similarity from which two rows are near-duplicates."""
     scrub_pii: bool = True
     """Replace emails, phone numbers, card numbers and IBANs by placeholders (counted per kind)."""
@@ -209,9 +221,9 @@ class CleanConfig(_Section):
 class SplitConfig(_Section):
     """Deterministic split by content hash: a row keeps its split when the dataset grows."""
 
-    validation: float = Field(0.1, ge=0, le=0.5)
+    validation: float = Field(default=0.1, ge=0, le=0.5)
     """Fraction of rows for validation (early stopping, val loss)."""
-    test: float = Field(0.1, ge=0, le=0.5)
+    test: float = Field(default=0.1, ge=0, le=0.5)
     """Fraction of rows held out for evals (written to the run folder, never trained on)."""
     salt: str = ""
     """Changes the assignment (all rows re-shuffle between splits) - leave empty to keep splits stable."""
@@ -228,73 +240,73 @@ class DataConfig(_Section):
 
     sources: list[SourceConfig] = Field(min_length=1)
     """One or more sources; several are mixed by their weights (multitask)."""
-    max_seq_length: int = Field(256, ge=16, le=32768)
+    max_seq_length: int = Field(default=256, ge=16, le=32768)
     """Tokens per example after templating; longer chat/task rows are dropped (`too_long`) or truncated,
     plain text is cut into chunks of this length."""
     overlong: Literal["drop", "truncate"] = "drop"
     """What to do with chat/task rows longer than max_seq_length."""
-    clean: CleanConfig = Field(default_factory=CleanConfig)
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    max_rows: int | None = Field(None, gt=0)
+    clean: CleanConfig = Field(default_factory=lambda: CleanConfig())
+    split: SplitConfig = Field(default_factory=lambda: SplitConfig())
+    max_rows: int | None = Field(default=None, gt=0)
     """Cap on the prepared rows (after cleaning, before splitting), taken in a deterministic order."""
 
 
 class LoraSettings(_Section):
     """The LoRA adapter shape (ignored for sequential/transfer runs, which keep the parent's shape)."""
 
-    r: int = Field(16, gt=0, le=512)
+    r: int = Field(default=16, gt=0, le=512)
     """Rank of the update matrices."""
-    alpha: float | None = Field(None, gt=0)
+    alpha: int | None = Field(default=None, gt=0)
     """Scaling numerator (default: 2 * r)."""
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES), min_length=1)
     """Module names to adapt (matched as peft does: equal to, or ending in '.' + name), or ["all-linear"]."""
 
     @property
-    def lora_alpha(self) -> float:
-        return self.alpha if self.alpha is not None else 2.0 * self.r
+    def lora_alpha(self) -> int:
+        return self.alpha if self.alpha is not None else 2 * self.r
 
 
 class TrainConfig(_Section):
     """Optimisation settings (small defaults: a few hundred short examples in minutes on a laptop CPU)."""
 
-    epochs: float = Field(2.0, gt=0, le=100)
-    max_steps: int | None = Field(None, gt=0)
+    epochs: float = Field(default=2.0, gt=0, le=100)
+    max_steps: int | None = Field(default=None, gt=0)
     """Stop after this many optimizer steps (overrides epochs)."""
-    batch_size: int = Field(8, gt=0, le=1024)
+    batch_size: int = Field(default=8, gt=0, le=1024)
     """Examples per micro-batch (with packing: packed rows of max_seq_length tokens)."""
-    grad_accum: int = Field(1, gt=0, le=1024)
+    grad_accum: int = Field(default=1, gt=0, le=1024)
     """Micro-batches per optimizer step."""
-    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
     batching: Literal["packed", "grouped", "padded"] = "packed"
     """packed: best-fit packing without padding (TRL bfd, position_ids mark boundaries); grouped: batches of
     similar length; padded: random batches padded to the longest row (the baseline)."""
-    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = (
-        "auto"
-    )
+    optimizer: Literal[
+        "auto", "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"
+    ] = "auto"
     """auto: paged 8-bit AdamW for QLoRA on CUDA, torch AdamW otherwise (8-bit optimizers need CUDA)."""
     gradient_checkpointing: bool = False
     """Trade compute for memory (useful on GPUs with long sequences; slower on CPU)."""
     seed: int = 42
     """Seeds Python, NumPy and torch (adapter init, shuffling, dropout) for reproducible runs."""
-    eval_every_steps: int | None = Field(None, gt=0)
+    eval_every_steps: int | None = Field(default=None, gt=0)
     """Validation loss every N steps (default: once per epoch, if there is a validation split)."""
-    save_every_steps: int | None = Field(None, gt=0)
+    save_every_steps: int | None = Field(default=None, gt=0)
     """Checkpoint every N steps (default: once per epoch; with early stopping: at every evaluation)."""
-    early_stopping_patience: int | None = Field(None, gt=0)
+    early_stopping_patience: int | None = Field(default=None, gt=0)
     """Stop when the validation loss has not improved for this many evaluations (the best adapter is kept)."""
-    early_stopping_threshold: float = Field(0.0, ge=0)
+    early_stopping_threshold: float = Field(default=0.0, ge=0)
     """Minimum validation-loss improvement that counts."""
     resume: bool = False
     """Resume from the latest checkpoint of a previous, unfinished run with the same name and data."""
-    divergence_factor: float | None = Field(4.0, gt=1)
+    divergence_factor: float | None = Field(default=4.0, gt=1)
     """Stop (diverged) when the training loss exceeds this multiple of the first logged loss; NaN/inf always
     stops. null disables the explosion check."""
-    logging_steps: int = Field(1, gt=0)
+    logging_steps: int = Field(default=1, gt=0)
     """Log (and check) metrics every N optimizer steps."""
 
 
@@ -303,13 +315,13 @@ class RuntimeConfig(_Section):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: a GPU when the Ray cluster (or, without Ray, this machine) has one, else CPU."""
-    num_cpus: float = Field(1.0, gt=0)
+    num_cpus: float = Field(default=1.0, gt=0)
     """CPUs the Ray task reserves (torch still uses `torch_threads` threads)."""
-    torch_threads: int | None = Field(None, gt=0)
+    torch_threads: int | None = Field(default=None, gt=0)
     """torch intra-op threads on CPU (default: all cores of the worker)."""
-    timeout_s: float = Field(3600.0, gt=0)
+    timeout_s: float = Field(default=3600.0, gt=0)
     """The whole run (data preparation excluded) is cancelled after this many seconds."""
-    start_timeout_s: float = Field(120.0, gt=0)
+    start_timeout_s: float = Field(default=120.0, gt=0)
     """Fail when the Ray task has not started within this many seconds (cluster out of resources)."""
 
 
@@ -342,11 +354,11 @@ class TrainingConfig(_Section):
     """sequential/transfer: the adapter folder to start from (its LoRA shape is kept)."""
     quantization: Literal["none", "nf4"] = "none"
     """none: LoRA on full-precision weights; nf4: QLoRA (4-bit NF4 base via bitsandbytes)."""
-    lora: LoraSettings = Field(default_factory=LoraSettings)
+    lora: LoraSettings = Field(default_factory=lambda: LoraSettings())
     data: DataConfig
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+    runtime: RuntimeConfig = Field(default_factory=lambda: RuntimeConfig())
+    output: OutputConfig = Field(default_factory=lambda: OutputConfig())
 
     _expand_paths = field_validator("base_model", "init_adapter", mode="before")(_expand)
 
@@ -362,9 +374,13 @@ class TrainingConfig(_Section):
         if self.style == "domain":
             bad = [i for i, s in enumerate(self.data.sources) if s.template not in ("text", "auto")]
             if bad:
-                raise ValueError(f"style 'domain' trains on plain text: data.sources.{bad[0]}.template must be 'text'")
+                raise ValueError(
+                    f"style 'domain' trains on plain text: data.sources.{bad[0]}.template must be 'text'"
+                )
         if self.train.early_stopping_patience and self.data.split.validation == 0:
-            raise ValueError("train.early_stopping_patience needs a validation split (data.split.validation > 0)")
+            raise ValueError(
+                "train.early_stopping_patience needs a validation split (data.split.validation > 0)"
+            )
         return self
 
     @property
@@ -375,6 +391,7 @@ class TrainingConfig(_Section):
 
     def resolve_paths(self, root: Path) -> TrainingConfig:
         """A copy whose relative data/model/adapter paths are made absolute against `root`."""
+
         def fix(p: Path | None) -> Path | None:
             return p if p is None or p.is_absolute() else (root / p).resolve()
 
@@ -415,7 +432,9 @@ def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 def _format_error(exc: ValidationError) -> ConfigError:
     problems = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"file", "hf_dataset", "request_log"}))
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and p in {"file", "hf_dataset", "request_log"})
+        )
         key = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             allowed = _fields_of(TrainingConfig, loc[:-1])

@@ -27,13 +27,25 @@ from training.config import TrainingConfig
 from training.errors import ConfigError, TrainingCancelled, TrainingError, TrainingTimeout
 from training.recipes.lora_sft import RecipeJob, RecipeOutput
 
-__all__ = ["DeviceChoice", "RemoteTaskError", "choose_device", "ensure_ray", "run_local", "run_ray", "stream_recipe"]
+__all__ = [
+    "DeviceChoice",
+    "RemoteTaskError",
+    "choose_device",
+    "ensure_ray",
+    "run_local",
+    "run_ray",
+    "stream_recipe",
+]
 
 log = logging.getLogger("training.dispatch")
 Event = dict[str, Any]
 
-WORKER_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-              "TOKENIZERS_PARALLELISM": "false"}
+WORKER_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 class RemoteTaskError(TrainingError):
@@ -41,7 +53,9 @@ class RemoteTaskError(TrainingError):
 
     code = "internal_error"
 
-    def __init__(self, message: str, code: str = "internal_error", remote_traceback: str | None = None) -> None:
+    def __init__(
+        self, message: str, code: str = "internal_error", remote_traceback: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.remote_traceback = remote_traceback
@@ -82,8 +96,12 @@ def ensure_ray() -> bool:
 
     if ray.is_initialized():
         return False
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": WORKER_ENV})
+    ray.init(
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": WORKER_ENV},
+    )
     return True
 
 
@@ -99,9 +117,14 @@ def stream_recipe(job: RecipeJob) -> Iterator[Event]:
         try:
             events.put({"type": "_result", "output": run(job, events.put)})
         except BaseException as exc:  # reported to the driver as a structured error
-            events.put({"type": "_error", "code": getattr(exc, "code", "internal_error"),
-                        "message": str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}",
-                        "traceback": traceback.format_exc()})
+            events.put(
+                {
+                    "type": "_error",
+                    "code": getattr(exc, "code", "internal_error"),
+                    "message": str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(),
+                }
+            )
 
     threading.Thread(target=target, name="tuneloop-recipe", daemon=True).start()
     while True:
@@ -153,12 +176,20 @@ def run_ray(
     runtime = job.config.runtime
     total_cpus = float(ray.cluster_resources().get("CPU", 0))
     if runtime.num_cpus > total_cpus:
-        raise ConfigError(f"requests {runtime.num_cpus:g} CPUs but the Ray cluster has {total_cpus:g}",
-                          key="runtime.num_cpus")
-    generator = _remote_stream().options(
-        num_cpus=runtime.num_cpus, num_gpus=choice.num_gpus, num_returns="streaming",
-        runtime_env={"env_vars": WORKER_ENV},
-    ).remote(job)
+        raise ConfigError(
+            f"requests {runtime.num_cpus:g} CPUs but the Ray cluster has {total_cpus:g}",
+            key="runtime.num_cpus",
+        )
+    generator = (
+        _remote_stream()
+        .options(
+            num_cpus=runtime.num_cpus,
+            num_gpus=choice.num_gpus,
+            num_returns="streaming",
+            runtime_env={"env_vars": WORKER_ENV},
+        )
+        .remote(job)
+    )
     submitted = time.monotonic()
     started: float | None = None
 
@@ -172,10 +203,13 @@ def run_ray(
         now = time.monotonic()
         if started is None and now - submitted > runtime.start_timeout_s:
             available = ray.available_resources()
-            raise stop(TrainingTimeout(
-                f"the training task did not start within {runtime.start_timeout_s:g}s (requested "
-                f"num_cpus={runtime.num_cpus:g}, num_gpus={choice.num_gpus}; available CPU="
-                f"{available.get('CPU', 0):g}, GPU={available.get('GPU', 0):g})"))
+            raise stop(
+                TrainingTimeout(
+                    f"the training task did not start within {runtime.start_timeout_s:g}s (requested "
+                    f"num_cpus={runtime.num_cpus:g}, num_gpus={choice.num_gpus}; available CPU="
+                    f"{available.get('CPU', 0):g}, GPU={available.get('GPU', 0):g})"
+                )
+            )
         if started is not None and now - started > runtime.timeout_s:
             raise stop(TrainingTimeout(f"the run exceeded runtime.timeout_s={runtime.timeout_s:g}s"))
         ready, _ = ray.wait([generator], timeout=0.5)
@@ -193,13 +227,20 @@ def run_ray(
             raise RemoteTaskError(f"the training worker failed: {exc}") from None
         if event["type"] == "worker_started":
             started = time.monotonic()
-            emit({"type": "log", "message": f"worker started (pid {event['pid']} on {event['host']}), {choice.reason}"})
+            emit(
+                {
+                    "type": "log",
+                    "message": f"worker started (pid {event['pid']} on {event['host']}), {choice.reason}",
+                }
+            )
             continue
         if event["type"] == "result":
             output: RecipeOutput = event["output"]
             return output
         if event["type"] == "error":
-            raise RemoteTaskError(event["message"], code=event["code"], remote_traceback=event.get("traceback"))
+            raise RemoteTaskError(
+                event["message"], code=event["code"], remote_traceback=event.get("traceback")
+            )
         emit(event)
 
 

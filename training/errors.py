@@ -58,7 +58,7 @@ class TrainingCancelled(TrainingError):
 
 
 class TrainingTimeout(TrainingError):
-    """The run took longer than `runtime.timeout_s` (or never got a worker within `runtime.start_timeout_s`)."""
+    """The run exceeded `runtime.timeout_s` (or got no worker within `runtime.start_timeout_s`)."""
 
     code = "timed_out"
 

@@ -51,13 +51,21 @@ def _gpu_mem_mb() -> float | None:
     return None
 
 
-def check_divergence(loss: float | None, grad_norm: float | None, first_loss: float | None, factor: float | None) -> str | None:
+def check_divergence(
+    loss: float | None, grad_norm: float | None, first_loss: float | None, factor: float | None
+) -> str | None:
     """Why training must stop, or None: NaN/inf loss or grad norm always; loss > factor x first loss."""
     if loss is not None and not math.isfinite(loss):
         return f"training loss became {loss}"
     if grad_norm is not None and not math.isfinite(grad_norm):
         return f"gradient norm became {grad_norm}"
-    if factor is not None and loss is not None and first_loss is not None and first_loss > 0 and loss > factor * first_loss:
+    if (
+        factor is not None
+        and loss is not None
+        and first_loss is not None
+        and first_loss > 0
+        and loss > factor * first_loss
+    ):
         return f"training loss exploded: {loss:.4g} > {factor:g} x the first loss {first_loss:.4g}"
     return None
 
@@ -90,8 +98,15 @@ class MetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._t0 = self._last_t = time.perf_counter()
-        self.emit({"type": "start", "max_steps": int(state.max_steps), "epochs": float(args.num_train_epochs),
-                   "device": self.device, "start_step": int(state.global_step)})
+        self.emit(
+            {
+                "type": "start",
+                "max_steps": int(state.max_steps),
+                "epochs": float(args.num_train_epochs),
+                "device": self.device,
+                "start_step": int(state.global_step),
+            }
+        )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         reason = self.should_stop()
@@ -99,14 +114,23 @@ class MetricsCallback(TrainerCallback):
             self.stopped = reason
             control.should_training_stop = True
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any
+    ) -> None:
         logs = logs or {}
         now = time.perf_counter()
         if "eval_loss" in logs:
             self.eval_losses.append(float(logs["eval_loss"]))
             self.last_eval_step = int(state.global_step)
-            self.emit({"type": "eval", "step": int(state.global_step), "epoch": float(state.epoch or 0.0),
-                       "eval_loss": float(logs["eval_loss"]), "elapsed_s": round(now - self._t0, 3)})
+            self.emit(
+                {
+                    "type": "eval",
+                    "step": int(state.global_step),
+                    "epoch": float(state.epoch or 0.0),
+                    "eval_loss": float(logs["eval_loss"]),
+                    "elapsed_s": round(now - self._t0, 3),
+                }
+            )
             return
         if "loss" not in logs:
             return
@@ -119,20 +143,22 @@ class MetricsCallback(TrainerCallback):
         if self.first_loss is None and math.isfinite(loss):
             self.first_loss = loss
         self.train_losses.append(loss)
-        self.emit({
-            "type": "step",
-            "step": int(state.global_step),
-            "epoch": round(float(state.epoch or 0.0), 4),
-            "loss": loss,
-            "lr": float(logs.get("learning_rate", 0.0)),
-            "grad_norm": grad_norm,
-            "tokens": int(tokens),
-            "tokens_per_s": round(tokens_per_s, 2) if tokens_per_s is not None else None,
-            "mean_token_accuracy": logs.get("mean_token_accuracy"),
-            "rss_mb": round(_rss_mb(), 1),
-            "gpu_mem_mb": _gpu_mem_mb(),
-            "elapsed_s": round(now - self._t0, 3),
-        })
+        self.emit(
+            {
+                "type": "step",
+                "step": int(state.global_step),
+                "epoch": round(float(state.epoch or 0.0), 4),
+                "loss": loss,
+                "lr": float(logs.get("learning_rate", 0.0)),
+                "grad_norm": grad_norm,
+                "tokens": int(tokens),
+                "tokens_per_s": round(tokens_per_s, 2) if tokens_per_s is not None else None,
+                "mean_token_accuracy": logs.get("mean_token_accuracy"),
+                "rss_mb": round(_rss_mb(), 1),
+                "gpu_mem_mb": _gpu_mem_mb(),
+                "elapsed_s": round(now - self._t0, 3),
+            }
+        )
         reason = check_divergence(loss, grad_norm, self.first_loss, self.divergence_factor)
         if reason:
             self.diverged = reason
@@ -253,17 +279,24 @@ class ProgressView:
             return
         kind = event["type"]
         if kind == "start":
-            self._progress.update(self._task, total=event["max_steps"], completed=event.get("start_step", 0),
-                                  info=f"on {event['device']}")
+            self._progress.update(
+                self._task,
+                total=event["max_steps"],
+                completed=event.get("start_step", 0),
+                info=f"on {event['device']}",
+            )
         elif kind == "step":
             tps = f"{event['tokens_per_s']:.0f} tok/s" if event.get("tokens_per_s") else ""
-            self._progress.update(self._task, completed=event["step"],
-                                  info=f"loss {event['loss']:.4f}  val {self._val}  {tps}")
+            self._progress.update(
+                self._task, completed=event["step"], info=f"loss {event['loss']:.4f}  val {self._val}  {tps}"
+            )
         elif kind == "eval":
             self._val = f"{event['eval_loss']:.4f}"
         elif kind == "end":
             self._progress.update(self._task, info=str(event.get("reason", "done")))
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._progress is not None:
             self._progress.stop()

@@ -97,7 +97,8 @@ class Preflight:
 def _check_base_model(config: TrainingConfig) -> Path:
     if config.base_model is None:
         raise ConfigError(
-            "no base model: set base_model to a local model folder (`tuneloop train` fills in the default model)",
+            "no base model: set base_model to a local model folder "
+            "(`tuneloop train` fills in the default model)",
             key="base_model",
         )
     folder = config.base_model
@@ -117,12 +118,15 @@ def _check_targets(config: TrainingConfig, modules: set[str]) -> None:
             continue
         if not any(m == target or m.endswith("." + target) for m in modules):
             raise ConfigError(
-                f"'{target}' is not a linear module of the base model (its linear modules: {', '.join(short)})",
+                f"'{target}' is not a linear module of the base model "
+                f"(its linear modules: {', '.join(short)})",
                 key="lora.target_modules",
             )
         if target.rsplit(".", 1)[-1] == "lm_head":
-            raise ConfigError("LoRA on lm_head is not supported (the fused LM head would ignore it)",
-                              key="lora.target_modules")
+            raise ConfigError(
+                "LoRA on lm_head is not supported (the fused LM head would ignore it)",
+                key="lora.target_modules",
+            )
 
 
 def _check_parent(config: TrainingConfig, base_fp: str) -> ParentAdapter | None:
@@ -134,14 +138,19 @@ def _check_parent(config: TrainingConfig, base_fp: str) -> ParentAdapter | None:
         raise ConfigError(f"adapter folder does not exist: {folder}", key=key)
     cfg_file, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
     if not cfg_file.is_file() or not weights.is_file():
-        raise ConfigError(f"{folder} is not a PEFT adapter folder (needs adapter_config.json and "
-                          "adapter_model.safetensors)", key=key)
+        raise ConfigError(
+            f"{folder} is not a PEFT adapter folder (needs adapter_config.json and "
+            "adapter_model.safetensors)",
+            key=key,
+        )
     try:
         adapter_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{cfg_file} is not valid JSON: {exc}", key=key) from None
     if str(adapter_cfg.get("peft_type", "")).upper() != "LORA":
-        raise ConfigError(f"{folder} is a {adapter_cfg.get('peft_type')} adapter; only LoRA can be continued", key=key)
+        raise ConfigError(
+            f"{folder} is a {adapter_cfg.get('peft_type')} adapter; only LoRA can be continued", key=key
+        )
     manifest_file = folder / "tuneloop_manifest.json"
     manifest = json.loads(manifest_file.read_text(encoding="utf-8")) if manifest_file.is_file() else None
     parent_fp = (manifest or {}).get("base_model", {}).get("fingerprint")
@@ -149,7 +158,8 @@ def _check_parent(config: TrainingConfig, base_fp: str) -> ParentAdapter | None:
     if parent_fp is not None:
         if parent_fp != base_fp:
             raise ConfigError(
-                f"adapter {folder} was trained on another base model ({parent_base or 'unknown'}, fingerprint "
+                f"adapter {folder} was trained on another base model "
+                f"({parent_base or 'unknown'}, fingerprint "
                 f"{parent_fp[:12]}...), not on {config.base_model} (fingerprint {base_fp[:12]}...)",
                 key=key,
             )
@@ -188,7 +198,8 @@ def _check_sources(config: TrainingConfig) -> None:
 def _check_device(config: TrainingConfig, device: str) -> None:
     if config.train.optimizer in EIGHT_BIT_OPTIMIZERS and device != "cuda":
         raise ConfigError(
-            f"'{config.train.optimizer}' needs CUDA (bitsandbytes 8-bit optimizers do not run on CPU) and this "
+            f"'{config.train.optimizer}' needs CUDA (bitsandbytes 8-bit optimizers do not run on CPU) "
+            "and this "
             "run goes to a CPU; use optimizer: auto or adamw_torch",
             key="train.optimizer",
         )
@@ -204,7 +215,8 @@ def _check_disk(config: TrainingConfig) -> None:
     free = shutil.disk_usage(probe).free
     if free < MIN_FREE_BYTES:
         raise OutOfDiskError(
-            f"only {free // 2**20} MiB free on the disk of {runs}; a run needs at least {MIN_FREE_BYTES // 2**20} MiB"
+            f"only {free // 2**20} MiB free on the disk of {runs}; "
+            f"a run needs at least {MIN_FREE_BYTES // 2**20} MiB"
         )
 
 

@@ -23,7 +23,15 @@ __all__ = ["RunStatus", "TrainingFailure", "TrainingResult"]
 RunStatus = Literal["succeeded", "failed", "cancelled", "timed_out"]
 _ERRORS: dict[str, type[TrainingError]] = {
     cls.code: cls
-    for cls in (ConfigError, DataError, TrainingDiverged, TrainingCancelled, TrainingTimeout, ArtifactError, OutOfDiskError)
+    for cls in (
+        ConfigError,
+        DataError,
+        TrainingDiverged,
+        TrainingCancelled,
+        TrainingTimeout,
+        ArtifactError,
+        OutOfDiskError,
+    )
 }
 
 

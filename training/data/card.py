@@ -66,7 +66,8 @@ class DataCard:
             f"- dataset hash: `{self.dataset_hash}`",
             f"- tokenizer: `{self.tokenizer}`, max_seq_length {self.max_seq_length}",
             f"- created: {self.created_at}",
-            f"- splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items())
+            "- splits: "
+            + ", ".join(f"{k} {v}" for k, v in self.splits.items())
             + f" (train after mixture weights: {self.train_rows_after_weighting})",
             "",
             "| source | kind | template | weight | read | kept | train | validation | test |",
@@ -81,10 +82,17 @@ class DataCard:
         lines += [f"- {reason}: {n}" for reason, n in sorted(self.dropped.items())] or ["- none"]
         lines += ["", "## PII replaced", ""]
         lines += [f"- {kind}: {n}" for kind, n in sorted(self.pii_replaced.items())] or ["- none"]
-        lines += ["", "## Token lengths", "", "| split | count | min | mean | p50 | p95 | max |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Token lengths",
+            "",
+            "| split | count | min | mean | p50 | p95 | max |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for split, st in self.token_lengths.items():
             if st.get("count"):
                 lines.append(
-                    f"| {split} | {st['count']} | {st['min']} | {st['mean']} | {st['p50']} | {st['p95']} | {st['max']} |"
+                    f"| {split} | {st['count']} | {st['min']} | {st['mean']} | {st['p50']} | {st['p95']} "
+                    f"| {st['max']} |"
                 )
         return "\n".join(lines) + "\n"

@@ -71,7 +71,10 @@ class NearDuplicateIndex:
 
     def _signature(self, shingles: set[str]) -> np.ndarray:
         hashes = np.array(
-            [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") >> 3 for s in shingles],
+            [
+                int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") >> 3
+                for s in shingles
+            ],
             dtype=np.uint64,
         )
         # (a * h + b) mod p computed in Python ints would be slow; uint64 wraps, which is fine for hashing.
@@ -83,7 +86,10 @@ class NearDuplicateIndex:
         if not shingles:
             return False
         signature = self._signature(shingles)
-        keys = [(band, signature[band * self.rows : (band + 1) * self.rows].tobytes()) for band in range(self.bands)]
+        keys = [
+            (band, signature[band * self.rows : (band + 1) * self.rows].tobytes())
+            for band in range(self.bands)
+        ]
         candidates = {idx for key in keys for idx in self._buckets.get(key, ())}
         for idx in sorted(candidates):
             other = self._sets[idx]

@@ -31,8 +31,12 @@ class Encoded:
         return sum(1 for x in self.labels if x != IGNORE)
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> str:
-    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
+def render_chat(
+    tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = False
+) -> str:
+    return str(
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    )
 
 
 def _common_prefix(a: str, b: str) -> int:

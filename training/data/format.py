@@ -34,11 +34,20 @@ class Template:
 
 
 TEMPLATES: dict[str, Template] = {}
-_ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "user": "user",
-                 "assistant": "assistant", "system": "system"}
+_ROLE_ALIASES = {
+    "human": "user",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "user": "user",
+    "assistant": "assistant",
+    "system": "system",
+}
 
 
-def register_template(name: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> Callable[[Formatter], Formatter]:
+def register_template(
+    name: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> Callable[[Formatter], Formatter]:
     def deco(fn: Formatter) -> Formatter:
         TEMPLATES[name] = Template(name, required, optional, fn)
         return fn
@@ -107,7 +116,9 @@ def _instruction(row: Mapping[str, Any], options: TemplateOptions, source: str) 
 
 @register_template("completion", required=("prompt", "completion"))
 def _completion(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
-    return Example(kind="completion", source=source, prompt=_text(row, "prompt"), completion=_text(row, "completion"))
+    return Example(
+        kind="completion", source=source, prompt=_text(row, "prompt"), completion=_text(row, "completion")
+    )
 
 
 @register_template("summarization", required=("document", "summary"))
@@ -128,14 +139,19 @@ def _classification(row: Mapping[str, Any], options: TemplateOptions, source: st
 
 @register_template("translation", required=("source", "target"))
 def _translation(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
-    instruction = options.instruction or f"Translate the following text from {options.source_lang} to {options.target_lang}."
-    return _task(f"{instruction}\n\n{_text(row, 'source')}", _text(row, 'target'), options, source)
+    instruction = (
+        options.instruction
+        or f"Translate the following text from {options.source_lang} to {options.target_lang}."
+    )
+    return _task(f"{instruction}\n\n{_text(row, 'source')}", _text(row, "target"), options, source)
 
 
 @register_template("code", required=("prompt", "code"), optional=("language",))
 def _code(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
     language = _text(row, "language", required=False).strip() or options.language
-    instruction = options.instruction or (f"Write {language} code for this task." if language else "Write code for this task.")
+    instruction = options.instruction or (
+        f"Write {language} code for this task." if language else "Write code for this task."
+    )
     return _task(f"{instruction}\n\n{_text(row, 'prompt')}", _text(row, "code"), options, source)
 
 
@@ -144,8 +160,10 @@ def _plain_text(row: Mapping[str, Any], options: TemplateOptions, source: str) -
     return Example(kind="text", source=source, text=_text(row, "text"))
 
 
-def resolve_template(template: str, columns: Mapping[str, str], available: list[str], where: str = "data source") -> str:
-    """The concrete template for `auto`: chat if rows have messages, completion for prompt/completion, else text."""
+def resolve_template(
+    template: str, columns: Mapping[str, str], available: list[str], where: str = "data source"
+) -> str:
+    """The template for `auto`: chat if rows have messages, completion for prompt/completion, else text."""
     if template != "auto":
         return template
 
@@ -159,12 +177,15 @@ def resolve_template(template: str, columns: Mapping[str, str], available: list[
     if has("text"):
         return "text"
     raise DataError(
-        f"{where}: cannot pick a template for columns {available}: expected 'messages' (chat), 'prompt'+'completion' "
+        f"{where}: cannot pick a template for columns {available}: expected 'messages' (chat), "
+        "'prompt'+'completion' "
         "or 'text'; set template: and columns: in the source"
     )
 
 
-def resolve_columns(template: str, columns: Mapping[str, str], available: list[str], where: str) -> dict[str, str]:
+def resolve_columns(
+    template: str, columns: Mapping[str, str], available: list[str], where: str
+) -> dict[str, str]:
     """Template column -> dataset column, checked against the dataset's columns (DataError names what is
     missing and what exists)."""
     spec = TEMPLATES[template]
@@ -175,7 +196,11 @@ def resolve_columns(template: str, columns: Mapping[str, str], available: list[s
             f"(it reads {', '.join(spec.required + spec.optional)})"
         )
     mapping = {name: columns.get(name, name) for name in spec.required + spec.optional}
-    missing = [f"'{mapping[n]}'" + (f" (for '{n}')" if mapping[n] != n else "") for n in spec.required if mapping[n] not in available]
+    missing = [
+        f"'{mapping[n]}'" + (f" (for '{n}')" if mapping[n] != n else "")
+        for n in spec.required
+        if mapping[n] not in available
+    ]
     if missing:
         raise DataError(
             f"{where}: column {', '.join(missing)} not found; template '{template}' needs "
@@ -185,7 +210,9 @@ def resolve_columns(template: str, columns: Mapping[str, str], available: list[s
     return mapping
 
 
-def format_row(row: Mapping[str, Any], template: str, mapping: Mapping[str, str], options: TemplateOptions, source: str) -> Example:
+def format_row(
+    row: Mapping[str, Any], template: str, mapping: Mapping[str, str], options: TemplateOptions, source: str
+) -> Example:
     """Apply a template to one raw row (raises RowRejected with the drop reason)."""
     canonical = {name: row.get(col) for name, col in mapping.items()}
     return TEMPLATES[template].build(canonical, options, source)

@@ -83,12 +83,12 @@ def scrub(text: str) -> tuple[str, Counter[str]]:
     counts: Counter[str] = Counter()
     out: list[str] = []
     cursor = 0
-    for start, end, kind in sorted(spans):
-        if kind is None:
+    for start, end, found in sorted(spans, key=lambda span: span[0]):
+        if found is None:
             continue
         out.append(text[cursor:start])
-        out.append(PLACEHOLDERS[kind])
-        counts[kind] += 1
+        out.append(PLACEHOLDERS[found])
+        counts[found] += 1
         cursor = end
     out.append(text[cursor:])
     return "".join(out), counts

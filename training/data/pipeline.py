@@ -90,7 +90,9 @@ def prepare_data(config: TrainingConfig, tokenizer: Any) -> PreparedData:
         where = f"data.sources.{i} ({label})"
         template = resolve_template(source.template, source.columns, raw.columns, where)
         mapping = resolve_columns(template, source.columns, raw.columns, where)
-        stats[label] = SourceStats(label, source.kind, template, source.weight, len(raw.rows), details=raw.meta)
+        stats[label] = SourceStats(
+            label, source.kind, template, source.weight, len(raw.rows), details=raw.meta
+        )
         weights[label] = source.weight
         for row in raw.rows:
             try:
@@ -109,7 +111,9 @@ def prepare_data(config: TrainingConfig, tokenizer: Any) -> PreparedData:
     encoded: dict[str, list[tuple[Encoded, str]]] = {"train": [], "validation": [], "test": []}
     train_hashes: list[str] = []  # content hash of each train piece (for mixture weights)
     for example in cleaned:
-        split: Split = assign_split(example.content_hash, data.split.validation, data.split.test, data.split.salt)
+        split: Split = assign_split(
+            example.content_hash, data.split.validation, data.split.test, data.split.salt
+        )
         try:
             pieces = encode_example(example, tokenizer, data.max_seq_length, data.overlong)
         except RowRejected as rejected:
@@ -138,8 +142,8 @@ def prepare_data(config: TrainingConfig, tokenizer: Any) -> PreparedData:
 
     # 4. Mixture weights (train split only; validation/test stay one copy per row).
     weighted: list[tuple[Encoded, str]] = []
-    for (piece, source), piece_hash in zip(encoded["train"], train_hashes, strict=True):
-        weighted += [(piece, source)] * repeat_count(piece_hash, weights[source], data.split.salt)
+    for (piece, label), piece_hash in zip(encoded["train"], train_hashes, strict=True):
+        weighted += [(piece, label)] * repeat_count(piece_hash, weights[label], data.split.salt)
     if not weighted:
         raise DataError("mixture weights removed every training row; raise data.sources[*].weight")
 
@@ -163,7 +167,9 @@ def _card(
 ) -> DataCard:
     digest = hashlib.sha256()
     tokenizer_name = Path(str(getattr(tokenizer, "name_or_path", "tokenizer"))).name
-    digest.update(f"tok={tokenizer_name}|max={config.data.max_seq_length}|overlong={config.data.overlong}".encode())
+    digest.update(
+        f"tok={tokenizer_name}|max={config.data.max_seq_length}|overlong={config.data.overlong}".encode()
+    )
     for split, content_hash in sorted((s, e.content_hash) for s, xs in examples.items() for e in xs):
         digest.update(f"\n{split}:{content_hash}".encode())
     trainable: Counter[str] = Counter()

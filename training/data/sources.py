@@ -135,7 +135,9 @@ def _iter_jsonl(path: Path, text: str) -> Iterator[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
         if not isinstance(row, dict):
-            raise DataError(f"{path} line {number} is a JSON {type(row).__name__}, expected an object per line")
+            raise DataError(
+                f"{path} line {number} is a JSON {type(row).__name__}, expected an object per line"
+            )
         yield row
 
 
@@ -185,7 +187,9 @@ def _read_file(source: FileSource) -> RawRows:
             raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
     if not rows:
         raise DataError(f"dataset file has no rows: {path}")
-    return RawRows(source=path.name, rows=rows, columns=_columns(rows), meta={"path": str(path), "format": fmt})
+    return RawRows(
+        source=path.name, rows=rows, columns=_columns(rows), meta={"path": str(path), "format": fmt}
+    )
 
 
 def _peek_file(source: FileSource) -> list[str]:
@@ -245,7 +249,12 @@ def _read_hf(source: HFDatasetSource) -> RawRows:
     if len(dataset) == 0:
         raise DataError(f"dataset folder has no rows: {source.path}")
     rows = dataset.to_list()
-    return RawRows(source=source.path.name, rows=rows, columns=list(dataset.column_names), meta={"path": str(source.path)})
+    return RawRows(
+        source=source.path.name,
+        rows=rows,
+        columns=list(dataset.column_names),
+        meta={"path": str(source.path)},
+    )
 
 
 def _peek_hf(source: HFDatasetSource) -> list[str]:
@@ -286,7 +295,9 @@ def _check_tables(engine: Any, url: str) -> None:
     try:
         names = set(sa.inspect(engine).get_table_names())
     except Exception as exc:
-        raise DataError(f"request log: cannot connect to {engine.url.render_as_string(hide_password=True)}: {exc}") from None
+        raise DataError(
+            f"request log: cannot connect to {engine.url.render_as_string(hide_password=True)}: {exc}"
+        ) from None
     missing = {"requests", "feedback"} - names
     if missing:
         raise DataError(f"request log {url!r} has no table(s) {', '.join(sorted(missing))}")
@@ -317,7 +328,8 @@ def _read_request_log(source: RequestLogSource) -> RawRows:
     try:
         _check_tables(engine, source.database_url)
         accepted = "OR f.thumbs > 0 OR f.rating >= :min_rating" if source.include_accepted else ""
-        filters, params = [], {"min_rating": source.min_rating}
+        filters: list[str] = []
+        params: dict[str, Any] = {"min_rating": source.min_rating}
         if source.since is not None:
             filters.append("AND r.created_at >= :since")
             params["since"] = _aware(source.since)
@@ -355,7 +367,10 @@ def _read_request_log(source: RequestLogSource) -> RawRows:
         target = rec["correction"] if rec.get("correction") else rec.get("response")
         if target is None:
             continue
-        row: dict[str, Any] = {"request_id": rid, "origin": "correction" if rec.get("correction") else "accepted"}
+        row: dict[str, Any] = {
+            "request_id": rid,
+            "origin": "correction" if rec.get("correction") else "accepted",
+        }
         if rec["endpoint"] == "chat.completions":
             try:
                 messages = json.loads(rec["prompt"])
@@ -370,7 +385,8 @@ def _read_request_log(source: RequestLogSource) -> RawRows:
     if not rows:
         raise DataError(
             f"request log {source.database_url!r} has no corrected or accepted requests matching the filters "
-            f"(served_name={source.served_name!r}, tags={source.tags}, since={source.since}, until={source.until})"
+            f"(served_name={source.served_name!r}, tags={source.tags}, since={source.since}, "
+            f"until={source.until})"
         )
     return RawRows(
         source="request_log",

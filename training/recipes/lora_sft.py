@@ -118,7 +118,9 @@ def load_base_model(config: TrainingConfig, device: str) -> Any:
     if config.quantization == "nf4":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.train.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.train.gradient_checkpointing
+        )
     return model
 
 
@@ -205,7 +207,9 @@ def sft_arguments(config: TrainingConfig, job: RecipeJob) -> Any:
     )
 
 
-def _latest_checkpoint(config: TrainingConfig, job: RecipeJob, emit: Callable[[dict[str, Any]], None]) -> str | None:
+def _latest_checkpoint(
+    config: TrainingConfig, job: RecipeJob, emit: Callable[[dict[str, Any]], None]
+) -> str | None:
     """Prepare the checkpoint folder; with `train.resume`, the latest checkpoint of the same data."""
     folder = job.checkpoint_dir
     marker = folder / RESUME_MARKER
@@ -213,7 +217,8 @@ def _latest_checkpoint(config: TrainingConfig, job: RecipeJob, emit: Callable[[d
         saved = json.loads(marker.read_text())
         if saved.get("dataset_hash") != job.dataset_hash:
             raise TrainingError(
-                f"cannot resume from {folder}: its checkpoints were trained on dataset {saved.get('dataset_hash', '?')[:12]}..., "
+                f"cannot resume from {folder}: its checkpoints were trained on dataset "
+                f"{saved.get('dataset_hash', '?')[:12]}..., "
                 f"this run prepared {job.dataset_hash[:12]}...; set train.resume: false to start over"
             )
         checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
@@ -234,7 +239,9 @@ def _save_adapter(model: Any, config: TrainingConfig) -> dict[str, bytes]:
         folder = Path(scratch)
         missing = [f for f in ADAPTER_FILES if not (folder / f).is_file()]
         if missing:
-            raise TrainingError(f"peft did not write {missing} (wrote {sorted(p.name for p in folder.iterdir())})")
+            raise TrainingError(
+                f"peft did not write {missing} (wrote {sorted(p.name for p in folder.iterdir())})"
+            )
         adapter_cfg = json.loads((folder / "adapter_config.json").read_text())
         adapter_cfg["base_model_name_or_path"] = config.base_id
         return {
@@ -274,15 +281,22 @@ def run(
     monitor = MetricsCallback(emit, should_stop, config.train.divergence_factor, device)
     callbacks: list[Any] = [monitor]
     if config.train.early_stopping_patience and job.validation is not None:
-        callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience, config.train.early_stopping_threshold))
+        callbacks.append(
+            EarlyStoppingCallback(config.train.early_stopping_patience, config.train.early_stopping_threshold)
+        )
     resume = _latest_checkpoint(config, job, emit)
     train_data, eval_data, collator = job.train, job.validation, None
     if config.train.batching == "packed":
         train_data = pack_rows(train_data, config.data.max_seq_length)
         eval_data = pack_rows(eval_data, config.data.max_seq_length) if eval_data is not None else None
         collator = PackedRowsCollator(tokenizer.pad_token_id)
-        emit({"type": "log", "message": f"packed {len(job.train)} sequences into {len(train_data)} rows "
-                                        f"of <= {config.data.max_seq_length} tokens"})
+        emit(
+            {
+                "type": "log",
+                "message": f"packed {len(job.train)} sequences into {len(train_data)} rows "
+                f"of <= {config.data.max_seq_length} tokens",
+            }
+        )
     trainer = TokenCountingTrainer(
         model=model,
         args=sft_arguments(config, job),
@@ -296,6 +310,7 @@ def run(
     monitor.token_count = lambda: trainer.useful_tokens
     if device == "cpu":
         # TRL casts QLoRA adapter weights to bf16 (a GPU recommendation); on CPU fp32 is faster and exact.
+        assert trainer.model is not None
         for param in trainer.model.parameters():
             if param.requires_grad and param.dtype != torch.float32:
                 param.data = param.data.float()
@@ -311,7 +326,9 @@ def run(
     if monitor.stopped:
         raise TrainingTimeout(f"stopped at step {trainer.state.global_step}: {monitor.stopped}")
     early = bool(config.train.early_stopping_patience) and job.validation is not None
-    stop_reason = "early_stopped" if early and trainer.state.global_step < trainer.state.max_steps else "completed"
+    stop_reason = (
+        "early_stopped" if early and trainer.state.global_step < trainer.state.max_steps else "completed"
+    )
     final_eval: float | None = None
     if early and monitor.eval_losses:
         final_eval = min(monitor.eval_losses)  # the best checkpoint was loaded at the end
@@ -333,5 +350,8 @@ def run(
         train_seconds=round(train_seconds, 2),
         hardware=hardware,
         resumed_from=resume,
-        extra={"trainer_train_loss": float(output.training_loss), "global_step": int(trainer.state.global_step)},
+        extra={
+            "trainer_train_loss": float(output.training_loss),
+            "global_step": int(trainer.state.global_step),
+        },
     )

@@ -21,7 +21,7 @@ def count_real_tokens(inputs: dict[str, Any]) -> int:
     return int(((positions > 0) * index).max(dim=1).values.sum())
 
 
-class TokenCountingTrainer(SFTTrainer):  # type: ignore[misc]
+class TokenCountingTrainer(SFTTrainer):
     useful_tokens: int = 0
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:

@@ -139,3 +139,8 @@ def test_body_too_large_is_413() -> None:
         r = c.post("/v1/chat/completions", json=chat(messages=[{"role": "user", "content": "x" * 5000}]))
         assert r.status_code == 413
         assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_greedy_n_above_one_is_refused(client: TestClient) -> None:  # type: ignore[type-arg]
+    r = client.post("/v1/chat/completions", json=chat(n=2, temperature=0))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"

@@ -13,67 +13,47 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from safetensors.torch import save
+from training_fakes import adapter_files, fake_run  # type: ignore[import-not-found]
 
 import training.api as api
 import training.artifacts as artifacts
 import training.dispatch as dispatch
-from training.errors import TrainingDiverged
-from training.recipes.lora_sft import RecipeOutput
-
-
-def adapter_files(nan: bool = False) -> dict[str, bytes]:
-    a = torch.zeros(4, 576)
-    if nan:
-        a[0, 0] = float("nan")
-    tensors = {
-        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": a,
-        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(576, 4),
-    }
-    config = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"],
-              "base_model_name_or_path": "SmolLM2-135M-Instruct"}
-    return {"adapter_config.json": json.dumps(config).encode(), "adapter_model.safetensors": save(tensors)}
-
-
-def fake_run(files: dict[str, bytes] | None = None, error: Exception | None = None, wait_for_stop: bool = False):  # type: ignore[no-untyped-def]
-    def run_local(job: Any, emit: Any, token: Any) -> RecipeOutput:
-        emit({"type": "start", "max_steps": 2, "epochs": 1.0, "device": "cpu", "start_step": 0})
-        for step, loss in ((1, 2.0), (2, 1.5)):
-            emit({"type": "step", "step": step, "epoch": step / 2, "loss": loss, "lr": 1e-4, "grad_norm": 1.0,
-                  "tokens": 100 * step, "tokens_per_s": 50.0, "rss_mb": 100.0, "gpu_mem_mb": None, "elapsed_s": step})
-        emit({"type": "eval", "step": 2, "epoch": 1.0, "eval_loss": 1.7, "elapsed_s": 2.5})
-        if wait_for_stop:
-            assert token._event.wait(30)
-            from training.errors import TrainingCancelled
-
-            raise TrainingCancelled("cancelled at step 2")
-        if error is not None:
-            raise error
-        return RecipeOutput(adapter_files=files or adapter_files(), stop_reason="completed", final_eval_loss=1.7,
-                            train_seconds=1.0, hardware={"device": "cpu"})
-
-    return run_local
+from training.errors import TrainingDiverged, TrainingError
 
 
 def leftovers(runs: Path) -> list[str]:
     return sorted(p.name for p in runs.iterdir() if p.name != ".checkpoints") if runs.exists() else []
 
 
-def test_success_writes_a_complete_run(make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_success_writes_a_complete_run(
+    make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(dispatch, "run_local", fake_run())
     events: list[dict[str, Any]] = []
     result = api.train(make_config(), use_ray=False, on_event=events.append)
     assert result.ok, result.error
     assert result.run_dir is not None and result.adapter_dir is not None
     assert sorted(p.name for p in result.adapter_dir.iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "tuneloop_manifest.json"]
-    for name in ("data_card.json", "data_card.md", "metrics.jsonl", "curves.png", "config.yaml",
-                 "data/validation.jsonl", "data/test.jsonl"):
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tuneloop_manifest.json",
+    ]
+    for name in (
+        "data_card.json",
+        "data_card.md",
+        "metrics.jsonl",
+        "curves.png",
+        "config.yaml",
+        "data/validation.jsonl",
+        "data/test.jsonl",
+    ):
         assert (result.run_dir / name).is_file(), name
     manifest = json.loads((result.adapter_dir / "tuneloop_manifest.json").read_text())
     assert manifest["schema"] == "tuneloop.training_manifest/v1"
-    assert manifest["base_model"]["id"] == "SmolLM2-135M-Instruct" and len(manifest["base_model"]["fingerprint"]) == 64
+    assert (
+        manifest["base_model"]["id"] == "SmolLM2-135M-Instruct"
+        and len(manifest["base_model"]["fingerprint"]) == 64
+    )
     assert manifest["dataset"]["hash"] == manifest["dataset"]["card"]["dataset_hash"]
     assert manifest["metrics"]["train_loss_first"] == 2.0 and manifest["metrics"]["train_loss_last"] == 1.5
     assert manifest["metrics"]["eval_loss_best"] == 1.7
@@ -95,14 +75,15 @@ def test_success_writes_a_complete_run(make_config: Any, tmp_path: Path, monkeyp
         (fake_run(error=RuntimeError("boom")), "internal_error", "failed"),
     ],
 )
-def test_failures_leave_nothing(make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                runner: Any, code: str, status: str) -> None:
+def test_failures_leave_nothing(
+    make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: Any, code: str, status: str
+) -> None:
     monkeypatch.setattr(dispatch, "run_local", runner)
     result = api.train(make_config(), use_ray=False)
     assert result.status == status and result.error is not None and result.error.code == code
     assert result.adapter_dir is None
     assert leftovers(tmp_path / "runs") == []
-    with pytest.raises(Exception):
+    with pytest.raises(TrainingError):
         result.raise_for_status()
 
 
@@ -142,11 +123,18 @@ def test_cancel_in_process(make_config: Any, tmp_path: Path, monkeypatch: pytest
         ({"lora": {"target_modules": ["nope_proj"]}}, "invalid_config", "nope_proj"),
     ],
 )
-def test_bad_config_returns_failure_without_training(base_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     change: dict, code: str, needle: str) -> None:
+def test_bad_config_returns_failure_without_training(
+    base_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: dict, code: str, needle: str
+) -> None:
     monkeypatch.setattr(dispatch, "run_local", lambda *a: pytest.fail("must not train"))
-    raw = {"name": "bad", "base_model": str(base_model), "output": {"runs_dir": str(tmp_path / "runs")},
-           "data": {"sources": [{"path": str(Path(__file__).parents[2] / "fixtures/training/support_tiny.jsonl")}]}}
+    raw = {
+        "name": "bad",
+        "base_model": str(base_model),
+        "output": {"runs_dir": str(tmp_path / "runs")},
+        "data": {
+            "sources": [{"path": str(Path(__file__).parents[2] / "fixtures/training/support_tiny.jsonl")}]
+        },
+    }
     raw.update(change)
     result = api.train(raw, use_ray=False)
     assert result.status == "failed" and result.error is not None
@@ -154,10 +142,15 @@ def test_bad_config_returns_failure_without_training(base_model: Path, tmp_path:
     assert leftovers(tmp_path / "runs") == []
 
 
-def test_zero_rows_after_cleaning_is_invalid_data(make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zero_rows_after_cleaning_is_invalid_data(
+    make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(dispatch, "run_local", lambda *a: pytest.fail("must not train"))
     path = tmp_path / "dirty.jsonl"
-    path.write_text(io.StringIO('{"text": "   "}\n{"text": "\\u00c3\\u00a9t\\u00c3\\u00a9"}\n').getvalue(), encoding="utf-8")
+    path.write_text(
+        io.StringIO('{"text": "   "}\n{"text": "\\u00c3\\u00a9t\\u00c3\\u00a9"}\n').getvalue(),
+        encoding="utf-8",
+    )
     result = api.train(make_config([{"path": str(path)}]), use_ray=False)
     assert result.error is not None and result.error.code == "invalid_data"
     assert "no training rows left after cleaning" in result.error.message

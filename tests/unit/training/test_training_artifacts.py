@@ -27,8 +27,10 @@ from training.errors import ArtifactError, OutOfDiskError
 def adapter(folder: Path, value: float = 0.0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
-    save_file({"m.q_proj.lora_A.weight": torch.full((2, 8), value), "m.q_proj.lora_B.weight": torch.zeros(8, 2)},
-              str(folder / "adapter_model.safetensors"))
+    save_file(
+        {"m.q_proj.lora_A.weight": torch.full((2, 8), value), "m.q_proj.lora_B.weight": torch.zeros(8, 2)},
+        str(folder / "adapter_model.safetensors"),
+    )
     return folder
 
 

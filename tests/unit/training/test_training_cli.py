@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import typer
+from training_fakes import fake_run  # type: ignore[import-not-found]
 from typer.testing import CliRunner
 
 import training.dispatch as dispatch
@@ -33,8 +34,9 @@ def write_config(tmp_path: Path, fixtures_dir: Path, extra: str = "") -> Path:
 
 
 def test_parse_overrides() -> None:
-    assert train_cmd.parse_overrides(["train.max_steps=5", "lora.target_modules=[q_proj, v_proj]", "x=null"]) == {
-        "train.max_steps": 5, "lora.target_modules": ["q_proj", "v_proj"], "x": None}
+    assert train_cmd.parse_overrides(
+        ["train.max_steps=5", "lora.target_modules=[q_proj, v_proj]", "x=null"]
+    ) == {"train.max_steps": 5, "lora.target_modules": ["q_proj", "v_proj"], "x": None}
     with pytest.raises(typer.BadParameter):
         train_cmd.parse_overrides(["no-equals"])
 
@@ -48,14 +50,15 @@ def test_invalid_config_exits_2_naming_the_key(tmp_path: Path, fixtures_dir: Pat
 
 def test_register_without_registrar_is_refused(tmp_path: Path, fixtures_dir: Path) -> None:
     train_cmd.set_registrar(None)
-    result = runner.invoke(app(), ["train", str(write_config(tmp_path, fixtures_dir)), "--register", "x", "--no-ray"])
+    result = runner.invoke(
+        app(), ["train", str(write_config(tmp_path, fixtures_dir)), "--register", "x", "--no-ray"]
+    )
     assert result.exit_code == 2 and "registrar" in result.output
 
 
-def test_success_prints_the_adapter_and_registers(tmp_path: Path, fixtures_dir: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_training_api_driver import fake_run  # type: ignore[import-not-found]
-
+def test_success_prints_the_adapter_and_registers(
+    tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(dispatch, "run_local", fake_run())
     calls: list[tuple[Path, str, dict[str, Any]]] = []
 
@@ -65,8 +68,19 @@ def test_success_prints_the_adapter_and_registers(tmp_path: Path, fixtures_dir: 
 
     train_cmd.set_registrar(registrar)
     try:
-        result = runner.invoke(app(), ["train", str(write_config(tmp_path, fixtures_dir)), "--no-ray", "--no-progress",
-                                       "--register", "support", "--set", "train.max_steps=2"])
+        result = runner.invoke(
+            app(),
+            [
+                "train",
+                str(write_config(tmp_path, fixtures_dir)),
+                "--no-ray",
+                "--no-progress",
+                "--register",
+                "support",
+                "--set",
+                "train.max_steps=2",
+            ],
+        )
     finally:
         train_cmd.set_registrar(None)
     assert result.exit_code == 0, result.output

@@ -32,7 +32,10 @@ def test_minimal_config_has_small_defaults() -> None:
         ({"train": {"learning_rate": 0}}, "train.learning_rate"),
         ({"train": {"batching": "magic"}}, "train.batching"),
         ({"data": {"sources": []}}, "data.sources"),
-        ({"data": {"sources": [{"path": "d.jsonl"}], "split": {"validation": 0.5, "test": 0.45}}}, "data.split"),
+        (
+            {"data": {"sources": [{"path": "d.jsonl"}], "split": {"validation": 0.5, "test": 0.45}}},
+            "data.split",
+        ),
         ({"quantization": "int3"}, "quantization"),
         ({"name": "bad name!"}, "name"),
     ],
@@ -68,9 +71,17 @@ def test_unknown_source_kind() -> None:
         ({"style": "transfer"}, "needs init_adapter"),
         ({"init_adapter": "/tmp/a"}, "only used by style"),
         ({"style": "multitask"}, "at least two data sources"),
-        ({"train": {"early_stopping_patience": 2}, "data": {"sources": [{"path": "d.jsonl"}], "split": {"validation": 0}}},
-         "needs a validation split"),
-        ({"style": "domain", "data": {"sources": [{"path": "d.jsonl", "template": "chat"}]}}, "template must be 'text'"),
+        (
+            {
+                "train": {"early_stopping_patience": 2},
+                "data": {"sources": [{"path": "d.jsonl"}], "split": {"validation": 0}},
+            },
+            "needs a validation split",
+        ),
+        (
+            {"style": "domain", "data": {"sources": [{"path": "d.jsonl", "template": "chat"}]}},
+            "template must be 'text'",
+        ),
     ],
 )
 def test_style_rules(patch: dict, needle: str) -> None:
@@ -107,7 +118,9 @@ def test_shipped_example_configs_validate() -> None:
         overrides = {"init_adapter": "/tmp/parent-adapter"} if continues else {}
         config = load_config(path, overrides)
         header = path.read_text().splitlines()[:6]
-        assert any("tuneloop train" in line for line in header), f"{path.name} lacks the command in its header"
+        assert any("tuneloop train" in line for line in header), (
+            f"{path.name} lacks the command in its header"
+        )
         for source in config.data.sources:
             if source.kind == "file":
                 assert source.path.is_file(), f"{path.name}: {source.path} missing"
@@ -115,7 +128,9 @@ def test_shipped_example_configs_validate() -> None:
 
 def test_overrides_reach_list_items(tmp_path: Path) -> None:
     file = tmp_path / "cfg.yaml"
-    file.write_text("name: demo\ndata:\n  sources:\n    - path: a.jsonl\n    - kind: request_log\n      database_url: x\n")
+    file.write_text(
+        "name: demo\ndata:\n  sources:\n    - path: a.jsonl\n    - kind: request_log\n      database_url: x\n"
+    )
     config = load_config(file, {"data.sources.1.database_url": "sqlite:///$HOME/db.sqlite"})
     assert config.data.sources[1].database_url == f"sqlite:///{Path.home()}/db.sqlite"
     with pytest.raises(ConfigError, match="no list item 5"):

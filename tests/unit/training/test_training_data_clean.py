@@ -50,8 +50,12 @@ def test_rules_can_be_switched_off() -> None:
 
 
 def test_near_duplicates_keep_the_first() -> None:
-    base = "the starter plan includes five seats ten gigabytes of storage nightly backups and email support for all"
-    rows = [completion("a", base), completion("b", base + " members"), completion("c", "something else entirely here")]
+    base = "the starter plan includes five seats ten gigabytes of storage nightly backups and email support"
+    rows = [
+        completion("a", base),
+        completion("b", base + " members"),
+        completion("c", "something else entirely here"),
+    ]
     kept, report = run(rows, near_duplicate_threshold=0.8)
     assert [e.prompt for e in kept] == ["a", "c"]
     assert report.dropped["near_duplicate"] == 1
@@ -73,7 +77,10 @@ def test_pii_is_scrubbed_not_dropped() -> None:
 
 
 def test_shipped_fixture(fixtures_dir: Path) -> None:
-    rows = [json.loads(line) for line in (fixtures_dir / "clean_rules.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (fixtures_dir / "clean_rules.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     kept, report = run([completion(r["prompt"], r["completion"]) for r in rows])
     assert report.dropped == {"duplicate": 2, "broken_encoding": 2, "empty": 1, "near_duplicate": 1}
     assert report.pii == {"email": 1, "phone": 1}

@@ -17,8 +17,11 @@ def fmt(template: str, row: dict, **options: object):  # type: ignore[no-untyped
 
 
 def test_chat_keeps_roles_and_adds_system_prompt() -> None:
-    ex = fmt("chat", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
-             system_prompt="Be brief.")
+    ex = fmt(
+        "chat",
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        system_prompt="Be brief.",
+    )
     assert ex.kind == "chat"
     assert [m["role"] for m in ex.messages] == ["system", "user", "assistant"]
     assert ex.target_text() == "hello"
@@ -46,12 +49,18 @@ def test_bad_chat_rows(row: dict, reason: str) -> None:
 
 def test_task_templates() -> None:
     summary = fmt("summarization", {"document": "Long text.", "summary": "Short."})
-    assert summary.messages[0]["content"].startswith("Summarize") and summary.messages[-1]["content"] == "Short."
-    label = fmt("classification", {"text": "I was charged twice", "label": "billing"}, labels=["billing", "tech"])
+    assert (
+        summary.messages[0]["content"].startswith("Summarize") and summary.messages[-1]["content"] == "Short."
+    )
+    label = fmt(
+        "classification", {"text": "I was charged twice", "label": "billing"}, labels=["billing", "tech"]
+    )
     assert "billing, tech" in label.messages[0]["content"] and label.target_text() == "billing"
     translation = fmt("translation", {"source": "Hello", "target": "Bonjour"}, target_lang="French")
     assert "to French" in translation.messages[0]["content"]
-    code = fmt("code", {"prompt": "add two numbers", "code": "def add(a, b): return a + b", "language": "Python"})
+    code = fmt(
+        "code", {"prompt": "add two numbers", "code": "def add(a, b): return a + b", "language": "Python"}
+    )
     assert "Python" in code.messages[0]["content"]
     instruction = fmt("instruction", {"instruction": "Translate", "input": "cat", "output": "chat"})
     assert instruction.messages[0]["content"] == "Translate\n\ncat"
@@ -72,8 +81,9 @@ def test_missing_columns_are_named() -> None:
         resolve_columns("summarization", {}, ["article", "highlights"], "data.sources.0 (news)")
     message = str(info.value)
     assert "'document'" in message and "article, highlights" in message and "data.sources.0" in message
-    mapping = resolve_columns("summarization", {"document": "article", "summary": "highlights"},
-                              ["article", "highlights"], "x")
+    mapping = resolve_columns(
+        "summarization", {"document": "article", "summary": "highlights"}, ["article", "highlights"], "x"
+    )
     assert mapping == {"document": "article", "summary": "highlights"}
     with pytest.raises(DataError, match="does not use"):
         resolve_columns("text", {"body": "x"}, ["x"], "x")
@@ -90,6 +100,11 @@ def test_auto_template() -> None:
 
 def test_content_hash_ignores_source() -> None:
     a = fmt("completion", {"prompt": "p", "completion": "c"})
-    b = format_row({"prompt": "p", "completion": "c"}, "completion", {"prompt": "prompt", "completion": "completion"},
-                   TemplateOptions(), "other")
+    b = format_row(
+        {"prompt": "p", "completion": "c"},
+        "completion",
+        {"prompt": "prompt", "completion": "completion"},
+        TemplateOptions(),
+        "other",
+    )
     assert a.content_hash == b.content_hash

@@ -46,7 +46,11 @@ def test_jsonl_json_csv_parquet_and_hf_folder(tmp_path: Path) -> None:
         ("blank.jsonl", b"\n\n", "no rows"),
         ("bad.jsonl", b'{"text": "ok"}\n{"text": oops}\n', "line 2 is not valid JSON"),
         ("list.jsonl", b'["a", "b"]\n', "expected an object per line"),
-        ("latin1.csv", "text\ncaf\xe9\n".encode("latin-1"), "not valid UTF-8: byte 0xe9 at offset 8 (line 2)"),
+        (
+            "latin1.csv",
+            "text\ncaf\xe9\n".encode("latin-1"),
+            "not valid UTF-8: byte 0xe9 at offset 8 (line 2)",
+        ),
         ("weird.txt", b"x", "cannot tell the format"),
         ("broken.parquet", b"PAR1 not really", "not a readable Parquet file"),
     ],
@@ -79,18 +83,29 @@ def make_log(url: str) -> None:
 
     meta = sa.MetaData()
     requests = sa.Table(
-        "requests", meta,
-        sa.Column("id", sa.String(64), primary_key=True), sa.Column("created_at", sa.DateTime),
-        sa.Column("endpoint", sa.String), sa.Column("model_requested", sa.String), sa.Column("served_name", sa.String),
-        sa.Column("served_version", sa.String, nullable=True), sa.Column("shadow_of", sa.String, nullable=True),
-        sa.Column("prompt", sa.Text), sa.Column("response", sa.Text, nullable=True), sa.Column("status_code", sa.Integer),
+        "requests",
+        meta,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.DateTime),
+        sa.Column("endpoint", sa.String),
+        sa.Column("model_requested", sa.String),
+        sa.Column("served_name", sa.String),
+        sa.Column("served_version", sa.String, nullable=True),
+        sa.Column("shadow_of", sa.String, nullable=True),
+        sa.Column("prompt", sa.Text),
+        sa.Column("response", sa.Text, nullable=True),
+        sa.Column("status_code", sa.Integer),
         sa.Column("tags", sa.JSON, nullable=True),
     )
     feedback = sa.Table(
-        "feedback", meta,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), sa.Column("request_id", sa.String),
-        sa.Column("created_at", sa.DateTime), sa.Column("rating", sa.Float, nullable=True),
-        sa.Column("thumbs", sa.Integer, nullable=True), sa.Column("correction", sa.Text, nullable=True),
+        "feedback",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("request_id", sa.String),
+        sa.Column("created_at", sa.DateTime),
+        sa.Column("rating", sa.Float, nullable=True),
+        sa.Column("thumbs", sa.Integer, nullable=True),
+        sa.Column("correction", sa.Text, nullable=True),
         sa.Column("source", sa.String, nullable=True),
     )
     engine = sa.create_engine(url)
@@ -105,7 +120,17 @@ def make_log(url: str) -> None:
         ("r4", "chat.completions", "support", chat, "shadow answer", 200, "r2", {"slice": "auth"}, t),
         ("r5", "chat.completions", "other", chat, "x", 200, None, {"slice": "auth"}, t),
         ("r6", "chat.completions", "support", chat, "boom", 500, None, {"slice": "auth"}, t),
-        ("r7", "chat.completions", "support", chat, "meh", 200, None, {"slice": "auth"}, datetime(2026, 1, 1)),
+        (
+            "r7",
+            "chat.completions",
+            "support",
+            chat,
+            "meh",
+            200,
+            None,
+            {"slice": "auth"},
+            datetime(2026, 1, 1),
+        ),
         ("r8", "chat.completions", "support", chat, "bad answer", 200, None, {"slice": "auth"}, t),
     ]
     fb = [
@@ -120,12 +145,26 @@ def make_log(url: str) -> None:
     ]
     with engine.begin() as conn:
         for rid, endpoint, served, prompt, resp, status, shadow, tags, created in reqs:
-            conn.execute(requests.insert().values(id=rid, created_at=created, endpoint=endpoint, model_requested=served,
-                                                  served_name=served, prompt=prompt, response=resp, status_code=status,
-                                                  shadow_of=shadow, tags=tags))
+            conn.execute(
+                requests.insert().values(
+                    id=rid,
+                    created_at=created,
+                    endpoint=endpoint,
+                    model_requested=served,
+                    served_name=served,
+                    prompt=prompt,
+                    response=resp,
+                    status_code=status,
+                    shadow_of=shadow,
+                    tags=tags,
+                )
+            )
         for rid, rating, thumbs, correction in fb:
-            conn.execute(feedback.insert().values(request_id=rid, created_at=t, rating=rating, thumbs=thumbs,
-                                                  correction=correction))
+            conn.execute(
+                feedback.insert().values(
+                    request_id=rid, created_at=t, rating=rating, thumbs=thumbs, correction=correction
+                )
+            )
     engine.dispose()
 
 
@@ -136,7 +175,10 @@ def test_request_log_reads_corrections_and_accepted_answers(tmp_path: Path) -> N
     raw = read_source(source, "feedback")
     by_id = {r["request_id"]: r for r in raw.rows}
     assert set(by_id) == {"r1", "r2", "r3"}
-    assert by_id["r1"]["messages"][-1] == {"role": "assistant", "content": "Click 'Forgot password' on the sign-in page."}
+    assert by_id["r1"]["messages"][-1] == {
+        "role": "assistant",
+        "content": "Click 'Forgot password' on the sign-in page.",
+    }
     assert by_id["r1"]["origin"] == "correction" and by_id["r2"]["origin"] == "accepted"
     assert by_id["r2"]["messages"][-1]["content"] == "Use the reset link."
     assert by_id["r3"] == {"request_id": "r3", "origin": "accepted", "prompt": "2+2=", "completion": "4"}
@@ -145,8 +187,9 @@ def test_request_log_reads_corrections_and_accepted_answers(tmp_path: Path) -> N
 def test_request_log_filters(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
     make_log(url)
-    only_corrections = read_source(RequestLogSource(database_url=url, include_accepted=False,
-                                                    since=datetime(2026, 11, 1)), "f")
+    only_corrections = read_source(
+        RequestLogSource(database_url=url, include_accepted=False, since=datetime(2026, 11, 1)), "f"
+    )
     assert {r["request_id"] for r in only_corrections.rows} == {"r1"}
     math = read_source(RequestLogSource(database_url=url, tags={"slice": "math"}), "f")
     assert [r["request_id"] for r in math.rows] == ["r3"]

@@ -21,7 +21,9 @@ def test_divergence_rules() -> None:
     assert check_divergence(9.0, 1.0, 2.0, None) is None
 
 
-def run_callback(losses: list[float], stop: str | None = None) -> tuple[MetricsCallback, list[dict[str, Any]], Any]:
+def run_callback(
+    losses: list[float], stop: str | None = None
+) -> tuple[MetricsCallback, list[dict[str, Any]], Any]:
     events: list[dict[str, Any]] = []
     cb = MetricsCallback(events.append, lambda: stop, divergence_factor=4.0)
     cb.token_count = lambda: 100 * len(events)

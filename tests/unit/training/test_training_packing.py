@@ -14,9 +14,17 @@ from training.recipes.trainer import count_real_tokens
 
 def tiny_model() -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         attn_implementation="sdpa", use_cache=False)
+    config = LlamaConfig(
+        vocab_size=101,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        attn_implementation="sdpa",
+        use_cache=False,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -34,7 +42,9 @@ def test_packed_rows_match_separate_sequences() -> None:
             ids = torch.tensor([s])
             total += model(input_ids=ids, labels=ids).loss.item() * (len(s) - 1)
             count += len(s) - 1
-        rows = pack_rows(datasets.Dataset.from_list([{"input_ids": s, "labels": [-100, *s[1:]]} for s in seqs]), 16)
+        rows = pack_rows(
+            datasets.Dataset.from_list([{"input_ids": s, "labels": [-100, *s[1:]]} for s in seqs]), 16
+        )
         batch = PackedRowsCollator(pad_token_id=0)([rows[i] for i in range(len(rows))])
         assert "attention_mask" not in batch and batch["input_ids"].shape[1] <= 16
         assert len(rows) < len(seqs)

@@ -15,15 +15,26 @@ from training.errors import ConfigError, DataError, OutOfDiskError
 from training.preflight import base_model_fingerprint, linear_module_names, preflight
 
 
-def fake_adapter(folder: Path, base: str, manifest_fp: str | None = None, targets: list[str] | None = None) -> Path:
+def fake_adapter(
+    folder: Path, base: str, manifest_fp: str | None = None, targets: list[str] | None = None
+) -> Path:
     folder.mkdir(parents=True)
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "r": 8, "lora_alpha": 16, "base_model_name_or_path": base,
-        "target_modules": targets or ["q_proj", "v_proj"],
-    }))
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "r": 8,
+                "lora_alpha": 16,
+                "base_model_name_or_path": base,
+                "target_modules": targets or ["q_proj", "v_proj"],
+            }
+        )
+    )
     (folder / "adapter_model.safetensors").write_bytes(b"\0" * 16)
     if manifest_fp is not None:
-        (folder / "tuneloop_manifest.json").write_text(json.dumps({"name": "p", "base_model": {"fingerprint": manifest_fp}}))
+        (folder / "tuneloop_manifest.json").write_text(
+            json.dumps({"name": "p", "base_model": {"fingerprint": manifest_fp}})
+        )
     return folder
 
 
@@ -47,9 +58,17 @@ def test_fingerprint_matches_the_serving_definition(base_model: Path) -> None:
     ("change", "error", "needle"),
     [
         ({"base_model": "/nonexistent/model"}, ConfigError, "base_model: base model folder does not exist"),
-        ({"lora": {"target_modules": ["q_proj", "qkv_proj"]}}, ConfigError, "'qkv_proj' is not a linear module"),
+        (
+            {"lora": {"target_modules": ["q_proj", "qkv_proj"]}},
+            ConfigError,
+            "'qkv_proj' is not a linear module",
+        ),
         ({"lora": {"target_modules": ["lm_head"]}}, ConfigError, "lora.target_modules"),
-        ({"train": {"optimizer": "paged_adamw_8bit"}}, ConfigError, "train.optimizer: 'paged_adamw_8bit' needs CUDA"),
+        (
+            {"train": {"optimizer": "paged_adamw_8bit"}},
+            ConfigError,
+            "train.optimizer: 'paged_adamw_8bit' needs CUDA",
+        ),
         ({"runtime": {"device": "cuda"}}, ConfigError, "runtime.device"),
     ],
 )
@@ -67,7 +86,9 @@ def test_base_model_folder_without_config(make_config: Any, tmp_path: Path) -> N
 
 def test_parent_adapter_for_another_base(make_config: Any, tmp_path: Path) -> None:
     by_name = fake_adapter(tmp_path / "gpt2-adapter", base="openai-community/gpt2")
-    with pytest.raises(ConfigError, match="init_adapter: adapter .* was trained on base model 'openai-community/gpt2'"):
+    with pytest.raises(
+        ConfigError, match="init_adapter: adapter .* was trained on base model 'openai-community/gpt2'"
+    ):
         preflight(make_config(style="sequential", init_adapter=str(by_name)))
     by_fp = fake_adapter(tmp_path / "other-fp", base="SmolLM2-135M-Instruct", manifest_fp="ab" * 32)
     with pytest.raises(ConfigError, match="trained on another base model"):
