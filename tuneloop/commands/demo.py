@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
         """The closed loop end to end: serve, drift, retrain, gate, canary, promote (CPU, ~15 min)."""
         from tuneloop.demo import DemoOptions, default_home, run_demo
 
+        def _terminate(*_: object) -> None:
+            raise KeyboardInterrupt  # unwinds through run_demo's cleanup: the service drains and stops
+
+        signal.signal(signal.SIGTERM, _terminate)
         opts = DemoOptions(
             home=home or default_home(),
             port=port,
