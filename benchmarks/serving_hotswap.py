@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import sys
 import time
@@ -114,6 +115,18 @@ async def probe_loop(url: str, stop: asyncio.Event, out: list[RequestResult]) ->
             await asyncio.sleep(0.02)
 
 
+async def routing_loop(url: str, stop: asyncio.Event, out: list[tuple[float, str | None]]) -> None:
+    """Poll `GET /v1/models` (the replica's routing snapshot, no engine work): (time, champion version)."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        while not stop.is_set():
+            version = None
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                cards = (await client.get(f"{url}/v1/models")).json()["data"]
+                version = next((c.get("version") for c in cards if c["id"] == ADAPTER), None)
+            out.append((time.perf_counter(), short(version) if version else None))
+            await asyncio.sleep(0.025)
+
+
 async def change_loop(
     admin: AdminClient,
     versions: list[str],
@@ -149,7 +162,9 @@ async def change_loop(
             current = target
 
 
-def analyse(changes: list[Change], traffic: list[RequestResult]) -> list[dict[str, Any]]:
+def analyse(
+    changes: list[Change], traffic: list[RequestResult], routing: list[tuple[float, str | None]]
+) -> list[dict[str, Any]]:
     """Per change: time to the first response served by the target, and stale responses after the call."""
     rows = []
     heads = sorted(
@@ -163,6 +178,7 @@ def analyse(changes: list[Change], traffic: list[RequestResult]) -> list[dict[st
         )
         stale = [r for r in traffic if ch.call_end < r.started < next_start and r.served_by == ch.from_short]
         to_first = None if first is None or first.headers_at is None else first.headers_at - ch.call_start
+        switch = next((t for t, v in routing if t >= ch.call_start and v == ch.target_short), None)
         rows.append(
             {
                 "kind": ch.kind,
@@ -173,6 +189,7 @@ def analyse(changes: list[Change], traffic: list[RequestResult]) -> list[dict[st
                 "server_staged_ms": ms((ch.server or {}).get("staged_s")),
                 "server_total_ms": ms((ch.server or {}).get("total_s")),
                 "to_first_new_response_ms": ms(to_first),
+                "to_routing_switch_ms": None if switch is None else (switch - ch.call_start) * 1000,
                 "first_new_after_call_returned_ms": None
                 if first is None or first.headers_at is None
                 else (first.headers_at - ch.call_end) * 1000,
@@ -211,11 +228,13 @@ async def measure(
             log(f"swap load: {conc} clients for {cfg['duration_s']:.0f} s, {cfg['swaps']} swaps + rollback")
             changes: list[Change] = []
             probes: list[RequestResult] = []
+            routing: list[tuple[float, str | None]] = []
             stop_probe = asyncio.Event()
             mon.start_window()
             t0 = time.perf_counter()
             interval = (cfg["duration_s"] - cfg["lead_s"]) / (cfg["swaps"] + 1)
             probe = asyncio.create_task(probe_loop(server.url, stop_probe, probes))
+            poller = asyncio.create_task(routing_loop(server.url, stop_probe, routing))
             changer = asyncio.create_task(
                 change_loop(admin, [v1, v2], cfg["swaps"], t0 + cfg["lead_s"], interval, changes)
             )
@@ -227,6 +246,7 @@ async def measure(
             await asyncio.sleep(1.0)
             stop_probe.set()
             await probe
+            await poller
             swap_sum = summarize(load, expected_tokens=max_tokens)
             swap_sum["resources"] = mon.end_window().to_dict()
         finally:
@@ -236,7 +256,9 @@ async def measure(
     served: dict[str, int] = {}
     for r in traffic:
         served[r.served_by or "?"] = served.get(r.served_by or "?", 0) + 1
-    per_change = analyse(changes, traffic)
+    per_change = analyse(changes, traffic, routing)
+    probe_heads = [r.headers_at - r.started for r in probes if r.ok and r.headers_at is not None]
+    probe_ttft = [t for r in probes if r.ok and (t := r.ttft_s) is not None]
     failed = [r for r in traffic if not r.ok]
     out.update(
         {
@@ -246,6 +268,10 @@ async def measure(
             "throughput_ratio_during_swaps": ratio(swap_sum["tokens_per_s"], steady_sum["tokens_per_s"]),
             "probe_requests": len(probes),
             "probe_failed": sum(1 for r in probes if not r.ok),
+            "probe_headers_ms_p50": ms(median(probe_heads)),
+            "probe_ttft_ms_p50": ms(median(probe_ttft)),
+            "probe_e2e_ms_p50": ms(median([r.e2e_s for r in probes if r.ok])),
+            "routing_polls": len(routing),
             "load_requests": len(load.results),
             "load_failed": sum(1 for r in load.results if not r.ok),
             "failed_total": len(failed),
@@ -266,6 +292,12 @@ def report(
         c["to_first_new_response_ms"] for c in ok_changes if c["to_first_new_response_ms"] is not None
     ]
     calls = [c["call_ms"] for c in ok_changes]
+    switches = [c["to_routing_switch_ms"] for c in ok_changes if c["to_routing_switch_ms"] is not None]
+    after = [
+        c["first_new_after_call_returned_ms"]
+        for c in ok_changes
+        if c["first_new_after_call_returned_ms"] is not None
+    ]
     missing = sum(1 for c in ok_changes if c["to_first_new_response_ms"] is None)
     summary = {
         "changes": len(changes),
@@ -273,6 +305,9 @@ def report(
         "to_first_new_ms_median": median(to_first),
         "to_first_new_ms_max": max(to_first, default=None),
         "changes_without_new_response": missing,
+        "to_routing_switch_ms_median": median(switches),
+        "to_routing_switch_ms_max": max(switches, default=None),
+        "first_new_after_call_returned_ms_median": median(after),
         "call_ms_median": median(calls),
         "call_ms_max": max(calls, default=None),
         "stale_responses": sum(c["stale_responses_after_call"] for c in changes),
@@ -336,6 +371,20 @@ def report(
                     f"{fmt(summary['call_ms_median'], 0)} / {fmt(summary['call_ms_max'], 0)}",
                 ],
                 [
+                    "swap call → routing switched (`GET /v1/models` every 25 ms), median / max ms",
+                    f"{fmt(summary['to_routing_switch_ms_median'], 0)} / "
+                    f"{fmt(summary['to_routing_switch_ms_max'], 0)}",
+                ],
+                [
+                    "call returned → first response by the new version, median ms",
+                    fmt(summary["first_new_after_call_returned_ms_median"], 0),
+                ],
+                [
+                    "probe request (max_tokens=1): headers / first token / end, median ms",
+                    f"{fmt(result['probe_headers_ms_p50'], 0)} / {fmt(result['probe_ttft_ms_p50'], 0)} / "
+                    f"{fmt(result['probe_e2e_ms_p50'], 0)}",
+                ],
+                [
                     "stale responses (old version, request started after the call returned)",
                     summary["stale_responses"],
                 ],
@@ -373,6 +422,7 @@ def report(
                 "call ms",
                 "server staged ms",
                 "→ first new response ms",
+                "→ routing switch ms",
                 "after call returned ms",
                 "stale",
                 "status",
@@ -385,6 +435,7 @@ def report(
                     c["call_ms"],
                     c["server_staged_ms"],
                     c["to_first_new_response_ms"],
+                    c["to_routing_switch_ms"],
                     c["first_new_after_call_returned_ms"],
                     c["stale_responses_after_call"],
                     c["status"],

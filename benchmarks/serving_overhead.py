@@ -41,20 +41,22 @@ from typing import Any
 
 from benchmarks.common import (
     Cell,
+    QuietPolicy,
     ResourceMonitor,
     ServerProcess,
     ServerRun,
     bare_vllm_server,
+    add_quiet_args,
     environment,
     exit_cleanly_on_sigterm,
     fmt,
     log,
     machine_load,
     md_table,
+    quiet_policy,
     ratio,
     run_cell,
     tuneloop_server,
-    wait_for_quiet,
     warm_up,
     workdir,
     write_results,
@@ -85,13 +87,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-load", type=float, default=2.5)
     p.add_argument(
+        "--tuneloop-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the tuneloop service (experiments with RAY_SERVE_* knobs)",
+    )
+    p.add_argument(
         "--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick with --quick)"
     )
     return p.parse_args(argv)
 
 
 async def measure(
-    server: ServerProcess, model: str, cells: dict[int, int], max_tokens: int, warm_requests: int
+    server: ServerProcess,
+    model: str,
+    cells: dict[int, int],
+    max_tokens: int,
+    warm_requests: int,
+    quiet: QuietPolicy | None,
 ) -> ServerRun:
     """Warm up, then run every concurrency cell on a started server, sampling its resources."""
     run = ServerRun(server=server.name, start_s=server.start_s)
@@ -106,7 +120,7 @@ async def measure(
             cell = Cell(f"c={concurrency}", (model,), concurrency, n)
             pss_after = (10.0 if n > 8 else 0.5) if concurrency == top else None
             run.cells[str(concurrency)] = await run_cell(
-                server.url, cell, max_tokens=max_tokens, monitor=mon, pss_after_s=pss_after
+                server.url, cell, max_tokens=max_tokens, monitor=mon, pss_after_s=pss_after, quiet=quiet
             )
         run.memory.update(mon.summary())
     return run
@@ -122,12 +136,12 @@ def run_server(
 ) -> ServerRun:
     with workdir("tuneloop-bench-") as wd:
         server = make(wd)
-        load_before = wait_for_quiet(args.max_load, args.wait_quiet) if args.wait_quiet else machine_load()
+        load_before = machine_load()
         log(f"starting {server.name} (load average {load_before['loadavg_1_5_15']})")
         try:
             server.start()
             log(f"{server.name} ready in {server.start_s:.1f} s")
-            result = asyncio.run(measure(server, model, cells, max_tokens, warm_requests))
+            result = asyncio.run(measure(server, model, cells, max_tokens, warm_requests, quiet_policy(args)))
         except BaseException:
             log(f"{server.name} failed; log tail:\n{server.log_tail()}")
             raise
@@ -330,9 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     max_tokens = args.max_tokens or (16 if args.quick else 64)
     warm_requests = 8 if args.quick else 24
     env = environment()
+    extra_env = dict(kv.split("=", 1) for kv in args.tuneloop_env)
+    env["tuneloop_extra_env"] = extra_env
     makers: dict[str, Callable[[Path], ServerProcess]] = {
         "bare-vllm": lambda wd: bare_vllm_server(model_path, wd, served_name=model),
-        "tuneloop": lambda wd: tuneloop_server(model_path, wd)[0],
+        "tuneloop": lambda wd: tuneloop_server(model_path, wd, extra_env=extra_env)[0],
     }
     if args.also_no_lora:
         makers["bare-vllm-no-lora"] = lambda wd: bare_vllm_server(

@@ -64,10 +64,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _jsonable(value: Any) -> Any:
@@ -133,7 +131,7 @@ class LoopStore:
                 conn.execute(loop_locks.insert().values(loop=self.loop, owner=self.owner, heartbeat_at=now))
                 return
             beat = _aware(row.heartbeat_at)
-            if row.owner != self.owner and beat is not None and now - beat < timedelta(seconds=stale_after_s):
+            if row.owner != self.owner and now - beat < timedelta(seconds=stale_after_s):
                 raise LockHeldError(f"loop {self.loop!r} is already running ({row.owner}, heartbeat {beat})")
             updated = conn.execute(
                 loop_locks.update()
@@ -166,7 +164,7 @@ class LoopStore:
             row.loop,
             row.state,
             _aware(row.started_at),
-            _aware(row.updated_at),  # type: ignore[arg-type]
+            _aware(row.updated_at),
             bool(row.finished),
             row.outcome,
             dict(row.data or {}),
@@ -263,7 +261,7 @@ class LoopStore:
                 _aware(r.at),
                 r.kind,
                 r.from_state,
-                r.to_state,  # type: ignore[arg-type]
+                r.to_state,
                 r.message,
                 r.evidence,
             )

@@ -26,7 +26,7 @@ log = logging.getLogger("tuneloop.serving")
 class ModelServer:
     """A Serve replica: engine + routing + logging, behind the tuneloop HTTP app."""
 
-    async def __init__(self, config: dict[str, Any]) -> None:
+    async def __init__(self, config: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
         from serving.runtime import ServingRuntime
 
         self.config = ServingConfig.model_validate(config)
@@ -69,4 +69,4 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         graceful_shutdown_wait_loop_s=1,
         graceful_shutdown_timeout_s=60,
     )
-    return deployment.bind(config.model_dump(mode="json"))
+    return deployment.bind(config.model_dump(mode="json"))  # type: ignore[attr-defined]

@@ -103,7 +103,8 @@ class CompletionService:
         max_len = self.core.engine.max_model_len
         if req.n > 1 and req.temperature == 0.0:
             raise BadRequestError(
-                "n > 1 needs sampling: with temperature=0 every choice would be the same; set temperature > 0.",
+                "n > 1 needs sampling: with temperature=0 every choice would be the same; "
+                "set temperature > 0.",
                 param="n",
                 code="invalid_value",
             )
@@ -114,6 +115,7 @@ class CompletionService:
                 code="invalid_value",
             )
         prompts: list[tuple[str | None, tuple[dict[str, str], ...] | None]]
+        prompt_log: str
         if isinstance(req, ChatCompletionRequest):
             messages = req.engine_messages()
             prompts = [(None, messages)]
@@ -121,16 +123,17 @@ class CompletionService:
             default_max = self.core.config.default_max_tokens
         else:
             prompts = [(p, None) for p in req.prompts()]
-            prompt_log = prompts[0][0] if len(prompts) == 1 else json.dumps(req.prompts(), ensure_ascii=False)
+            texts = req.prompts()
+            prompt_log = texts[0] if len(texts) == 1 else json.dumps(texts, ensure_ascii=False)
             default_max = self.core.config.default_completion_max_tokens
         gen_requests: list[GenerationRequest] = []
         total_prompt_tokens = 0
-        for i, (prompt, messages) in enumerate(prompts):
+        for i, (prompt, chat_messages) in enumerate(prompts):
             probe = GenerationRequest(
                 request_id=f"{rid}-{i}",
                 sampling=SamplingSettings(),
                 prompt=prompt,
-                messages=messages,
+                messages=chat_messages,
                 lora=lora,
             )
             prompt_tokens = await self.core.engine.count_prompt_tokens(probe)
@@ -164,7 +167,11 @@ class CompletionService:
             )
             gen_requests.append(
                 GenerationRequest(
-                    request_id=f"{rid}-{i}", sampling=sampling, prompt=prompt, messages=messages, lora=lora
+                    request_id=f"{rid}-{i}",
+                    sampling=sampling,
+                    prompt=prompt,
+                    messages=chat_messages,
+                    lora=lora,
                 )
             )
         return Prepared(

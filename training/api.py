@@ -238,6 +238,7 @@ class TrainingJob:
                 "finished_at": finished_at.isoformat(),
                 "duration_s": (duration := round(time.monotonic() - started, 2)),
                 "train_seconds": output.train_seconds,
+                "train_cpu_seconds": output.extra.get("train_cpu_seconds"),
                 "resumed_from": output.resumed_from,
                 "hardware": output.hardware | {"ray": self._use_ray},
             }

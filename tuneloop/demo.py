@@ -207,7 +207,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         engine={
             "max_model_len": 1024,
             "kv_cache_gib": 1,
-            "max_loras": 4,  # type: ignore[arg-type]
+            "max_loras": 4,
             "max_lora_rank": 16,
         },
     )
@@ -244,6 +244,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         result = train(cfg, use_ray=True, progress=True)
         result.raise_for_status()
         timings["initial_training_s"] = time.monotonic() - t
+        assert result.adapter_dir is not None
         v1 = registry.register(
             result.adapter_dir,
             ADAPTER,

@@ -39,7 +39,7 @@ def _auth(request: Request[Any, Any, Any]) -> None:
 
 
 def _registry(state: State) -> AdapterRegistry:
-    return state["registry"]  # type: ignore[no-any-return]
+    return state["registry"]
 
 
 async def _sync_local(state: State) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException
@@ -54,12 +55,12 @@ def validation_error(exc: ValidationError) -> BadRequestError:
     return BadRequestError(f"Invalid value for {where}{msg}", param=loc or None, code="invalid_value")
 
 
-def handle_api_error(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def handle_api_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     assert isinstance(exc, APIError)
     return Response(exc.to_body(), status_code=exc.status_code, media_type="application/json")
 
 
-def handle_domain_error(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def handle_domain_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     """Errors from the registry/store that carry a `status_code` (4xx) and a message."""
     status = int(getattr(exc, "status_code", 500))
     code = getattr(exc, "code", None)
@@ -69,7 +70,7 @@ def handle_domain_error(_: Request[object, object, object], exc: Exception) -> R
     return error_response(status, str(exc), code=str(code) if code else None)
 
 
-def handle_http_exception(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def handle_http_exception(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
     if isinstance(exc, LitestarNotFound):
@@ -82,6 +83,6 @@ def handle_http_exception(_: Request[object, object, object], exc: Exception) ->
     return error_response(status, exc.detail or "Bad request.")
 
 
-def handle_unexpected(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "Internal server error.")

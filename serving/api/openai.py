@@ -48,7 +48,7 @@ class EventStream(Stream):
 
 
 def _core(state: State) -> ServingCore:
-    return state["core"]  # type: ignore[no-any-return]
+    return state["core"]
 
 
 def check_inference_key(request: Request[Any, Any, Any]) -> None:

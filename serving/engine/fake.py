@@ -62,7 +62,7 @@ class FakeEngine:
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self._prompt_text(request).split())
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:  # type: ignore[override]
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         prompt_tokens = await self.count_prompt_tokens(request)
         max_tokens = request.sampling.max_tokens
         if prompt_tokens + max_tokens > self.max_model_len:

@@ -130,7 +130,11 @@ def attach_adapter(model: Any, config: TrainingConfig) -> Any:
     from peft import LoraConfig, PeftModel, get_peft_model
 
     if config.init_adapter is not None:
-        return PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True)
+        peft_model = PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True)
+        # The parent's config names the base by id; point it at the local folder so saving works offline.
+        for adapter_config in peft_model.peft_config.values():
+            adapter_config.base_model_name_or_path = str(config.base_model)
+        return peft_model
     targets: Any = config.lora.target_modules
     lora = LoraConfig(
         r=config.lora.r,
@@ -316,9 +320,10 @@ def run(
                 param.data = param.data.float()
 
     # 5. Train
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     output = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started
+    train_cpu_seconds = time.process_time() - cpu_started
     if monitor.diverged:
         raise TrainingDiverged(f"stopped at step {trainer.state.global_step}: {monitor.diverged}")
     if monitor.stopped == "cancelled":
@@ -353,5 +358,6 @@ def run(
         extra={
             "trainer_train_loss": float(output.training_loss),
             "global_step": int(trainer.state.global_step),
+            "train_cpu_seconds": round(train_cpu_seconds, 2),
         },
     )

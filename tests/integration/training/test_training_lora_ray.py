@@ -27,8 +27,8 @@ def config(base: Path, runs: Path, **changes: Any) -> dict[str, Any]:
         "base_model": str(base),
         "data": {"sources": [{"path": str(FIXTURE)}], "max_rows": 40, "max_seq_length": 256},
         "lora": {"r": 8},
-        "train": {"max_steps": 6, "epochs": 10, "batch_size": 2, "learning_rate": 2e-3, "warmup_ratio": 0.0,
-                  "lr_scheduler": "constant", "eval_every_steps": 3},
+        "train": {"max_steps": 4, "epochs": 10, "batch_size": 2, "learning_rate": 2e-3, "warmup_ratio": 0.0,
+                  "lr_scheduler": "constant", "eval_every_steps": 2},
         "runtime": {"num_cpus": 1, "timeout_s": 900},
         "output": {"runs_dir": str(runs)},
     }
@@ -68,7 +68,7 @@ def test_lora_through_ray_learns_and_peft_loads_it(trained: TrainingResult, defa
     assert any("no GPU" in line for line in trained.log)
     assert any("worker started" in line for line in trained.log)  # it ran in a Ray worker process
     m = trained.metrics
-    assert m["steps"] == 6
+    assert m["steps"] == 4
     assert m["train_loss_last"] < m["train_loss_first"]
     assert m["eval_loss_last"] < m["eval_loss_first"]
     assert m["tokens"] > 0 and m["tokens_per_s_mean"] > 0
@@ -81,7 +81,7 @@ def test_lora_through_ray_learns_and_peft_loads_it(trained: TrainingResult, defa
     assert manifest["adapter"]["lora"]["r"] == 8 and manifest["base_model"]["id"] == default_model_path.name
     assert manifest["dataset"]["card"]["splits"]["train"] > 0
     steps = [json.loads(x) for x in (trained.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in steps if e["type"] == "step"] == [1, 2, 3, 4, 5, 6]
+    assert [e["step"] for e in steps if e["type"] == "step"] == [1, 2, 3, 4]
     assert (trained.run_dir / "curves.png").stat().st_size > 1000
 
     import torch
