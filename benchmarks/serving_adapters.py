@@ -30,9 +30,12 @@ from typing import Any
 from benchmarks.common import (
     AdminClient,
     Cell,
+    QuietPolicy,
     ResourceMonitor,
     ServerProcess,
     ServerRun,
+    add_priority_args,
+    add_quiet_args,
     bare_vllm_server,
     environment,
     exit_cleanly_on_sigterm,
@@ -41,6 +44,7 @@ from benchmarks.common import (
     machine_load,
     make_peft_adapter,
     md_table,
+    quiet_policy,
     ratio,
     run_cell,
     tuneloop_server,
@@ -58,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: c=4, a few short requests")
     p.add_argument("--no-baseline", action="store_true", help="skip the bare vLLM reference")
+    add_quiet_args(p)
+    add_priority_args(p)
     p.add_argument("--concurrency", type=int, default=None, help="clients (default 32)")
     p.add_argument("--requests", type=int, default=None, help="requests per cell (default 128)")
     p.add_argument("--max-tokens", type=int, default=None, help="output tokens per request (default 64)")
@@ -83,6 +89,7 @@ async def measure(
     warm_requests: int,
     *,
     register: dict[str, Path] | None,
+    quiet: QuietPolicy | None = None,
 ) -> ServerRun:
     """Register adapters (tuneloop), warm every model up, run the cells; resources sampled throughout."""
     run = ServerRun(server=server.name, start_s=server.start_s)
@@ -105,7 +112,7 @@ async def measure(
         for cell in cells:
             pss_after = 10.0 if cell.label == "four-adapter-mix" else None
             run.cells[cell.label] = await run_cell(
-                server.url, cell, max_tokens=max_tokens, monitor=mon, pss_after_s=pss_after
+                server.url, cell, max_tokens=max_tokens, monitor=mon, pss_after_s=pss_after, quiet=quiet
             )
         run.memory.update(mon.summary())
     return run
@@ -246,12 +253,13 @@ def run_server(
     max_tokens: int,
     warm_requests: int,
     register: dict[str, Path] | None,
+    quiet: QuietPolicy | None,
 ) -> ServerRun:
     log(f"starting {server.name} (load average {machine_load()['loadavg_1_5_15']})")
     try:
         server.start()
         log(f"{server.name} ready in {server.start_s:.1f} s")
-        return asyncio.run(measure(server, cells, max_tokens, warm_requests, register=register))
+        return asyncio.run(measure(server, cells, max_tokens, warm_requests, register=register, quiet=quiet))
     except BaseException:
         log(f"{server.name} failed; log tail:\n{server.log_tail()}")
         raise
@@ -285,12 +293,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             for i, name in enumerate(ADAPTERS)
         }
-        server, setup = tuneloop_server(model_path, wd)
+        server, setup = tuneloop_server(
+            model_path, wd, nice=args.nice, ray_worker_niceness=args.ray_worker_niceness
+        )
         incoming = {name: Path(shutil.copytree(src, setup.incoming / name)) for name, src in made.items()}
-        runs["tuneloop"] = run_server(server, cells, max_tokens, 8, incoming)
+        runs["tuneloop"] = run_server(server, cells, max_tokens, 8, incoming, quiet_policy(args))
         if not args.no_baseline:
-            bare = bare_vllm_server(model_path, wd, served_name=base, lora_modules=made)
-            runs["bare-vllm"] = run_server(bare, cells, max_tokens, 8, None)
+            bare = bare_vllm_server(model_path, wd, served_name=base, lora_modules=made, nice=args.nice)
+            runs["bare-vllm"] = run_server(bare, cells, max_tokens, 8, None, quiet_policy(args))
     payload, md = report(runs, cells, max_tokens, args, env, load)
     json_path, md_path = write_results(args.name or (f"{NAME}_quick" if args.quick else NAME), payload, md)
     print(md)

@@ -46,6 +46,8 @@ from benchmarks.common import (
     RequestResult,
     ResourceMonitor,
     ServerProcess,
+    add_priority_args,
+    add_quiet_args,
     environment,
     exit_cleanly_on_sigterm,
     fmt,
@@ -56,11 +58,13 @@ from benchmarks.common import (
     md_table,
     median,
     ms,
+    quiet_policy,
     ratio,
     run_closed_loop,
     stream_chat,
     summarize,
     tuneloop_server,
+    wait_quiet,
     wait_served_by,
     warm_up,
     workdir,
@@ -98,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--swaps", type=int, default=None, help="alias moves before the rollback (default 10)")
     p.add_argument("--steady", type=float, default=None, help="seconds of steady load first (default 30)")
     p.add_argument("--max-tokens", type=int, default=None, help="output tokens per load request (default 64)")
+    add_quiet_args(p)
+    add_priority_args(p)
     p.add_argument(
         "--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick with --quick)"
     )
@@ -219,12 +225,17 @@ async def measure(
             async def one(client: httpx.AsyncClient, idx: int, seq: int) -> RequestResult:
                 return await stream_chat(client, server.url, ADAPTER, max_tokens=max_tokens)
 
+            quiet = quiet_policy(args)
+            if quiet is not None:
+                out["other_cores_before_steady"] = await wait_quiet(mon, quiet)
             log(f"steady load: {conc} clients for {cfg['steady_s']:.0f} s")
             mon.start_window()
             steady = await run_closed_loop(one, conc, duration_s=cfg["steady_s"])
             steady_sum = summarize(steady, expected_tokens=max_tokens)
             steady_sum["resources"] = mon.end_window().to_dict()
 
+            if quiet is not None:
+                out["other_cores_before_swaps"] = await wait_quiet(mon, quiet)
             log(f"swap load: {conc} clients for {cfg['duration_s']:.0f} s, {cfg['swaps']} swaps + rollback")
             changes: list[Change] = []
             probes: list[RequestResult] = []
@@ -479,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             for i, v in enumerate(("v1", "v2"))
         }
-        server, setup = tuneloop_server(model_path, wd)
+        server, setup = tuneloop_server(
+            model_path, wd, nice=args.nice, ray_worker_niceness=args.ray_worker_niceness
+        )
         folders = {
             v: Path(shutil.copytree(src, setup.incoming / f"{ADAPTER}-{v}")) for v, src in made.items()
         }

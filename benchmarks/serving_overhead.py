@@ -45,8 +45,9 @@ from benchmarks.common import (
     ResourceMonitor,
     ServerProcess,
     ServerRun,
-    bare_vllm_server,
+    add_priority_args,
     add_quiet_args,
+    bare_vllm_server,
     environment,
     exit_cleanly_on_sigterm,
     fmt,
@@ -79,13 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=1, help="repeat the server pair, alternating order (ABBA)")
     p.add_argument("--also-no-lora", action="store_true", help="also measure bare vLLM without --enable-lora")
     p.add_argument("--max-tokens", type=int, default=None, help="output tokens per request (default 64)")
-    p.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        help="before each server, wait up to this many seconds for load average <= --max-load",
-    )
-    p.add_argument("--max-load", type=float, default=2.5)
+    add_quiet_args(p)
+    add_priority_args(p)
     p.add_argument(
         "--tuneloop-env",
         action="append",
@@ -176,6 +172,8 @@ def build_report(
             for metric in ("tokens_per_s", "requests_per_s", "ttft_ms_p50", "ttft_ms_p99", "e2e_ms_p50"):
                 row[f"{label}_{metric}"] = combine(rs, k, metric)
             row[f"{label}_failed"] = sum(r.cells[k]["failed"] for r in rs if k in r.cells)
+            row[f"{label}_noisy"] = any(r.cells[k].get("noisy") for r in rs if k in r.cells)
+            row[f"{label}_attempts"] = sum(r.cells[k].get("attempts", 1) for r in rs if k in r.cells)
             row[f"{label}_other_cores"] = _med(
                 [r.cells[k]["resources"]["other_cores"] for r in rs if k in r.cells]
             )
@@ -247,6 +245,8 @@ def build_report(
                 r["tuneloop_e2e_ms_p50"],
                 f"{r['bare_vllm_failed']}/{r['tuneloop_failed']}",
                 f"{fmt(r['bare_vllm_other_cores'], 2)}/{fmt(r['tuneloop_other_cores'], 2)}",
+                f"{r['bare_vllm_attempts']}/{r['tuneloop_attempts']}"
+                + (" (noisy)" if r["bare_vllm_noisy"] or r["tuneloop_noisy"] else ""),
             ]
         )
     md.append(
@@ -267,6 +267,7 @@ def build_report(
                 "tuneloop e2e p50 ms",
                 "failed (vLLM/tl)",
                 "other CPU cores (vLLM/tl)",
+                "attempts (vLLM/tl)",
             ],
             rows,
             digits=2,
@@ -275,7 +276,8 @@ def build_report(
     md += [
         "",
         "`other CPU cores`: CPU used by processes other than the server and this client during the cell "
-        "(other work on the shared machine; 0 = quiet).",
+        "(other work on the shared machine; 0 = quiet). A cell is repeated (`attempts`) when that exceeded "
+        f"{fmt(args.max_other_cores, 2)} cores; `noisy` marks a cell still above it after the retries.",
         "",
         "## Goals",
         "",
@@ -347,12 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     extra_env = dict(kv.split("=", 1) for kv in args.tuneloop_env)
     env["tuneloop_extra_env"] = extra_env
     makers: dict[str, Callable[[Path], ServerProcess]] = {
-        "bare-vllm": lambda wd: bare_vllm_server(model_path, wd, served_name=model),
-        "tuneloop": lambda wd: tuneloop_server(model_path, wd, extra_env=extra_env)[0],
+        "bare-vllm": lambda wd: bare_vllm_server(model_path, wd, served_name=model, nice=args.nice),
+        "tuneloop": lambda wd: tuneloop_server(
+            model_path, wd, extra_env=extra_env, nice=args.nice, ray_worker_niceness=args.ray_worker_niceness
+        )[0],
     }
     if args.also_no_lora:
         makers["bare-vllm-no-lora"] = lambda wd: bare_vllm_server(
-            model_path, wd, served_name=model, enable_lora=False
+            model_path, wd, served_name=model, enable_lora=False, nice=args.nice
         )
     runs: dict[str, list[ServerRun]] = {k: [] for k in makers}
     order = list(makers)

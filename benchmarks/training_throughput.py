@@ -77,8 +77,13 @@ def base_config(base: str, data: Path, runs: Path, args: argparse.Namespace) -> 
 # --------------------------------------------------------------------------------------- child sides
 
 
-def side_recipe(spec: dict[str, Any]) -> dict[str, Any]:
+def side_recipe(spec: dict[str, Any], fused: bool = False) -> dict[str, Any]:
     from training.api import train
+
+    if fused:  # TRL's fused LM head (the recipe's GPU path) instead of the plain CPU loss, for comparison
+        from training.recipes.trainer import TokenCountingTrainer
+
+        TokenCountingTrainer.plain_loss = property(lambda self: False, lambda self, value: None)  # type: ignore[assignment]
 
     result = train(spec["config"], use_ray=False)
     if not result.ok:
@@ -111,7 +116,7 @@ def side_padded(spec: dict[str, Any]) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(str(config.base_model), dtype=torch.float32)
     model.config.use_cache = False
     lora = config.lora
-    model = get_peft_model(
+    peft_model: Any = get_peft_model(
         model,
         LoraConfig(
             r=lora.r,
@@ -121,9 +126,9 @@ def side_padded(spec: dict[str, Any]) -> dict[str, Any]:
             task_type="CAUSAL_LM",
         ),
     )
-    model.train()
+    peft_model.train()
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.train.learning_rate
+        [p for p in peft_model.parameters() if p.requires_grad], lr=config.train.learning_rate
     )
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)
@@ -142,9 +147,9 @@ def side_padded(spec: dict[str, Any]) -> dict[str, Any]:
             labels[k, : len(lab)] = torch.tensor(lab)
             mask[k, : len(ids)] = 1
         useful += int(mask.sum())
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss = peft_model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(peft_model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
         losses.append(float(loss))
@@ -160,12 +165,35 @@ def side_padded(spec: dict[str, Any]) -> dict[str, Any]:
 
 def child_main(side: str, spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
-    out = side_recipe(spec) if side == "recipe" else side_padded(spec)
+    out = side_padded(spec) if side == "padded" else side_recipe(spec, fused=side == "recipe_fused")
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_child(side: str, spec_file: Path) -> dict[str, Any]:
+def wait_for_quiet(max_wait_s: float, busy_cores: float = 0.3) -> float:
+    """Wait (up to max_wait_s) until the machine's CPU use over 5 s is below `busy_cores` cores; returns the
+    last measured busy cores. The machine may be shared with other work; this keeps sides comparable."""
+    import psutil
+
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        busy = psutil.cpu_percent(interval=5) / 100 * (os.cpu_count() or 1)
+        if busy <= busy_cores or time.monotonic() > deadline:
+            return round(busy, 2)
+        print(f"  waiting for a quiet machine: {busy:.2f} cores busy", file=sys.stderr, flush=True)
+
+
+def _cpu_total() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    return float(t.user + t.system + getattr(t, "nice", 0.0))
+
+
+def run_child(side: str, spec_file: Path, quiet_wait_s: float = 0.0) -> dict[str, Any]:
+    busy_before = wait_for_quiet(quiet_wait_s) if quiet_wait_s > 0 else None
+    machine_cpu_before = _cpu_total()
+    wall_before = time.monotonic()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
@@ -177,6 +205,8 @@ def run_child(side: str, spec_file: Path) -> dict[str, Any]:
         timeout=3600,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine_cpu = _cpu_total() - machine_cpu_before
+    elapsed = time.monotonic() - wall_before
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"{side} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -184,6 +214,8 @@ def run_child(side: str, spec_file: Path) -> dict[str, Any]:
     out["cpu_s_whole_process"] = round(
         (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1
     )
+    out["other_cores_during_side"] = round(max(machine_cpu - out["cpu_s_whole_process"], 0.0) / elapsed, 2)
+    out["busy_cores_before_side"] = busy_before
     out["tokens_per_s"] = round(out["useful_tokens"] / out["wall_s"], 1)
     out["tokens_per_cpu_s"] = round(out["useful_tokens"] / out["cpu_s"], 1)
     return out
@@ -194,6 +226,18 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=300.0,
+        help="seconds to wait for a quiet machine before each side (0: don't wait)",
+    )
+    parser.add_argument(
+        "--with-fused",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the recipe with TRL's fused LM head (its GPU loss path)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "SPEC"))
     args = parser.parse_args()
     if args.child:
@@ -209,8 +253,9 @@ def main() -> None:
         spec = Path(tmp) / "spec.json"
         spec.write_text(json.dumps({"config": base_config(base, data, Path(tmp) / "runs", args)}))
         load_before = os.getloadavg()
-        padded = run_child("padded", spec)
-        recipe = run_child("recipe", spec)
+        padded = run_child("padded", spec, args.quiet_wait)
+        recipe = run_child("recipe", spec, args.quiet_wait)
+        fused = run_child("recipe_fused", spec, args.quiet_wait) if args.with_fused else None
         load_after = os.getloadavg()
 
     ratio = recipe["tokens_per_s"] / padded["tokens_per_s"]
@@ -230,6 +275,7 @@ def main() -> None:
         },
         "baseline_padded_loop": padded,
         "recipe_packed": recipe,
+        "recipe_packed_fused_lm_head": fused,
         "ratio_tokens_per_s": round(ratio, 2),
         "ratio_epoch_wall_time": round(padded["wall_s"] / recipe["wall_s"], 2),
         "ratio_tokens_per_cpu_s": round(cpu_ratio, 2),
@@ -248,17 +294,17 @@ def main() -> None:
         "(the machine is shared; compare the ratio, not absolute numbers).",
         "",
         "| side | useful tokens | steps | epoch wall s | useful tokens/s | tokens per CPU-s | peak RSS MiB "
-        "| loss first -> last |",
-        "|---|---|---|---|---|---|---|---|",
+        "| loss first -> last | other cores busy |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, side in (
-        ("plain PyTorch + peft, padded batches", padded),
-        ("tuneloop recipe (TRL, packed rows)", recipe),
-    ):
+    sides = [("plain PyTorch + peft, padded batches", padded), ("tuneloop recipe (TRL, packed rows)", recipe)]
+    if fused is not None:
+        sides.append(("recipe with TRL's fused LM head (GPU path)", fused))
+    for name, side in sides:
         md.append(
             f"| {name} | {side['useful_tokens']} | {side['steps']} | {side['wall_s']} "
             f"| {side['tokens_per_s']} | {side['tokens_per_cpu_s']} | {side['peak_rss_mb']} "
-            f"| {side['loss_first']:.3f} -> {side['loss_last']:.3f} |"
+            f"| {side['loss_first']:.3f} -> {side['loss_last']:.3f} | {side['other_cores_during_side']} |"
         )
     md += [
         "",

@@ -49,7 +49,7 @@ class DemoOptions:
     timeout_s: float = 1800.0
     concurrency: int = 4
     correction_rate: float = 1.0
-    initial_epochs: float = 3.0
+    initial_epochs: float = 2.0
     retrain_epochs: float = 3.0
 
 

@@ -1,5 +1,11 @@
 """`TokenCountingTrainer`: TRL's SFTTrainer plus a count of useful (non-padding) training tokens, which the
-metrics callback turns into tokens/s (TRL's own `num_tokens` counts row widths for packed rows)."""
+metrics callback turns into tokens/s (TRL's own `num_tokens` counts row widths for packed rows), and an
+optional plain loss path.
+
+`plain_loss=True` computes the loss with the model's own cross-entropy over the logits instead of TRL's
+fused LM head (which scores only labelled positions, in tiles, plus entropy / accuracy metrics). The
+fused head saves memory on GPUs; on CPUs the plain path measured faster, so the recipe uses it there.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +29,21 @@ def count_real_tokens(inputs: dict[str, Any]) -> int:
 
 class TokenCountingTrainer(SFTTrainer):
     useful_tokens: int = 0
+    plain_loss: bool = False
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         self.useful_tokens += count_real_tokens(inputs)
         return super().training_step(model, inputs, *args, **kwargs)
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        if not self.plain_loss:
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        kwargs: dict[str, Any] = {"use_cache": False}
+        if num_items_in_batch is not None:
+            kwargs["num_items_in_batch"] = num_items_in_batch
+        outputs = model(**inputs, **kwargs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss

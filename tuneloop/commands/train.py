@@ -67,7 +67,7 @@ def _resolve_base(overrides: dict[str, Any], config: Path, base_model: str | Non
 def train_command(
     config: Annotated[Path, typer.Argument(help="Training config YAML (see training/configs/).")],
     register_as: Annotated[
-        str | None, typer.Option("--register", help="Register the adapter under NAME.")
+        str | None, typer.Option("--register", metavar="NAME", help="Register the adapter under NAME.")
     ] = None,
     base_model: Annotated[
         str | None, typer.Option(help="'default' or a local model folder (overrides the config).")

@@ -25,10 +25,17 @@ def config(base: Path, runs: Path, **changes: Any) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "name": "it-support",
         "base_model": str(base),
-        "data": {"sources": [{"path": str(FIXTURE)}], "max_rows": 40, "max_seq_length": 256},
+        "data": {"sources": [{"path": str(FIXTURE)}], "max_rows": 40, "max_seq_length": 128},
         "lora": {"r": 8},
-        "train": {"max_steps": 4, "epochs": 10, "batch_size": 2, "learning_rate": 2e-3, "warmup_ratio": 0.0,
-                  "lr_scheduler": "constant", "eval_every_steps": 2},
+        "train": {
+            "max_steps": 4,
+            "epochs": 10,
+            "batch_size": 2,
+            "learning_rate": 2e-3,
+            "warmup_ratio": 0.0,
+            "lr_scheduler": "constant",
+            "eval_every_steps": 2,
+        },
         "runtime": {"num_cpus": 1, "timeout_s": 900},
         "output": {"runs_dir": str(runs)},
     }
@@ -57,12 +64,15 @@ def ray_cluster() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def trained(ray_cluster: None, default_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainingResult:
+def trained(
+    ray_cluster: None, default_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> TrainingResult:
     runs = tmp_path_factory.mktemp("runs")
-    return train(config(default_model_path, runs), use_ray=True)
+    return train(config(default_model_path, runs, train__early_stopping_patience=3), use_ray=True)
 
 
 def test_lora_through_ray_learns_and_peft_loads_it(trained: TrainingResult, default_model_path: Path) -> None:
+    # (the run also exercises evaluation every 2 steps, checkpoints and early stopping's best-model reload)
     assert trained.ok, trained.error
     assert trained.device == "cpu"
     assert any("no GPU" in line for line in trained.log)
@@ -71,6 +81,7 @@ def test_lora_through_ray_learns_and_peft_loads_it(trained: TrainingResult, defa
     assert m["steps"] == 4
     assert m["train_loss_last"] < m["train_loss_first"]
     assert m["eval_loss_last"] < m["eval_loss_first"]
+    assert m["stop_reason"] == "completed" and m["final_eval_loss"] == m["eval_loss_best"]
     assert m["tokens"] > 0 and m["tokens_per_s_mean"] > 0
 
     assert trained.adapter_dir is not None and trained.run_dir is not None
@@ -95,14 +106,21 @@ def test_lora_through_ray_learns_and_peft_loads_it(trained: TrainingResult, defa
         model = PeftModel.from_pretrained(base, str(trained.adapter_dir))
         after = model(input_ids=ids).logits
     assert not torch.allclose(before, after)  # the trained adapter changes the output
-    assert json.loads((trained.adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == \
-        default_model_path.name
+    assert (
+        json.loads((trained.adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        == default_model_path.name
+    )
 
 
-def test_cancel_through_ray_leaves_no_artifact(ray_cluster: None, default_model_path: Path, tmp_path: Path) -> None:
+def test_cancel_through_ray_leaves_no_artifact(
+    ray_cluster: None, default_model_path: Path, tmp_path: Path
+) -> None:
     first_step = threading.Event()
-    job = submit(config(default_model_path, tmp_path, train__max_steps=500, name="it-cancel"), use_ray=True,
-                 on_event=lambda e: e["type"] == "step" and first_step.set())
+    job = submit(
+        config(default_model_path, tmp_path, train__max_steps=500, name="it-cancel"),
+        use_ray=True,
+        on_event=lambda e: e["type"] == "step" and first_step.set(),
+    )
     assert first_step.wait(600), "no training step within 10 minutes"
     job.cancel()
     result = job.wait(120)
@@ -112,29 +130,92 @@ def test_cancel_through_ray_leaves_no_artifact(ray_cluster: None, default_model_
 
 
 def test_timeout_through_ray(ray_cluster: None, default_model_path: Path, tmp_path: Path) -> None:
-    result = train(config(default_model_path, tmp_path, name="it-timeout", runtime={"timeout_s": 3}), use_ray=True)
+    result = train(
+        config(default_model_path, tmp_path, name="it-timeout", runtime={"timeout_s": 3}), use_ray=True
+    )
     assert result.status == "timed_out" and result.error is not None
     assert "timeout_s=3" in result.error.message
     assert leftovers(tmp_path) == []
 
 
-def test_sequential_continues_the_parent(trained: TrainingResult, default_model_path: Path, tmp_path: Path) -> None:
+def test_sequential_continues_the_parent(
+    trained: TrainingResult, default_model_path: Path, tmp_path: Path
+) -> None:
     assert trained.adapter_dir is not None and trained.manifest is not None
-    result = train(config(default_model_path, tmp_path, name="it-continue", style="sequential",
-                          init_adapter=str(trained.adapter_dir), train__max_steps=2, train__eval_every_steps=None),
-                   use_ray=False)
+    result = train(
+        config(
+            default_model_path,
+            tmp_path,
+            name="it-continue",
+            style="sequential",
+            init_adapter=str(trained.adapter_dir),
+            train__max_steps=2,
+            train__eval_every_steps=None,
+        ),
+        use_ray=False,
+    )
     assert result.ok, result.error
     assert result.manifest is not None
     parent = result.manifest["parent"]
-    assert parent["relation"] == "continued_from" and parent["sha256"] == trained.manifest["adapter"]["sha256"]
+    assert (
+        parent["relation"] == "continued_from" and parent["sha256"] == trained.manifest["adapter"]["sha256"]
+    )
     assert parent["name"] == "it-support"
     assert result.manifest["adapter"]["lora"]["r"] == 8  # the parent's shape is kept
     assert result.manifest["adapter"]["sha256"] != trained.manifest["adapter"]["sha256"]
 
 
 def test_qlora_nf4_trains_on_cpu(default_model_path: Path, tmp_path: Path) -> None:
-    result = train(config(default_model_path, tmp_path, name="it-qlora", quantization="nf4", train__max_steps=2,
-                          train__eval_every_steps=None), use_ray=False)
+    result = train(
+        config(
+            default_model_path,
+            tmp_path,
+            name="it-qlora",
+            quantization="nf4",
+            train__max_steps=2,
+            train__eval_every_steps=None,
+        ),
+        use_ray=False,
+    )
     assert result.ok, result.error
     assert result.manifest is not None and result.manifest["adapter"]["quantization"] == "nf4"
     assert result.metrics["train_loss_first"] > 0
+
+
+def test_resume_from_the_latest_checkpoint(default_model_path: Path, tmp_path: Path) -> None:
+    first = train(
+        config(
+            default_model_path,
+            tmp_path,
+            name="it-resume",
+            train__max_steps=2,
+            train__save_every_steps=1,
+            train__eval_every_steps=None,
+            output={"runs_dir": str(tmp_path), "keep_checkpoints": True},
+        ),
+        use_ray=False,
+    )
+    assert first.ok, first.error
+    checkpoints = tmp_path / ".checkpoints" / "it-resume"
+    assert (checkpoints / "checkpoint-2").is_dir()
+    resumed = train(
+        config(
+            default_model_path,
+            tmp_path,
+            name="it-resume",
+            train__max_steps=3,
+            train__resume=True,
+            train__eval_every_steps=None,
+        ),
+        use_ray=False,
+    )
+    assert resumed.ok, resumed.error
+    assert resumed.manifest is not None and str(resumed.manifest["resumed_from"]).endswith("checkpoint-2")
+    assert resumed.metrics["steps"] == 3
+    steps = [
+        e
+        for e in map(json.loads, (resumed.run_dir / "metrics.jsonl").read_text().splitlines())  # type: ignore[union-attr]
+        if e["type"] == "step"
+    ]
+    assert [e["step"] for e in steps] == [3]  # only the remaining step was trained
+    assert not checkpoints.exists()  # removed after success (keep_checkpoints is false)

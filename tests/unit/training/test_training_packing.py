@@ -48,10 +48,12 @@ def test_packed_rows_match_separate_sequences() -> None:
         batch = PackedRowsCollator(pad_token_id=0)([rows[i] for i in range(len(rows))])
         assert "attention_mask" not in batch and batch["input_ids"].shape[1] <= 16
         assert len(rows) < len(seqs)
+        plain = model(**batch, use_cache=False).loss.item()  # the CPU path: the model's own loss
         add_fused_lm_head(model, outputs=("log_probs",))
         out = model(**batch, use_cache=False, fused_lm_head=True)
         packed = (-(out.log_probs.sum() / out.label_mask.sum())).item()
     assert abs(packed - total / count) < 1e-5
+    assert abs(plain - total / count) < 1e-5
 
 
 def test_labels_do_not_cross_boundaries_and_tokens_are_counted() -> None:

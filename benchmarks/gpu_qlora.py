@@ -1,0 +1,229 @@
+"""QLoRA on a CUDA GPU: the project's recipe (4-bit NF4 base, TRL SFTTrainer, packed rows) vs a plain
+PyTorch + peft QLoRA loop that pads each batch, same model / data / LoRA settings / examples, same run.
+
+    python -m benchmarks.gpu_qlora [--examples 512] [--batch-size 16] [--max-seq-length 256]
+
+Reports useful (non-padding) tokens/s, epoch wall time and peak GPU memory (torch.cuda.max_memory_allocated)
+per side and their ratios; writes benchmarks/results/gpu_qlora.{json,md}. Without CUDA it prints a skip
+message and exits 0 without touching the results. Needs bitsandbytes, trl, peft, datasets on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.training_throughput import base_config, make_chats
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def side_recipe(config: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from training.api import train
+
+    torch.cuda.reset_peak_memory_stats()
+    result = train(config, use_ray=False)
+    if not result.ok or result.manifest is None:
+        raise SystemExit(f"recipe failed: {result.error}")
+    return {
+        "wall_s": result.manifest["train_seconds"],
+        "useful_tokens": result.metrics["tokens"],
+        "steps": result.metrics["steps"],
+        "loss_first": result.metrics["train_loss_first"],
+        "loss_last": result.metrics["train_loss_last"],
+        "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        "gpu": torch.cuda.get_device_name(0),
+    }
+
+
+def side_padded(config_raw: dict[str, Any]) -> dict[str, Any]:
+    import bitsandbytes as bnb
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from training.config import parse_config
+    from training.data.pipeline import load_tokenizer, prepare_data
+
+    config = parse_config(config_raw)
+    tokenizer = load_tokenizer(config.base_model)  # type: ignore[arg-type]
+    rows = [(r["input_ids"], r["labels"]) for r in prepare_data(config, tokenizer).train]
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_use_double_quant=True,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        str(config.base_model), quantization_config=quant, dtype=dtype, device_map={"": 0}
+    )
+    model.config.use_cache = False
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = config.lora
+    peft_model: Any = get_peft_model(
+        model,
+        LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.lora_alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        ),
+    )
+    optimizer = bnb.optim.PagedAdamW8bit(
+        [p for p in peft_model.parameters() if p.requires_grad], lr=config.train.learning_rate
+    )
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    pad = tokenizer.pad_token_id
+    useful, losses = 0, []
+    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(0, len(order), config.train.batch_size):
+        batch = [rows[j] for j in order[i : i + config.train.batch_size]]
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad)
+        labels = torch.full((len(batch), width), -100)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for k, (ids, lab) in enumerate(batch):
+            input_ids[k, : len(ids)] = torch.tensor(ids)
+            labels[k, : len(lab)] = torch.tensor(lab)
+            mask[k, : len(ids)] = 1
+        useful += int(mask.sum())
+        with torch.autocast("cuda", dtype=dtype):
+            loss = peft_model(
+                input_ids=input_ids.cuda(), attention_mask=mask.cuda(), labels=labels.cuda()
+            ).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(peft_model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss))
+    torch.cuda.synchronize()
+    return {
+        "wall_s": round(time.perf_counter() - start, 2),
+        "useful_tokens": useful,
+        "steps": len(losses),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        "gpu": torch.cuda.get_device_name(0),
+    }
+
+
+def run_child(side: str, spec: Path) -> dict[str, Any]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_qlora", "--child", side, str(spec)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"{side} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    out["tokens_per_s"] = round(out["useful_tokens"] / out["wall_s"], 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument(
+        "--base-model", default=None, help="local model folder (default: the prepared default)"
+    )
+    parser.add_argument("--child", nargs=2, metavar=("SIDE", "SPEC"))
+    args = parser.parse_args()
+    if args.child:
+        side, spec_file = args.child
+        config = json.loads(Path(spec_file).read_text())["config"]
+        out = side_recipe(config) if side == "recipe" else side_padded(config)
+        print("RESULT " + json.dumps(out), flush=True)
+        return
+    if not cuda_available():
+        print("gpu_qlora: skipped - no CUDA GPU on this machine (results left untouched)")
+        return
+
+    base = args.base_model
+    if base is None:
+        from serving.models import prepare_default_model
+
+        base = str(prepare_default_model())
+    with tempfile.TemporaryDirectory(prefix="tuneloop-gpu-qlora-") as tmp:
+        data = Path(tmp) / "chats.jsonl"
+        data.write_text("".join(json.dumps(c) + "\n" for c in make_chats(args.examples)), encoding="utf-8")
+        config = base_config(base, data, Path(tmp) / "runs", args)
+        config["name"] = "bench-gpu-qlora"
+        config["quantization"] = "nf4"
+        config["runtime"] = {"device": "cuda"}
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps({"config": config}))
+        padded = run_child("padded", spec)
+        recipe = run_child("recipe", spec)
+    result = {
+        "benchmark": "gpu_qlora",
+        "setup": {
+            "examples": args.examples,
+            "batch_size": args.batch_size,
+            "max_seq_length": args.max_seq_length,
+            "model": Path(base).name,
+            "quantization": "nf4 (double quant), LoRA r=16 q/k/v/o",
+            "gpu": recipe.get("gpu"),
+        },
+        "baseline_padded_qlora_loop": padded,
+        "recipe_qlora_packed": recipe,
+        "ratio_tokens_per_s": round(recipe["tokens_per_s"] / padded["tokens_per_s"], 2),
+        "ratio_peak_gpu_mem": round(recipe["peak_gpu_mem_mb"] / padded["peak_gpu_mem_mb"], 2),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "gpu_qlora.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = [
+        "# QLoRA on GPU: recipe (packed rows) vs plain padded QLoRA loop",
+        "",
+        f"{args.examples} variable-length chats, batch {args.batch_size}, "
+        f"max_seq_length {args.max_seq_length}, "
+        f"{Path(base).name}, {result['setup']['quantization']}, GPU {recipe.get('gpu')}.",
+        "",
+        "| side | useful tokens | steps | epoch wall s | useful tokens/s | peak GPU MiB |",
+        "|---|---|---|---|---|---|",
+        f"| plain padded QLoRA loop | {padded['useful_tokens']} | {padded['steps']} | {padded['wall_s']} "
+        f"| {padded['tokens_per_s']} | {padded['peak_gpu_mem_mb']} |",
+        f"| tuneloop recipe | {recipe['useful_tokens']} | {recipe['steps']} | {recipe['wall_s']} "
+        f"| {recipe['tokens_per_s']} | {recipe['peak_gpu_mem_mb']} |",
+        "",
+        f"Ratio tokens/s {result['ratio_tokens_per_s']}x, "
+        f"peak GPU memory ratio {result['ratio_peak_gpu_mem']}x.",
+    ]
+    (RESULTS / "gpu_qlora.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""GPU checks of the training recipe (skipped without CUDA): QLoRA (NF4) and LoRA runs on the GPU, the
+device is chosen automatically (also through Ray when it is installed: num_gpus=1), and the adapter loads
+with peft."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "training" / "support_tiny.jsonl"
+
+
+def config(base: Path, runs: Path, **extra: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "name": "gpu-support",
+        "base_model": str(base),
+        "data": {"sources": [{"path": str(FIXTURE)}], "max_seq_length": 256},
+        "train": {
+            "max_steps": 8,
+            "batch_size": 4,
+            "learning_rate": 1e-3,
+            "warmup_ratio": 0.0,
+            "lr_scheduler": "constant",
+            "eval_every_steps": 4,
+        },
+        "output": {"runs_dir": str(runs)},
+    }
+    raw.update(extra)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def base_model() -> Path:
+    from serving.models import prepare_default_model
+
+    return prepare_default_model()
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "none"])
+def test_gpu_training_in_process(base_model: Path, tmp_path: Path, quantization: str) -> None:
+    from training.api import train
+
+    result = train(config(base_model, tmp_path, quantization=quantization), use_ray=False)
+    assert result.ok, result.error
+    assert result.device == "cuda"
+    assert result.metrics["train_loss_last"] < result.metrics["train_loss_first"]
+    assert result.metrics.get("peak_gpu_mem_mb", 0) > 0
+    assert result.manifest is not None and result.manifest["hardware"]["device"] == "cuda"
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    assert result.adapter_dir is not None
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(base_model)), str(result.adapter_dir)
+    )
+    assert model is not None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+def test_gpu_through_ray_reserves_the_gpu(base_model: Path, tmp_path: Path) -> None:
+    from training.api import train
+
+    result = train(config(base_model, tmp_path, quantization="nf4", name="gpu-ray"), use_ray=True)
+    assert result.ok, result.error
+    assert result.device == "cuda"
+    assert any("GPU available" in line for line in result.log)
