@@ -46,6 +46,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 VENV_BIN = Path(sys.executable).parent
+LOGS_DIR = Path(tempfile.gettempdir()) / "tuneloop-bench-logs"
+"""Server logs (and Ray Serve's replica logs) are kept here after each server stops."""
 SERVED_BY_HEADER = "x-tuneloop-served-by"
 ADMIN_TOKEN = "benchmark-admin-token"
 
@@ -486,6 +488,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_s: float | None = None
         self._seen: dict[int, psutil.Process] = {}
+        self.ray_session_dir: Path | None = None
+        self.kept_logs: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -537,7 +541,27 @@ class ServerProcess:
 
     def remember_tree(self) -> None:
         for p in self.tree():
+            if p.pid not in self._seen and self.ray_session_dir is None:
+                with contextlib.suppress(psutil.Error):
+                    for arg in p.cmdline():
+                        if arg.startswith("--raylet_socket_name="):
+                            self.ray_session_dir = Path(arg.split("=", 1)[1]).parent.parent
             self._seen.setdefault(p.pid, p)
+
+    def keep_logs(self) -> Path | None:
+        """Copy the server's log (and Ray Serve's logs of its session) to `LOGS_DIR/<name>-<time>`."""
+        dest = LOGS_DIR / f"{self.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            if self.log_path.is_file():
+                shutil.copy2(self.log_path, dest / self.log_path.name)
+            serve_logs = self.ray_session_dir / "logs" / "serve" if self.ray_session_dir else None
+            if serve_logs is not None and serve_logs.is_dir():
+                shutil.copytree(serve_logs, dest / "serve", dirs_exist_ok=True)
+        except OSError as exc:
+            log(f"could not keep the logs of {self.name}: {exc}")
+            return None
+        return dest
 
     def stop(self, grace_s: float = 90.0) -> None:
         """SIGTERM to the group (tuneloop drains and shuts Ray down), then SIGKILL what is left."""
@@ -560,6 +584,8 @@ class ServerProcess:
             with contextlib.suppress(psutil.Error):
                 p.kill()
         psutil.wait_procs(leftovers, timeout=10)
+        self.kept_logs = self.keep_logs()
+        self.proc = None
 
     def __enter__(self) -> ServerProcess:
         return self
@@ -722,6 +748,7 @@ class WindowStats:
     busy_cores: float = 0.0
     loadavg_1m_start: float = 0.0
     loadavg_1m_end: float = 0.0
+    server_cores_by_process: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -736,6 +763,7 @@ class _Mark:
     client_cpu: float
     busy_cpu: float
     loadavg: float
+    per_pid: dict[int, float] = field(default_factory=dict)
     peak_rss: int = 0
 
 
@@ -750,6 +778,7 @@ class ResourceMonitor:
         self.samples = 0
         self.pss: dict[str, Any] | None = None
         self._cpu_by_pid: dict[int, float] = {}
+        self._name_by_pid: dict[int, str] = {}
         self._procs: dict[int, psutil.Process] = {}
         self._window: _Mark | None = None
         self._lock = threading.Lock()
@@ -792,6 +821,7 @@ class ResourceMonitor:
                 continue
             total += rss
             self._cpu_by_pid[p.pid] = t.user + t.system
+            self._name_by_pid[p.pid] = name
             rows.append({"pid": p.pid, "name": name, "rss_mib": round(rss / 2**20, 1)})
         with self._lock:
             self.samples += 1
@@ -810,7 +840,14 @@ class ResourceMonitor:
         ct = psutil.cpu_times()
         busy = ct.user + ct.nice + ct.system + ct.irq + ct.softirq + getattr(ct, "steal", 0.0)
         me = self._me.cpu_times()
-        return _Mark(time.perf_counter(), self._server_cpu(), me.user + me.system, busy, os.getloadavg()[0])
+        return _Mark(
+            time.perf_counter(),
+            self._server_cpu(),
+            me.user + me.system,
+            busy,
+            os.getloadavg()[0],
+            per_pid=dict(self._cpu_by_pid),
+        )
 
     def start_window(self) -> None:
         mark = self._mark()
@@ -827,6 +864,10 @@ class ResourceMonitor:
         server = (end.server_cpu - start.server_cpu) / secs
         client = (end.client_cpu - start.client_cpu) / secs
         busy = (end.busy_cpu - start.busy_cpu) / secs
+        by_process: dict[str, float] = {}
+        for pid, cpu in end.per_pid.items():
+            name = self._name_by_pid.get(pid, str(pid))
+            by_process[name] = by_process.get(name, 0.0) + (cpu - start.per_pid.get(pid, 0.0)) / secs
         return WindowStats(
             seconds=secs,
             peak_rss_bytes=start.peak_rss,
@@ -836,6 +877,9 @@ class ResourceMonitor:
             busy_cores=busy,
             loadavg_1m_start=start.loadavg,
             loadavg_1m_end=end.loadavg,
+            server_cores_by_process={
+                k: round(v, 3) for k, v in sorted(by_process.items(), key=lambda kv: -kv[1])
+            },
         )
 
     def snapshot_pss(self) -> dict[str, Any]:

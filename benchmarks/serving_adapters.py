@@ -14,8 +14,9 @@ makes the model talk long), a fixed number of requests per cell, after a warm-up
 base cell runs first and again last (its mean is the reference; the two show the drift of the machine).
 Peak RSS of the server's process tree is sampled during the load (tuneloop with four adapters loaded).
 
-Run: `python -m benchmarks.serving_adapters` (~12 minutes on 2 cores; `--quick` for a smoke run,
-`--no-baseline` to skip bare vLLM). Writes benchmarks/results/serving_adapters.json and .md.
+Run: `python -m benchmarks.serving_adapters` (~25 minutes on 2 cores, LoRA decoding on CPU is slow;
+`--quick` for a smoke run, `--no-baseline` to skip bare vLLM). Writes benchmarks/results/serving_adapters.json
+and .md.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ from benchmarks.common import (
 
 NAME = "serving_adapters"
 ADAPTERS = ("ad0", "ad1", "ad2", "ad3")
+WARM_TOKENS = 8
+"""Output tokens of warm-up requests (every model once per client; short, LoRA decoding is slow on CPU)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_quiet_args(p)
     add_priority_args(p)
     p.add_argument("--concurrency", type=int, default=None, help="clients (default 32)")
-    p.add_argument("--requests", type=int, default=None, help="requests per cell (default 128)")
+    p.add_argument("--requests", type=int, default=None, help="requests per cell (default 64)")
     p.add_argument("--max-tokens", type=int, default=None, help="output tokens per request (default 64)")
     p.add_argument(
         "--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick with --quick)"
@@ -107,7 +110,7 @@ async def measure(
         models = sorted({m for c in cells for m in c.models})
         conc = max(c.concurrency for c in cells)
         await warm_up(
-            server.url, models, concurrency=conc, requests=max(warm_requests, conc), max_tokens=max_tokens
+            server.url, models, concurrency=conc, requests=max(warm_requests, conc), max_tokens=WARM_TOKENS
         )
         for cell in cells:
             pss_after = 10.0 if cell.label == "four-adapter-mix" else None
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = prepare_default_model()
     base = model_path.name
     concurrency = args.concurrency or (4 if args.quick else 32)
-    requests = args.requests or (8 if args.quick else 128)
+    requests = args.requests or (8 if args.quick else 64)
     max_tokens = args.max_tokens or (16 if args.quick else 64)
     cells = cells_for(base, concurrency, requests)
     env = environment()

@@ -9,10 +9,12 @@ r=16 on q/k/v/o) registered through the admin API, v1 behind alias `champion`.
 
 Load: 32 closed-loop clients stream chat completions to model `sw` (temperature 0, max_tokens=64) for
 60 s. Meanwhile the alias is moved 10 times (`PUT /admin/adapters/sw/aliases/champion`, alternating
-v2, v1, ...) at fixed intervals and finally rolled back (`POST /admin/adapters/sw/rollback`). A probe
-client sends one tiny streamed request (max_tokens=1) after another to `sw`, so a version change shows up
-within one request's header time instead of waiting for a 64-token load request to end; the probe's
-requests count as traffic too (failures included).
+v2, v1, ...) at fixed intervals and finally rolled back (`POST /admin/adapters/sw/rollback`). A header
+probe sends a streamed request to `sw` every 0.1 s and reads only its response headers (tuneloop routes
+before it streams, so the `x-tuneloop-served-by` header is the routing decision), then disconnects; so a
+version change shows up within ~0.1 s instead of waiting for a 64-token load request to start and end.
+A poller reads `GET /v1/models` every 25 ms (the replica's routing snapshot). Probe requests count as
+traffic (a non-200 is a failure).
 
 Measured:
 * failed requests: any non-200, an error event in the stream, or a stream without `data: [DONE]`;
@@ -42,12 +44,14 @@ from typing import Any
 import httpx
 
 from benchmarks.common import (
+    SERVED_BY_HEADER,
     AdminClient,
     RequestResult,
     ResourceMonitor,
     ServerProcess,
     add_priority_args,
     add_quiet_args,
+    chat_body,
     environment,
     exit_cleanly_on_sigterm,
     fmt,
@@ -58,6 +62,7 @@ from benchmarks.common import (
     md_table,
     median,
     ms,
+    percentile,
     quiet_policy,
     ratio,
     run_closed_loop,
@@ -114,23 +119,61 @@ def short(version: str) -> str:
     return f"{ADAPTER}@{version[:12]}"
 
 
-async def probe_loop(url: str, stop: asyncio.Event, out: list[RequestResult]) -> None:
+async def header_probe(client: httpx.AsyncClient, url: str) -> RequestResult:
+    """A streamed request read only up to its response headers (which name the version serving it)."""
+    r = RequestResult(model=ADAPTER, started=time.perf_counter())
+    try:
+        async with client.stream(
+            "POST", f"{url}/v1/chat/completions", json=chat_body(ADAPTER, "Hi", 1)
+        ) as resp:
+            r.headers_at = time.perf_counter()
+            r.status = resp.status_code
+            r.served_by = resp.headers.get(SERVED_BY_HEADER)
+            r.ok = resp.status_code == 200 and r.served_by is not None
+            if not r.ok:
+                r.error = f"HTTP {resp.status_code}: {(await resp.aread())[:300]!r}"
+    except httpx.HTTPError as exc:
+        r.error = f"{type(exc).__name__}: {exc}"
+    r.finished = time.perf_counter()
+    return r
+
+
+async def probe_loop(url: str, stop: asyncio.Event, out: list[RequestResult], interval_s: float) -> None:
+    """Header probes one after the other, `interval_s` apart, until `stop` (closing a stream early is
+    a client disconnect to the server: its engine request, if any, is aborted)."""
     async with http_client(1) as client:
         while not stop.is_set():
-            out.append(await stream_chat(client, url, ADAPTER, max_tokens=1, content="Hi"))
-            await asyncio.sleep(0.02)
+            out.append(await header_probe(client, url))
+            await asyncio.sleep(interval_s)
 
 
-async def routing_loop(url: str, stop: asyncio.Event, out: list[tuple[float, str | None]]) -> None:
-    """Poll `GET /v1/models` (the replica's routing snapshot, no engine work): (time, champion version)."""
-    async with httpx.AsyncClient(timeout=30) as client:
+async def routing_loop(
+    url: str, stop: asyncio.Event, out: list[tuple[float, str | None]], latencies: list[float]
+) -> None:
+    """Poll `GET /v1/models` (the replica's routing snapshot, no engine work): (time, champion version);
+    the poll latencies show whether the replica's HTTP path stays responsive under load."""
+    async with httpx.AsyncClient(timeout=60) as client:
         while not stop.is_set():
             version = None
+            sent = time.perf_counter()
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 cards = (await client.get(f"{url}/v1/models")).json()["data"]
                 version = next((c.get("version") for c in cards if c["id"] == ADAPTER), None)
-            out.append((time.perf_counter(), short(version) if version else None))
+            now = time.perf_counter()
+            latencies.append(now - sent)
+            out.append((now, short(version) if version else None))
             await asyncio.sleep(0.025)
+
+
+async def admin_read_loop(admin: AdminClient, stop: asyncio.Event, latencies: list[float]) -> None:
+    """`GET /admin/adapters` every 0.5 s: an admin read that runs in a worker thread on the replica
+    (`asyncio.to_thread`), unlike `GET /v1/models`; comparing the two locates delays in the admin path."""
+    while not stop.is_set():
+        sent = time.perf_counter()
+        with contextlib.suppress(httpx.HTTPError):
+            await admin.client.get("/admin/adapters")
+        latencies.append(time.perf_counter() - sent)
+        await asyncio.sleep(0.5)
 
 
 async def change_loop(
@@ -169,7 +212,10 @@ async def change_loop(
 
 
 def analyse(
-    changes: list[Change], traffic: list[RequestResult], routing: list[tuple[float, str | None]]
+    changes: list[Change],
+    traffic: list[RequestResult],
+    routing: list[tuple[float, str | None]],
+    load: list[RequestResult],
 ) -> list[dict[str, Any]]:
     """Per change: time to the first response served by the target, and stale responses after the call."""
     rows = []
@@ -185,6 +231,9 @@ def analyse(
         stale = [r for r in traffic if ch.call_end < r.started < next_start and r.served_by == ch.from_short]
         to_first = None if first is None or first.headers_at is None else first.headers_at - ch.call_start
         switch = next((t for t, v in routing if t >= ch.call_start and v == ch.target_short), None)
+        completed = [
+            r.finished for r in load if r.ok and r.started >= ch.call_start and r.served_by == ch.target_short
+        ]
         rows.append(
             {
                 "kind": ch.kind,
@@ -200,6 +249,9 @@ def analyse(
                 if first is None or first.headers_at is None
                 else (first.headers_at - ch.call_end) * 1000,
                 "stale_responses_after_call": len(stale),
+                "to_first_new_completed_load_response_ms": (min(completed) - ch.call_start) * 1000
+                if completed
+                else None,
             }
         )
     return rows
@@ -219,7 +271,7 @@ async def measure(
             await wait_served_by(server.url, ADAPTER, short(v1))
             log(f"registered {short(v1)} (champion) and {short(v2)}")
             await warm_up(
-                server.url, [ADAPTER], concurrency=conc, requests=max(conc, 8), max_tokens=max_tokens
+                server.url, [ADAPTER], concurrency=conc, requests=max(conc, 8), max_tokens=min(8, max_tokens)
             )
 
             async def one(client: httpx.AsyncClient, idx: int, seq: int) -> RequestResult:
@@ -240,12 +292,16 @@ async def measure(
             changes: list[Change] = []
             probes: list[RequestResult] = []
             routing: list[tuple[float, str | None]] = []
+            poll_latency: list[float] = []
+            admin_latency: list[float] = []
             stop_probe = asyncio.Event()
             mon.start_window()
             t0 = time.perf_counter()
             interval = (cfg["duration_s"] - cfg["lead_s"]) / (cfg["swaps"] + 1)
-            probe = asyncio.create_task(probe_loop(server.url, stop_probe, probes))
-            poller = asyncio.create_task(routing_loop(server.url, stop_probe, routing))
+            probe = asyncio.create_task(probe_loop(server.url, stop_probe, probes, 0.1))
+            poller = asyncio.create_task(routing_loop(server.url, stop_probe, routing, poll_latency))
+            reader_admin = AdminClient(server.url)
+            admin_reader = asyncio.create_task(admin_read_loop(reader_admin, stop_probe, admin_latency))
             changer = asyncio.create_task(
                 change_loop(admin, [v1, v2], cfg["swaps"], t0 + cfg["lead_s"], interval, changes)
             )
@@ -258,6 +314,8 @@ async def measure(
             stop_probe.set()
             await probe
             await poller
+            await admin_reader
+            await reader_admin.aclose()
             swap_sum = summarize(load, expected_tokens=max_tokens)
             swap_sum["resources"] = mon.end_window().to_dict()
         finally:
@@ -267,9 +325,8 @@ async def measure(
     served: dict[str, int] = {}
     for r in traffic:
         served[r.served_by or "?"] = served.get(r.served_by or "?", 0) + 1
-    per_change = analyse(changes, traffic, routing)
+    per_change = analyse(changes, traffic, routing, load.results)
     probe_heads = [r.headers_at - r.started for r in probes if r.ok and r.headers_at is not None]
-    probe_ttft = [t for r in probes if r.ok and (t := r.ttft_s) is not None]
     failed = [r for r in traffic if not r.ok]
     out.update(
         {
@@ -280,9 +337,15 @@ async def measure(
             "probe_requests": len(probes),
             "probe_failed": sum(1 for r in probes if not r.ok),
             "probe_headers_ms_p50": ms(median(probe_heads)),
-            "probe_ttft_ms_p50": ms(median(probe_ttft)),
-            "probe_e2e_ms_p50": ms(median([r.e2e_s for r in probes if r.ok])),
+            "probe_headers_ms_p99": ms(percentile(probe_heads, 99)),
             "routing_polls": len(routing),
+            "routing_poll_ms_p50": ms(median(poll_latency)),
+            "routing_poll_ms_p99": ms(percentile(poll_latency, 99)),
+            "routing_poll_ms_max": ms(max(poll_latency, default=None)),
+            "probe_headers_ms_max": ms(max(probe_heads, default=None)),
+            "admin_read_ms_p50": ms(median(admin_latency)),
+            "admin_read_ms_p99": ms(percentile(admin_latency, 99)),
+            "admin_read_ms_max": ms(max(admin_latency, default=None)),
             "load_requests": len(load.results),
             "load_failed": sum(1 for r in load.results if not r.ok),
             "failed_total": len(failed),
@@ -319,6 +382,13 @@ def report(
         "to_routing_switch_ms_median": median(switches),
         "to_routing_switch_ms_max": max(switches, default=None),
         "first_new_after_call_returned_ms_median": median(after),
+        "to_first_new_completed_ms_median": median(
+            [
+                c["to_first_new_completed_load_response_ms"]
+                for c in ok_changes
+                if c["to_first_new_completed_load_response_ms"] is not None
+            ]
+        ),
         "call_ms_median": median(calls),
         "call_ms_max": max(calls, default=None),
         "stale_responses": sum(c["stale_responses_after_call"] for c in changes),
@@ -391,9 +461,23 @@ def report(
                     fmt(summary["first_new_after_call_returned_ms_median"], 0),
                 ],
                 [
-                    "probe request (max_tokens=1): headers / first token / end, median ms",
-                    f"{fmt(result['probe_headers_ms_p50'], 0)} / {fmt(result['probe_ttft_ms_p50'], 0)} / "
-                    f"{fmt(result['probe_e2e_ms_p50'], 0)}",
+                    "header probe: request → response headers, median / p99 / max ms",
+                    f"{fmt(result['probe_headers_ms_p50'], 0)} / {fmt(result['probe_headers_ms_p99'], 0)} / "
+                    f"{fmt(result['probe_headers_ms_max'], 0)}",
+                ],
+                [
+                    "`GET /admin/adapters` latency (runs in a worker thread), median / p99 / max ms",
+                    f"{fmt(result['admin_read_ms_p50'], 0)} / {fmt(result['admin_read_ms_p99'], 0)} / "
+                    f"{fmt(result['admin_read_ms_max'], 0)}",
+                ],
+                [
+                    "`GET /v1/models` latency, median / p99 / max ms",
+                    f"{fmt(result['routing_poll_ms_p50'], 0)} / {fmt(result['routing_poll_ms_p99'], 0)} / "
+                    f"{fmt(result['routing_poll_ms_max'], 0)}",
+                ],
+                [
+                    "swap call → first *completed* load request served by the new version, median ms",
+                    fmt(summary["to_first_new_completed_ms_median"], 0),
                 ],
                 [
                     "stale responses (old version, request started after the call returned)",
@@ -435,6 +519,7 @@ def report(
                 "→ first new response ms",
                 "→ routing switch ms",
                 "after call returned ms",
+                "→ first completed load response ms",
                 "stale",
                 "status",
             ],
@@ -448,6 +533,7 @@ def report(
                     c["to_first_new_response_ms"],
                     c["to_routing_switch_ms"],
                     c["first_new_after_call_returned_ms"],
+                    c["to_first_new_completed_load_response_ms"],
                     c["stale_responses_after_call"],
                     c["status"],
                 ]

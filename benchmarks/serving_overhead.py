@@ -328,8 +328,13 @@ def build_report(
             ["process", "RSS MiB"], [[p["name"], p["rss_mib"]] for p in tl[0].memory["peak_breakdown_top"]]
         )
     )
+    top_key = str(max(cells))
+    md += ["", f"## CPU by process at c={top_key} (cores = CPU seconds per second, first round)", ""]
+    for label in ("bare-vllm", "tuneloop"):
+        procs = runs[label][0].cells[top_key]["resources"].get("server_cores_by_process", {})
+        rows_cpu = [[name, cores] for name, cores in procs.items() if cores >= 0.005]
+        md += [f"{label}:", "", md_table(["process", "cores"], rows_cpu, digits=3), ""]
     md += [
-        "",
         "Run: `python -m benchmarks.serving_overhead` (`--quick` for a smoke run, `--rounds 2` for ABBA).",
     ]
     return payload, "\n".join(md)

@@ -255,7 +255,8 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         swap_alias(registry, ADAPTER, "champion", v1.version, actor="demo", reason="initial champion")
         console.print(
             f"[green]✓[/green] {v1.short_ref} is {ADAPTER}@champion "
-            f"(loss {result.metrics.get('train_loss_first', '?')} → {result.metrics.get('train_loss', '?')})"
+            f"(loss {result.metrics.get('train_loss_first', '?')} → "
+            f"{result.metrics.get('train_loss_last', '?')})"
         )
 
         # 2. normal traffic
