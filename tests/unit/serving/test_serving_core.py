@@ -116,7 +116,7 @@ def test_in_flight_request_keeps_its_version_until_drained(h: Harness) -> None:
     v1 = h.registry.register(h.adapter(1), "support", alias="champion")
     v2 = h.registry.register(h.adapter(2), "support")
     h.reconcile()
-    h.engine.step_delay_s = 0.05
+    h.engine.step_delay_s = 0.4  # the request stays in flight ≥ 4 s: far longer than a swap takes
     result: dict[str, Any] = {}
 
     def slow() -> None:
