@@ -32,7 +32,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitoring.drift.checks import check_input_drift, check_quality_drift
-from monitoring.loop_store import LoopRun, LoopStore
+from monitoring.errors import DriftInputError
+from monitoring.loop_store import LockHeldError, LoopRun, LoopStore
 from monitoring.policy import LoopState, TrainingRecord, TriggerPolicy
 from monitoring.scorers.batch import score_batch
 from monitoring.store import load_prompts, load_score_stream, opened
@@ -64,6 +65,8 @@ STATES = (
     FAILED,
 )
 TERMINAL = (PROMOTED, ROLLED_BACK, REJECTED, FAILED)
+MIN_DRIFT_SAMPLES = 20
+"""Prompts each window needs before the input-drift test runs at all (the MMD detector's minimum)."""
 
 
 class CanarySettings(BaseModel):
@@ -125,6 +128,9 @@ class LoopSettings(BaseModel):
     state_dir: Path = Path("~/.cache/tuneloop/loop").expanduser()
     backoff_minutes: float = Field(10.0, ge=0)
     """After a failed training, wait this long before triggering again."""
+    lock_stale_after_s: float = Field(60.0, gt=0)
+    """A loop whose lock heartbeat is older than this is presumed dead; a new loop takes over its lock
+    and resumes its open run."""
 
 
 @dataclass
@@ -239,13 +245,18 @@ class LoopController:
             "n_reference": len(reference),
             "n_live": len(live),
         }
-        if len(reference) >= 10 and len(live) >= 10:
-            report = check_input_drift(
-                [r.user_text for r in reference],
-                [r.user_text for r in live],
-                subject=f"{s.adapter}@{champion.version[:12] if champion else 'base'}",
-            )
-            reports.append(report)
+        # below the detectors' own minimum a check means nothing: wait for traffic (the policy's
+        # min_samples decides when a report may trip; this only avoids running a test on a handful)
+        if len(reference) >= MIN_DRIFT_SAMPLES and len(live) >= MIN_DRIFT_SAMPLES:
+            try:
+                report = check_input_drift(
+                    [r.user_text for r in reference],
+                    [r.user_text for r in live],
+                    subject=f"{s.adapter}@{champion.version[:12] if champion else 'base'}",
+                )
+                reports.append(report)
+            except DriftInputError as exc:
+                context["input_drift_skipped"] = str(exc)
         with opened(s.database_url) as engine:
             stream = load_score_stream(
                 engine,
@@ -654,10 +665,29 @@ class LoopController:
     # ================================================================== driving
     def run(self, stop: threading.Event, *, on_tick: Callable[[TickResult], None] | None = None) -> None:
         """Tick until `stop` is set (holding the loop lock)."""
-        self.store.acquire()
+        self.store.acquire(stale_after_s=self.settings.lock_stale_after_s)
+        open_run = self.store.open_run()
+        if open_run is not None:
+            self._event(
+                open_run,
+                "resumed",
+                f"loop started with run {open_run.id} open in state {open_run.state}: resuming it",
+            )
         try:
             while not stop.is_set():
-                result = self.tick()
+                try:
+                    result = self.tick()
+                except LockHeldError:
+                    raise  # another loop owns this adapter now: stop, never run two
+                except Exception as exc:  # noqa: BLE001 - a failed check must not kill the loop
+                    log.exception("loop tick failed")
+                    try:
+                        self.store.event(
+                            "error", f"tick failed: {exc!r}; retrying", evidence={"error": repr(exc)}
+                        )
+                    except Exception:  # noqa: BLE001 - the database may be what failed
+                        log.warning("could not record the failed tick", exc_info=True)
+                    result = TickResult(WATCHING, f"tick failed: {exc}")
                 if on_tick is not None:
                     on_tick(result)
                 busy = result.state in (TRIGGERED, DATASET_BUILT, TRAINED, GATING)

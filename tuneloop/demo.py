@@ -259,6 +259,9 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             f"{result.metrics.get('train_loss_last', '?')})"
         )
 
+        # the replica picks up a brand-new adapter name on its next registry poll: wait for it
+        wait_served(url, ADAPTER, v1.version, timeout_s=120)
+
         # 2. normal traffic
         customers = Customers(url, opts.seed, opts.correction_rate)
         rng = random.Random(opts.seed)
@@ -268,6 +271,8 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         asyncio.run(customers.run(phase_a, opts.concurrency))
         timings["phase_a_s"] = time.monotonic() - t
         console.print(f"[green]✓[/green] {customers.stats.ok} served, {customers.stats.failed} failed")
+        for err in customers.stats.errors[:3]:
+            console.print(f"   [red]failed:[/red] {err}")
 
         # 3. the loop starts watching; the world changes
         policy = TriggerPolicy(
@@ -346,6 +351,9 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
                     timings.setdefault("canary_started_s", time.monotonic() - t0)
             if state in TERMINAL:
                 final_run = controller.store.runs(limit=1)[0]
+                break
+            if not loop_thread.is_alive():
+                console.print("[red]the loop stopped unexpectedly; see the log above[/red]")
                 break
             time.sleep(1)
         stop_traffic.set()
@@ -433,6 +441,23 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         f"{s['traffic']['failed']} failed"
     )
     console.print(f"report: {s.get('report')}")
+
+
+def wait_served(url: str, adapter: str, version: str, timeout_s: float) -> None:
+    """Block until requests for `adapter` are answered by `version` (raise TimeoutError otherwise)."""
+    deadline = time.monotonic() + timeout_s
+    body = {"model": adapter, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+            seen = r.headers.get("x-tuneloop-served-by") if r.status_code == 200 else r.status_code
+            if r.status_code == 200 and str(seen).split("@")[-1] == version[:12]:
+                return
+        except httpx.HTTPError as exc:
+            seen = repr(exc)
+        time.sleep(0.5)
+    raise TimeoutError(f"{adapter} not served by {version[:12]} after {timeout_s:.0f} s (last: {seen})")
 
 
 def default_home() -> Path:

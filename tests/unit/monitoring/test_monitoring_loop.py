@@ -5,15 +5,11 @@ a controller "killed" mid-run resumes from its last completed step; one loop at 
 
 from __future__ import annotations
 
-import json
-import random
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
 
 from monitoring.loop import (
     CANARY,
@@ -27,173 +23,18 @@ from monitoring.loop import (
     TRAINING,
     TRIGGERED,
     LoopController,
-    LoopSettings,
 )
 from monitoring.loop_store import LockHeldError
-from monitoring.policy import InputDriftRule, QualityDriftRule, TriggerPolicy
-from monitoring.store import connect, feedback_table, requests_table
-from serving.registry import AdapterRegistry, ArtifactStore
-from serving.registry.testing import SMOLLM2_MODULES, write_adapter
-from serving.store import Database
-
-BASE = "SmolLM2-135M-Instruct"
-
-
-@dataclass
-class FakeResult:
-    status: str
-    run_id: str
-    adapter_dir: Path | None
-    run_dir: Path | None
-    metrics: dict[str, Any]
-    device: str = "cpu"
-    duration_s: float = 1.0
-    error: Any = None
-
-
-class FakeJob:
-    def __init__(self, result: FakeResult) -> None:
-        self.result = result
-
-    def done(self) -> bool:
-        return True
-
-    def wait(self, timeout: float | None = None) -> FakeResult:
-        return self.result
-
-
-class World:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.db_url = f"sqlite:///{tmp / 'tl.db'}"
-        self.db = Database(self.db_url)
-        self.registry = AdapterRegistry(
-            self.db, ArtifactStore(str(tmp / "registry")), BASE, SMOLLM2_MODULES, 16
-        )
-        self.engine = connect(self.db_url)
-        self.n = 0
-        self.trainings: list[dict[str, Any]] = []
-        self.train_ok = True
-        self.rng = random.Random(0)
-        v1 = self.registry.register(
-            write_adapter(tmp / "v1", base_model=BASE, seed=1), "support", alias="champion"
-        )
-        self.v1 = v1
-
-    def request(
-        self,
-        intent: str,
-        correct: bool,
-        *,
-        version: str | None = None,
-        experiment: str | None = None,
-        arm: str | None = None,
-        at: datetime | None = None,
-    ) -> str:
-        self.n += 1
-        rid = f"chatcmpl-{self.n:05d}"
-        prompts = {
-            "shipping": [
-                "How long does shipping take?",
-                "When will my parcel arrive?",
-                "Do you ship abroad?",
-            ],
-            "refunds": [
-                "I want my money back for the broken bulb",
-                "How do refunds work?",
-                "Can I return my order for a refund?",
-            ],
-        }
-        q = self.rng.choice(prompts[intent]) + f" (order {self.rng.randrange(1000)})"
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(requests_table).values(
-                    id=rid,
-                    created_at=at or datetime.now(UTC),
-                    endpoint="chat.completions",
-                    model_requested="support",
-                    served_name="support",
-                    served_version=version or self.v1.version,
-                    experiment=experiment,
-                    arm=arm,
-                    prompt=json.dumps([{"role": "user", "content": q}]),
-                    response="It takes 3 days." if correct else "I am not sure.",
-                    status_code=200,
-                    stream=False,
-                    finish_reason="stop",
-                    tags={"intent": intent, "reference": "3 days"},
-                )
-            )
-            conn.execute(
-                insert(feedback_table).values(
-                    request_id=rid,
-                    created_at=datetime.now(UTC),
-                    thumbs=1 if correct else -1,
-                    correction=None if correct else "It takes 3 days.",
-                    source="test",
-                )
-            )
-        return rid
-
-    def train_fn(self, config: dict[str, Any], use_ray: bool = True) -> FakeJob:
-        self.trainings.append(config)
-        if not self.train_ok:
-            return FakeJob(
-                FakeResult(
-                    "failed",
-                    "run-x",
-                    None,
-                    None,
-                    {},
-                    error=type("E", (), {"message": "loss is NaN", "code": "diverged"})(),
-                )
-            )
-        out = write_adapter(
-            self.tmp / f"trained-{len(self.trainings)}", base_model=BASE, seed=10 + len(self.trainings)
-        )
-        return FakeJob(
-            FakeResult("succeeded", f"run-{len(self.trainings)}", out, out.parent, {"train_loss": 0.5})
-        )
-
-    def settings(self, **kw: Any) -> LoopSettings:
-        policy = TriggerPolicy(
-            input_drift=InputDriftRule(max_p_value=0.05, min_samples=30, min_reference_samples=30),
-            quality_drift=QualityDriftRule(min_samples=10, min_drop=0.2),
-            cooldown_minutes=0,
-        )
-        base: dict[str, Any] = {
-            "adapter": "support",
-            "database_url": self.db_url,
-            "policy": policy,
-            "reference_size": 40,
-            "live_size": 40,
-            "min_corrections": 5,
-            "state_dir": self.tmp / "loop",
-            "canary": {"min_requests_per_arm": 5},
-        }
-        base.update(kw)
-        return LoopSettings(**base)
-
-    def controller(self, gate_passes: bool = True, **kw: Any) -> LoopController:
-        c = LoopController(
-            self.settings(**kw), self.registry, base_model_path=self.tmp, train_fn=self.train_fn
-        )
-        c._gate = lambda run: {"passed": gate_passes, "summary": "fake gate", "suites": {}}  # type: ignore[method-assign]
-        return c
+from monitoring.testing import LoopWorld, drift
 
 
 @pytest.fixture()
-def world(tmp_path: Path) -> World:
-    w = World(tmp_path)
+def world(tmp_path: Path) -> LoopWorld:
+    w = LoopWorld(tmp_path)
     start = datetime.now(UTC) - timedelta(minutes=30)
     for i in range(40):  # reference window: shipping traffic, answered well
         w.request("shipping", correct=True, at=start + timedelta(seconds=i))
     return w
-
-
-def drift(w: World, n: int = 40) -> None:
-    for i in range(n):  # the world changes: refund questions the champion gets wrong
-        w.request("refunds" if i % 4 else "shipping", correct=(i % 4 == 0))
 
 
 def run_until(c: LoopController, states: tuple[str, ...], max_ticks: int = 12) -> str:
@@ -205,7 +46,7 @@ def run_until(c: LoopController, states: tuple[str, ...], max_ticks: int = 12) -
     return state
 
 
-def test_no_drift_no_trigger(world: World) -> None:
+def test_no_drift_no_trigger(world: LoopWorld) -> None:
     c = world.controller()
     c.store.acquire()
     for _ in range(40):
@@ -214,7 +55,7 @@ def test_no_drift_no_trigger(world: World) -> None:
     assert world.trainings == []
 
 
-def test_full_loop_promotes_and_records_lineage(world: World) -> None:
+def test_full_loop_promotes_and_records_lineage(world: LoopWorld) -> None:
     c = world.controller()
     c.store.acquire()
     drift(world)
@@ -249,7 +90,7 @@ def test_full_loop_promotes_and_records_lineage(world: World) -> None:
     ]
 
 
-def test_failed_gate_retires_the_challenger(world: World) -> None:
+def test_failed_gate_retires_the_challenger(world: LoopWorld) -> None:
     c = world.controller(gate_passes=False)
     c.store.acquire()
     drift(world)
@@ -259,7 +100,7 @@ def test_failed_gate_retires_the_challenger(world: World) -> None:
     assert all("challenger" not in v.aliases for v in world.registry.list("support"))
 
 
-def test_worse_canary_rolls_back(world: World) -> None:
+def test_worse_canary_rolls_back(world: LoopWorld) -> None:
     c = world.controller()
     c.store.acquire()
     drift(world)
@@ -275,7 +116,7 @@ def test_worse_canary_rolls_back(world: World) -> None:
     assert world.registry.get("support", "champion").version == world.v1.version
 
 
-def test_failed_training_keeps_the_champion_and_backs_off(world: World) -> None:
+def test_failed_training_keeps_the_champion_and_backs_off(world: LoopWorld) -> None:
     world.train_ok = False
     c = world.controller()
     c.store.acquire()
@@ -288,7 +129,7 @@ def test_failed_training_keeps_the_champion_and_backs_off(world: World) -> None:
     assert len(world.trainings) == 1
 
 
-def test_restart_mid_training_resumes(world: World) -> None:
+def test_restart_mid_training_resumes(world: LoopWorld) -> None:
     c = world.controller()
     c.store.acquire()
     drift(world)
@@ -302,7 +143,7 @@ def test_restart_mid_training_resumes(world: World) -> None:
     assert any(e.kind == "resumed" for e in c2.store.events())
 
 
-def test_one_loop_at_a_time(world: World) -> None:
+def test_one_loop_at_a_time(world: LoopWorld) -> None:
     c1 = world.controller()
     c1.store.acquire()
     c2 = world.controller()
@@ -310,3 +151,40 @@ def test_one_loop_at_a_time(world: World) -> None:
         c2.store.acquire()
     c1.store.release()
     c2.store.acquire()
+
+
+def test_few_live_prompts_do_not_run_the_drift_test(world: LoopWorld) -> None:
+    c = world.controller()
+    c.store.acquire()
+    for _ in range(12):  # fewer than the detector's minimum: no report, no error
+        world.request("refunds", correct=False)
+    reports, decision, context = c.check()
+    assert [r for r in reports if "mmd" in r.detector] == []
+    assert decision.outcome != "trigger" and context["n_live"] == 12
+
+
+def test_a_failing_tick_does_not_kill_the_loop(world: LoopWorld) -> None:
+    import threading
+
+    c = world.controller(check_interval_s=0.05)
+    calls = {"n": 0}
+    real_check = c.check
+
+    def flaky_check() -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database hiccup")
+        return real_check()
+
+    c.check = flaky_check  # type: ignore[method-assign]
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def on_tick(result: Any) -> None:
+        seen.append(result.message)
+        if len(seen) >= 3:
+            stop.set()
+
+    c.run(stop, on_tick=on_tick)
+    assert "database hiccup" in seen[0] and len(seen) >= 3  # the loop kept ticking after the failure
+    assert any(e.kind == "error" and "database hiccup" in e.message for e in c.store.events())
