@@ -23,7 +23,7 @@ from serving.registry import AdapterRegistry, ArtifactStore
 from serving.registry.testing import SMOLLM2_MODULES, write_adapter
 from serving.store import Database
 
-__all__ = ["BASE", "FakeJob", "FakeResult", "LoopWorld", "drift"]
+__all__ = ["BASE", "FakeJob", "FakeResult", "LoopWorld", "WorldControllerFactory", "drift"]
 
 BASE = "SmolLM2-135M-Instruct"
 
@@ -188,3 +188,19 @@ def drift(w: LoopWorld, n: int = 40) -> None:
     """The world changes: refund questions the champion gets wrong (every 4th request stays shipping)."""
     for i in range(n):
         w.request("refunds" if i % 4 else "shipping", correct=(i % 4 == 0))
+
+
+@dataclass(frozen=True)
+class WorldControllerFactory:
+    """Picklable factory for `monitoring.actor.LoopActor`: the world's controller, built in the actor."""
+
+    world_dir: Path
+    train_delay_s: float = 0.0
+    check_interval_s: float = 0.2
+    lock_stale_after_s: float = 2.0
+
+    def __call__(self) -> LoopController:
+        world = LoopWorld(self.world_dir, train_delay_s=self.train_delay_s)
+        return world.controller(
+            check_interval_s=self.check_interval_s, lock_stale_after_s=self.lock_stale_after_s
+        )

@@ -56,21 +56,29 @@ def register(app: typer.Typer) -> None:
         loop_config: Annotated[Path | None, typer.Option("--loop-config", help="Loop settings YAML.")] = None,
         service_url: Annotated[str, typer.Option()] = "http://127.0.0.1:8000",
         once: Annotated[bool, typer.Option(help="One tick, then exit.")] = False,
+        ray_actor: Annotated[
+            bool,
+            typer.Option(
+                "--ray",
+                help="Run the loop as a detached Ray actor in the running cluster (beside the Serve app) "
+                "and return; Ray restarts it if its process dies.",
+            ),
+        ] = False,
+        stop_actor: Annotated[bool, typer.Option("--stop", help="With --ray: stop the loop actor.")] = False,
     ) -> None:
         """Run the monitoring loop next to a running service (Ctrl-C stops it between steps)."""
         import yaml
 
-        from monitoring.loop import LoopController, LoopSettings
-        from tuneloop.commands.adapters import open_cli_registry
+        from tuneloop.loop_factory import ControllerFactory
 
-        registry, settings = open_cli_registry(config)
         raw = yaml.safe_load(loop_config.read_text()) if loop_config else {}
         raw.setdefault("adapter", adapter)
-        raw.setdefault("database_url", settings.serving.resolved_database_url())
         raw.setdefault("service_url", service_url)
-        controller = LoopController(
-            LoopSettings.model_validate(raw), registry, base_model_path=_base_path(settings)
-        )
+        factory = ControllerFactory(config, raw)
+        if ray_actor:
+            _loop_actor(factory, adapter, stop_actor)
+            return
+        controller = factory()
         if once:
             controller.store.acquire()
             try:
@@ -123,7 +131,23 @@ def register(app: typer.Typer) -> None:
                     console.print(f"   {e.at:%H:%M:%S} {e.kind:10s} {e.message}")
 
 
-def _base_path(settings: object) -> Path:
-    from serving.models import resolve_base_model
+def _loop_actor(factory: object, adapter: str, stop: bool) -> None:
+    import ray
 
-    return resolve_base_model(settings.serving.base_model)  # type: ignore[attr-defined]
+    from monitoring.actor import DEFAULT_ACTOR_NAME, start_loop_actor
+
+    name = f"{DEFAULT_ACTOR_NAME}-{adapter}"
+    factory.settings()  # type: ignore[attr-defined]  # fail here, with a clear error, on bad settings
+    ray.init(address="auto", namespace="tuneloop", log_to_driver=False, configure_logging=False)
+    if stop:
+        try:
+            actor = ray.get_actor(name)
+        except ValueError:
+            console.print(f"no loop actor {name!r} is running")
+            return
+        stopped: bool = ray.get(actor.stop.remote(), timeout=120)
+        ray.kill(actor, no_restart=True)
+        console.print(f"stopped {name} ({'cleanly' if stopped else 'killed mid-step'})")
+        return
+    actor = start_loop_actor(factory, name=name, detached=True)  # type: ignore[arg-type]
+    print(json.dumps(ray.get(actor.status.remote(), timeout=120), indent=2, default=str))
