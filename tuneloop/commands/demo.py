@@ -145,7 +145,7 @@ def _loop_actor(factory: object, adapter: str, stop: bool) -> None:
         except ValueError:
             console.print(f"no loop actor {name!r} is running")
             return
-        stopped: bool = ray.get(actor.stop.remote(), timeout=120)
+        stopped = bool(ray.get(actor.stop.remote(), timeout=120))
         ray.kill(actor, no_restart=True)
         console.print(f"stopped {name} ({'cleanly' if stopped else 'killed mid-step'})")
         return
