@@ -30,8 +30,16 @@ DEFAULT_ACTOR_NAME = "tuneloop-loop"
 class LoopActor:
     """Owns one loop controller thread; its methods are the actor's remote API."""
 
-    def __init__(self, factory: Callable[[], LoopController], lock_retry_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], LoopController],
+        lock_retry_s: float = 1.0,
+        metrics_port: int | None = None,
+        metrics_addr: str = "127.0.0.1",
+    ) -> None:
         self.controller = factory()
+        if metrics_port is not None:  # Prometheus scrapes the loop here (see deploy/)
+            self.controller.metrics.serve(metrics_port, metrics_addr)
         self.started_at = time.time()
         self._stop = threading.Event()
         self._ticks = 0
@@ -93,6 +101,8 @@ def start_loop_actor(
     detached: bool = False,
     max_restarts: int = -1,
     lock_retry_s: float = 1.0,
+    metrics_port: int | None = None,
+    metrics_addr: str = "127.0.0.1",
 ) -> Any:
     """Create (or return the running) named loop actor in the connected Ray cluster.
 
@@ -112,4 +122,4 @@ def start_loop_actor(
         options["namespace"] = namespace
     if detached:
         options["lifetime"] = "detached"
-    return remote_cls.options(**options).remote(factory, lock_retry_s)
+    return remote_cls.options(**options).remote(factory, lock_retry_s, metrics_port, metrics_addr)

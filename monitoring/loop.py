@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from monitoring.drift.checks import check_input_drift, check_quality_drift
 from monitoring.errors import DriftInputError
 from monitoring.loop_store import LockHeldError, LoopRun, LoopStore
+from monitoring.metrics import LoopMetrics
 from monitoring.policy import LoopState, TrainingRecord, TriggerPolicy
 from monitoring.scorers.batch import score_batch
 from monitoring.store import load_prompts, load_score_stream, opened
@@ -65,6 +66,9 @@ STATES = (
     FAILED,
 )
 TERMINAL = (PROMOTED, ROLLED_BACK, REJECTED, FAILED)
+DATABASE_URL_PLACEHOLDER = "${TUNELOOP_LOOP_DATABASE_URL}"
+"""Stands for the loop's database URL in stored training configs (runs, registry lineage), so that a
+password in the URL is never written to the database; replaced when the training is dispatched."""
 MIN_DRIFT_SAMPLES = 20
 """Prompts each window needs before the input-drift test runs at all (the MMD detector's minimum)."""
 
@@ -154,8 +158,10 @@ class LoopController:
         base_model_path: Path | None = None,
         on_event: EventHook | None = None,
         train_fn: Callable[..., Any] | None = None,
+        metrics: LoopMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or LoopMetrics(states=STATES)
         self.registry = registry
         self.base_model_path = base_model_path
         self.store = LoopStore(settings.database_url, loop=f"{registry.base_model_id}/{settings.adapter}")
@@ -188,6 +194,8 @@ class LoopController:
             evidence=evidence,
         )
         log.info("[loop] %s: %s", kind, message)
+        if to_state is not None:
+            self.metrics.set_state(to_state)
         if self.on_event is not None:
             self.on_event(kind, message, evidence or {})
 
@@ -236,7 +244,7 @@ class LoopController:
     def check(self) -> tuple[list[Any], Any, dict[str, Any]]:
         """Score new traffic, run the drift detectors, ask the policy: (reports, decision, context)."""
         s = self.settings
-        score_batch(s.database_url, scorers=s.scorers)
+        self.metrics.observe_scores(score_batch(s.database_url, scorers=s.scorers))
         champion = self.champion()
         reference, live = self._windows(champion)
         reports = []
@@ -272,6 +280,8 @@ class LoopController:
         live_slices = Counter(str(r.tags.get(s.slice_tag)) for r in live if r.tags.get(s.slice_tag))
         context["slices"] = {"reference": dict(ref_slices), "live": dict(live_slices)}
         context["drifted_slice"] = _grown_slice(ref_slices, live_slices)
+        for report in reports:
+            self.metrics.observe_drift(report)
         decision = s.policy.decide(self._policy_state(), reports, datetime.now(UTC))
         self.last_reports, self.last_decision = reports, decision
         return reports, decision, context
@@ -282,6 +292,7 @@ class LoopController:
         self.store.heartbeat()
         run = self.store.open_run()
         if run is None:
+            self.metrics.set_state(WATCHING)
             return self._watch()
         step = {
             TRIGGERED: self._build_dataset,
@@ -371,7 +382,7 @@ class LoopController:
             {
                 "kind": "request_log",
                 "name": f"feedback-{slice_value or 'all'}",
-                "database_url": s.database_url,
+                "database_url": DATABASE_URL_PLACEHOLDER,  # stored configs never carry credentials
                 "served_name": s.adapter,
                 "tags": tags,
                 "include_accepted": True,
@@ -426,16 +437,25 @@ class LoopController:
 
         return submit
 
+    def _materialize(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The stored training config with the request-log placeholder replaced by the real URL."""
+        out = json.loads(json.dumps(config))
+        for source in out.get("data", {}).get("sources", []):
+            if source.get("database_url") == DATABASE_URL_PLACEHOLDER:
+                source["database_url"] = self.settings.database_url
+        return dict(out)
+
     def _dispatch_training(self, run: LoopRun) -> TickResult:
-        self._job = self._training()(run.data["training_config"], use_ray=True)
+        self._job = self._training()(self._materialize(run.data["training_config"]), use_ray=True)
         run.data["training_started_at"] = datetime.now(UTC).isoformat()
+        self.metrics.training("started")
         self._move(run, TRAINING, "training dispatched (Ray task; GPU when the cluster has one)")
         return TickResult(TRAINING, "training dispatched", run.id)
 
     def _await_training(self, run: LoopRun) -> TickResult:
         if self._job is None:  # restarted mid-training: the task died with the old process; start again
             self._event(run, "resumed", "loop restarted during training: dispatching the training again")
-            self._job = self._training()(run.data["training_config"], use_ray=True)
+            self._job = self._training()(self._materialize(run.data["training_config"]), use_ray=True)
             return TickResult(TRAINING, "training re-dispatched", run.id)
         if not self._job.done():
             return TickResult(TRAINING, "training in progress", run.id)
@@ -445,6 +465,7 @@ class LoopController:
         run.data["training_minutes"] = (datetime.now(UTC) - started).total_seconds() / 60
         if result.status != "succeeded":
             err = result.error
+            self.metrics.training("failed")
             self._move(
                 run,
                 FAILED,
@@ -509,6 +530,8 @@ class LoopController:
         self.registry.update_metadata(
             s.adapter, run.data["challenger"].split("@", 1)[1], eval_results={"gate": gate_result}
         )
+        if gate_result["passed"]:
+            self.metrics.training("passed")
         if not gate_result["passed"]:
             self._cleanup_challenger(run)
             self._move(run, REJECTED, f"gate failed: {gate_result['summary']}", {"gate": gate_result})
@@ -667,6 +690,7 @@ class LoopController:
         """Tick until `stop` is set (holding the loop lock)."""
         self.store.acquire(stale_after_s=self.settings.lock_stale_after_s)
         open_run = self.store.open_run()
+        self.metrics.set_state(open_run.state if open_run is not None else WATCHING)
         if open_run is not None:
             self._event(
                 open_run,

@@ -65,6 +65,10 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         stop_actor: Annotated[bool, typer.Option("--stop", help="With --ray: stop the loop actor.")] = False,
+        metrics_port: Annotated[
+            int | None, typer.Option(help="Serve the loop's Prometheus metrics on this port.")
+        ] = None,
+        metrics_addr: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
     ) -> None:
         """Run the monitoring loop next to a running service (Ctrl-C stops it between steps)."""
         import yaml
@@ -76,9 +80,12 @@ def register(app: typer.Typer) -> None:
         raw.setdefault("service_url", service_url)
         factory = ControllerFactory(config, raw)
         if ray_actor:
-            _loop_actor(factory, adapter, stop_actor)
+            _loop_actor(factory, adapter, stop_actor, metrics_port, metrics_addr)
             return
         controller = factory()
+        if metrics_port is not None:
+            controller.metrics.serve(metrics_port, metrics_addr)
+            console.print(f"loop metrics on http://{metrics_addr}:{metrics_port}/metrics")
         if once:
             controller.store.acquire()
             try:
@@ -131,7 +138,9 @@ def register(app: typer.Typer) -> None:
                     console.print(f"   {e.at:%H:%M:%S} {e.kind:10s} {e.message}")
 
 
-def _loop_actor(factory: object, adapter: str, stop: bool) -> None:
+def _loop_actor(
+    factory: object, adapter: str, stop: bool, metrics_port: int | None, metrics_addr: str
+) -> None:
     import ray
 
     from monitoring.actor import DEFAULT_ACTOR_NAME, start_loop_actor
@@ -149,5 +158,11 @@ def _loop_actor(factory: object, adapter: str, stop: bool) -> None:
         ray.kill(actor, no_restart=True)
         console.print(f"stopped {name} ({'cleanly' if stopped else 'killed mid-step'})")
         return
-    actor = start_loop_actor(factory, name=name, detached=True)  # type: ignore[arg-type]
+    actor = start_loop_actor(
+        factory,  # type: ignore[arg-type]
+        name=name,
+        detached=True,
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
+    )
     print(json.dumps(ray.get(actor.status.remote(), timeout=120), indent=2, default=str))

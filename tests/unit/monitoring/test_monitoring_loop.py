@@ -5,6 +5,7 @@ a controller "killed" mid-run resumes from its last completed step; one loop at 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,11 @@ def test_full_loop_promotes_and_records_lineage(world: LoopWorld) -> None:
     cfg = c.store.open_run().data["training_config"]  # type: ignore[union-attr]
     assert cfg["style"] == "sequential" and cfg["init_adapter"]
     assert cfg["data"]["sources"][0]["tags"] == {"intent": "refunds"}
+    # the stored config carries a placeholder, never the database URL (it may hold a password)...
+    assert world.db_url not in json.dumps(c.store.open_run().data)  # type: ignore[union-attr]
     assert c.tick().state == TRAINING
+    # ...the dispatched one has the real URL
+    assert world.trainings[-1]["data"]["sources"][0]["database_url"] == world.db_url
     assert c.tick().state == TRAINED
     assert c.tick().state == CANARY
     challenger = world.registry.get("support", "challenger")
@@ -188,3 +193,16 @@ def test_a_failing_tick_does_not_kill_the_loop(world: LoopWorld) -> None:
     c.run(stop, on_tick=on_tick)
     assert "database hiccup" in seen[0] and len(seen) >= 3  # the loop kept ticking after the failure
     assert any(e.kind == "error" and "database hiccup" in e.message for e in c.store.events())
+
+
+def test_loop_feeds_its_prometheus_metrics(world: LoopWorld) -> None:
+    c = world.controller()
+    c.store.acquire()
+    drift(world)
+    assert run_until(c, (CANARY,)) == CANARY
+    text = c.metrics.render().decode()
+    assert 'tuneloop_trainings_total{outcome="started"} 1.0' in text
+    assert 'tuneloop_trainings_total{outcome="passed"} 1.0' in text
+    assert 'tuneloop_loop_state{tuneloop_loop_state="canary"} 1.0' in text
+    assert "tuneloop_drift_statistic{" in text  # the drift check that triggered the run
+    assert 'scorer="reference"' in text  # scores per served version

@@ -1,0 +1,144 @@
+"""Test support: run a real `tuneloop serve` (Ray + Serve + vLLM) in a subprocess on a free loopback port,
+with its own state folder, and stop it with SIGTERM (graceful drain). Used by the integration and
+reliability suites; not used by the product code.
+
+    with launch_service(home, base_model_path, num_replicas=2) as svc:
+        httpx.get(f"{svc.url}/ready")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+__all__ = ["Service", "ServiceStartError", "free_port", "launch_service"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServiceStartError(RuntimeError):
+    """The service exited or did not become ready in time (the message ends with its log tail)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Service:
+    url: str  # http://127.0.0.1:PORT
+    home: Path
+    config_path: Path
+    admin_token: str
+    base_model_path: Path
+    base_id: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_token}"}
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 120.0) -> int | None:
+        """SIGTERM the whole process group (drain), SIGKILL after `timeout_s`; the exit code."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+        return self.process.returncode
+
+
+@contextmanager
+def launch_service(
+    home: Path,
+    base_model_path: Path,
+    *,
+    admin_token: str = "test-admin-token",
+    num_replicas: int = 1,
+    serving: dict[str, Any] | None = None,
+    start_timeout_s: float = 900.0,
+) -> Iterator[Service]:
+    """Start `tuneloop serve`, wait for /ready, yield, then stop it (SIGTERM drain)."""
+    (home / "registry" / "incoming").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    settings: dict[str, Any] = {
+        "base_model": str(base_model_path),
+        "home": str(home),
+        "admin_token": admin_token,
+        "replica_num_cpus": 0.5,
+        "num_replicas": num_replicas,
+        "poll_interval_s": 0.1,
+        "engine": {"max_model_len": 1024, "kv_cache_gib": 1, "max_loras": 4, "max_lora_rank": 16},
+    }
+    settings.update(serving or {})
+    config_path = home / "tuneloop.yaml"
+    config_path.write_text(yaml.safe_dump({"serving": settings, "port": port}))
+    log_path = home / "serve.log"
+    env = {**os.environ, "TUNELOOP_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"}
+    cli = shutil.which("tuneloop", path=str(Path(sys.executable).parent)) or "tuneloop"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [cli, "serve", "--port", str(port), "--config", str(config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    service = Service(
+        f"http://127.0.0.1:{port}",
+        home,
+        config_path,
+        admin_token,
+        base_model_path,
+        base_model_path.name,
+        proc,
+        log_path,
+    )
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise ServiceStartError(
+                    f"tuneloop serve exited with {proc.returncode}:\n{service.log_tail()}"
+                )
+            try:
+                if httpx.get(f"{service.url}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServiceStartError(
+                    f"tuneloop serve not ready after {start_timeout_s:.0f} s:\n{service.log_tail()}"
+                )
+            time.sleep(1)
+        yield service
+    finally:
+        service.stop()
