@@ -27,9 +27,11 @@ class ModelServer:
     """A Serve replica: engine + routing + logging, behind the tuneloop HTTP app."""
 
     async def __init__(self, config: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
+        from serving.logging_setup import configure_replica_logging
         from serving.runtime import ServingRuntime
 
         self.config = ServingConfig.model_validate(config)
+        configure_replica_logging(self.config.resolved_log_format(), access_log=self.config.access_log)
         context = serve.get_replica_context()
         replica_id = context.replica_tag if context is not None else None
         self.runtime = await ServingRuntime.create(self.config, replica_id=replica_id)

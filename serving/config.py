@@ -2,19 +2,80 @@
 
 `ServingConfig` is what `serving.app.build_app` takes (a Serve config YAML passes the same fields as
 `args`), and what `tuneloop serve` builds from its settings and flags. Unknown keys are errors.
+
+Secrets can stay out of the YAML: each comes from the setting, else an environment variable, else a
+file named by `<VAR>_FILE` (a mounted Kubernetes/Docker secret):
+
+* admin token      - `admin_token` | `TUNELOOP_ADMIN_TOKEN` | `TUNELOOP_ADMIN_TOKEN_FILE`
+* inference keys   - `api_keys` + `TUNELOOP_API_KEYS` (comma separated) + `TUNELOOP_API_KEYS_FILE`
+  (one key per line, `#` comments); all sources are merged
+* database URL     - `database_url` | `TUNELOOP_DATABASE_URL` | `TUNELOOP_DATABASE_URL_FILE`
+
+A `*_FILE` variable that names a missing or empty file is an error (never a silently open API).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 def default_home() -> Path:
     return Path(os.environ.get("TUNELOOP_HOME", Path.home() / ".cache" / "tuneloop")).expanduser()
+
+
+class SecretSourceError(ValueError):
+    """A secret's source (environment variable or `*_FILE`) is missing, empty or inconsistent."""
+
+
+def _read_secret_file(var: str) -> str | None:
+    """The content of the file named by `$var`, stripped; None when `$var` is unset."""
+    path = os.environ.get(var)
+    if not path:
+        return None
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SecretSourceError(f"${var} names {str(file)!r}, which cannot be read: {exc.strerror}") from exc
+    if not text:
+        raise SecretSourceError(f"${var} names {str(file)!r}, which is empty")
+    return text
+
+
+def _secret(value: str | None, var: str) -> str | None:
+    """`value`, else `$var`, else the content of the file named by `$var_FILE`."""
+    if value:
+        return value
+    if env := os.environ.get(var, "").strip():
+        return env
+    return _read_secret_file(f"{var}_FILE")
+
+
+class RateLimitSettings(BaseModel):
+    """Token bucket per API key (per client IP when no keys are configured), in each replica."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: Annotated[float, Field(ge=0)] = Field(
+        0, description="sustained rate per key/IP; 0 = no rate limit"
+    )
+    burst: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="bucket size (requests allowed at once); default = requests_per_minute"
+    )
+    trust_forwarded_for: bool = Field(
+        False, description="key anonymous clients by the first X-Forwarded-For address (behind a proxy)"
+    )
+    max_clients: Annotated[int, Field(ge=16)] = Field(
+        10_000, description="buckets kept per replica (least recently used are dropped)"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.requests_per_minute > 0
 
 
 class EngineSettings(BaseModel):
@@ -53,8 +114,30 @@ class ServingConfig(BaseModel):
     replica_num_cpus: Annotated[float, Field(gt=0)] = 0.5
     replica_num_gpus: float | None = Field(None, description="None = 1 when the cluster has GPUs, else 0")
     max_ongoing_requests: Annotated[int, Field(ge=1)] = 128
-    admin_token: str | None = Field(None, description="bearer token for /admin (env TUNELOOP_ADMIN_TOKEN)")
-    api_keys: list[str] = Field(default_factory=list, description="inference keys; empty = open")
+    admin_token: str | None = Field(
+        None, description="bearer token for /admin (or $TUNELOOP_ADMIN_TOKEN[_FILE]); none = admin API off"
+    )
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="inference keys (+ $TUNELOOP_API_KEYS[_FILE]); none anywhere = inference API open",
+    )
+    admin_token_as_api_key: bool = Field(
+        False, description="also accept the admin token on the inference API (off: the two never mix)"
+    )
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    max_messages: Annotated[int, Field(ge=1)] = Field(256, description="messages per chat request")
+    max_prompt_chars: Annotated[int, Field(ge=1)] = Field(
+        200_000, description="characters of prompt text per request (all messages / prompts)"
+    )
+    log_format: Literal["text", "json"] | None = Field(
+        None, description="replica log format; default $TUNELOOP_LOG_FORMAT, else text"
+    )
+    access_log: bool = Field(False, description="log one line per HTTP request (logger tuneloop.access)")
+    registry_storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for a remote registry_root, e.g. {endpoint_url: http://minio:9000}; "
+        "prefer the provider's own credential env vars (AWS_ACCESS_KEY_ID...) to keys here",
+    )
     adapter_import_roots: list[str] = Field(
         default_factory=list,
         description="folders the admin API may register adapters from (+ <registry>/incoming)",
@@ -66,17 +149,38 @@ class ServingConfig(BaseModel):
     swap_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'tuneloop.db'}"
+        url = _secret(self.database_url, "TUNELOOP_DATABASE_URL")
+        return url or f"sqlite:///{self.home / 'tuneloop.db'}"
 
     def resolved_registry_root(self) -> str:
         return self.registry_root or str(self.home / "registry")
 
     def resolved_admin_token(self) -> str | None:
-        if self.admin_token:
-            return self.admin_token
-        if token := os.environ.get("TUNELOOP_ADMIN_TOKEN"):
-            return token
-        token_file = os.environ.get("TUNELOOP_ADMIN_TOKEN_FILE")
-        if token_file and Path(token_file).is_file():
-            return Path(token_file).read_text().strip() or None
-        return None
+        return _secret(self.admin_token, "TUNELOOP_ADMIN_TOKEN")
+
+    def resolved_api_keys(self) -> list[str]:
+        """Inference keys from the setting, `$TUNELOOP_API_KEYS` and `$TUNELOOP_API_KEYS_FILE` (merged).
+
+        The admin token is added only with `admin_token_as_api_key`; configured as an inference key
+        otherwise, it is refused (an inference key must never be the admin credential).
+        """
+        keys = [k.strip() for k in self.api_keys]
+        keys += os.environ.get("TUNELOOP_API_KEYS", "").split(",")
+        if text := _read_secret_file("TUNELOOP_API_KEYS_FILE"):
+            keys += [line.split("#", 1)[0] for line in text.splitlines()]
+        unique = list(dict.fromkeys(k.strip() for k in keys if k.strip()))
+        admin = self.resolved_admin_token()
+        if admin and admin in unique:
+            raise SecretSourceError(
+                "the admin token is also listed as an inference API key; use a separate key "
+                "(or set admin_token_as_api_key: true to let the admin token call the inference API)"
+            )
+        if admin and self.admin_token_as_api_key:
+            unique.append(admin)
+        return unique
+
+    def resolved_log_format(self) -> Literal["text", "json"]:
+        fmt = self.log_format or os.environ.get("TUNELOOP_LOG_FORMAT", "text").strip().lower() or "text"
+        if fmt not in ("text", "json"):
+            raise ValueError(f"$TUNELOOP_LOG_FORMAT must be 'text' or 'json', not {fmt!r}")
+        return "json" if fmt == "json" else "text"

@@ -85,6 +85,12 @@ class ServingMetrics:
         self.log_dropped = Gauge(
             "tuneloop_request_log_dropped", "Request-log records dropped (buffer full).", registry=r
         )
+        self.rate_limited = Counter(
+            "tuneloop_rate_limited",
+            "Requests refused with 429 by this replica's rate limit, by what was counted (key or ip).",
+            ["kind"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

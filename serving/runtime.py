@@ -18,6 +18,7 @@ from serving.api.app import build_http_app
 from serving.config import ServingConfig
 from serving.core import CoreConfig, ServingCore
 from serving.engine.base import Engine
+from serving.logging_setup import register_database_url, register_secret
 from serving.models import base_model_fingerprint, base_model_module_names, resolve_base_model
 from serving.registry.artifacts import ArtifactStore
 from serving.registry.errors import RegistryError
@@ -51,10 +52,15 @@ class _Feedback:
 
 def open_registry(config: ServingConfig, base_path: Path, base_id: str) -> tuple[Database, AdapterRegistry]:
     """The database (schema created if missing) and the adapter registry for `config`."""
-    db = Database(config.resolved_database_url())
+    url = config.resolved_database_url()
+    register_database_url(url)
+    for key, value in config.registry_storage_options.items():
+        if isinstance(value, str) and any(w in key.lower() for w in ("secret", "key", "token", "password")):
+            register_secret(value)
+    db = Database(url)
     registry = AdapterRegistry(
         db,
-        ArtifactStore(config.resolved_registry_root()),
+        ArtifactStore(config.resolved_registry_root(), storage_options=config.registry_storage_options),
         base_model_id=base_id,
         base_modules={n.rsplit(".", 1)[-1] for n in base_model_module_names(base_path)},
         max_lora_rank=config.engine.max_lora_rank,
@@ -146,22 +152,31 @@ class ServingRuntime:
         return runtime
 
     def http_app(self) -> Litestar:
-        incoming = Path(self.config.resolved_registry_root()).expanduser() / "incoming"
-        roots = [incoming, *(Path(p) for p in self.config.adapter_import_roots)]
+        roots = [Path(p) for p in self.config.adapter_import_roots]
+        if self.registry.artifacts.is_local:
+            roots.insert(0, Path(self.config.resolved_registry_root()).expanduser() / "incoming")
+        admin_token = self.config.resolved_admin_token()
+        api_keys = self.config.resolved_api_keys()
+        for secret in (admin_token, *api_keys):
+            register_secret(secret)
         return build_http_app(
             self.core,
             feedback=_Feedback(self.request_log),
             admin_routes=ADMIN_ROUTES,
             admin_state={
                 "registry": self.registry,
-                "admin_token": self.config.resolved_admin_token(),
+                "admin_token": admin_token,
                 "import_roots": roots,
                 "swap_timeout_s": self.config.swap_timeout_s,
             },
-            api_keys=self.config.api_keys,
+            api_keys=api_keys,
             request_log_stats=self._log_stats,
             domain_errors=(RegistryError,),
             max_body_bytes=self.config.max_body_bytes,
+            max_messages=self.config.max_messages,
+            max_prompt_chars=self.config.max_prompt_chars,
+            rate_limit=self.config.rate_limit,
+            access_log=self.config.access_log,
         )
 
     def _log_stats(self) -> dict[str, Any]:

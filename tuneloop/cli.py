@@ -7,6 +7,7 @@ exit messages (no tracebacks for user mistakes).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,10 +33,10 @@ console = Console(stderr=True)
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from serving.logging_setup import configure_logging
+
+    json_logs = os.environ.get("TUNELOOP_LOG_FORMAT", "").strip().lower() == "json"
+    configure_logging("json" if json_logs else "text", logging.DEBUG if verbose else logging.WARNING)
 
 
 @app.command()

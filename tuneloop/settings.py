@@ -1,6 +1,8 @@
 """tuneloop settings: one YAML file (optional) + environment, validated before anything starts.
 
 Resolution order: built-in defaults < `--config FILE` (or `$TUNELOOP_CONFIG`) < command-line flags.
+Secrets (admin token, inference keys, database URL) may instead come from the environment or from files
+(`$TUNELOOP_*_FILE`, see `serving.config`); a broken secret source is a `SettingsError` here.
 The serving part is `serving.config.ServingConfig`; other areas add their sections here.
 """
 
@@ -51,8 +53,15 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
             node = node.setdefault(key, {})
         node[leaf] = value
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         raise SettingsError(f"invalid setting '{key}': {err['msg']}") from exc
+    try:  # secrets from env / *_FILE and the log format fail here, before anything starts
+        settings.serving.resolved_api_keys()
+        settings.serving.resolved_database_url()
+        settings.serving.resolved_log_format()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+    return settings

@@ -18,6 +18,7 @@ from litestar.params import PathParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.api.errors import validation_error
+from serving.api.ingress import bearer_token
 from serving.errors import AuthenticationError, BadRequestError, PermissionDeniedError
 from serving.hotswap import rollback_alias, swap_alias
 from serving.registry.registry import AdapterRegistry
@@ -32,8 +33,7 @@ def _auth(request: Request[Any, Any, Any]) -> None:
         raise PermissionDeniedError(
             "The admin API is disabled: no admin token is configured.", code="admin_disabled"
         )
-    auth = request.headers.get("authorization", "")
-    given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    given = bearer_token(request.headers.get("authorization"))
     if not given or not hmac.compare_digest(given.encode(), token.encode()):
         raise AuthenticationError("Incorrect or missing admin token.")
 

@@ -14,12 +14,17 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import BaseRouteHandler
 
 from serving.api.errors import handle_api_error, handle_domain_error, handle_http_exception, handle_unexpected
+from serving.api.ingress import RequestContextMiddleware, add_request_id_header
 from serving.api.openai import ROUTES, FeedbackSink
+from serving.api.ratelimit import TokenBucketLimiter
 from serving.completions import CompletionService
+from serving.config import RateLimitSettings
 from serving.core import ServingCore
 from serving.errors import APIError
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
+DEFAULT_MAX_MESSAGES = 256
+DEFAULT_MAX_PROMPT_CHARS = 200_000
 
 
 def build_http_app(
@@ -32,8 +37,13 @@ def build_http_app(
     request_log_stats: Callable[[], dict[str, int]] | None = None,
     domain_errors: Sequence[type[Exception]] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    max_messages: int = DEFAULT_MAX_MESSAGES,
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    rate_limit: RateLimitSettings | None = None,
+    access_log: bool = False,
     on_shutdown: Sequence[Callable[[], Any]] = (),
 ) -> Litestar:
+    """The app. `api_keys` empty = open inference API; `rate_limit` None/disabled = no rate limit."""
     handlers: dict[Any, Any] = {
         APIError: handle_api_error,
         HTTPException: handle_http_exception,
@@ -47,12 +57,19 @@ def build_http_app(
         "feedback": feedback,
         "api_keys": frozenset(api_keys),
         "request_log_stats": request_log_stats,
+        "max_messages": max_messages,
+        "max_prompt_chars": max_prompt_chars,
+        "rate_limiter": TokenBucketLimiter(rate_limit) if rate_limit and rate_limit.enabled else None,
+        "trust_forwarded_for": bool(rate_limit and rate_limit.trust_forwarded_for),
+        "access_log": access_log,
         **(admin_state or {}),
     }
     return Litestar(
         route_handlers=[*ROUTES, *admin_routes],
         exception_handlers=handlers,
         state=State(state),
+        middleware=[RequestContextMiddleware],
+        before_send=[add_request_id_header],
         request_max_body_size=max_body_bytes,
         on_shutdown=list(on_shutdown),
         debug=False,

@@ -17,9 +17,10 @@ from litestar.response import Stream
 from pydantic import BaseModel, ValidationError
 
 from serving.api.errors import validation_error
+from serving.api.ingress import adopt_request_id, bearer_token, key_matches
 from serving.completions import REQUEST_ID_HEADER, SERVED_BY_HEADER, CompletionService
 from serving.core import ServingCore
-from serving.errors import AuthenticationError, NotFoundError, ServiceUnavailableError
+from serving.errors import AuthenticationError, BadRequestError, NotFoundError, ServiceUnavailableError
 from serving.metrics import CONTENT_TYPE
 from serving.protocol import ChatCompletionRequest, CompletionRequest, FeedbackRequest, now_s
 
@@ -52,13 +53,37 @@ def _core(state: State) -> ServingCore:
 
 
 def check_inference_key(request: Request[Any, Any, Any]) -> None:
+    """401 unless the bearer token is one of the inference keys (none configured = open API).
+
+    The admin token is not an inference key unless `admin_token_as_api_key` put it in the set.
+    """
     keys: frozenset[str] = request.app.state.get("api_keys", frozenset())
     if not keys:
         return
-    auth = request.headers.get("authorization", "")
-    token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-    if token not in keys:
+    if not key_matches(bearer_token(request.headers.get("authorization")), keys):
         raise AuthenticationError("Incorrect or missing API key. Send 'Authorization: Bearer <key>'.")
+
+
+def check_request_size(state: State, req: ChatCompletionRequest | CompletionRequest) -> None:
+    """400 for more messages or prompt characters than this server accepts (before any tokenization)."""
+    max_chars: int = state.get("max_prompt_chars", 200_000)
+    if isinstance(req, ChatCompletionRequest):
+        max_messages: int = state.get("max_messages", 256)
+        if len(req.messages) > max_messages:
+            raise BadRequestError(
+                f"Too many messages: {len(req.messages)} (this server accepts at most {max_messages}).",
+                param="messages",
+                code="too_many_messages",
+            )
+        chars, param = sum(len(m.text()) for m in req.messages), "messages"
+    else:
+        chars, param = sum(len(p) for p in req.prompts()), "prompt"
+    if chars > max_chars:
+        raise BadRequestError(
+            f"The prompt is too long: {chars} characters (this server accepts at most {max_chars}).",
+            param=param,
+            code="prompt_too_long",
+        )
 
 
 async def _parse(request: Request[Any, Any, Any], model: type[T]) -> T:
@@ -70,8 +95,10 @@ async def _parse(request: Request[Any, Any, Any], model: type[T]) -> T:
 
 
 async def _complete(request: Request[Any, Any, Any], req: ChatCompletionRequest | CompletionRequest) -> Any:
+    check_request_size(request.app.state, req)
     service: CompletionService = request.app.state["completions"]
     prep = await service.prepare(req, request.headers.get(USER_HEADER))
+    adopt_request_id(request.scope, prep.id)
     headers = {SERVED_BY_HEADER: prep.target.served_by, REQUEST_ID_HEADER: prep.id}
     if prep.target.experiment:
         headers["x-tuneloop-experiment"] = prep.target.experiment

@@ -8,6 +8,10 @@ The root is a local folder (default) or any fsspec URL (`s3://bucket/prefix`, `g
   last; a version without the marker is treated as absent and is overwritten by the next write.
 * `local_path(uri)` gives a local folder vLLM can load: the folder itself on local disk, else a verified
   copy in `$TUNELOOP_HOME/adapter-cache/<name>/<version>` (downloaded to a temp folder, then renamed).
+  A downloaded manifest naming a pickle-format file (or an unsafe path) is refused: only what
+  registration validated (safetensors + JSON) ever reaches the engine.
+* `storage_options` go to fsspec (`s3fs`: `endpoint_url`, `key`, `secret`, `client_kwargs`, ...), e.g.
+  an S3-compatible endpoint such as MinIO; credentials are better left to the provider's own env vars.
 
 Every path is built from a validated name (`^[a-z0-9][a-z0-9._-]{0,63}$`, no '..') and a sha256 hex
 version, so nothing outside the root is ever touched.
@@ -21,8 +25,10 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -31,6 +37,7 @@ from serving.registry.errors import ArtifactError, InvalidNameError
 
 __all__ = [
     "COMMITTED_MARKER",
+    "PICKLE_SUFFIXES",
     "WEIGHTS_FILE",
     "ArtifactStore",
     "check_name",
@@ -44,6 +51,8 @@ VERSION_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 COMMITTED_MARKER = "_COMMITTED"
 WEIGHTS_FILE = "adapter_model.safetensors"
 _CHUNK = 1 << 20
+# File formats that unpickle on load: refused at validation and on download.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 
 
 def check_name(name: str, what: str = "adapter name") -> str:
@@ -112,14 +121,18 @@ class ArtifactStore:
     """Adapter folders under one root (local path or fsspec URL)."""
 
     def __init__(
-        self, root: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None
+        self,
+        root: str | os.PathLike[str],
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         root_str = os.fspath(root)
         if "://" not in root_str or root_str.startswith("file://"):
             local = root_str.removeprefix("file://")
             root_str = os.path.abspath(os.path.expanduser(local))
         self._root = root_str.rstrip("/") or "/"
-        fs, path = fsspec.core.url_to_fs(self._root)
+        fs, path = fsspec.core.url_to_fs(self._root, **dict(storage_options or {}))
         self._fs: fsspec.AbstractFileSystem = fs
         self._root_path: str = path.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
@@ -161,6 +174,7 @@ class ArtifactStore:
         path = self._path(name, version)
         if self._local:
             return os.path.isdir(path)
+        self._fs.invalidate_cache(path)  # another replica/process may have written it since we listed
         return bool(self._fs.exists(f"{path}/{COMMITTED_MARKER}"))
 
     # ------------------------------------------------------------------ writes
@@ -279,6 +293,8 @@ class ArtifactStore:
             for rel, size in files.items():
                 if rel.startswith("/") or ".." in Path(rel).parts:
                     raise ArtifactError(f"artifact manifest of {uri!r} names an unsafe path {rel!r}")
+                if Path(rel).suffix.lower() in PICKLE_SUFFIXES:
+                    raise ArtifactError(f"artifact {uri!r} holds a pickle-format file {rel!r}; refusing it")
                 target = tmp / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self._fs.get_file(f"{remote}/{rel}", str(target))

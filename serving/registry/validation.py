@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
-from serving.registry.artifacts import WEIGHTS_FILE, sha256_file
+from serving.registry.artifacts import PICKLE_SUFFIXES, WEIGHTS_FILE, sha256_file
 from serving.registry.errors import AdapterValidationError
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
 
 CONFIG_FILE = "adapter_config.json"
 DEFAULT_MAX_ADAPTER_BYTES = 256 * 1024 * 1024
-PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _CHUNK_ELEMENTS = 1 << 22
 _LORA_KEY = re.compile(r"^(?P<module>.+?)\.lora_(?:A|B|embedding_A|embedding_B)(?:\.[^.]+)*$")
