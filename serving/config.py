@@ -143,6 +143,11 @@ class ServingConfig(BaseModel):
         description="folders the admin API may register adapters from (+ <registry>/incoming)",
     )
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    request_log_max_buffer: Annotated[int, Field(ge=1)] = Field(
+        100_000,
+        description="request-log records held in memory while the database is unreachable (bounds memory; "
+        "beyond it new records are dropped and counted in tuneloop_request_log_dropped)",
+    )
     adapter_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
     poll_interval_s: Annotated[float, Field(gt=0)] = 0.2
     default_max_tokens: Annotated[int, Field(ge=1)] = 256

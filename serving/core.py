@@ -5,8 +5,8 @@
 - keeps the engine's loaded adapters equal to the registry's *desired set* (alias targets, experiment
   arms, staged versions): a background task polls the registry's generation and reconciles, so a
   replica that starts or restarts late loads the same adapters as its peers;
-- validates each adapter version with a smoke generation on first load and refuses it (never routes
-  to it) if that fails, while everything else keeps serving;
+- checks each adapter version's files against its sha256 and runs a smoke generation on first load, and
+  refuses it (never routes to it) if either fails, while everything else keeps serving;
 - routes requests on an in-memory `RoutingSnapshot` (no database on the hot path), counts requests
   in flight per version, and unloads a version that left the desired set only after it has drained;
 - reports what it has loaded through replica heartbeats so hot-swaps can wait for every replica.
@@ -49,6 +49,9 @@ class RoutingSource(Protocol):
     def generation(self) -> int: ...
 
     def routing_state(self) -> RoutingState: ...
+
+    def verify(self, ref: VersionRef) -> None:
+        """Raise if the version's local files are not exactly what was registered (checked before load)."""
 
     def heartbeat(
         self, replica_id: str, loaded: list[str], failed: dict[str, str], generation: int
@@ -210,6 +213,11 @@ class ServingCore:
 
     async def _load_and_smoke(self, ref: VersionRef) -> str | None:
         lora = ref.lora()
+        if self.source is not None:
+            try:
+                await asyncio.to_thread(self.source.verify, ref)
+            except Exception as exc:  # noqa: BLE001 - a damaged artifact refuses the adapter, nothing else
+                return f"artifact check failed: {exc}"
         try:
             await self.engine.load_lora(lora)
         except Exception as exc:  # noqa: BLE001 - any load failure refuses the adapter

@@ -122,7 +122,7 @@ class ServingRuntime:
         base_path = resolve_base_model(config.base_model)
         base_id = config.served_model_id or base_path.name
         db, registry = open_registry(config, base_path, base_id)
-        request_log = RequestLogWriter(db)
+        request_log = RequestLogWriter(db, max_buffer=config.request_log_max_buffer)
         engine = engine or make_engine(config, base_path, base_id)
         core = ServingCore(
             engine,

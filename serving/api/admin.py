@@ -93,7 +93,12 @@ async def _body(request: Request[Any, Any, Any], model: type[T]) -> T:
 
 def confine(path: str, roots: list[Path]) -> Path:
     """The resolved folder, if it lies under one of the import roots; else a 400."""
-    resolved = Path(path).expanduser().resolve()
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # NUL byte, name too long, symlink loop, no $HOME
+        raise BadRequestError(
+            f"Adapter path {path!r} is not a usable path: {exc}", param="path", code="invalid_path"
+        ) from None
     for root in roots:
         root = root.resolve()
         if resolved == root or root in resolved.parents:

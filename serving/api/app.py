@@ -16,6 +16,7 @@ from litestar.handlers import BaseRouteHandler
 from serving.api.errors import handle_api_error, handle_domain_error, handle_http_exception, handle_unexpected
 from serving.api.ingress import RequestContextMiddleware, add_request_id_header
 from serving.api.openai import ROUTES, FeedbackSink
+from serving.api.openapi import openapi_config
 from serving.api.ratelimit import TokenBucketLimiter
 from serving.completions import CompletionService
 from serving.config import RateLimitSettings
@@ -71,6 +72,7 @@ def build_http_app(
         middleware=[RequestContextMiddleware],
         before_send=[add_request_id_header],
         request_max_body_size=max_body_bytes,
+        openapi_config=openapi_config(),
         on_shutdown=list(on_shutdown),
         debug=False,
     )

@@ -64,9 +64,11 @@ def handle_domain_error(_: Request[Any, Any, Any], exc: Exception) -> Response[d
     """Errors from the registry/store that carry a `status_code` (4xx) and a message."""
     status = int(getattr(exc, "status_code", 500))
     code = getattr(exc, "code", None)
-    if status >= 500:
+    if status >= 500 and not getattr(exc, "expose", False):
         log.exception("internal error", exc_info=exc)
         return error_response(500, "Internal server error.")
+    if status >= 500:  # an operational condition whose message helps the operator (e.g. disk full)
+        log.error("%s: %s", type(exc).__name__, exc)
     return error_response(status, str(exc), code=str(code) if code else None)
 
 

@@ -24,6 +24,7 @@ from serving.registry.errors import (
     NotFoundError,
     RegistryError,
     RequestNotFoundError,
+    StorageFullError,
     VersionNotFoundError,
 )
 from serving.registry.models import (
@@ -69,6 +70,7 @@ __all__ = [
     "RequestNotFoundError",
     "ResolvedModel",
     "SmokeResult",
+    "StorageFullError",
     "ValidationReport",
     "VersionNotFoundError",
     "check_alias",

@@ -19,6 +19,7 @@ version, so nothing outside the root is ever touched.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from serving.registry.errors import ArtifactError, InvalidNameError
+from serving.registry.errors import ArtifactError, InvalidNameError, StorageFullError
 
 __all__ = [
     "COMMITTED_MARKER",
@@ -44,6 +45,7 @@ __all__ = [
     "check_version",
     "default_home",
     "sha256_file",
+    "verify_folder",
 ]
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -79,6 +81,35 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def verify_folder(folder: str | os.PathLike[str], version: str) -> None:
+    """Check that a stored version's folder is still what was registered: `adapter_config.json` is a JSON
+    object and `adapter_model.safetensors` hashes to `version` (catches changed bytes, truncation and
+    missing files). Raises `ArtifactError` naming what is wrong."""
+    path = Path(folder)
+    if not os.fspath(folder) or not path.is_dir():
+        raise ArtifactError(f"adapter folder {os.fspath(folder)!r} is missing", code="artifact_missing")
+    config = path / "adapter_config.json"
+    try:
+        parsed = json.loads(config.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{config} is missing", code="artifact_missing") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{config} is unreadable: {exc}", code="artifact_corrupt") from None
+    if not isinstance(parsed, dict):
+        raise ArtifactError(f"{config} is not a JSON object", code="artifact_corrupt")
+    weights = path / WEIGHTS_FILE
+    try:
+        digest = sha256_file(weights)
+    except FileNotFoundError:
+        raise ArtifactError(f"{weights} is missing", code="artifact_missing") from None
+    if digest != version:
+        raise ArtifactError(
+            f"{weights} does not hash to its version {version[:12]}... (found {digest[:12]}...): "
+            "the stored weights were changed or truncated after registration",
+            code="artifact_corrupt",
+        )
 
 
 def default_home() -> Path:
@@ -190,10 +221,18 @@ class ArtifactStore:
             raise ArtifactError(f"adapter folder {str(src)!r} has no {WEIGHTS_FILE}")
         if self.exists(name, version):
             return self.uri_for(name, version)
-        if self._local:
-            self._put_local(name, version, src, files)
-        else:
-            self._put_remote(name, version, src, files)
+        try:
+            if self._local:
+                self._put_local(name, version, src, files)
+            else:
+                self._put_remote(name, version, src, files)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StorageFullError(
+                f"no space left in the adapter store {self._root!r} while writing {name}@{version[:12]}: "
+                f"nothing was stored ({exc.strerror})"
+            ) from exc
         return self.uri_for(name, version)
 
     def _put_local(self, name: str, version: str, src: Path, files: list[str]) -> None:

@@ -116,3 +116,12 @@ class ArtifactError(RegistryError):
     """The artifact store failed or holds something unexpected (500)."""
 
     code = "artifact_error"
+
+
+class StorageFullError(ArtifactError):
+    """The adapter store ran out of space (ENOSPC/EDQUOT) while writing a version; nothing was stored.
+    An operational condition, not a bug: the API answers 507 with this message."""
+
+    status_code = 507
+    code = "insufficient_storage"
+    expose = True

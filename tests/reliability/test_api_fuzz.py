@@ -1,0 +1,160 @@
+"""Fuzz the OpenAI and admin APIs from the app's own OpenAPI document (schemathesis), over real HTTP on
+127.0.0.1 against a replica with a registry (SQLite), one adapter and an experiment, on FakeEngine.
+
+Every operation in `/schema/openapi.json` gets valid and invalid bodies, path parameters and headers
+(bounded: `TUNELOOP_FUZZ_EXAMPLES` examples per operation and mode, default 25). Requests carry the
+admin token so the fuzzer gets past authentication into validation, and half of the generated bodies
+name a model that exists, so valid ones reach the engine. The only check is `not_a_server_error`:
+whatever a client sends, the answer is never a 5xx (503 is allowed only for /health and /ready, which
+report state).
+
+Also proves the document is accurate enough to reach the endpoints: every operation with a JSON body
+documents it (`requestBody` from the pydantic models), so generated valid requests reach the handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+from reliability_harness import ADMIN_TOKEN, BASE, LiveServer, adapter_folder, build_runtime, make_config
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.core.result import Err
+
+from serving.registry.testing import SMOLLM2_MODULES
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
+
+MAX_EXAMPLES = int(os.environ.get("TUNELOOP_FUZZ_EXAMPLES", "25"))
+STATE_ENDPOINTS = {"/health", "/ready"}
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("fuzz")
+    model = tmp / "models" / BASE
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("serving.runtime.resolve_base_model", lambda spec: model)
+        mp.setattr("serving.runtime.base_model_module_names", lambda path: set(SMOLLM2_MODULES))
+        mp.setattr("serving.runtime.base_model_fingerprint", lambda path: "f" * 64)
+        incoming = tmp / "home" / "registry" / "incoming"
+        runtime = build_runtime(make_config(tmp / "home", swap_timeout_s=2))
+        runtime.registry.register(adapter_folder(tmp, 1), "support", alias="champion")
+        runtime.registry.register(adapter_folder(tmp, 2), "support", alias="challenger")
+        runtime.registry.create_experiment(
+            "support-ab", [("support@champion", 0.5), ("support@challenger", 0.5)]
+        )
+        adapter_folder(incoming, 3)  # something the fuzzer may register
+        server = LiveServer(runtime).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def test_schema_documents_every_json_body(fuzz_server: LiveServer) -> None:
+    doc = httpx.get(f"{fuzz_server.url}/schema/openapi.json").json()
+    with_body = {
+        (path, method)
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if isinstance(op, dict) and "requestBody" in op
+    }
+    assert with_body == {
+        ("/v1/chat/completions", "post"),
+        ("/v1/completions", "post"),
+        ("/v1/feedback", "post"),
+        ("/admin/adapters", "post"),
+        ("/admin/adapters/{name}/aliases/{alias}", "put"),
+        ("/admin/adapters/{name}/rollback", "post"),
+        ("/admin/experiments", "post"),
+    }
+    chat = doc["components"]["schemas"]["ChatCompletionRequest"]
+    assert {"model", "messages"} <= set(chat["required"])
+
+
+def with_known_models(cases: st.SearchStrategy[schemathesis.Case]) -> st.SearchStrategy[schemathesis.Case]:
+    """Half of the bodies that have a `model` get one that exists (else nearly every request is a 404)."""
+
+    def pick(pair: tuple[schemathesis.Case, str | None]) -> schemathesis.Case:
+        case, model = pair
+        if model is not None and isinstance(case.body, dict) and "model" in case.body:
+            case.body["model"] = model
+        return case
+
+    return st.tuples(cases, st.sampled_from([None, BASE, "support", "support@champion", "support-ab"])).map(
+        pick
+    )
+
+
+def fuzz_operation(operation: Any, mode: GenerationMode, base_url: str) -> dict[str, Any]:
+    """Up to MAX_EXAMPLES generated requests to one operation; returns counts and any 5xx."""
+    seen: dict[str, Any] = {"requests": 0, "statuses": {}, "server_errors": []}
+
+    @given(case=with_known_models(operation.as_strategy(generation_mode=mode)))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: report every 5xx as found
+    )
+    def run(case: schemathesis.Case) -> None:
+        response = case.call(
+            base_url=base_url, headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+        )
+        seen["requests"] += 1
+        status = response.status_code
+        seen["statuses"][status] = seen["statuses"].get(status, 0) + 1
+        if case.path in STATE_ENDPOINTS and status == 503:
+            return  # a readiness report, not an error
+        try:
+            case.validate_response(response, checks=[not_a_server_error])
+        except FailureGroup:  # collected, reported together below
+            seen["server_errors"].append(f"{status} {case.as_curl_command()} -> {response.text[:300]}")
+
+    try:
+        run()
+    except Unsatisfiable:
+        seen["unsatisfiable"] = True  # nothing to make invalid (no parameters, no body)
+    return seen
+
+
+def fuzz_all(base_url: str) -> dict[str, dict[str, Any]]:
+    """Every operation of the served document, positive and negative generation."""
+    api = schemathesis.openapi.from_url(f"{base_url}/schema/openapi.json")
+    report: dict[str, dict[str, Any]] = {}
+    for result in api.get_all_operations():
+        if isinstance(result, Err):
+            raise AssertionError(f"the served OpenAPI document is invalid: {result.err()}")
+        operation = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            report[f"{operation.method.upper()} {operation.path} [{mode.value}]"] = fuzz_operation(
+                operation, mode, base_url
+            )
+    return report
+
+
+def test_no_server_error_for_any_client_input(fuzz_server: LiveServer) -> None:
+    report = fuzz_all(fuzz_server.url)
+    errors = [e for entry in report.values() for e in entry["server_errors"]]
+    assert errors == [], "\n".join(errors[:20])
+    assert len(report) >= 2 * 17  # every operation, both modes
+    total = sum(entry["requests"] for entry in report.values())
+    assert total >= len(report) * min(MAX_EXAMPLES, 5)
+    reached = {k for k, entry in report.items() if any(200 <= s < 300 for s in entry["statuses"])}
+    for key in ("POST /v1/chat/completions [positive]", "POST /v1/completions [positive]"):
+        assert key in reached  # valid generated requests get through validation to the engine
