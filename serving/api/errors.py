@@ -9,6 +9,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.exceptions import NotFoundException as LitestarNotFound
 from pydantic import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from serving.errors import APIError, BadRequestError, envelope
 
@@ -86,5 +87,11 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: Exception) -> Response
 
 
 def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
+    if isinstance(exc, OperationalError | InterfaceError):  # database down / connection lost: retryable
+        log.error("database unavailable: %s", str(exc).splitlines()[0])
+        message = "The database is unavailable; retry later."
+        response = error_response(503, message, "service_unavailable", code="database_unavailable")
+        response.headers["retry-after"] = "5"
+        return response
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "Internal server error.")

@@ -5,6 +5,8 @@ reset) and restores.
 Proves:
 * serving does not depend on the database being up: every request during the outage is answered (base
   model and an adapter, plain and streaming), because routing runs on the in-memory snapshot;
+* what needs the database (feedback, the admin API) answers a retryable 503 `database_unavailable`
+  during the outage (before the fix: 500) and works again after it;
 * request-log records are buffered in memory while the database is down and written after it comes
   back: rows in `requests` == requests answered, ids identical, nothing dropped;
 * memory is bounded: records pending never exceed `request_log_max_buffer`;
@@ -30,6 +32,7 @@ from reliability_harness import (
     LiveServer,
     TcpProxy,
     adapter_folder,
+    admin_headers,
     build_runtime,
     make_config,
     proxied_url,
@@ -118,13 +121,21 @@ def run_outage(server: LiveServer, proxy: TcpProxy, outage_s: float, clients: in
     assert writer.flush(10), writer.stats()
     proxy.cut()
     cut_at = time.monotonic()
+    feedback = {"id": before["ids"][0], "thumbs": 1}
+    probes = {  # calls that need the database answer a retryable 503 while it is down
+        "feedback_during": httpx.post(f"{server.url}/v1/feedback", json=feedback, timeout=30),
+        "admin_during": httpx.get(f"{server.url}/admin/adapters", headers=admin_headers(), timeout=30),
+    }
     during = asyncio.run(drive(server.url, seconds=outage_s, clients=clients, models=models, on_tick=sample))
     failed_flushes = writer.stats().failed_flushes
     proxy.restore()
     outage = time.monotonic() - cut_at
     after = asyncio.run(drive(server.url, seconds=2.0, clients=clients, models=models, on_tick=sample))
     flushed = writer.flush(30)
+    probes["feedback_after"] = httpx.post(f"{server.url}/v1/feedback", json=feedback, timeout=30)
     return {
+        "probes": {name: r.status_code for name, r in probes.items()},
+        "probe_codes": {name: r.json().get("error", {}).get("code") for name, r in probes.items()},
         "ids": before["ids"] + during["ids"] + after["ids"],
         "during": len(during["ids"]),
         "failures": before["failures"] + during["failures"] + after["failures"],
@@ -150,6 +161,8 @@ def test_db_outage_buffers_request_log_and_loses_nothing(
 
     assert result["failures"] == []  # serving never depended on the database
     assert result["during"] > 0
+    assert result["probes"] == {"feedback_during": 503, "admin_during": 503, "feedback_after": 200}
+    assert result["probe_codes"]["feedback_during"] == "database_unavailable"
     assert result["failed_flushes_during"] > 0, "the outage was not real: no write failed"
     assert result["peak_pending"] >= result["during"] * 0.9  # records waited in memory during the outage
     assert result["peak_pending"] <= cap
