@@ -67,6 +67,6 @@ def test_killed_training_worker_leaves_no_artifact(ray_cluster: None, tmp_path: 
 
     assert result.status == "failed" and result.error is not None, result
     assert result.error.code == "internal_error"
-    assert "worker" in result.error.message.lower()
+    assert "worker" in result.error.message or "task" in result.error.message  # names what died
     assert result.adapter_dir is None and result.run_dir is None
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".checkpoints") == []
