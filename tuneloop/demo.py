@@ -49,8 +49,12 @@ class DemoOptions:
     timeout_s: float = 1800.0
     concurrency: int = 4
     correction_rate: float = 1.0
-    initial_epochs: float = 2.0
+    initial_epochs: float = 4.0
+    initial_learning_rate: float = 3e-3
     retrain_epochs: float = 3.0
+    retrain_learning_rate: float = 2e-3
+    replay_weight: float = 1.0
+    """Share of the earlier training data replayed in a retraining (1.0 = all of it), against forgetting."""
 
 
 @dataclass
@@ -138,20 +142,34 @@ class Customers:
 
 
 def _tickets(seed: int) -> tuple[list[SupportTicket], list[SupportTicket]]:
-    tickets = [t for t in generate_tickets(seed=seed, train_variants_per_question=4) if t.split == "train"]
+    tickets = [t for t in generate_tickets(seed=seed, train_variants_per_question=2) if t.split == "train"]
     old = [t for t in tickets if t.intent in OLD_WORLD]
     new = [t for t in tickets if t.intent == NEW_SLICE]
     return old, new
 
 
-def training_template(epochs: float, runs_dir: Path) -> dict[str, Any]:
+def training_template(epochs: float, runs_dir: Path, learning_rate: float = 2e-3) -> dict[str, Any]:
+    """LoRA r=16 on every linear layer (attention + MLP: facts live in the MLPs), packed rows.
+
+    Measured on the support desk (HF greedy, contains_answer on held-out wordings): 4 epochs at 3e-3 on
+    the 72 old-world tickets reach 0.65 on the regression slices (2 epochs at 1e-3 on attention only:
+    0.19); continuing from it for 3 epochs at 2e-3 on 20 refund corrections + the full replay reaches 0.50
+    on refunds (from 0.0) with the regression slices unchanged (0.67); half the replay forgot 10 points."""
     return {
         "output": {"runs_dir": str(runs_dir)},
         "lora": {
             "r": 16,
             "alpha": 32,
             "dropout": 0.0,
-            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+            "target_modules": [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ],
         },
         "data": {
             "max_seq_length": 192,
@@ -161,13 +179,15 @@ def training_template(epochs: float, runs_dir: Path) -> dict[str, Any]:
         "train": {
             "epochs": epochs,
             "batch_size": 8,
-            "learning_rate": 1e-3,
+            "learning_rate": learning_rate,
             "lr_scheduler": "cosine",
             "warmup_ratio": 0.05,
             "batching": "packed",
             "logging_steps": 1,
             "seed": 0,
         },
+        # one Ray CPU (the Serve replica holds part of a 2-core machine's Ray budget); torch still uses every
+        # core (customers pause while the loop trains)
         "runtime": {"device": "auto", "num_cpus": 1, "timeout_s": 1800},
     }
 
@@ -231,7 +251,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             f"[bold]1.[/bold] Training the first '{ADAPTER}' adapter on {len(old)} tickets "
             f"({', '.join(OLD_WORLD)}) — LoRA on CPU through Ray"
         )
-        cfg = training_template(opts.initial_epochs, home / "runs")
+        cfg = training_template(opts.initial_epochs, home / "runs", opts.initial_learning_rate)
         cfg.update(
             {
                 "name": "support-v1",
@@ -290,9 +310,9 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             reference_size=min(opts.phase_a_requests, 80),
             live_size=80,
             check_interval_s=5,
-            training=training_template(opts.retrain_epochs, home / "runs"),
+            training=training_template(opts.retrain_epochs, home / "runs", opts.retrain_learning_rate),
             replay_path=replay,
-            replay_weight=0.5,
+            replay_weight=opts.replay_weight,
             min_corrections=15,
             canary=CanarySettings(
                 weight=opts.canary_weight, min_requests_per_arm=12, margin=0.05, timeout_s=600

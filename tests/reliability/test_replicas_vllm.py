@@ -46,7 +46,7 @@ def make_peft_adapter(base: Path, out: Path, seed: int) -> Path:
     peft_model = get_peft_model(
         model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     )
-    peft_model.save_pretrained(out)
+    peft_model.save_pretrained(str(out))
     for extra in out.glob("*.md"):
         extra.unlink()
     return out
