@@ -1,13 +1,15 @@
 """Training throughput: the project's recipe (TRL SFTTrainer + packed rows) vs a plain PyTorch + peft loop
 that pads each batch, on the same model, data, LoRA settings and number of examples, in the same run.
 
-    python -m benchmarks.training_throughput [--examples 64] [--batch-size 8] [--max-seq-length 256]
+    python -m benchmarks.training_throughput [--examples 48] [--rounds 2] [--with-fused]
 
 Data: variable-length multi-turn chat examples (1-3 support exchanges each, deterministic) prepared by
 `training.data` once; both sides train one epoch on the identical tokenized rows (assistant-only labels),
 LoRA r=16 on q/k/v/o, fp32, AdamW lr 2e-4, torch threads = all cores. Each side runs in its own child
-process so peak RSS is per side. Reported: useful (non-padding) tokens/s by wall clock and per CPU-second
-(robust when other processes share the CPU), wall time per epoch, peak RSS, and the ratios.
+process (so peak RSS is per side), in interleaved rounds; the fastest attempt of each side counts, since
+other work on a shared machine only ever slows a side down. Reported: useful (non-padding) tokens/s,
+tokens per CPU-second, wall time per epoch, peak RSS, the CPU other processes used meanwhile, the ratios.
+`--with-fused` adds the recipe with TRL's fused LM head (its GPU loss path) for comparison.
 Writes benchmarks/results/training_throughput.{json,md}.
 """
 
@@ -221,21 +223,31 @@ def run_child(side: str, spec_file: Path, quiet_wait_s: float = 0.0) -> dict[str
     return out
 
 
+def best(attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest attempt (others' CPU use only ever slows a side down), with all wall times attached."""
+    chosen = dict(min(attempts, key=lambda a: a["wall_s"]))
+    chosen["attempts_wall_s"] = [a["wall_s"] for a in attempts]
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=64)
+    parser.add_argument("--examples", type=int, default=48)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="interleaved rounds; best attempt per side counts"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument(
         "--quiet-wait",
         type=float,
-        default=300.0,
+        default=30.0,
         help="seconds to wait for a quiet machine before each side (0: don't wait)",
     )
     parser.add_argument(
         "--with-fused",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="also run the recipe with TRL's fused LM head (its GPU loss path)",
     )
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "SPEC"))
@@ -253,9 +265,14 @@ def main() -> None:
         spec = Path(tmp) / "spec.json"
         spec.write_text(json.dumps({"config": base_config(base, data, Path(tmp) / "runs", args)}))
         load_before = os.getloadavg()
-        padded = run_child("padded", spec, args.quiet_wait)
-        recipe = run_child("recipe", spec, args.quiet_wait)
-        fused = run_child("recipe_fused", spec, args.quiet_wait) if args.with_fused else None
+        attempts: dict[str, list[dict[str, Any]]] = {"padded": [], "recipe": [], "recipe_fused": []}
+        for _ in range(args.rounds):  # interleaved rounds; the best (fastest) attempt of each side counts
+            attempts["padded"].append(run_child("padded", spec, args.quiet_wait))
+            attempts["recipe"].append(run_child("recipe", spec, args.quiet_wait))
+            if args.with_fused:
+                attempts["recipe_fused"].append(run_child("recipe_fused", spec, args.quiet_wait))
+        padded, recipe = best(attempts["padded"]), best(attempts["recipe"])
+        fused = best(attempts["recipe_fused"]) if args.with_fused else None
         load_after = os.getloadavg()
 
     ratio = recipe["tokens_per_s"] / padded["tokens_per_s"]
@@ -263,6 +280,7 @@ def main() -> None:
     result = {
         "benchmark": "training_throughput",
         "setup": {
+            "rounds": args.rounds,
             "examples": args.examples,
             "batch_size": args.batch_size,
             "max_seq_length": args.max_seq_length,
@@ -288,7 +306,8 @@ def main() -> None:
         "# Training throughput: recipe (packed rows) vs plain padded loop",
         "",
         f"{args.examples} variable-length chat examples, batch {args.batch_size}, max_seq_length "
-        f"{args.max_seq_length}, {Path(base).name}, LoRA r=16 on q/k/v/o, fp32, one epoch, "
+        f"{args.max_seq_length}, {Path(base).name}, LoRA r=16 on q/k/v/o, fp32, one epoch, best of "
+        f"{args.rounds} interleaved rounds, "
         f"{os.cpu_count()} CPUs. Load average before/after: {result['setup']['load_avg_before']} / "
         f"{result['setup']['load_avg_after']} "
         "(the machine is shared; compare the ratio, not absolute numbers).",
