@@ -277,7 +277,8 @@ def make_engine(
     """An engine for `url`: SQLite (file or `sqlite://` in memory) or Postgres (`postgresql+psycopg://`).
 
     SQLite: WAL journal, `busy_timeout`, `check_same_thread=False`, parent folder created; an in-memory
-    URL uses one shared connection (tests only). Postgres: `pool_pre_ping`; `schema` sets the
+    URL uses one shared connection (tests only). Postgres: `pool_pre_ping`, connect/keepalive/TCP user
+timeouts (a partition fails fast); `schema` sets the
     `search_path` of every connection (lets several deployments or test runs share one database).
     """
     parsed = make_url(url)
@@ -308,7 +309,21 @@ def make_engine(
 
         return engine
     if backend == "postgresql":
-        pg_args: dict[str, Any] = {}
+        # a silent network partition must fail within seconds, not hang a writer for the kernel's TCP
+        # timeout (minutes): connect timeout, keepalives, and a user timeout on unacknowledged data.
+        # Anything set in the URL's query wins.
+        pg_args: dict[str, Any] = {
+            key: value
+            for key, value in {
+                "connect_timeout": 10,
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 30_000,
+            }.items()
+            if key not in parsed.query
+        }
         if schema is not None:
             if not _SCHEMA_NAME.match(schema):
                 raise ValueError(f"invalid schema name {schema!r}: use lower-case letters, digits, '_'")
