@@ -304,8 +304,8 @@ class TrainConfig(_Section):
     resume: bool = False
     """Resume from the latest checkpoint of a previous, unfinished run with the same name and data."""
     divergence_factor: float | None = Field(default=4.0, gt=1)
-    """Stop (diverged) when the training loss exceeds this multiple of the first logged loss; NaN/inf always
-    stops. null disables the explosion check."""
+    """Stop (diverged) when the training loss exceeds this multiple of the first logged loss (taken as at
+    least 1.0); NaN/inf always stops. null disables the explosion check."""
     logging_steps: int = Field(default=1, gt=0)
     """Log (and check) metrics every N optimizer steps."""
 

@@ -51,22 +51,28 @@ def _gpu_mem_mb() -> float | None:
     return None
 
 
+DIVERGENCE_FLOOR = 1.0
+"""Smallest loss the explosion check compares against (nats per token)."""
+
+
 def check_divergence(
     loss: float | None, grad_norm: float | None, first_loss: float | None, factor: float | None
 ) -> str | None:
-    """Why training must stop, or None: NaN/inf loss or grad norm always; loss > factor x first loss."""
+    """Why training must stop, or None: NaN/inf loss or grad norm always; loss > factor x the reference,
+    where the reference is the first logged loss but at least `DIVERGENCE_FLOOR` (continuing an adapter
+    on data it already knows starts near zero, and the first batch of *new* data would otherwise look
+    like an explosion: seen in the demo's retraining, first loss 0.011 then 1.2 on a refunds batch)."""
     if loss is not None and not math.isfinite(loss):
         return f"training loss became {loss}"
     if grad_norm is not None and not math.isfinite(grad_norm):
         return f"gradient norm became {grad_norm}"
-    if (
-        factor is not None
-        and loss is not None
-        and first_loss is not None
-        and first_loss > 0
-        and loss > factor * first_loss
-    ):
-        return f"training loss exploded: {loss:.4g} > {factor:g} x the first loss {first_loss:.4g}"
+    if factor is not None and loss is not None and first_loss is not None:
+        reference = max(first_loss, DIVERGENCE_FLOOR)
+        if loss > factor * reference:
+            return (
+                f"training loss exploded: {loss:.4g} > {factor:g} x {reference:.4g} "
+                f"(the first loss {first_loss:.4g}, at least {DIVERGENCE_FLOOR:g})"
+            )
     return None
 
 

@@ -19,6 +19,9 @@ def test_divergence_rules() -> None:
     assert "gradient norm" in (check_divergence(2.0, math.nan, 2.0, 4.0) or "")
     assert "exploded" in (check_divergence(9.0, 1.0, 2.0, 4.0) or "")
     assert check_divergence(9.0, 1.0, 2.0, None) is None
+    # a near-zero first loss (an adapter continued on data it knows) does not make new data an explosion
+    assert check_divergence(1.2, 1.0, 0.011, 4.0) is None
+    assert "exploded" in (check_divergence(4.5, 1.0, 0.011, 4.0) or "")
 
 
 def run_callback(
