@@ -127,6 +127,10 @@ class LoopSettings(BaseModel):
     target_suite: str | None = "support_target"
     regression_suite: str | None = "support_regression"
     gate_margin: float | None = None
+    """Non-inferiority margin on the regression suite (None: the suite's own `gate.margin`)."""
+    gate_regression_per_slice: bool = True
+    """Also require non-inferiority on every slice of the regression suite on its own (needs enough
+    examples per slice to have the power to show it)."""
     eval_concurrency: int = Field(8, ge=1)
     canary: CanarySettings = Field(default_factory=CanarySettings)
     state_dir: Path = Path("~/.cache/tuneloop/loop").expanduser()
@@ -578,7 +582,11 @@ class LoopController:
                     options=options,
                 )
             )
-        decision = gate(champion_runs, challenger_runs, GatePolicy(margin=s.gate_margin))
+        decision = gate(
+            champion_runs,
+            challenger_runs,
+            GatePolicy(margin=s.gate_margin, regression_per_slice=s.gate_regression_per_slice),
+        )
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "gate.json").write_text(decision.to_json())
         try:

@@ -313,6 +313,13 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             training=training_template(opts.retrain_epochs, home / "runs", opts.retrain_learning_rate),
             replay_path=replay,
             replay_weight=opts.replay_weight,
+            # the gate on 2 CPU cores: 16 refund + 56 regression examples per arm. Paired bootstrap at 95%
+            # with ~15-20% of pairs changing answer gives a CI half-width of ~0.10-0.12 on 56 pairs, so a
+            # 10-point non-inferiority margin fails even when nothing changed (measured: Δ 0.0, CI
+            # [-0.19, +0.19] on 32 pairs); 15 points on the whole suite is what this sample can show.
+            # Per-slice checks (8-16 pairs each) are reported, not required.
+            gate_margin=0.15,
+            gate_regression_per_slice=False,
             min_corrections=15,
             canary=CanarySettings(
                 weight=opts.canary_weight, min_requests_per_arm=12, margin=0.05, timeout_s=600

@@ -381,11 +381,12 @@ def support_target_rows(seed: int = 0, intent: str = "refunds") -> list[Row]:
 
 
 def support_regression_rows(seed: int = 0, exclude: str = "refunds") -> list[Row]:
-    """Regression: other intents' test questions (variant 0) plus a few general questions."""
+    """Regression: other intents' test questions (every variant: a non-inferiority check needs pairs)
+    plus a few general questions."""
     rows: list[Row] = []
     others = [i for i in INTENTS if i != exclude]
     for ticket in generate_tickets(seed=seed, intents=others):
-        if ticket.split == "test" and ticket.id.endswith("-0"):
+        if ticket.split == "test":
             rows.append(ticket.to_row())
     for row in general_qa_rows()[:10]:
         if row["split"] == "test":

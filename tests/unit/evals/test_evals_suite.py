@@ -65,7 +65,7 @@ def test_every_shipped_suite_loads_with_examples() -> None:
         suite = load_suite(name)
         data = load_suite_data(suite)
         tasks.add(suite.task)
-        assert 10 <= len(data.eval_examples) <= 40, (name, len(data.eval_examples))
+        assert 10 <= len(data.eval_examples) <= 60, (name, len(data.eval_examples))  # bounded for CPU runs
         assert all(e.slice for e in data.eval_examples), name
     assert tasks == {"chat_qa", "summarization", "classification", "translation", "code", "styled"}
     assert load_suite("support_target").gate.role == "target"
