@@ -632,6 +632,8 @@ def tuneloop_server(
     extra_env: dict[str, str] | None = None,
     nice: int = 0,
     ray_worker_niceness: int | None = 0,
+    num_replicas: int = 1,
+    replica_num_cpus: float | None = None,
 ) -> tuple[ServerProcess, TuneloopSetup]:
     """`tuneloop serve` with its own home under `workdir` (defaults otherwise), not started yet.
 
@@ -639,7 +641,8 @@ def tuneloop_server(
     Ray Serve's `RAY_SERVE_*` knobs for an experiment. `nice` is the CLI's niceness (all its processes
     inherit it). Ray starts its workers — the Serve replica and so vLLM's engine processes —
     `RAY_worker_niceness` (default 15) nicer than the raylet; `ray_worker_niceness=0` keeps them at
-    `nice`, the priority a bare vLLM baseline runs at (None: Ray's default).
+    `nice`, the priority a bare vLLM baseline runs at (None: Ray's default). `num_replicas` model replicas
+    (each its own vLLM engine), each reserving `replica_num_cpus` Ray CPUs (None: tuneloop's default).
     """
     import yaml
 
@@ -652,6 +655,8 @@ def tuneloop_server(
             "home": str(home),
             "admin_token": ADMIN_TOKEN,
             "poll_interval_s": poll_interval_s,
+            "num_replicas": num_replicas,
+            **({"replica_num_cpus": replica_num_cpus} if replica_num_cpus is not None else {}),
             "engine": {
                 "max_model_len": max_model_len,
                 "kv_cache_gib": kv_cache_gib,
