@@ -146,10 +146,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="a finished demo's folder (default: run the demo)")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--note", default="", help="conditions of the run worth recording (e.g. other load)")
     args = parser.parse_args()
     home = args.home or run_fresh(args.port)
     result = collect(home)
-    json_path, md_path = write_results("demo_experiment", result, markdown(result))
+    result["note"] = args.note
+    md = markdown(result) + (f"\n\nNote: {args.note}" if args.note else "")
+    json_path, md_path = write_results("demo_experiment", result, md)
     print(md_path.read_text())
 
 
