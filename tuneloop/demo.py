@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -241,6 +242,10 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
     with console.status("Starting Ray + Serve + vLLM (CPU)…"):
         start_local_serve(serving.model_dump(mode="json"), "127.0.0.1", opts.port)
         wait_ready(url, 900)
+    if threading.current_thread() is threading.main_thread():
+        # ray.init replaced the SIGTERM handler with one that exits at once (leaving vLLM processes
+        # behind); unwind through the cleanup below instead
+        signal.signal(signal.SIGTERM, _interrupt)
     timings["service_ready_s"] = time.monotonic() - t0
     console.print(f"[green]✓[/green] service ready at {url}/v1 in {timings['service_ready_s']:.0f} s")
     _, registry = open_registry(serving, base_path, base_path.name)
@@ -468,6 +473,10 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         f"{s['traffic']['failed']} failed"
     )
     console.print(f"report: {s.get('report')}")
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def wait_served(url: str, adapter: str, version: str, timeout_s: float) -> None:

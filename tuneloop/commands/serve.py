@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -53,11 +53,47 @@ def wait_ready(base_url: str, timeout_s: float = 600.0) -> None:
     raise TimeoutError(f"service at {base_url} not ready after {timeout_s:.0f} s: {last}")
 
 
-def stop_local_serve() -> None:
+def wait_for_in_flight(timeout_s: float = 60.0, app: str = "tuneloop") -> int:
+    """Block until no replica of `app` has an ongoing request (or `timeout_s`); the count left.
+
+    `serve.shutdown()` on its own does not drain streams here: it stops the HTTP proxy while replicas are
+    still answering (seen in tests/reliability: every in-flight stream cut). So `stop_local_serve` waits
+    for the replicas' own ongoing-request counters to reach zero first."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    left = 0
+    while True:
+        replicas = [
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith(f"SERVE_REPLICA::{app}#")
+        ]
+        counts = []
+        for info in replicas:
+            try:
+                actor = ray.get_actor(info["name"], namespace=info["namespace"])
+                ongoing: Any = ray.get(actor.get_num_ongoing_requests.remote(), timeout=10)
+                counts.append(int(ongoing))
+            except Exception:  # noqa: BLE001 - a dead replica has nothing left to drain
+                counts.append(0)
+        left = sum(counts)
+        if left == 0 or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.25)
+
+
+def stop_local_serve(drain_timeout_s: float = 60.0) -> None:
     import ray
     from ray import serve
 
     try:
+        if ray.is_initialized():
+            left = wait_for_in_flight(drain_timeout_s)
+            if left:
+                console.print(
+                    f"[yellow]{left} request(s) still running after {drain_timeout_s:.0f} s[/yellow]"
+                )
         serve.shutdown()  # drains replicas: in-flight requests finish (graceful_shutdown_timeout_s)
     finally:
         if ray.is_initialized():
@@ -82,12 +118,14 @@ def register(app: typer.Typer) -> None:
         )
         host, port = settings.host, settings.port
         stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
         url = f"http://{host}:{port}"
         with console.status("Starting Ray + Serve + vLLM (about a minute on CPU)…"):
             start_local_serve(settings.serving.model_dump(mode="json"), host, port)
             wait_ready(url)
+        # after ray.init: Ray installs its own SIGTERM handler in the driver (it exits at once, cutting
+        # in-flight streams); ours replaces it so SIGTERM drains like Ctrl-C
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
         console.print(
             f"[green]tuneloop is serving[/green] at {url}/v1 (OpenAI API), {url}/metrics, {url}/admin"
         )
