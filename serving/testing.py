@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,14 +64,17 @@ class Service:
             return ""
 
     def stop(self, timeout_s: float = 120.0) -> int | None:
-        """SIGTERM the whole process group (drain), SIGKILL after `timeout_s`; the exit code."""
+        """SIGTERM to `tuneloop serve` (it drains, then stops Ray), wait up to `timeout_s`, then SIGKILL
+        whatever is left of its process group (e.g. a vLLM engine process orphaned by a killed replica);
+        the exit code."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
+            os.kill(self.process.pid, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(30)
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.wait(30)
         return self.process.returncode
 
 
