@@ -207,7 +207,11 @@ def test_replica_killed_under_load_is_restarted_and_reloads(service: Service, ad
             "a restarted replica reporting the adapter loaded",
         )
         recovered_at = time.monotonic()
-        time.sleep(10)  # load continues on both replicas
+        # load continues on both replicas until requests sent after the recovery have completed
+        # (a request takes 10-20 s here: two engines share 2 cores); bounded
+        deadline = recovered_at + 180
+        while time.monotonic() < deadline and sum(r[0] > recovered_at for r in load.ok) < CLIENTS:
+            time.sleep(1)
         load.stop.set()
 
     assert len(new) == 1
