@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitoring.drift.checks import check_input_drift, check_quality_drift
+from monitoring.drift.checks import check_input_drift, check_quality_drift, input_detector
 from monitoring.errors import DriftInputError
 from monitoring.loop_store import LockHeldError, LoopRun, LoopStore
 from monitoring.metrics import LoopMetrics
@@ -69,8 +69,6 @@ TERMINAL = (PROMOTED, ROLLED_BACK, REJECTED, FAILED)
 DATABASE_URL_PLACEHOLDER = "${TUNELOOP_LOOP_DATABASE_URL}"
 """Stands for the loop's database URL in stored training configs (runs, registry lineage), so that a
 password in the URL is never written to the database; replaced when the training is dispatched."""
-MIN_DRIFT_SAMPLES = 20
-"""Prompts each window needs before the input-drift test runs at all (the MMD detector's minimum)."""
 
 
 class CanarySettings(BaseModel):
@@ -257,13 +255,15 @@ class LoopController:
             "n_reference": len(reference),
             "n_live": len(live),
         }
-        # below the detectors' own minimum a check means nothing: wait for traffic (the policy's
-        # min_samples decides when a report may trip; this only avoids running a test on a handful)
-        if len(reference) >= MIN_DRIFT_SAMPLES and len(live) >= MIN_DRIFT_SAMPLES:
+        # below the detector's own minimum a check means nothing (and would embed both windows for
+        # nothing): wait for traffic. The policy's min_samples decides when a report may trip.
+        detector = input_detector("mmd")
+        if len(reference) >= detector.min_samples and len(live) >= detector.min_samples:
             try:
                 report = check_input_drift(
                     [r.user_text for r in reference],
                     [r.user_text for r in live],
+                    detector=detector,
                     subject=f"{s.adapter}@{champion.version[:12] if champion else 'base'}",
                 )
                 reports.append(report)
