@@ -134,6 +134,20 @@ class LoopWorld:
             )
         return rid
 
+    def canary_traffic(self, experiment: str, challenger_version: str, *, challenger_better: bool) -> None:
+        """Six scored refund requests per canary arm; the better arm answers every one correctly."""
+        for _ in range(6):
+            self.request(
+                "refunds", correct=not challenger_better, experiment=experiment, arm="support@champion"
+            )
+            self.request(
+                "refunds",
+                correct=challenger_better,
+                version=challenger_version,
+                experiment=experiment,
+                arm="support@challenger",
+            )
+
     def train_fn(self, config: dict[str, Any], use_ray: bool = True) -> FakeJob:
         self.trainings.append(config)
         if not self.train_ok:

@@ -71,11 +71,7 @@ def canary_traffic(world: LoopWorld, controller: LoopController) -> None:
     assert run is not None and run.state == CANARY
     exp = run.data["experiment"]
     challenger = world.registry.get("support", "challenger")
-    for _ in range(6):
-        world.request("refunds", correct=False, experiment=exp, arm="support@champion")
-        world.request(
-            "refunds", correct=True, version=challenger.version, experiment=exp, arm="support@challenger"
-        )
+    world.canary_traffic(exp, challenger.version, challenger_better=True)
 
 
 @pytest.mark.parametrize("kill_in", [TRAINING, GATING, CANARY])

@@ -81,11 +81,7 @@ def test_loop_actor_restarted_by_ray_resumes_the_run(ray_cluster: None, tmp_path
     observer = world.controller()
     exp = observer.store.open_run().data["experiment"]  # type: ignore[union-attr]
     challenger = world.registry.get("support", "challenger")
-    for _ in range(6):
-        world.request("refunds", correct=False, experiment=exp, arm="support@champion")
-        world.request(
-            "refunds", correct=True, version=challenger.version, experiment=exp, arm="support@challenger"
-        )
+    world.canary_traffic(exp, challenger.version, challenger_better=True)
     done = poll(status, lambda s: any(r["outcome"] == PROMOTED for r in s.get("recent_runs", [])), 120)
     assert done["champion"].split("@")[1] == challenger.version
     events = observer.store.events(run_id)

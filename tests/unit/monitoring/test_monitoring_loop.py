@@ -79,11 +79,7 @@ def test_full_loop_promotes_and_records_lineage(world: LoopWorld) -> None:
     exp = c.store.open_run().data["experiment"]  # type: ignore[union-attr]
     assert world.registry.get_experiment(exp).intercept == "support"
     assert c.tick().state == CANARY  # not enough canary traffic yet
-    for _ in range(6):
-        world.request("refunds", correct=False, experiment=exp, arm="support@champion")
-        world.request(
-            "refunds", correct=True, version=challenger.version, experiment=exp, arm="support@challenger"
-        )
+    world.canary_traffic(exp, challenger.version, challenger_better=True)
     assert c.tick().state == PROMOTED
     assert world.registry.get("support", "champion").version == challenger.version
     assert not world.registry.get_experiment(exp).is_active
@@ -112,11 +108,7 @@ def test_worse_canary_rolls_back(world: LoopWorld) -> None:
     assert run_until(c, (CANARY,)) == CANARY
     exp = c.store.open_run().data["experiment"]  # type: ignore[union-attr]
     challenger = world.registry.get("support", "challenger")
-    for _ in range(6):
-        world.request("refunds", correct=True, experiment=exp, arm="support@champion")
-        world.request(
-            "refunds", correct=False, version=challenger.version, experiment=exp, arm="support@challenger"
-        )
+    world.canary_traffic(exp, challenger.version, challenger_better=False)
     assert c.tick().state == ROLLED_BACK
     assert world.registry.get("support", "champion").version == world.v1.version
 
