@@ -13,7 +13,8 @@ Owns:
 * `ResourceMonitor` — samples the server's whole process tree every 0.5 s: RSS summed over the tree
   (peak overall and per measurement window), CPU used by the server, by this client, and by everything
   else on the machine (the noise other work adds), and one PSS snapshot on request.
-* `make_peft_adapter`, `AdminClient` — real LoRA adapters of the base model and the tuneloop admin API.
+* `AdminClient` — the tuneloop admin API (real LoRA adapters of the base model: `make_peft_adapter` in
+  `serving.testing`).
 * `environment`, `md_table`, `write_results` — the run's context and atomic JSON + markdown output.
 """
 
@@ -948,30 +949,7 @@ def wait_for_quiet(max_load: float, max_wait_s: float) -> dict[str, Any]:
     return machine_load()
 
 
-# --------------------------------------------------------------------------------------------- adapters
-def make_peft_adapter(
-    base: Path, out: Path, seed: int, r: int = 8, target_modules: Sequence[str] = ("q_proj", "v_proj")
-) -> Path:
-    """A real peft LoRA adapter of `base` with random non-zero weights (greedy outputs visibly change)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft_model = get_peft_model(
-        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(target_modules), init_lora_weights=False)
-    )
-    with torch.no_grad():
-        for pname, param in peft_model.named_parameters():
-            if "lora_B" in pname:
-                param.normal_(0.0, 0.5)
-    peft_model.save_pretrained(str(out))
-    for extra in out.glob("*.md"):
-        extra.unlink()
-    return out
-
-
+# --------------------------------------------------------------------------------------------- admin API
 class AdminClient:
     """The tuneloop admin API (`/admin/...`) over async httpx."""
 
@@ -1091,6 +1069,7 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; results are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -27,12 +27,10 @@ run). Writes benchmarks/results/drift_detection.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -45,11 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import RESULTS_DIR, write_results  # noqa: E402
 from evals.datasets.support_desk import generate_tickets  # noqa: E402
 from monitoring.drift import ClassifierDetector, InputDriftDetector, MMDDetector, cluster_shift  # noqa: E402
 from monitoring.embeddings import encode, get_model  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 NAME = "drift_detection"
 
 # The changed world: new products and changed policies, asked the way base tickets are asked.
@@ -227,15 +225,6 @@ def run_latency(
     }
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-        tmp = Path(handle.name)
-    tmp.chmod(0o644)
-    os.replace(tmp, path)
-
-
 def _whole(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
@@ -329,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--power-trials", type=int, default=50)
     parser.add_argument("--baseline-trials", type=int, default=50)
     parser.add_argument("--latency-runs", type=int, default=15)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.quick:
         args.null_trials, args.power_trials, args.baseline_trials, args.latency_runs = 10, 10, 5, 3
@@ -491,9 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     }
     result["wall_s"] = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_atomically(args.out / f"{NAME}.json", json.dumps(result, indent=2) + "\n")
-    write_atomically(args.out / f"{NAME}.md", markdown(result))
+    write_results(NAME, result, markdown(result), results_dir=args.out)
     print(f"[drift] done in {result['wall_s']:.0f} s: {result['goal']['evidence']}", flush=True)
     return 0
 

@@ -13,7 +13,6 @@ i.e. what any report must at least pay. Writes benchmarks/results/evals_report.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,11 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from benchmarks.common import write_results
 from evals.ab import ab_report
 from evals.datasets.request_log import SyntheticArm, write_synthetic_experiment
 from evals.report import ab_document, write_report
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def read_rows(engine: sa.Engine, experiment: str) -> int:
@@ -101,8 +99,6 @@ def main() -> None:
         "ratio_full_report_to_bare_read": median_full / median_base,
         "file_sizes_bytes": sizes,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "evals_report.json").write_text(json.dumps(result, indent=2) + "\n")
     st = result["stages_s_median"]
     md = [
         "# A/B report time",
@@ -122,7 +118,7 @@ def main() -> None:
         f"read.** HTML {sizes['report.html'] // 1024} KiB (self-contained).",
         "",
     ]
-    (RESULTS / "evals_report.md").write_text("\n".join(md))
+    write_results("evals_report", result, "\n".join(md))
     print("\n".join(md))
 
 

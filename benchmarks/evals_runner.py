@@ -13,7 +13,6 @@ Writes benchmarks/results/evals_runner.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -27,7 +26,8 @@ from typing import Any
 
 import httpx
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.common import write_results
+
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 
 
@@ -195,8 +195,6 @@ def main() -> None:
         },
         "speedup_examples_per_s": ours_rate / naive_rate,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "evals_runner.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
         "# evals runner throughput",
         "",
@@ -215,7 +213,7 @@ def main() -> None:
         "scoring and bootstrap summaries; the loop's does not.",
         "",
     ]
-    (RESULTS / "evals_runner.md").write_text("\n".join(md))
+    write_results("evals_runner", result, "\n".join(md))
     print("\n".join(md))
 
 

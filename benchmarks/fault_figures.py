@@ -33,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ import httpx
 
 from benchmarks.common import environment, md_table, write_results
 from serving.registry.testing import SMOLLM2_MODULES
+from serving.testing import PostgresUnavailable, postgres_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "reliability"))
@@ -63,51 +63,30 @@ def fake_base_model(tmp: Path) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def postgres_schema() -> Iterator[str | None]:
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import OperationalError
-
-    admin = create_engine(rh.PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    schema = f"tl_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except OperationalError:
-        admin.dispose()
-        yield None
-        return
-    try:
-        yield schema
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
-
-
 def db_outage(tmp: Path, outage_s: float, cap: int, clients: int) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
     from test_db_outage import count_rows, run_outage, start_replica
 
-    with postgres_schema() as schema:
-        if schema is None:
-            return {"skipped": f"Postgres not reachable at {rh.PG_URL}"}
-        url = make_url(rh.PG_URL)
-        proxy = rh.TcpProxy((url.host or "127.0.0.1", url.port or 5432)).start()
-        servers: list[rh.LiveServer] = []
-        try:
+    try:
+        with postgres_schema(rh.PG_URL, "tl_bench_") as schema:
+            url = make_url(rh.PG_URL)
+            proxy = rh.TcpProxy((url.host or "127.0.0.1", url.port or 5432)).start()
+            servers: list[rh.LiveServer] = []
+            try:
 
-            def serve(runtime: Any) -> rh.LiveServer:
-                servers.append(rh.LiveServer(runtime).start())
-                return servers[-1]
+                def serve(runtime: Any) -> rh.LiveServer:
+                    servers.append(rh.LiveServer(runtime).start())
+                    return servers[-1]
 
-            server = start_replica(tmp, proxy, schema, serve, cap)
-            result = run_outage(server, proxy, outage_s, clients=clients)
-            rows = count_rows(schema)
-        finally:
-            for s in servers:
-                s.stop()
-            proxy.close()
+                server = start_replica(tmp, proxy, schema, serve, cap)
+                result = run_outage(server, proxy, outage_s, clients=clients)
+                rows = count_rows(schema)
+            finally:
+                for s in servers:
+                    s.stop()
+                proxy.close()
+    except PostgresUnavailable:
+        return {"skipped": f"Postgres not reachable at {rh.PG_URL}"}
     stats = result["stats"]
     answered = len(result["ids"])
     return {

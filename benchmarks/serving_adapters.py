@@ -43,7 +43,6 @@ from benchmarks.common import (
     fmt,
     log,
     machine_load,
-    make_peft_adapter,
     md_table,
     quiet_policy,
     ratio,
@@ -54,6 +53,7 @@ from benchmarks.common import (
     workdir,
     write_results,
 )
+from serving.testing import make_peft_adapter
 
 NAME = "serving_adapters"
 ADAPTERS = ("ad0", "ad1", "ad2", "ad3")

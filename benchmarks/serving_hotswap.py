@@ -58,7 +58,6 @@ from benchmarks.common import (
     http_client,
     log,
     machine_load,
-    make_peft_adapter,
     md_table,
     median,
     ms,
@@ -75,6 +74,7 @@ from benchmarks.common import (
     workdir,
     write_results,
 )
+from serving.testing import make_peft_adapter
 
 NAME = "serving_hotswap"
 ADAPTER = "sw"

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 FIXTURE = ROOT / "tests" / "fixtures" / "training" / "support_tiny.jsonl"
 
 
@@ -156,8 +155,6 @@ def main() -> None:
         "goal": "<= 5 s extra",
         "goal_met_warm_ray": max(warm_overheads) <= 5.0,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "training_dispatch_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
         "# Training dispatch overhead: Ray task vs in-process",
         "",
@@ -177,7 +174,9 @@ def main() -> None:
         f"**Overhead with Ray already running: max {result['overhead_warm_ray_max_s']} s** (goal <= 5 s: "
         f"{'met' if result['goal_met_warm_ray'] else 'not met'}). `ray_cold` run 1 includes starting Ray.",
     ]
-    (RESULTS / "training_dispatch_overhead.md").write_text("\n".join(md) + "\n")
+    from benchmarks.common import write_results  # here, not at the top: the timed child processes skip it
+
+    write_results("training_dispatch_overhead", result, "\n".join(md))
     print("\n".join(md))
 
 

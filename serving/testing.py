@@ -4,6 +4,9 @@ reliability suites; not used by the product code.
 
     with launch_service(home, base_model_path, num_replicas=2) as svc:
         httpx.get(f"{svc.url}/ready")
+
+Also shared by the tests and the benchmarks: `postgres_schema` (a fresh, throw-away schema on a Postgres
+server) and `make_peft_adapter` (a real peft LoRA adapter of a base model, random weights).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +28,15 @@ from typing import Any
 import httpx
 import yaml
 
-__all__ = ["Service", "ServiceStartError", "free_port", "launch_service"]
+__all__ = [
+    "PostgresUnavailable",
+    "Service",
+    "ServiceStartError",
+    "free_port",
+    "launch_service",
+    "make_peft_adapter",
+    "postgres_schema",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,3 +157,67 @@ def launch_service(
         yield service
     finally:
         service.stop()
+
+
+class PostgresUnavailable(RuntimeError):
+    """`postgres_schema` could not create its schema (the server is not reachable); the driver's error is
+    the `__cause__`. Callers that need Postgres turn this into a skip."""
+
+
+@contextmanager
+def postgres_schema(url: str, prefix: str) -> Iterator[str]:
+    """Create a fresh schema `<prefix><12 hex chars>` on the Postgres at `url`, yield its name, and drop it
+    (CASCADE) afterwards, whatever happened inside. Raises `PostgresUnavailable` (nothing to drop) when the
+    schema cannot be created; connecting gives up after 5 s.
+
+        with postgres_schema(PG_URL, "tl_test_") as schema:
+            engine = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    """
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    admin = create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    schema = f"{prefix}{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except OperationalError as exc:
+        admin.dispose()
+        raise PostgresUnavailable(f"Postgres not reachable at {url}: {exc.orig}") from exc
+    try:
+        yield schema
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+def make_peft_adapter(
+    base: Path,
+    out: Path,
+    seed: int,
+    r: int = 8,
+    target_modules: Sequence[str] = ("q_proj", "v_proj"),
+    lora_b_std: float | None = 0.5,
+) -> Path:
+    """A real peft LoRA adapter of `base` (rank `r`, alpha 2r) with random non-zero weights, saved to `out`
+    (without peft's README); returns `out`. `lora_b_std` re-draws the B matrices from N(0, std) so that
+    greedy outputs visibly change; None keeps peft's own random init (`init_lora_weights=False`)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft_model = get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(target_modules), init_lora_weights=False)
+    )
+    if lora_b_std is not None:
+        with torch.no_grad():
+            for pname, param in peft_model.named_parameters():
+                if "lora_B" in pname:
+                    param.normal_(0.0, lora_b_std)
+    peft_model.save_pretrained(str(out))
+    for extra in out.glob("*.md"):
+        extra.unlink()
+    return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from reliability_harness import BASE, PG_URL, LiveServer, TcpProxy
 
 from serving.registry.testing import SMOLLM2_MODULES
 from serving.runtime import ServingRuntime
+from serving.testing import PostgresUnavailable, postgres_schema
 
 
 def long_mode(config: pytest.Config) -> bool:
@@ -64,23 +64,11 @@ def live_server() -> Iterator[Callable[[ServingRuntime], LiveServer]]:
 @pytest.fixture()
 def pg_schema() -> Iterator[str]:
     """A fresh Postgres schema (dropped afterwards); skips when Postgres is not reachable."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import OperationalError
-
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    schema = f"tl_rel_{uuid.uuid4().hex[:12]}"
     try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"Postgres not reachable at {PG_URL}: {exc.orig}")
-    try:
-        yield schema
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+        with postgres_schema(PG_URL, "tl_rel_") as schema:
+            yield schema
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture()

@@ -28,28 +28,12 @@ import httpx
 import psutil
 import pytest
 
-from serving.testing import Service, ServiceStartError, launch_service
+from serving.testing import Service, ServiceStartError, launch_service, make_peft_adapter
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.multireplica]
 
 CLIENTS = 6
 PROMPT = "Say something about lamps."
-
-
-def make_peft_adapter(base: Path, out: Path, seed: int) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft_model = get_peft_model(
-        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    )
-    peft_model.save_pretrained(str(out))
-    for extra in out.glob("*.md"):
-        extra.unlink()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +50,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 @pytest.fixture(scope="module")
 def adapter_version(service: Service, tmp_path_factory: pytest.TempPathFactory) -> str:
-    src = make_peft_adapter(service.base_model_path, tmp_path_factory.mktemp("a") / "a", seed=3)
+    src = make_peft_adapter(
+        service.base_model_path, tmp_path_factory.mktemp("a") / "a", seed=3, lora_b_std=None
+    )
     incoming = Path(shutil.copytree(src, service.home / "registry" / "incoming" / "support-a"))
     r = httpx.post(
         f"{service.url}/admin/adapters",

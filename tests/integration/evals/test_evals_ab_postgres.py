@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +10,7 @@ import sqlalchemy as sa
 
 from evals.ab import ab_report
 from evals.datasets.request_log import SyntheticArm, write_synthetic_experiment
+from serving.testing import PostgresUnavailable, postgres_schema
 
 pytestmark = pytest.mark.integration
 PG_URL = os.environ.get("TUNELOOP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -18,21 +18,15 @@ PG_URL = os.environ.get("TUNELOOP_TEST_POSTGRES", "postgresql+psycopg://postgres
 
 @pytest.fixture
 def pg_engine() -> Iterator[sa.Engine]:
-    schema = f"evals_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL)
     try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"no Postgres at {PG_URL}: {exc.orig}")
-    engine = sa.create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        with postgres_schema(PG_URL, "evals_") as schema:
+            engine = sa.create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+            try:
+                yield engine
+            finally:
+                engine.dispose()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def test_ab_report_from_postgres(pg_engine: sa.Engine) -> None:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from monitoring.drift import check_quality_drift_from_log
 from monitoring.scorers import score_batch
 from monitoring.store import connect, load_corrections, load_prompts
 from serving.store import Database, FeedbackRow, RequestRow, ScoreRow
+from serving.testing import PostgresUnavailable, postgres_schema
 
 pytestmark = pytest.mark.integration
 
@@ -101,20 +99,11 @@ def test_score_batch_on_sqlite_file(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def pg_schema() -> Iterator[str]:
-    name = f"mon_it_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
     try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"Postgres at 127.0.0.1:5432 is not reachable: {exc}")
-    try:
-        yield name
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
+        with postgres_schema(PG_URL, "mon_it_") as name:
+            yield name
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def test_score_batch_on_postgres(pg_schema: str) -> None:

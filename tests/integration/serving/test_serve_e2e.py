@@ -17,33 +17,14 @@ import httpx
 import openai
 import pytest
 
+from serving.testing import make_peft_adapter
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def client(tuneloop_service: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=tuneloop_service.v1, api_key="unused", max_retries=0, timeout=120)
-
-
-def make_peft_adapter(base: Path, out: Path, seed: int, r: int = 8) -> Path:
-    """A real peft LoRA adapter of the base model with random (non-zero) weights."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft_model = get_peft_model(
-        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    )
-    with torch.no_grad():  # strong enough weights that greedy outputs visibly change
-        for pname, param in peft_model.named_parameters():
-            if "lora_B" in pname:
-                param.normal_(0.0, 0.5)
-    peft_model.save_pretrained(out)
-    for extra in out.glob("*.md"):
-        extra.unlink()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, inspect, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import func, inspect, select, text
 
 from serving.registry import AdapterRegistry, ArtifactStore, ConflictError, ModelNotFoundError
 from serving.registry.testing import SMOLLM2_MODULES, write_adapter
 from serving.request_log import FeedbackRecord, RequestLogWriter, RequestRecord
 from serving.store import Database, FeedbackRow, RequestRow
+from serving.testing import PostgresUnavailable, postgres_schema
 
 pytestmark = pytest.mark.integration
 
@@ -28,20 +27,11 @@ BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 @pytest.fixture(scope="module")
 def pg_schema() -> Iterator[str]:
-    admin = create_engine(URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    schema = f"tl_test_{uuid.uuid4().hex[:12]}"
     try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"Postgres not reachable at {URL}: {exc.orig}")
-    try:
-        yield schema
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+        with postgres_schema(URL, "tl_test_") as schema:
+            yield schema
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture
