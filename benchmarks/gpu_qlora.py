@@ -1,11 +1,15 @@
 """QLoRA on a CUDA GPU: the project's recipe (4-bit NF4 base, TRL SFTTrainer, packed rows) vs a plain
-PyTorch + peft QLoRA loop that pads each batch, same model / data / LoRA settings / examples, same run.
+PyTorch + peft QLoRA loop that pads each batch, same model / data / LoRA settings / examples, same run; and
+the same recipe without quantization (bf16 base, plain LoRA) for the memory QLoRA saves.
 
     python -m benchmarks.gpu_qlora [--examples 512] [--batch-size 16] [--max-seq-length 256]
+                                   [--base-model DIR] [--tag NAME] [--model-note TEXT]
 
 Reports useful (non-padding) tokens/s, epoch wall time and peak GPU memory (torch.cuda.max_memory_allocated)
-per side and their ratios; writes benchmarks/results/gpu_qlora.{json,md}. Without CUDA it prints a skip
-message and exits 0 without touching the results. Needs bitsandbytes, trl, peft, datasets on the machine.
+per side and their ratios; writes benchmarks/results/gpu_qlora[_TAG].{json,md}. Without CUDA it prints a
+skip message and exits 0 without touching the results. Needs bitsandbytes, trl, peft, datasets on the
+machine. `--model-note` is written into the results (e.g. when the weights are a random initialisation of
+a larger architecture: throughput and memory depend on the shapes, the loss values then mean nothing).
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from typing import Any
 from benchmarks.training_throughput import base_config, make_chats
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def cuda_available() -> bool:
@@ -35,11 +38,12 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def side_recipe(config: dict[str, Any]) -> dict[str, Any]:
+def side_recipe(config: dict[str, Any], quantization: str = "nf4") -> dict[str, Any]:
     import torch
 
     from training.api import train
 
+    config = {**config, "quantization": quantization}
     torch.cuda.reset_peak_memory_stats()
     result = train(config, use_ray=False)
     if not result.ok or result.manifest is None:
@@ -63,6 +67,7 @@ def side_padded(config_raw: dict[str, Any]) -> dict[str, Any]:
 
     from training.config import parse_config
     from training.data.pipeline import load_tokenizer, prepare_data
+    from training.recipes.lora_sft import use_gradient_checkpointing
 
     config = parse_config(config_raw)
     tokenizer = load_tokenizer(config.base_model)  # type: ignore[arg-type]
@@ -79,7 +84,9 @@ def side_padded(config_raw: dict[str, Any]) -> dict[str, Any]:
         str(config.base_model), quantization_config=quant, dtype=dtype, device_map={"": 0}
     )
     model.config.use_cache = False
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=use_gradient_checkpointing(config, "cuda")
+    )
     lora = config.lora
     peft_model: Any = get_peft_model(
         model,
@@ -91,6 +98,7 @@ def side_padded(config_raw: dict[str, Any]) -> dict[str, Any]:
             task_type="CAUSAL_LM",
         ),
     )
+    peft_model.train()  # from_pretrained returns eval mode; gradient checkpointing acts in train mode only
     optimizer = bnb.optim.PagedAdamW8bit(
         [p for p in peft_model.parameters() if p.requires_grad], lr=config.train.learning_rate
     )
@@ -159,12 +167,23 @@ def main() -> None:
     parser.add_argument(
         "--base-model", default=None, help="local model folder (default: the prepared default)"
     )
+    parser.add_argument(
+        "--gradient-checkpointing",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="all sides; auto = the recipe's default (on for CUDA)",
+    )
+    parser.add_argument("--tag", default="", help="results name suffix: gpu_qlora_<tag>")
+    parser.add_argument("--model-note", default="", help="what the model is, written into the results")
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "SPEC"))
     args = parser.parse_args()
     if args.child:
         side, spec_file = args.child
         config = json.loads(Path(spec_file).read_text())["config"]
-        out = side_recipe(config) if side == "recipe" else side_padded(config)
+        if side == "padded":
+            out = side_padded(config)
+        else:
+            out = side_recipe(config, quantization="none" if side == "recipe_lora" else "nf4")
         print("RESULT " + json.dumps(out), flush=True)
         return
     if not cuda_available():
@@ -183,10 +202,13 @@ def main() -> None:
         config["name"] = "bench-gpu-qlora"
         config["quantization"] = "nf4"
         config["runtime"] = {"device": "cuda"}
+        gc_setting = {"auto": "auto", "on": True, "off": False}[args.gradient_checkpointing]
+        config["train"]["gradient_checkpointing"] = gc_setting
         spec = Path(tmp) / "spec.json"
         spec.write_text(json.dumps({"config": config}))
         padded = run_child("padded", spec)
         recipe = run_child("recipe", spec)
+        lora = run_child("recipe_lora", spec)
     result = {
         "benchmark": "gpu_qlora",
         "setup": {
@@ -196,20 +218,26 @@ def main() -> None:
             "model": Path(base).name,
             "quantization": "nf4 (double quant), LoRA r=16 q/k/v/o",
             "gpu": recipe.get("gpu"),
+            "model_note": args.model_note,
+            "gradient_checkpointing": args.gradient_checkpointing,
         },
         "baseline_padded_qlora_loop": padded,
         "recipe_qlora_packed": recipe,
+        "recipe_lora_bf16_packed": lora,
         "ratio_tokens_per_s": round(recipe["tokens_per_s"] / padded["tokens_per_s"], 2),
         "ratio_peak_gpu_mem": round(recipe["peak_gpu_mem_mb"] / padded["peak_gpu_mem_mb"], 2),
+        "ratio_qlora_vs_lora_peak_gpu_mem": round(recipe["peak_gpu_mem_mb"] / lora["peak_gpu_mem_mb"], 2),
+        "ratio_qlora_vs_lora_tokens_per_s": round(recipe["tokens_per_s"] / lora["tokens_per_s"], 2),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gpu_qlora.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = f"gpu_qlora_{args.tag}" if args.tag else "gpu_qlora"
     md = [
         "# QLoRA on GPU: recipe (packed rows) vs plain padded QLoRA loop",
         "",
         f"{args.examples} variable-length chats, batch {args.batch_size}, "
         f"max_seq_length {args.max_seq_length}, "
-        f"{Path(base).name}, {result['setup']['quantization']}, GPU {recipe.get('gpu')}.",
+        f"{Path(base).name}, {result['setup']['quantization']}, GPU {recipe.get('gpu')}, "
+        f"gradient checkpointing {args.gradient_checkpointing} (auto = on for CUDA).",
+        *([f"Model: {args.model_note}"] if args.model_note else []),
         "",
         "| side | useful tokens | steps | epoch wall s | useful tokens/s | peak GPU MiB |",
         "|---|---|---|---|---|---|",
@@ -217,11 +245,18 @@ def main() -> None:
         f"| {padded['tokens_per_s']} | {padded['peak_gpu_mem_mb']} |",
         f"| tuneloop recipe | {recipe['useful_tokens']} | {recipe['steps']} | {recipe['wall_s']} "
         f"| {recipe['tokens_per_s']} | {recipe['peak_gpu_mem_mb']} |",
+        f"| tuneloop recipe, LoRA on a bf16 base (no quantization) | {lora['useful_tokens']} "
+        f"| {lora['steps']} | {lora['wall_s']} | {lora['tokens_per_s']} | {lora['peak_gpu_mem_mb']} |",
         "",
-        f"Ratio tokens/s {result['ratio_tokens_per_s']}x, "
-        f"peak GPU memory ratio {result['ratio_peak_gpu_mem']}x.",
+        f"Recipe vs padded QLoRA loop: tokens/s {result['ratio_tokens_per_s']}x, "
+        f"peak GPU memory {result['ratio_peak_gpu_mem']}x. "
+        "QLoRA vs bf16 LoRA (both the recipe): peak GPU memory "
+        f"{result['ratio_qlora_vs_lora_peak_gpu_mem']}x, "
+        f"tokens/s {result['ratio_qlora_vs_lora_tokens_per_s']}x.",
     ]
-    (RESULTS / "gpu_qlora.md").write_text("\n".join(md) + "\n")
+    from benchmarks.common import write_results
+
+    write_results(name, result, "\n".join(md))
     print("\n".join(md))
 
 

@@ -119,7 +119,7 @@ def load_base_model(config: TrainingConfig, device: str) -> Any:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.train.gradient_checkpointing
+            model, use_gradient_checkpointing=use_gradient_checkpointing(config, device)
         )
     return model
 
@@ -145,6 +145,12 @@ def attach_adapter(model: Any, config: TrainingConfig) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def use_gradient_checkpointing(config: TrainingConfig, device: str) -> bool:
+    """The run's gradient checkpointing: the configured value, or for `auto` on when training on CUDA."""
+    setting = config.train.gradient_checkpointing
+    return device == "cuda" if setting == "auto" else bool(setting)
 
 
 def _optimizer(config: TrainingConfig, device: str) -> str:
@@ -185,7 +191,7 @@ def sft_arguments(config: TrainingConfig, job: RecipeJob) -> Any:
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         optim=_optimizer(config, job.device),
-        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing=use_gradient_checkpointing(config, job.device),
         seed=t.seed,
         data_seed=t.seed,
         bf16=bf16,

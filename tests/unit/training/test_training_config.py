@@ -135,3 +135,28 @@ def test_overrides_reach_list_items(tmp_path: Path) -> None:
     assert config.data.sources[1].database_url == f"sqlite:///{Path.home()}/db.sqlite"
     with pytest.raises(ConfigError, match="no list item 5"):
         load_config(file, {"data.sources.5.path": "b.jsonl"})
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "expected"),
+    [
+        (None, "cuda", True),  # auto: activations dominate GPU memory (benchmarks/results/gpu_qlora_*)
+        (None, "cpu", False),  # auto: on CPU recomputation only costs time
+        (True, "cpu", True),
+        (False, "cuda", False),
+    ],
+)
+def test_gradient_checkpointing_auto_is_on_for_cuda_only(
+    setting: bool | None, device: str, expected: bool
+) -> None:
+    from training.recipes.lora_sft import use_gradient_checkpointing
+
+    raw = dict(MINIMAL) if setting is None else {**MINIMAL, "train": {"gradient_checkpointing": setting}}
+    config = parse_config(raw, root=Path("/data"))
+    assert config.train.gradient_checkpointing == ("auto" if setting is None else setting)
+    assert use_gradient_checkpointing(config, device) is expected
+
+
+def test_gradient_checkpointing_rejects_other_strings() -> None:
+    with pytest.raises(ConfigError, match="train.gradient_checkpointing"):
+        parse_config({**MINIMAL, "train": {"gradient_checkpointing": "sometimes"}}, root=Path("/data"))
