@@ -10,9 +10,11 @@ figures measure tuneloop's own fault handling - not vLLM's speed. The real-engin
 kill, SIGTERM drain, two replicas) are measured elsewhere.
 
 * `db_outage` - Postgres unreachable for `--outage-s` (default 30 s) through a cut loopback proxy while 4
-  clients send chat requests (every 4th streamed); sent / answered / failed, log rows written, lost
-  (answered - rows), dropped by the buffer cap, peak records pending in memory.
-* `db_outage_over_cap` - the same for 3 s with a 40-record buffer cap: what happens beyond the cap.
+  clients send chat requests (every 4th streamed), with a 500-record in-memory cap so that most of the
+  outage spills to disk; sent / answered / failed, log rows written, lost (answered - rows), dropped,
+  peak records in memory and on disk, records replayed from disk.
+* `db_outage_no_spill` - 3 s with a 40-record cap and spilling off (`request_log_max_spill_bytes: 0`):
+  what happens beyond the cap then (dropped and counted, never blocking).
 * `swap_under_load` - 8 streaming clients while `support@champion` is swapped and rolled back 4 times each.
 * `corrupt_adapter` - a swap to a version whose weights were changed on disk, refused, while unrelated
   traffic runs.
@@ -63,7 +65,7 @@ def fake_base_model(tmp: Path) -> Iterator[None]:
         yield
 
 
-def db_outage(tmp: Path, outage_s: float, cap: int, clients: int) -> dict[str, Any]:
+def db_outage(tmp: Path, outage_s: float, cap: int, clients: int, spill: bool = True) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
     from test_db_outage import count_rows, run_outage, start_replica
 
@@ -78,7 +80,8 @@ def db_outage(tmp: Path, outage_s: float, cap: int, clients: int) -> dict[str, A
                     servers.append(rh.LiveServer(runtime).start())
                     return servers[-1]
 
-                server = start_replica(tmp, proxy, schema, serve, cap)
+                changes = {} if spill else {"request_log_max_spill_bytes": 0}
+                server = start_replica(tmp, proxy, schema, serve, cap, **changes)
                 result = run_outage(server, proxy, outage_s, clients=clients)
                 rows = count_rows(schema)
             finally:
@@ -92,6 +95,7 @@ def db_outage(tmp: Path, outage_s: float, cap: int, clients: int) -> dict[str, A
     return {
         "outage_s": round(result["outage_s"], 1),
         "buffer_cap": cap,
+        "spill": spill,
         "sent": answered + len(result["failures"]),
         "answered_200": answered,
         "failed": len(result["failures"]),
@@ -100,6 +104,9 @@ def db_outage(tmp: Path, outage_s: float, cap: int, clients: int) -> dict[str, A
         "log_lost": answered - len(rows & set(result["ids"])) - stats.dropped,
         "log_dropped_by_cap": stats.dropped,
         "peak_pending_records": result["peak_pending"],
+        "peak_in_memory_records": result["peak_in_memory"],
+        "peak_spilled_records": result["peak_spilled"],
+        "replayed_from_disk": stats.replayed,
         "failed_db_writes_retried": stats.failed_flushes,
     }
 
@@ -260,8 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     scenarios: dict[str, Callable[[Path], dict[str, Any]]] = {
-        "db_outage": lambda t: db_outage(t, args.outage_s, cap=100_000, clients=4),
-        "db_outage_over_cap": lambda t: db_outage(t, 3.0, cap=40, clients=3),
+        "db_outage": lambda t: db_outage(t, args.outage_s, cap=500, clients=4),
+        "db_outage_no_spill": lambda t: db_outage(t, 3.0, cap=40, clients=3, spill=False),
         "swap_under_load": swap_under_load,
         "corrupt_adapter": corrupt_adapter,
         "disk_full": disk_full,
@@ -284,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
                 f.get("failed", f.get("server_errors_5xx", "-")),
                 lost if "log_lost" in f else "-",
                 f.get("log_dropped_by_cap", "-"),
+                f.get("peak_spilled_records", "-"),
                 f.get("wall_s"),
             ]
         )
@@ -297,15 +305,17 @@ def main(argv: list[str] | None = None) -> None:
                     "failed (5xx/errors)",
                     "log rows lost",
                     "log dropped (cap)",
+                    "log records on disk (peak)",
                     "wall s",
                 ],
                 rows,
             ),
             "Details per scenario:",
             "\n".join(f"* `{name}`: {json.dumps(f)}" for name, f in figures.items()),
-            "`db_outage_over_cap` runs a deliberately tiny buffer cap (40 records): beyond the cap new "
-            "request-log records are dropped and counted (`tuneloop_request_log_dropped`), never blocking "
-            "or failing a request. Size `request_log_max_buffer` for the longest outage to survive.",
+            "`db_outage` holds at most 500 records in memory; the rest of the outage's records go to the "
+            "spill folder and are replayed when the database is back. `db_outage_no_spill` turns spilling "
+            "off with a tiny cap (40 records): beyond it records are dropped and counted "
+            "(`tuneloop_request_log_dropped`), never blocking or failing a request.",
         ]
     )
     paths = write_results("fault_figures", {"environment": environment(), "figures": figures}, markdown)

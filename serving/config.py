@@ -146,7 +146,17 @@ class ServingConfig(BaseModel):
     request_log_max_buffer: Annotated[int, Field(ge=1)] = Field(
         100_000,
         description="request-log records held in memory while the database is unreachable (bounds memory; "
-        "beyond it new records are dropped and counted in tuneloop_request_log_dropped)",
+        "beyond it records go to the spill folder, see request_log_spill_dir)",
+    )
+    request_log_spill_dir: Path | None = Field(
+        None,
+        description="folder for request-log records beyond the in-memory buffer during a database outage "
+        "(replayed when it is back, also by the next process); default <home>/request-log-spill",
+    )
+    request_log_max_spill_bytes: Annotated[int, Field(ge=0)] = Field(
+        1 << 30,
+        description="cap on the spill folder (bounds disk); past it records are dropped and counted in "
+        "tuneloop_request_log_dropped; 0 turns spilling off",
     )
     adapter_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
     poll_interval_s: Annotated[float, Field(gt=0)] = 0.2
@@ -156,6 +166,11 @@ class ServingConfig(BaseModel):
     def resolved_database_url(self) -> str:
         url = _secret(self.database_url, "TUNELOOP_DATABASE_URL")
         return url or f"sqlite:///{self.home / 'tuneloop.db'}"
+
+    def resolved_request_log_spill_dir(self) -> Path | None:
+        if self.request_log_max_spill_bytes == 0:
+            return None
+        return self.request_log_spill_dir or self.home / "request-log-spill"
 
     def resolved_registry_root(self) -> str:
         return self.registry_root or str(self.home / "registry")

@@ -1,13 +1,18 @@
 """Prometheus metrics of the serving layer, per served version (`served_by` = base id or name@version).
 
 Each `ServingMetrics` owns its own `CollectorRegistry`, so several cores (tests, replicas in one
-process) never collide; `GET /metrics` renders it in the text exposition format.
+process) never collide; `GET /metrics` renders it in the text exposition format with a `replica` label
+on every series: behind the Serve proxy successive scrapes can be answered by different replicas, and the
+label keeps each replica's counters a series of their own instead of one that seems to reset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
@@ -83,7 +88,14 @@ class ServingMetrics:
             "tuneloop_request_log_pending", "Request-log records not yet written.", registry=r
         )
         self.log_dropped = Gauge(
-            "tuneloop_request_log_dropped", "Request-log records dropped (buffer full).", registry=r
+            "tuneloop_request_log_dropped",
+            "Request-log records dropped (memory buffer and spill folder full).",
+            registry=r,
+        )
+        self.log_spilled = Gauge(
+            "tuneloop_request_log_spilled",
+            "Request-log records on disk (database outage) waiting to be replayed.",
+            registry=r,
         )
         self.rate_limited = Counter(
             "tuneloop_rate_limited",
@@ -93,4 +105,24 @@ class ServingMetrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(_Labelled(self.registry, "replica", self.replica_id))
+
+
+class _Labelled:
+    """A collector that yields another registry's metrics with one more label on every sample."""
+
+    def __init__(self, registry: CollectorRegistry, label: str, value: str) -> None:
+        self._registry, self._label, self._value = registry, label, value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                out.add_sample(
+                    sample.name,
+                    {**sample.labels, self._label: self._value},
+                    sample.value,
+                    sample.timestamp,
+                    sample.exemplar,
+                )
+            yield out

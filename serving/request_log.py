@@ -3,10 +3,14 @@
 `RequestLogWriter.log(record)` only appends to an in-memory buffer (O(1), never touches the database, safe
 to call from asyncio handlers and from any thread). A background thread inserts batches
 (`executemany`) and commits. When the database fails, the batch goes back to the front of the buffer and
-is retried with exponential backoff, so nothing is lost while fewer than `max_buffer` records wait;
-beyond that new records are counted in `stats().dropped` (the hot path never blocks). Rows the database
-refuses for good (duplicate id, invalid value) are written one by one, and the refused ones are counted in
-`stats().rejected` and logged. `close()` flushes everything before returning.
+is retried with exponential backoff. At most `max_buffer` records wait in memory; with a `spill_dir`, the
+ones beyond go to JSON-lines files there (`serving.request_spill`, capped at `max_spill_bytes`) and are
+replayed into the database once it answers again — also by the next process, if this one stops or dies
+first. Only past both caps (or without a spill folder past the first) are records refused and counted in
+`stats().dropped`; the hot path never blocks on the database. Rows the database refuses for good
+(duplicate id, invalid value) are written one by one, and the refused ones are counted in
+`stats().rejected` and logged. `close()` flushes everything before returning, and with a spill folder keeps
+on disk what the database would not take in time.
 
 Feedback (`log_feedback`) is rare and synchronous: it checks that the request exists (waiting for a
 pending request record to be flushed first), then inserts into `feedback`. Call it with
@@ -27,6 +31,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -34,6 +39,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from serving.registry.errors import InvalidRequestError, RequestNotFoundError
+from serving.request_spill import RequestSpill
 from serving.store import Database, FeedbackRow, RequestRow, utcnow
 
 __all__ = ["FeedbackRecord", "RequestLogStats", "RequestLogWriter", "RequestRecord", "encode_messages"]
@@ -119,14 +125,18 @@ class RequestLogStats:
     written: int
     """Rows committed."""
     pending: int
-    """Records buffered or being written."""
+    """Records buffered, being written, or spilled to disk by this writer and not yet replayed."""
     failed_flushes: int
     """Batch writes that failed (and were retried)."""
     dropped: int
-    """Records refused because the buffer was full (or the writer closed)."""
+    """Records refused because the buffer (and the spill folder, if any) was full, or the writer closed."""
     rejected: int
     """Records the database refused for good (duplicate id, invalid value); logged with their id."""
     last_error: str | None
+    spilled: int = 0
+    """Records this writer put on disk that are not replayed yet (part of `pending`)."""
+    replayed: int = 0
+    """Spilled records (this writer's or a dead process's) read back and written to the database."""
 
 
 class RequestLogWriter:
@@ -140,9 +150,16 @@ class RequestLogWriter:
         flush_interval_s: float = 0.2,
         max_buffer: int = 100_000,
         max_backoff_s: float = 5.0,
+        spill_dir: Path | None = None,
+        max_spill_bytes: int = 1 << 30,
     ) -> None:
         if batch_size <= 0 or max_buffer <= 0 or flush_interval_s <= 0:
             raise ValueError("batch_size, max_buffer and flush_interval_s must be positive")
+        self._spill = (
+            RequestSpill(Path(spill_dir), RequestRecord, max_bytes=max_spill_bytes)
+            if spill_dir is not None
+            else None
+        )
         self._db = db
         self._batch_size = batch_size
         self._flush_interval = flush_interval_s
@@ -172,40 +189,55 @@ class RequestLogWriter:
     def log(self, record: RequestRecord) -> bool:
         """Queue a record (O(1), no I/O). Returns False when it was dropped (buffer full or closed)."""
         with self._lock:
-            accepted = not self._closed and len(self._buffer) + self._inflight < self._max_buffer
+            closed = self._closed
+            accepted = not closed and len(self._buffer) + self._inflight < self._max_buffer
             if accepted:
                 self._buffer.append(record)
                 wake = len(self._buffer) >= self._batch_size
-            else:
-                self._dropped += 1
-                dropped = self._dropped
         if accepted:
             if wake:
                 self._wake.set()
             return True
+        if not closed and self._spill is not None and self._spill.append(record):
+            return True
+        with self._lock:
+            self._dropped += 1
+            dropped = self._dropped
         if dropped == 1 or dropped % 1000 == 0:
             log.error(
-                "request log: %d record(s) dropped so far (buffer full at %d, or writer closed)",
+                "request log: %d record(s) dropped so far (buffer full at %d%s, or writer closed)",
                 dropped,
                 self._max_buffer,
+                "" if self._spill is None else f" and spill folder {self._spill.folder} full",
             )
         return False
 
     # ------------------------------------------------------------------ control
 
     def stats(self) -> RequestLogStats:
+        spilled = self._spill.own_pending if self._spill is not None else 0
         with self._lock:
-            pending = len(self._buffer) + self._inflight
+            pending = len(self._buffer) + self._inflight + spilled
         return RequestLogStats(
-            self._written, pending, self._failed_flushes, self._dropped, self._rejected, self._last_error
+            self._written,
+            pending,
+            self._failed_flushes,
+            self._dropped,
+            self._rejected,
+            self._last_error,
+            spilled=spilled,
+            replayed=self._spill.replayed if self._spill is not None else 0,
         )
+
+    def _spilled_pending(self) -> int:
+        return self._spill.own_pending if self._spill is not None else 0
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is written; False on timeout."""
         deadline = time.monotonic() + timeout
         self._wake.set()
         with self._drained:
-            while self._buffer or self._inflight:
+            while self._buffer or self._inflight or self._spilled_pending():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return False
@@ -225,10 +257,36 @@ class RequestLogWriter:
         self._stopping.set()
         self._wake.set()
         self._thread.join(timeout + 1.0)
+        if self._spill is not None:
+            self._spill_leftovers(self._spill)
+            return self.stats().pending - self._spilled_pending() == 0
         left = self.stats().pending
         if left:
             log.error("request log closed with %d unwritten record(s): %s", left, self._last_error)
         return left == 0
+
+    def _spill_leftovers(self, spill: RequestSpill) -> None:
+        """At close: put what the database did not take in time on disk (replayed by the next writer)."""
+        if self._thread.is_alive():  # still writing (a stuck connection): leave its records alone
+            log.error("request log writer thread did not stop; %d record(s) unwritten", self.stats().pending)
+            return
+        with self._lock:
+            leftovers, self._buffer = list(self._buffer), deque()
+        lost = [r for r in leftovers if not spill.append(r)]
+        spill.close()
+        if lost:
+            with self._lock:
+                self._dropped += len(lost)
+            log.error("request log closed: %d record(s) lost (spill folder full)", len(lost))
+        on_disk = spill.own_pending
+        if on_disk:
+            log.warning(
+                "request log closed with %d record(s) kept in %s (database: %s); the next writer on that "
+                "folder replays them",
+                on_disk,
+                spill.folder,
+                self._last_error,
+            )
 
     def __enter__(self) -> RequestLogWriter:
         return self
@@ -275,6 +333,8 @@ class RequestLogWriter:
                     retry_at = time.monotonic() + retry_delay
                     break
                 retry_delay = 0.0
+            if not retry_delay and self._spill is not None and self._spill.has_segments():
+                retry_delay, retry_at = self._replay_spill(self._spill, retry_delay)
             if stopping:
                 if not self.stats().pending or time.monotonic() >= self._deadline:
                     return
@@ -283,6 +343,51 @@ class RequestLogWriter:
     def _insert_rows(self, rows: list[dict[str, Any]]) -> None:
         with self._db.engine.begin() as conn:
             conn.execute(insert(RequestRow), rows)
+
+    def _replay_spill(self, spill: RequestSpill, retry_delay: float) -> tuple[float, float]:
+        """Replay one spilled segment; returns the (delay, when) to retry at after a database failure,
+        (0, 0) after a replay (more segments are taken on the next turn, after the in-memory records)."""
+        try:
+            replayed = spill.replay_one(self._insert_new_rows, self._batch_size)
+        except Exception as exc:  # noqa: BLE001 - this thread must never die
+            self._note_failure(exc, 0)
+            delay = min(max(retry_delay * 2, 0.05), self._max_backoff)
+            return delay, time.monotonic() + delay
+        if replayed is not None:
+            self._wake.set()  # come straight back for the next segment
+            with self._lock:
+                self._drained.notify_all()
+        return 0.0, 0.0
+
+    def _insert_new_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Insert replayed rows, skipping ids already stored (a replay cut short and repeated); rows the
+        database refuses for good are counted as rejected. Raises on a transient failure."""
+        ids = [row["id"] for row in rows]
+        with self._db.engine.begin() as conn:
+            stored = set(conn.scalars(select(RequestRow.id).where(RequestRow.id.in_(ids))))
+            fresh = [row for row in rows if row["id"] not in stored]
+            if not fresh:
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(RequestRow), fresh)
+            except Exception as exc:  # noqa: BLE001
+                if _is_transient(exc):
+                    raise
+                for row in fresh:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(insert(RequestRow), [row])
+                    except Exception as one:  # noqa: BLE001
+                        if _is_transient(one):
+                            raise
+                        self._rejected += 1
+                        self._last_error = f"{type(one).__name__}: {one}".splitlines()[0]
+                        log.error("request log: database refused spilled request %s", row["id"])
+                    else:
+                        self._written += 1
+                return
+        self._written += len(fresh)
 
     def _write(self, batch: list[RequestRecord]) -> list[RequestRecord]:
         """Write a batch; returns the records still to write (all of them after a transient failure)."""

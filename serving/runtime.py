@@ -122,7 +122,12 @@ class ServingRuntime:
         base_path = resolve_base_model(config.base_model)
         base_id = config.served_model_id or base_path.name
         db, registry = open_registry(config, base_path, base_id)
-        request_log = RequestLogWriter(db, max_buffer=config.request_log_max_buffer)
+        request_log = RequestLogWriter(
+            db,
+            max_buffer=config.request_log_max_buffer,
+            spill_dir=config.resolved_request_log_spill_dir(),
+            max_spill_bytes=config.request_log_max_spill_bytes or 1,
+        )
         engine = engine or make_engine(config, base_path, base_id)
         core = ServingCore(
             engine,
@@ -181,7 +186,13 @@ class ServingRuntime:
 
     def _log_stats(self) -> dict[str, Any]:
         s = self.request_log.stats()
-        return {"pending": s.pending, "dropped": s.dropped, "written": s.written}
+        return {
+            "pending": s.pending,
+            "dropped": s.dropped,
+            "written": s.written,
+            "spilled": s.spilled,
+            "replayed": s.replayed,
+        }
 
     async def close(self) -> None:
         if self._closed:

@@ -210,6 +210,7 @@ async def metrics(state: State) -> Response[bytes]:
         stats = log_stats()
         core.metrics.log_pending.set(stats.get("pending", 0))
         core.metrics.log_dropped.set(stats.get("dropped", 0))
+        core.metrics.log_spilled.set(stats.get("spilled", 0))
     return Response(core.metrics.render(), media_type=CONTENT_TYPE)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -113,8 +114,10 @@ def test_metrics_count_requests_and_tokens(client: TestClient) -> None:  # type:
     client.post("/v1/chat/completions", json=chat())
     client.post("/v1/chat/completions", json=chat(model="nope"))
     text = client.get("/metrics").text
-    assert (
-        'tuneloop_requests_total{endpoint="chat.completions",served_by="fake-base",status="200"} 1.0' in text
+    assert re.search(
+        r'tuneloop_requests_total\{endpoint="chat.completions",replica="[^"]+",served_by="fake-base",'
+        r'status="200"\} 1.0',
+        text,
     )
     assert "tuneloop_time_to_first_token_seconds_bucket" in text
     assert "tuneloop_completion_tokens_total" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,7 @@ def test_rate_limit_per_key_with_openai_429(keyed: TestClient) -> None:
         for path in ("/health", "/ready", "/metrics"):  # probes and scrapes are never limited
             assert all(c.get(path).status_code == 200 for _ in range(5))
         metrics = c.get("/metrics").text
-        assert 'tuneloop_rate_limited_total{kind="key"} 2.0' in metrics
+        assert re.search(r'tuneloop_rate_limited_total\{kind="key",replica="[^"]+"\} 2.0', metrics)
 
 
 def test_rate_limit_per_ip_without_keys() -> None:
@@ -228,7 +229,8 @@ def test_rate_limit_per_ip_without_keys() -> None:
         assert c.post("/v1/chat/completions", json=chat()).status_code == 200
         r = c.post("/v1/chat/completions", json=chat(), headers=bearer("made-up-key"))
         assert r.status_code == 429 and r.headers["retry-after"] == "1"  # a made-up key is still that IP
-        assert 'tuneloop_rate_limited_total{kind="ip"} 1.0' in c.get("/metrics").text
+        metrics = c.get("/metrics").text
+        assert re.search(r'tuneloop_rate_limited_total\{kind="ip",replica="[^"]+"\} 1.0', metrics)
 
 
 def test_forwarded_for_is_used_only_when_trusted() -> None:
