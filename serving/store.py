@@ -278,8 +278,8 @@ def make_engine(
 
     SQLite: WAL journal, `busy_timeout`, `check_same_thread=False`, parent folder created; an in-memory
     URL uses one shared connection (tests only). Postgres: `pool_pre_ping`, connect/keepalive/TCP user
-timeouts (a partition fails fast); `schema` sets the
-    `search_path` of every connection (lets several deployments or test runs share one database).
+    timeouts (a partition fails fast); `schema` sets the `search_path` of every connection (lets several
+    deployments or test runs share one database).
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()

@@ -123,9 +123,11 @@ def test_trained_adapter_is_served_and_matches_peft(
         assert time.monotonic() < deadline, "the trained adapter never took traffic"
         time.sleep(0.3)
     served = raw.parse().choices[0].message.content or ""
-    base = client.chat.completions.create(
-        model=svc.base_id, messages=messages, max_tokens=12, temperature=0
-    ).choices[0].message.content
+    base = (
+        client.chat.completions.create(model=svc.base_id, messages=messages, max_tokens=12, temperature=0)
+        .choices[0]
+        .message.content
+    )
     assert served != base  # the adapter changes what the engine says...
     assert served.startswith("Lumen Home refunds")  # ...into what it was trained to say
     # vLLM with the adapter and peft with the adapter agree greedily (same prefix, fp32 on both sides)
