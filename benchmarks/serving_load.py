@@ -30,8 +30,9 @@ has each run's knee against its own lowest-level p99.) No eligible level: no kne
 A level of `--level-s` seconds holds few requests at low concurrency, so its p99 is close to its maximum.
 
 CPU: this machine has few cores (2 where it was written). Two replicas are two vLLM engines on the same
-cores (Ray's `num_cpus: 0.5` per replica is bookkeeping, not pinning), so they compete for the CPU: the
-ratio says what a second replica adds *on this machine*, not what it would add with cores of its own.
+machine; with the default `engine.cpu_partition: auto` each engine binds its threads to its own half of
+the cores (`serving.engine.cpu_slots`; Ray's `num_cpus: 0.5` per replica is bookkeeping only). The ratio
+says what a second replica adds *on this machine*, not what it would add with cores of its own.
 
 Run: `python -m benchmarks.serving_load` (~10 minutes on 2 cores: two service starts, warm-ups and
 6 levels x 20 s each); `--quick` for a smoke run (levels 1 and 4, 8 s each). Writes
@@ -477,10 +478,10 @@ def build_report(
         f"prompts of mixed length; a warm-up of {args.warm_requests} requests, then each level for "
         f"{args.level_s:g} s (at most {args.max_requests} requests). Replica counts run one after the other.",
         "",
-        f"**CPU:** this machine has {cpus} cores. The two replicas are two vLLM engines on the same {cpus} "
-        "cores (Ray's 0.5 CPU per replica is bookkeeping, not pinning), so they compete for the CPU: the "
-        "ratio two/one is what a second replica adds on this machine, not what it would add with cores of "
-        "its own.",
+        f"**CPU:** this machine has {cpus} cores. The two replicas are two vLLM engines on these {cpus} "
+        "cores, each bound to its own share of them (`engine.cpu_partition: auto`, the default; Ray's 0.5 "
+        "CPU per replica is bookkeeping only): the ratio two/one is what a second replica adds on this "
+        "machine, not what it would add with cores of its own.",
         "",
         f"**Knee:** the level with the highest requests/s whose error rate is <= {args.max_error_rate:g} and "
         f"whose {analysis['bound_rule']}; the same bound for both replica counts.",

@@ -93,6 +93,12 @@ class EngineSettings(BaseModel):
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85
     max_num_seqs: Annotated[int, Field(ge=1)] = 64
     seed: int = 0
+    cpu_partition: Literal["auto", "off"] = Field(
+        "auto",
+        description="CPU engines: with several replicas on a one-node Ray cluster, give each replica's "
+        "engine its own share of the cores (auto) instead of every engine binding to all of them (off); "
+        "an operator's VLLM_CPU_OMP_THREADS_BIND wins",
+    )
 
 
 class ServingConfig(BaseModel):

@@ -94,8 +94,25 @@ def make_engine(config: ServingConfig, base_path: Path, base_id: str) -> Engine:
             gpu_memory_utilization=e.gpu_memory_utilization,
             max_num_seqs=e.max_num_seqs,
             seed=e.seed,
+            cpu_slots=cpu_slots(config),
+            cpu_slot_key=f"{config.home}:{base_path}",
         )
     )
+
+
+def cpu_slots(config: ServingConfig) -> int | None:
+    """How many CPU slots this service's engines split a machine's cores into (`engine.cpu_partition`):
+    one per replica when several replicas run on a single-node Ray cluster, else None (no partitioning:
+    on several nodes the replicas per machine are not known here)."""
+    if config.engine.cpu_partition == "off" or config.num_replicas < 2:
+        return None
+    try:
+        import ray
+    except ImportError:
+        return config.num_replicas
+    if ray.is_initialized() and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+        return None
+    return config.num_replicas
 
 
 class ServingRuntime:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from serving.engine.base import (
     PromptTooLongError,
     SamplingSettings,
 )
+from serving.engine.cpu_slots import CpuSlot, claim_cpu_slot, slot_folder
 from serving.engine.devices import DeviceKind, apply_cpu_env_defaults, detect_device
 
 if TYPE_CHECKING:
@@ -71,6 +73,12 @@ class VLLMEngineConfig:
     seed: int = 0
     log_stats: bool = False
     """vLLM's periodic throughput log lines."""
+    cpu_slots: int | None = None
+    """CPU only: split this machine's cores into this many slots, one per engine (replica) on it, and bind
+    this engine to a free one (`serving.engine.cpu_slots`); None: vLLM's binding (all cores). Ignored when
+    `VLLM_CPU_OMP_THREADS_BIND` is set."""
+    cpu_slot_key: str = ""
+    """Names the service whose replicas share the slots (engines of one service on one machine)."""
     engine_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Extra `AsyncEngineArgs` fields; they override everything above."""
 
@@ -106,6 +114,7 @@ class VLLMEngine:
         self._tokenizer: Any = None
         self._loras: dict[int, LoRASpec] = {}
         self._processes: set[int] = set()
+        self.cpu_slot: CpuSlot | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def engine_args(self) -> AsyncEngineArgs:
@@ -139,6 +148,19 @@ class VLLMEngine:
         kwargs.update(cfg.engine_kwargs)
         return AsyncEngineArgs(**kwargs)
 
+    def _bind_cpu_slot(self) -> None:
+        """CPU with `cpu_slots`: claim a slot and bind the engine (started next, in a child process that
+        inherits this environment) to its cores."""
+        cfg = self.config
+        if self.device != "cpu" or not cfg.cpu_slots or os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+            return
+        self.cpu_slot = claim_cpu_slot(cfg.cpu_slots, slot_folder(cfg.cpu_slot_key or cfg.model))
+        if self.cpu_slot is None:
+            logger.info("no free CPU slot of %d: vLLM binds to all cores", cfg.cpu_slots)
+            return
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_slot.bind
+        logger.info("engine bound to CPU slot %d (cores %s)", self.cpu_slot.index, self.cpu_slot.bind)
+
     async def start(self) -> None:
         """Build the engine (blocks the event loop while vLLM loads the model: tens of seconds on CPU)."""
         if self._engine is not None:
@@ -149,6 +171,7 @@ class VLLMEngine:
 
         before = _child_pids()
         started = time.perf_counter()
+        self._bind_cpu_slot()
         try:
             self._engine = AsyncLLM.from_engine_args(self.engine_args())
         except Exception as exc:
@@ -180,6 +203,9 @@ class VLLMEngine:
                 engine.shutdown()
         finally:
             _reap(processes)
+            if self.cpu_slot is not None:  # its engine processes are gone: the cores are free again
+                self.cpu_slot.release()
+                self.cpu_slot = None
 
     async def check_health(self) -> None:
         """Raise EngineError when the engine is not started or its engine core has died."""
