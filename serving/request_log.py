@@ -46,6 +46,9 @@ __all__ = ["FeedbackRecord", "RequestLogStats", "RequestLogWriter", "RequestReco
 
 log = logging.getLogger(__name__)
 
+CLOSE_GRACE_WHEN_FAILING_S = 2.0
+"""How long `close()` keeps retrying a failing database before spilling the rest (with a spill folder)."""
+
 
 def _is_transient(exc: BaseException) -> bool:
     """Database unavailable/locked/broken connection (retry) vs a record it refuses for good (do not)."""
@@ -178,6 +181,7 @@ class RequestLogWriter:
         self._dropped = 0
         self._rejected = 0
         self._last_error: str | None = None
+        self._failing = False  # the last database write failed (cleared by the next one that succeeds)
         self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
         self._thread.start()
         # Flush at interpreter exit if the owner forgot to close (weakly referenced: no leak).
@@ -247,12 +251,17 @@ class RequestLogWriter:
 
     def close(self, timeout: float = 30.0) -> bool:
         """Stop accepting records, write everything buffered (retrying until `timeout`), stop the thread.
-        Returns True when nothing is left unwritten."""
+        With a spill folder, while the database is failing, retry only `CLOSE_GRACE_WHEN_FAILING_S` and
+        put the rest on disk: a replica stopping during an outage must finish before its own shutdown
+        deadline (Serve's graceful shutdown), or what it holds in memory would be lost.
+        Returns True when nothing is left unwritten (written, or kept on disk for the next writer)."""
         with self._lock:
             if self._closed and not self._thread.is_alive():
                 return self.stats().pending == 0
             self._closed = True
         atexit.unregister(self._atexit)
+        if self._spill is not None and self._failing:
+            timeout = min(timeout, CLOSE_GRACE_WHEN_FAILING_S)
         self._deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
@@ -354,6 +363,7 @@ class RequestLogWriter:
             delay = min(max(retry_delay * 2, 0.05), self._max_backoff)
             return delay, time.monotonic() + delay
         if replayed is not None:
+            self._failing = False
             self._wake.set()  # come straight back for the next segment
             with self._lock:
                 self._drained.notify_all()
@@ -399,6 +409,7 @@ class RequestLogWriter:
             self._note_failure(exc, len(batch))
             return batch
         self._written += len(batch)
+        self._failing = False
         return []
 
     def _write_one_by_one(self, batch: list[RequestRecord]) -> list[RequestRecord]:
@@ -417,6 +428,7 @@ class RequestLogWriter:
         return []
 
     def _note_failure(self, exc: BaseException, count: int) -> None:
+        self._failing = True
         self._failed_flushes += 1
         self._last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if self._failed_flushes == 1 or self._failed_flushes % 20 == 0:

@@ -227,3 +227,33 @@ def test_without_spilling_records_beyond_the_cap_are_dropped_and_counted_never_b
     assert len(rows) + stats.dropped == len(result["ids"])  # every record is either written or counted
     metrics = httpx.get(f"{server.url}/metrics").text
     assert re.search(rf'tuneloop_request_log_dropped\{{replica="[^"]+"\}} {float(stats.dropped)}', metrics)
+
+
+def test_a_replica_stopped_during_the_outage_hands_its_records_to_the_next_one(
+    tmp_path: Path,
+    base_model: Path,
+    pg_schema: str,
+    pg_proxy: TcpProxy,
+    live_server: Callable[..., LiveServer],
+) -> None:
+    server = start_replica(tmp_path, pg_proxy, pg_schema, live_server, cap=50)
+    before = asyncio.run(drive(server.url, seconds=1.0, clients=2, models=[BASE]))
+    assert server.runtime.request_log.flush(10)
+    pg_proxy.cut()
+    during = asyncio.run(drive(server.url, seconds=2.0, clients=3, models=[BASE, "support"]))
+    assert during["failures"] == [] and len(during["ids"]) > 50  # past the memory cap: some on disk
+    started = time.monotonic()
+    server.stop()  # shutdown during the outage: what is in memory goes to disk too
+    assert time.monotonic() - started < 20  # within Serve's default graceful shutdown (20 s)
+    spill = tmp_path / "home" / "request-log-spill"
+    assert list(spill.glob("spill-*.jsonl"))
+    pg_proxy.restore()
+    # Its replacement (same home, database back) replays the records on its own.
+    url = proxied_url(pg_proxy, pg_schema)
+    live_server(build_runtime(make_config(tmp_path / "home", database_url=url, request_log_max_buffer=50)))
+    expected = set(before["ids"]) | set(during["ids"])
+    deadline = time.monotonic() + 60
+    while count_rows(pg_schema) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert count_rows(pg_schema) == expected  # every answered request has its row, none twice
+    assert not list(spill.glob("spill-*.jsonl"))

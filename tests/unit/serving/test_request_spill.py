@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,19 @@ def test_a_spilled_row_the_database_refuses_is_rejected_and_the_rest_land(
     assert count_rows(db) == 3
     assert writer.stats().rejected == 1 and "IntegrityError" in (writer.stats().last_error or "")
     writer.close(timeout=5)
+
+
+def test_close_during_an_outage_spills_after_a_short_grace_not_the_whole_timeout(
+    db: Database, tmp_path: Path
+) -> None:
+    writer = RequestLogWriter(
+        db, batch_size=10, flush_interval_s=0.01, max_buffer=100, max_backoff_s=0.02, spill_dir=tmp_path
+    )
+    outage(writer)
+    for i in range(30):
+        writer.log(record(i))
+    wait_until(lambda: writer.stats().failed_flushes > 0)
+    started = time.monotonic()
+    assert writer.close(timeout=30) is True
+    assert time.monotonic() - started < 10  # the grace (2 s), not the 30 s timeout
+    assert writer.stats().spilled == 30 and writer.stats().dropped == 0
