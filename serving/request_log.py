@@ -50,6 +50,10 @@ CLOSE_GRACE_WHEN_FAILING_S = 2.0
 """How long `close()` keeps retrying a failing database before spilling the rest (with a spill folder)."""
 
 
+class _ReplayInterrupted(Exception):
+    """A spilled segment's replay stopped at a database failure (already counted in failed_flushes)."""
+
+
 def _is_transient(exc: BaseException) -> bool:
     """Database unavailable/locked/broken connection (retry) vs a record it refuses for good (do not)."""
     if isinstance(exc, IntegrityError | DataError):
@@ -357,9 +361,10 @@ class RequestLogWriter:
         """Replay one spilled segment; returns the (delay, when) to retry at after a database failure,
         (0, 0) after a replay (more segments are taken on the next turn, after the in-memory records)."""
         try:
-            replayed = spill.replay_one(self._insert_new_rows, self._batch_size)
+            replayed = spill.replay_one(self._write_replayed, self._batch_size)
         except Exception as exc:  # noqa: BLE001 - this thread must never die
-            self._note_failure(exc, 0)
+            if not isinstance(exc, _ReplayInterrupted):  # `_write` has already counted that failure
+                self._note_failure(exc, 0)
             delay = min(max(retry_delay * 2, 0.05), self._max_backoff)
             return delay, time.monotonic() + delay
         if replayed is not None:
@@ -369,35 +374,15 @@ class RequestLogWriter:
                 self._drained.notify_all()
         return 0.0, 0.0
 
-    def _insert_new_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Insert replayed rows, skipping ids already stored (a replay cut short and repeated); rows the
-        database refuses for good are counted as rejected. Raises on a transient failure."""
-        ids = [row["id"] for row in rows]
-        with self._db.engine.begin() as conn:
+    def _write_replayed(self, records: list[RequestRecord]) -> None:
+        """Write replayed records like any batch, skipping ids already stored (a replay cut short and
+        repeated); raises `_ReplayInterrupted` when the database failed, so the segment stays for later."""
+        with self._db.engine.connect() as conn:
+            ids = [r.id for r in records]
             stored = set(conn.scalars(select(RequestRow.id).where(RequestRow.id.in_(ids))))
-            fresh = [row for row in rows if row["id"] not in stored]
-            if not fresh:
-                return
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(RequestRow), fresh)
-            except Exception as exc:  # noqa: BLE001
-                if _is_transient(exc):
-                    raise
-                for row in fresh:
-                    try:
-                        with conn.begin_nested():
-                            conn.execute(insert(RequestRow), [row])
-                    except Exception as one:  # noqa: BLE001
-                        if _is_transient(one):
-                            raise
-                        self._rejected += 1
-                        self._last_error = f"{type(one).__name__}: {one}".splitlines()[0]
-                        log.error("request log: database refused spilled request %s", row["id"])
-                    else:
-                        self._written += 1
-                return
-        self._written += len(fresh)
+        fresh = [r for r in records if r.id not in stored]
+        if fresh and self._write(fresh):
+            raise _ReplayInterrupted(self._last_error or "database write failed")
 
     def _write(self, batch: list[RequestRecord]) -> list[RequestRecord]:
         """Write a batch; returns the records still to write (all of them after a transient failure)."""

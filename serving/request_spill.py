@@ -7,8 +7,9 @@ an exclusive `flock` on it while it is open. Segments no live writer holds — o
 left behind by a process that died or closed during an outage — are replayed by any writer sharing the
 folder (replicas sharing a home): the replayer takes the segment's lock, inserts its rows with
 "insert, skip ids already there" (a replay cut short and repeated never duplicates or rejects a row), then
-deletes the file. The folder's total size is capped (`max_bytes`); past it records are refused and the
-caller counts them as dropped.
+deletes the file. Each writer keeps the folder under `max_bytes` as far as it knows (what was there when
+it started, plus what it wrote, minus what it replayed); past it records are refused and the caller counts
+them as dropped.
 """
 
 from __future__ import annotations
@@ -122,9 +123,9 @@ class RequestSpill:
         """True when there is anything on disk to replay (own current segment included)."""
         return any(True for _ in self.folder.glob(SEGMENT_GLOB))
 
-    def replay_one(self, insert: Callable[[list[dict[str, Any]]], None], batch_size: int) -> int | None:
-        """Replay the oldest segment no live writer holds: `insert` gets batches of rows (it must skip ids
-        already stored, and raise on a database failure, which leaves the segment for a later try).
+    def replay_one(self, insert: Callable[[list[Any]], None], batch_size: int) -> int | None:
+        """Replay the oldest segment no live writer holds: `insert` gets batches of records (it must skip
+        ids already stored, and raise on a database failure, which leaves the segment for a later try).
         Returns the number of records replayed, or None when there was no segment to take."""
         with self._lock:
             if self._current is not None and self._current_size > 0:
@@ -142,7 +143,7 @@ class RequestSpill:
                 if not path.exists():  # deleted between our open and our lock
                     continue
                 size = os.fstat(handle.fileno()).st_size
-                rows = list(self._rows(handle, path))
+                rows = list(self._records(handle, path))
                 for start in range(0, len(rows), batch_size):
                     insert(rows[start : start + batch_size])
                 path.unlink()
@@ -156,7 +157,7 @@ class RequestSpill:
             return len(rows)
         return None
 
-    def _rows(self, handle: IO[str], path: Path) -> Iterator[dict[str, Any]]:
+    def _records(self, handle: IO[str], path: Path) -> Iterator[Any]:
         for number, line in enumerate(handle, start=1):
             if not line.endswith("\n"):  # a torn last line (the process died mid-write): never accepted
                 log.error("request log: %s line %d is incomplete; skipped", path.name, number)
@@ -165,6 +166,6 @@ class RequestSpill:
                 row = json.loads(line)
                 row = {k: v for k, v in row.items() if k in self._field_names}
                 row["created_at"] = datetime.fromisoformat(row["created_at"])
-                yield asdict(self._record_type(**row))
+                yield self._record_type(**row)
             except (ValueError, TypeError, KeyError) as exc:
                 log.error("request log: %s line %d is unreadable (%s); skipped", path.name, number, exc)

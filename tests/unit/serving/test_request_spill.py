@@ -25,15 +25,14 @@ def outage(writer: RequestLogWriter) -> threading.Event:
     """While the returned event is set, every database write of `writer` fails like an unreachable server."""
     down = threading.Event()
     down.set()
-    for name in ("_insert_rows", "_insert_new_rows"):
-        real = getattr(writer, name)
+    real = writer._insert_rows  # every write goes through it, replays of spilled records included
 
-        def failing(rows: list[dict[str, Any]], real: Any = real) -> None:
-            if down.is_set():
-                raise OperationalError("INSERT ...", {}, sqlite3.OperationalError("unable to open database"))
-            real(rows)
+    def failing(rows: list[dict[str, Any]]) -> None:
+        if down.is_set():
+            raise OperationalError("INSERT ...", {}, sqlite3.OperationalError("unable to open database"))
+        real(rows)
 
-        setattr(writer, name, failing)
+    writer._insert_rows = failing  # type: ignore[method-assign]
     return down
 
 
