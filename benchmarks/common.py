@@ -1087,6 +1087,17 @@ def write_results(
     return json_path, md_path
 
 
+def publish_results(
+    name: str, payload: dict[str, Any], markdown: str, *, quick: bool = False, override: str | None = None
+) -> int:
+    """A benchmark's last step: write `<name>.json/.md` (`<name>_quick` for a smoke run, `override`
+    instead when given), print the markdown and where it went; returns 0 (the exit status)."""
+    json_path, md_path = write_results(override or (f"{name}_quick" if quick else name), payload, markdown)
+    print(markdown)
+    log(f"wrote {json_path} and {md_path}")
+    return 0
+
+
 @contextlib.contextmanager
 def workdir(prefix: str) -> Iterator[Path]:
     """A temporary folder for server homes, logs and adapters, removed afterwards."""

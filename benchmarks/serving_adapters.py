@@ -44,6 +44,7 @@ from benchmarks.common import (
     log,
     machine_load,
     md_table,
+    publish_results,
     quiet_policy,
     ratio,
     run_cell,
@@ -51,7 +52,6 @@ from benchmarks.common import (
     wait_served_by,
     warm_up,
     workdir,
-    write_results,
 )
 from serving.testing import make_peft_adapter
 
@@ -305,10 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             bare = bare_vllm_server(model_path, wd, served_name=base, lora_modules=made, nice=args.nice)
             runs["bare-vllm"] = run_server(bare, cells, max_tokens, 8, None, quiet_policy(args))
     payload, md = report(runs, cells, max_tokens, args, env, load)
-    json_path, md_path = write_results(args.name or (f"{NAME}_quick" if args.quick else NAME), payload, md)
-    print(md)
-    log(f"wrote {json_path} and {md_path}")
-    return 0
+    return publish_results(NAME, payload, md, quick=args.quick, override=args.name)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ from benchmarks.common import (
     median,
     ms,
     percentile,
+    publish_results,
     quiet_policy,
     ratio,
     run_closed_loop,
@@ -72,7 +73,6 @@ from benchmarks.common import (
     wait_served_by,
     warm_up,
     workdir,
-    write_results,
 )
 from serving.testing import make_peft_adapter
 
@@ -593,10 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     payload, md = report(result, cfg, env, load, args.quick)
-    json_path, md_path = write_results(args.name or (f"{NAME}_quick" if args.quick else NAME), payload, md)
-    print(md)
-    log(f"wrote {json_path} and {md_path}")
-    return 0
+    return publish_results(NAME, payload, md, quick=args.quick, override=args.name)
 
 
 if __name__ == "__main__":

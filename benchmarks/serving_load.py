@@ -66,12 +66,12 @@ from benchmarks.common import (
     log,
     machine_load,
     md_table,
+    publish_results,
     ratio,
     run_closed_loop,
     summarize,
     tuneloop_server,
     workdir,
-    write_results,
 )
 
 NAME = "serving_load"
@@ -642,10 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     runs = [run_replicas(model_path, model, n, args) for n in args.replicas]
     payload, md = build_report(runs, args, env)
-    json_path, md_path = write_results(args.name or (f"{NAME}_quick" if args.quick else NAME), payload, md)
-    print(md)
-    log(f"wrote {json_path} and {md_path}")
-    return 0
+    return publish_results(NAME, payload, md, quick=args.quick, override=args.name)
 
 
 if __name__ == "__main__":

@@ -54,13 +54,13 @@ from benchmarks.common import (
     log,
     machine_load,
     md_table,
+    publish_results,
     quiet_policy,
     ratio,
     run_cell,
     tuneloop_server,
     warm_up,
     workdir,
-    write_results,
 )
 
 NAME = "serving_overhead"
@@ -386,10 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             rows,
             digits=2,
         )
-    json_path, md_path = write_results(args.name or (f"{NAME}_quick" if args.quick else NAME), payload, md)
-    print(md)
-    log(f"wrote {json_path} and {md_path}")
-    return 0
+    return publish_results(NAME, payload, md, quick=args.quick, override=args.name)
 
 
 if __name__ == "__main__":
