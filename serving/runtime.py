@@ -143,7 +143,7 @@ class ServingRuntime:
             db,
             max_buffer=config.request_log_max_buffer,
             spill_dir=config.resolved_request_log_spill_dir(),
-            max_spill_bytes=config.request_log_max_spill_bytes or 1,
+            max_spill_bytes=config.request_log_max_spill_bytes,
         )
         engine = engine or make_engine(config, base_path, base_id)
         core = ServingCore(

@@ -204,6 +204,8 @@ class VLLMEngine:
         finally:
             _reap(processes)
             if self.cpu_slot is not None:  # its engine processes are gone: the cores are free again
+                if os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == self.cpu_slot.bind:
+                    del os.environ["VLLM_CPU_OMP_THREADS_BIND"]  # a restarted engine claims a slot anew
                 self.cpu_slot.release()
                 self.cpu_slot = None
 
