@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from benchmarks.common import write_results
+from common.log_schema import feedback_table, requests_table, scores_table
 from evals.ab import ab_report
 from evals.datasets.request_log import SyntheticArm, write_synthetic_experiment
 from evals.report import ab_document, write_report
@@ -31,19 +32,15 @@ from evals.report import ab_document, write_report
 
 def read_rows(engine: sa.Engine, experiment: str) -> int:
     """Baseline: fetch the experiment's requests, feedback and scores, nothing else."""
+    r, f, s = requests_table, feedback_table, scores_table
+    in_experiment = r.c.experiment == experiment
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT * FROM requests WHERE experiment = :e"), {"e": experiment}).all()
+        rows = conn.execute(sa.select(r).where(in_experiment)).all()
         fb = conn.execute(
-            sa.text(
-                "SELECT f.* FROM feedback f JOIN requests r ON r.id = f.request_id WHERE r.experiment = :e"
-            ),
-            {"e": experiment},
+            sa.select(f).select_from(f.join(r, r.c.id == f.c.request_id)).where(in_experiment)
         ).all()
         sc = conn.execute(
-            sa.text(
-                "SELECT s.* FROM scores s JOIN requests r ON r.id = s.request_id WHERE r.experiment = :e"
-            ),
-            {"e": experiment},
+            sa.select(s).select_from(s.join(r, r.c.id == s.c.request_id)).where(in_experiment)
         ).all()
     return len(rows) + len(fb) + len(sc)
 

@@ -27,13 +27,13 @@ from typing import Any
 import httpx
 
 from benchmarks.common import write_results
+from common.home import tuneloop_home
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 
 
 def default_model_dir() -> Path:
-    home = Path(os.environ.get("TUNELOOP_HOME", Path.home() / ".cache" / "tuneloop"))
-    return home / "models" / DEFAULT_MODEL
+    return tuneloop_home() / "models" / DEFAULT_MODEL
 
 
 @contextmanager

@@ -24,6 +24,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from common.db import make_engine
+from common.log_schema import log_tables
 from evals.errors import ExperimentDataError
 from evals.results import dumps_json
 from evals.stats.fixed_horizon import (
@@ -155,7 +157,7 @@ class ABReport:
 
 
 def _engine(db: str | Engine) -> Engine:
-    return sa.create_engine(db) if isinstance(db, str) else db
+    return make_engine(db) if isinstance(db, str) else db
 
 
 def list_experiments(db: str | Engine) -> dict[str, int]:
@@ -173,23 +175,21 @@ def list_experiments(db: str | Engine) -> dict[str, int]:
 
 
 def _reflect(engine: Engine) -> dict[str, sa.Table]:
-    metadata = sa.MetaData()
+    """The log tables (`common.log_schema`), after checking the database holds a request log."""
     try:
-        metadata.reflect(engine, only=lambda name, _: name in ("requests", "feedback", "scores"))
+        present = set(sa.inspect(engine).get_table_names())
     except sa.exc.OperationalError as exc:
         raise ExperimentDataError(f"cannot read the request log at {engine.url!r}: {exc.orig}") from exc
-    if "requests" not in metadata.tables:
+    if "requests" not in present:
         raise ExperimentDataError(
             f"no `requests` table in {engine.url!r}: is this tuneloop's request log database?"
         )
-    return dict(metadata.tables)
+    return {table.name: table for table in log_tables if table.name in present}
 
 
-def _db_time(engine: Engine, value: datetime) -> datetime:
-    # SQLite stores naive UTC text; Postgres compares aware timestamps.
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).replace(tzinfo=None) if engine.dialect.name == "sqlite" else value
+def _db_time(value: datetime) -> datetime:
+    # a naive bound is taken as UTC; the column type stores UTC on every backend.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def load_experiment(
@@ -201,9 +201,9 @@ def load_experiment(
     req = tables["requests"]
     where = [req.c.experiment == experiment, req.c.shadow_of.is_(None)]
     if since is not None:
-        where.append(req.c.created_at >= _db_time(engine, since))
+        where.append(req.c.created_at >= _db_time(since))
     if until is not None:
-        where.append(req.c.created_at < _db_time(engine, until))
+        where.append(req.c.created_at < _db_time(until))
     columns = [
         req.c.id,
         req.c.created_at,

@@ -37,7 +37,14 @@ from monitoring.loop_store import LockHeldError, LoopRun, LoopStore
 from monitoring.metrics import LoopMetrics
 from monitoring.policy import LoopState, TrainingRecord, TriggerPolicy
 from monitoring.scorers.batch import score_batch
-from monitoring.store import load_prompts, load_score_stream, opened
+from monitoring.store import (
+    feedback_table,
+    load_prompts,
+    load_score_stream,
+    opened,
+    requests_table,
+    scores_table,
+)
 
 log = logging.getLogger("tuneloop.loop")
 
@@ -774,9 +781,7 @@ def _count_corrections(db_url: str, adapter: str, tags: dict[str, Any]) -> int:
     import sqlalchemy as sa
 
     with opened(db_url) as engine:
-        meta = sa.MetaData()
-        req = sa.Table("requests", meta, autoload_with=engine)
-        fb = sa.Table("feedback", meta, autoload_with=engine)
+        req, fb = requests_table, feedback_table
         q = (
             sa.select(req.c.tags, fb.c.correction, fb.c.thumbs, fb.c.rating)
             .select_from(fb.join(req, req.c.id == fb.c.request_id))
@@ -798,9 +803,7 @@ def _arm_scores(db_url: str, experiment: str, scorer: str) -> dict[str, list[flo
     import sqlalchemy as sa
 
     with opened(db_url) as engine:
-        meta = sa.MetaData()
-        req = sa.Table("requests", meta, autoload_with=engine)
-        sc = sa.Table("scores", meta, autoload_with=engine)
+        req, sc = requests_table, scores_table
         q = (
             sa.select(req.c.arm, sc.c.score)
             .select_from(sc.join(req, req.c.id == sc.c.request_id))

@@ -22,9 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-def default_home() -> Path:
-    return Path(os.environ.get("TUNELOOP_HOME", Path.home() / ".cache" / "tuneloop")).expanduser()
+from common.home import tuneloop_home
 
 
 class SecretSourceError(ValueError):
@@ -110,7 +108,7 @@ class ServingConfig(BaseModel):
     served_model_id: str | None = Field(
         None, description="model id clients use for the base; default: folder name"
     )
-    home: Path = Field(default_factory=default_home, description="state folder (models, registry, database)")
+    home: Path = Field(default_factory=tuneloop_home, description="state folder (models, registry, database)")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<home>/tuneloop.db")
     registry_root: str | None = Field(
         None, description="adapter store: folder or fsspec URL; default <home>/registry"

@@ -21,6 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
+from common.home import tuneloop_home
+
 DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
 """Served model id of the default base model (also its folder name in the model cache)."""
 
@@ -33,12 +35,6 @@ READY_MARKER = ".tuneloop-model-ready.json"
 """File written last into a prepared model folder; a folder without it is never used."""
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
-def tuneloop_home() -> Path:
-    """tuneloop's local state folder: `$TUNELOOP_HOME`, else `~/.cache/tuneloop`."""
-    configured = os.environ.get("TUNELOOP_HOME")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "tuneloop"
 
 
 def models_dir() -> Path:

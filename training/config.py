@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from common.home import tuneloop_home
 from training.errors import ConfigError
 
 __all__ = [
@@ -69,9 +70,8 @@ Style = Literal["sft", "domain", "multitask", "sequential", "transfer"]
 
 
 def default_runs_dir() -> Path:
-    """`$TUNELOOP_HOME/runs`, else `~/.cache/tuneloop/runs`."""
-    home = os.environ.get("TUNELOOP_HOME")
-    return (Path(home).expanduser() if home else Path.home() / ".cache" / "tuneloop") / "runs"
+    """`<tuneloop home>/runs`."""
+    return tuneloop_home() / "runs"
 
 
 def _expand(value: Any) -> Any:

@@ -497,6 +497,6 @@ def wait_served(url: str, adapter: str, version: str, timeout_s: float) -> None:
 
 
 def default_home() -> Path:
-    from serving.config import default_home as home
+    from common.home import tuneloop_home
 
-    return home() / "demo" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return tuneloop_home() / "demo" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -13,7 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from monitoring.store import opened
+from common.db import opened
+from common.log_schema import requests_table, scores_table
 
 
 def _png(fig: Any) -> str:
@@ -29,9 +30,7 @@ def _quality_timeline(db_url: str, adapter: str) -> tuple[str | None, dict[str, 
     import matplotlib.pyplot as plt
 
     with opened(db_url) as engine:
-        meta = sa.MetaData()
-        req = sa.Table("requests", meta, autoload_with=engine)
-        sc = sa.Table("scores", meta, autoload_with=engine)
+        req, sc = requests_table, scores_table
         q = (
             sa.select(req.c.created_at, req.c.served_version, req.c.tags, sc.c.score)
             .select_from(sc.join(req, req.c.id == sc.c.request_id))

@@ -1,9 +1,8 @@
 """Synthetic A/B traffic in the shared request-log schema, for demos, tests and benchmarks.
 
-The real tables belong to serving (serving/store.py); evals never imports it. This module declares a
-minimal Core mirror of the columns COMMON.md fixes as the contract, creates them only when they are missing
-(an existing log is reused as it is), and writes deterministic traffic for planted effects: per-arm error
-rate, feedback rate, thumbs-up rate, score distribution and latency.
+The tables are `common.log_schema`'s (created when missing; an existing log is reused as it is). Writes
+deterministic traffic for planted effects: per-arm error rate, feedback rate, thumbs-up rate, score
+distribution and latency.
 """
 
 from __future__ import annotations
@@ -16,53 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-_META = sa.MetaData()
-REQUESTS = sa.Table(
-    "requests",
-    _META,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), index=True, nullable=False),
-    sa.Column("endpoint", sa.String(32), nullable=False),
-    sa.Column("model_requested", sa.String(256), nullable=False),
-    sa.Column("served_name", sa.String(256), nullable=False),
-    sa.Column("served_version", sa.String(64)),
-    sa.Column("experiment", sa.String(64), index=True),
-    sa.Column("arm", sa.String(256)),
-    sa.Column("shadow_of", sa.String(64)),
-    sa.Column("user_id", sa.String(256)),
-    sa.Column("prompt", sa.Text, nullable=False),
-    sa.Column("response", sa.Text),
-    sa.Column("status_code", sa.Integer, nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Column("stream", sa.Boolean, nullable=False),
-    sa.Column("latency_ms", sa.Float),
-    sa.Column("ttft_ms", sa.Float),
-    sa.Column("prompt_tokens", sa.Integer),
-    sa.Column("completion_tokens", sa.Integer),
-    sa.Column("finish_reason", sa.String(32)),
-    sa.Column("tags", sa.JSON),
-)
-FEEDBACK = sa.Table(
-    "feedback",
-    _META,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), index=True, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("rating", sa.Float),
-    sa.Column("thumbs", sa.Integer),
-    sa.Column("correction", sa.Text),
-    sa.Column("source", sa.String(64)),
-)
-SCORES = sa.Table(
-    "scores",
-    _META,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), index=True, nullable=False),
-    sa.Column("scorer", sa.String(64), nullable=False),
-    sa.Column("score", sa.Float, nullable=False),
-    sa.Column("details", sa.JSON),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
+from common.log_schema import create_log_tables, feedback_table, requests_table, scores_table
 
 
 @dataclass(frozen=True)
@@ -81,15 +34,6 @@ class SyntheticArm:
     latency_median_ms: float = 400.0
     latency_sigma: float = 0.3
     completion_tokens: int = 40
-
-
-def create_log_tables(engine: Engine) -> None:
-    """Create requests/feedback/scores when they do not exist yet (existing tables are left alone)."""
-    _META.create_all(engine, checkfirst=True)
-
-
-def _timestamp(engine: Engine, value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None) if engine.dialect.name == "sqlite" else value
 
 
 def write_synthetic_experiment(
@@ -124,7 +68,7 @@ def write_synthetic_experiment(
         requests.append(
             {
                 "id": request_id,
-                "created_at": _timestamp(engine, created),
+                "created_at": created,
                 "endpoint": "chat.completions",
                 "model_requested": "support",
                 "served_name": arm.served_name,
@@ -159,7 +103,7 @@ def write_synthetic_experiment(
                 "scorer": scorer,
                 "score": score,
                 "details": None,
-                "created_at": _timestamp(engine, created + timedelta(seconds=1)),
+                "created_at": created + timedelta(seconds=1),
             }
         )
         if rng.random() < arm.feedback_rate:
@@ -167,7 +111,7 @@ def write_synthetic_experiment(
             feedback.append(
                 {
                     "request_id": request_id,
-                    "created_at": _timestamp(engine, created + timedelta(seconds=30)),
+                    "created_at": created + timedelta(seconds=30),
                     "rating": 1.0 if up else 0.0,
                     "thumbs": 1 if up else -1,
                     "correction": None,
@@ -175,13 +119,7 @@ def write_synthetic_experiment(
                 }
             )
     with engine.begin() as conn:
-        reflected = sa.MetaData()
-        reflected.reflect(conn, only=["requests", "feedback", "scores"])
-        for name, rows in (("requests", requests), ("feedback", feedback), ("scores", scores)):
+        for table, rows in ((requests_table, requests), (feedback_table, feedback), (scores_table, scores)):
             if rows:
-                table = reflected.tables[name]
-                columns = set(table.c.keys())
-                conn.execute(
-                    sa.insert(table), [{k: v for k, v in row.items() if k in columns} for row in rows]
-                )
+                conn.execute(sa.insert(table), rows)
     return len(requests)

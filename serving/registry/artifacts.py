@@ -34,6 +34,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from common.home import tuneloop_home
 from serving.registry.errors import ArtifactError, InvalidNameError, StorageFullError
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "ArtifactStore",
     "check_name",
     "check_version",
-    "default_home",
     "sha256_file",
     "verify_folder",
 ]
@@ -112,11 +112,6 @@ def verify_folder(folder: str | os.PathLike[str], version: str) -> None:
         )
 
 
-def default_home() -> Path:
-    """`$TUNELOOP_HOME`, else `~/.cache/tuneloop`."""
-    return Path(os.environ.get("TUNELOOP_HOME") or Path.home() / ".cache" / "tuneloop").expanduser()
-
-
 def _copy_file(src: str, dst: str) -> None:
     """Copy one file and fsync it (a module function so tests can inject a failure mid-copy)."""
     with open(src, "rb") as fin, open(dst, "wb") as fout:
@@ -167,7 +162,7 @@ class ArtifactStore:
         self._fs: fsspec.AbstractFileSystem = fs
         self._root_path: str = path.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
-        self._cache_dir = Path(cache_dir) if cache_dir is not None else default_home() / "adapter-cache"
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else tuneloop_home() / "adapter-cache"
         if self._local:
             Path(self._root_path).mkdir(parents=True, exist_ok=True)
 

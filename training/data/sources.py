@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.db import make_engine
+from common.log_schema import feedback_table, requests_table
 from training.config import FileSource, HFDatasetSource, RequestLogSource, SourceConfig
 from training.errors import DataError
 
@@ -269,22 +271,10 @@ register_source("hf_dataset", _peek_hf)(_read_hf)
 
 # ------------------------------------------------------------------------------------------ request log
 
-_REQUEST_LOG_SQL = """
-SELECT r.id, r.created_at, r.endpoint, r.prompt, r.response, r.served_name, r.served_version, r.tags,
-       f.correction, f.thumbs, f.rating, f.created_at AS feedback_at
-FROM requests r JOIN feedback f ON f.request_id = r.id
-WHERE r.status_code = 200 AND r.shadow_of IS NULL
-  AND ((f.correction IS NOT NULL AND f.correction <> '') {accepted})
-  {filters}
-ORDER BY r.created_at DESC, r.id, f.created_at
-"""
-
 
 def _engine(url: str) -> Any:
-    import sqlalchemy as sa
-
     try:
-        return sa.create_engine(url)
+        return make_engine(url)
     except Exception as exc:
         raise DataError(f"request log: bad database URL {url!r}: {exc}") from None
 
@@ -303,6 +293,48 @@ def _check_tables(engine: Any, url: str) -> None:
         raise DataError(f"request log {url!r} has no table(s) {', '.join(sorted(missing))}")
 
 
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _request_log_query(source: RequestLogSource) -> Any:
+    """Served, non-shadow requests joined with their corrections (and acceptances), newest first."""
+    import sqlalchemy as sa
+
+    r, f = requests_table, feedback_table
+    qualifies = sa.and_(f.c.correction.is_not(None), f.c.correction != "")
+    if source.include_accepted:
+        qualifies = sa.or_(qualifies, f.c.thumbs > 0, f.c.rating >= source.min_rating)
+    conditions = [r.c.status_code == 200, r.c.shadow_of.is_(None), qualifies]
+    if source.since is not None:
+        conditions.append(r.c.created_at >= _as_utc(source.since))
+    if source.until is not None:
+        conditions.append(r.c.created_at < _as_utc(source.until))
+    if source.served_name is not None:
+        conditions.append(r.c.served_name == source.served_name)
+    if source.served_version is not None:
+        conditions.append(r.c.served_version == source.served_version)
+    return (
+        sa.select(
+            r.c.id,
+            r.c.created_at,
+            r.c.endpoint,
+            r.c.prompt,
+            r.c.response,
+            r.c.served_name,
+            r.c.served_version,
+            r.c.tags,
+            f.c.correction,
+            f.c.thumbs,
+            f.c.rating,
+            f.c.created_at.label("feedback_at"),
+        )
+        .select_from(r.join(f, f.c.request_id == r.c.id))
+        .where(*conditions)
+        .order_by(r.c.created_at.desc(), r.c.id, f.c.created_at)
+    )
+
+
 def _as_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
@@ -315,36 +347,12 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return {}
 
 
-def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(UTC).replace(tzinfo=None)
-    return value
-
-
 def _read_request_log(source: RequestLogSource) -> RawRows:
-    import sqlalchemy as sa
-
     engine = _engine(source.database_url)
     try:
         _check_tables(engine, source.database_url)
-        accepted = "OR f.thumbs > 0 OR f.rating >= :min_rating" if source.include_accepted else ""
-        filters: list[str] = []
-        params: dict[str, Any] = {"min_rating": source.min_rating}
-        if source.since is not None:
-            filters.append("AND r.created_at >= :since")
-            params["since"] = _aware(source.since)
-        if source.until is not None:
-            filters.append("AND r.created_at < :until")
-            params["until"] = _aware(source.until)
-        if source.served_name is not None:
-            filters.append("AND r.served_name = :served_name")
-            params["served_name"] = source.served_name
-        if source.served_version is not None:
-            filters.append("AND r.served_version = :served_version")
-            params["served_version"] = source.served_version
-        sql = sa.text(_REQUEST_LOG_SQL.format(accepted=accepted, filters=" ".join(filters)))
         with engine.connect() as conn:
-            records = [dict(r._mapping) for r in conn.execute(sql, params)]
+            records = [dict(r._mapping) for r in conn.execute(_request_log_query(source))]
     finally:
         engine.dispose()
 

@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 KUBERAY = ROOT / "deploy" / "kuberay"
-SOURCE_DIRS = ("serving", "tuneloop", "monitoring", "training")
+SOURCE_DIRS = ("common", "serving", "tuneloop", "monitoring", "training")
 
 
 def load(name: str) -> dict[str, Any]:

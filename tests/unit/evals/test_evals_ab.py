@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from common.log_schema import create_log_tables, feedback_table, requests_table
 from evals.ab import ab_report, list_experiments, load_experiment
-from evals.datasets.request_log import (
-    FEEDBACK,
-    REQUESTS,
-    SyntheticArm,
-    create_log_tables,
-    write_synthetic_experiment,
-)
+from evals.datasets.request_log import SyntheticArm, write_synthetic_experiment
 from evals.errors import ExperimentDataError
 
 
@@ -93,7 +88,7 @@ def test_missing_request_log_table(tmp_path: Path) -> None:
 def test_per_arm_numbers_from_hand_made_rows(tmp_path: Path) -> None:
     eng = sa.create_engine(f"sqlite:///{tmp_path / 'hand.db'}")
     create_log_tables(eng)
-    t0 = datetime(2026, 1, 1)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     rows = []
     for i in range(10):
         arm = "a" if i % 2 == 0 else "b"
@@ -126,8 +121,8 @@ def test_per_arm_numbers_from_hand_made_rows(tmp_path: Path) -> None:
 
     feedback = [fb("r0", 0, -1), fb("r0", 1, 1), fb("r2", 0, -1, 0.2), fb("r1", 0, 1, 1.0)]
     with eng.begin() as conn:
-        conn.execute(sa.insert(REQUESTS), rows)
-        conn.execute(sa.insert(FEEDBACK), feedback)
+        conn.execute(sa.insert(requests_table), rows)
+        conn.execute(sa.insert(feedback_table), feedback)
     data = load_experiment(eng, "hand")
     assert data.arm_names() == ["a", "b"]
     report = ab_report("hand", eng, control="a", burn_in=2)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
+from common.log_schema import create_log_tables
 from monitoring.scorers import LengthOutlierScorer, LlmJudgeScorer, score_batch
 from monitoring.scorers.batch import parse_version_key, version_key
 from monitoring.store import (
@@ -19,7 +20,6 @@ from monitoring.store import (
     load_corrections,
     load_prompts,
     load_score_stream,
-    metadata,
     requests_table,
     scores_table,
 )
@@ -67,7 +67,7 @@ def add_feedback(engine: Engine, rid: str, **kw: Any) -> None:
 @pytest.fixture()
 def engine(tmp_path: Path) -> Engine:
     eng = connect(f"sqlite:///{tmp_path / 'log.db'}")
-    metadata.create_all(eng)
+    create_log_tables(eng)
     return eng
 
 

@@ -4,11 +4,12 @@ clear errors for missing, empty, non-UTF-8 and malformed inputs."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from common.log_schema import create_log_tables, feedback_table, requests_table
 from training.config import FileSource, HFDatasetSource, RequestLogSource
 from training.data.sources import peek_columns, read_source
 from training.errors import DataError
@@ -81,37 +82,11 @@ def test_hf_folder_errors(tmp_path: Path) -> None:
 def make_log(url: str) -> None:
     import sqlalchemy as sa
 
-    meta = sa.MetaData()
-    requests = sa.Table(
-        "requests",
-        meta,
-        sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("created_at", sa.DateTime),
-        sa.Column("endpoint", sa.String),
-        sa.Column("model_requested", sa.String),
-        sa.Column("served_name", sa.String),
-        sa.Column("served_version", sa.String, nullable=True),
-        sa.Column("shadow_of", sa.String, nullable=True),
-        sa.Column("prompt", sa.Text),
-        sa.Column("response", sa.Text, nullable=True),
-        sa.Column("status_code", sa.Integer),
-        sa.Column("tags", sa.JSON, nullable=True),
-    )
-    feedback = sa.Table(
-        "feedback",
-        meta,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("request_id", sa.String),
-        sa.Column("created_at", sa.DateTime),
-        sa.Column("rating", sa.Float, nullable=True),
-        sa.Column("thumbs", sa.Integer, nullable=True),
-        sa.Column("correction", sa.Text, nullable=True),
-        sa.Column("source", sa.String, nullable=True),
-    )
+    requests, feedback = requests_table, feedback_table
     engine = sa.create_engine(url)
-    meta.create_all(engine)
+    create_log_tables(engine)
     chat = json.dumps([{"role": "user", "content": "How do I reset my password?"}])
-    t = datetime(2026, 11, 20, 12, 0)
+    t = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
     reqs = [
         # id, endpoint, served, prompt, response, status, shadow, tags, created
         ("r1", "chat.completions", "support", chat, "I don't know.", 200, None, {"slice": "auth"}, t),
@@ -129,7 +104,7 @@ def make_log(url: str) -> None:
             200,
             None,
             {"slice": "auth"},
-            datetime(2026, 1, 1),
+            datetime(2026, 1, 1, tzinfo=UTC),
         ),
         ("r8", "chat.completions", "support", chat, "bad answer", 200, None, {"slice": "auth"}, t),
     ]
@@ -155,6 +130,7 @@ def make_log(url: str) -> None:
                     prompt=prompt,
                     response=resp,
                     status_code=status,
+                    stream=False,
                     shadow_of=shadow,
                     tags=tags,
                 )
