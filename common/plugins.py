@@ -2,15 +2,21 @@
 and built from config, written once.
 
 ```python
-SCORERS: PluginRegistry[Scorer] = PluginRegistry("scorer", error=ScorerConfigError)
+SCORERS: PluginRegistry[Scorer] = PluginRegistry("scorer kind", error=ScorerConfigError)
 
 @SCORERS.register("reference")
 class ReferenceScorer(Scorer): ...
 
 SCORERS.kinds()                                # ['reference', ...]
+SCORERS.kinds(where=lambda cls: cls.cheap)     # only the classes a predicate accepts
 SCORERS.get("refrence")                        # ScorerConfigError: ... (did you mean ...)
 SCORERS.build("reference", {"sample_rate": 1}) # options checked against the constructor's signature
 ```
+
+Two kinds of error: a problem in config (an unknown kind, an option the constructor does not take, a
+constructor's `TypeError`/`ValueError`) is raised as the family's own error (`error=`), so callers keep
+catching what they caught; registering a second class under a taken kind is a programming error raised
+at import time as `PluginRegistrationError` (a `ValueError`).
 """
 
 from __future__ import annotations
@@ -21,14 +27,24 @@ from typing import Any, Generic, TypeVar
 
 from common.settings import did_you_mean
 
-__all__ = ["PluginRegistry"]
+__all__ = ["PluginRegistrationError", "PluginRegistry"]
 
 T = TypeVar("T")
 C = TypeVar("C", bound=type)
 
+_KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+class PluginRegistrationError(ValueError):
+    """A class was registered under a kind that is already taken (a programming error, not a config one)."""
+
 
 class PluginRegistry(Generic[T]):
-    """Classes of one plug-in family by kind name; errors are raised as `error(message)`."""
+    """Classes of one plug-in family by kind name.
+
+    `family` names the family in messages (`unknown <family> 'x'`); config errors are raised as
+    `error(message)`; `register` stores the kind on the class as `kind_attr` (None: not at all).
+    """
 
     def __init__(
         self, family: str, *, error: Callable[[str], Exception] = ValueError, kind_attr: str | None = "kind"
@@ -39,13 +55,16 @@ class PluginRegistry(Generic[T]):
         self._classes: dict[str, type[T]] = {}
 
     def register(self, kind: str) -> Callable[[C], C]:
-        """Class decorator: register the class under `kind` (and set its `kind` attribute). Registering
-        another class under a taken name is an error; re-registering the same class is a no-op."""
+        """Class decorator: register the class under `kind` (and set its `kind_attr` attribute to `kind`).
+        A kind is registered once: a second registration, even of the same class, raises
+        `PluginRegistrationError`."""
 
         def decorate(cls: C) -> C:
             existing = self._classes.get(kind)
-            if existing is not None and existing is not cls:
-                raise self._error(f"{self.family} kind {kind!r} is already registered by {existing.__name__}")
+            if existing is not None:
+                raise PluginRegistrationError(
+                    f"{self.family} {kind!r} is already registered by {existing.__name__}"
+                )
             if self._kind_attr is not None:
                 setattr(cls, self._kind_attr, kind)
             self._classes[kind] = cls
@@ -53,9 +72,9 @@ class PluginRegistry(Generic[T]):
 
         return decorate
 
-    def kinds(self) -> list[str]:
-        """Every registered kind, sorted."""
-        return sorted(self._classes)
+    def kinds(self, where: Callable[[type[T]], bool] | None = None) -> list[str]:
+        """Every registered kind (or those whose class `where` accepts), sorted."""
+        return sorted(k for k, cls in self._classes.items() if where is None or where(cls))
 
     def __contains__(self, kind: object) -> bool:
         return kind in self._classes
@@ -78,11 +97,7 @@ class PluginRegistry(Generic[T]):
         """Keyword options the class's constructor takes, and whether it also takes `**kwargs`."""
         params = inspect.signature(self.get(kind).__init__).parameters
         accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        allowed = {
-            n
-            for n, p in params.items()
-            if n != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        }
+        allowed = {n for n, p in params.items() if n != "self" and p.kind in _KEYWORD_KINDS}
         return allowed, accepts_any
 
     def check_options(self, kind: str, options: Mapping[str, Any]) -> None:

@@ -1,8 +1,12 @@
-"""Prompt templates and chat message building (zero-shot and k-shot).
+"""Prompt templates and chat message building (zero-shot and k-shot), and the LLM-judge prompt.
 
 A template is Jinja2 (sandboxed, strict: an undefined name is an error) or `str.format`. Before a run, the
 suite checks that every field a template references is a column of its dataset, so a typo fails at load
 time with the field's name instead of after a hundred requests.
+
+`judge_messages` is the one grading prompt of an LLM judge (system text + rubric/request/reference/answer,
+ending in a "Score: N" line), used by the `llm_judge` eval metric and by monitoring's `llm_judge` scorer;
+each brings its own default rubric.
 """
 
 from __future__ import annotations
@@ -125,3 +129,29 @@ def choose_shots(pool_size: int, k: int, *, seed: int, example_key: str) -> list
         raise SuiteError(f"few_shot.k={k} but the train split has only {pool_size} examples")
     rng = random.Random(f"{seed}:{example_key}")
     return rng.sample(range(pool_size), k)
+
+
+JUDGE_SYSTEM = "You are a strict, fair grader of assistant answers. Follow the rubric exactly."
+
+JUDGE_TEMPLATE = """Rubric:
+{rubric}
+
+Request:
+{prompt}
+
+Reference answer (may be empty):
+{reference}
+
+Answer to grade:
+{answer}
+
+Reply with one short sentence of reasoning, then a final line exactly like "Score: N" where N is an integer \
+from 1 (worst) to {scale_max} (best)."""
+
+
+def judge_messages(rubric: str, prompt: str, reference: str, answer: str, scale_max: int) -> list[Message]:
+    """The chat messages that ask a judge model to grade `answer` to `prompt` on a 1..`scale_max` rubric."""
+    text = JUDGE_TEMPLATE.format(
+        rubric=rubric, prompt=prompt, reference=reference, answer=answer, scale_max=scale_max
+    )
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": text}]

@@ -1,11 +1,13 @@
 """Metrics registry: every metric kind registered by name, computed through shipped `evaluate` modules.
 
 Import this package to register the built-in kinds: exact_match, contains_answer, rouge1, rouge2, rougeL,
-bleu, chrf, accuracy, f1, pass_at_1, llm_judge. Add a kind with `@register_metric("name")` on a `Metric`.
+bleu, chrf, accuracy, f1, pass_at_1, llm_judge. They live in the registry `METRICS`; add a kind
+with `@register_metric("name")` on a `Metric`.
 """
 
 from evals.metrics import classification, code, judge, text  # noqa: F401  (registers the built-in kinds)
 from evals.metrics.base import (
+    METRICS,
     JudgeEndpoint,
     Metric,
     MetricInput,
@@ -21,6 +23,7 @@ from evals.metrics.base import (
 from evals.metrics.code import pass_at_k
 
 __all__ = [
+    "METRICS",
     "JudgeEndpoint",
     "Metric",
     "MetricInput",

@@ -1,4 +1,5 @@
-"""The metric interface, the registry of metric kinds by name, and loading the shipped `evaluate` modules.
+"""The metric interface, the registry of metric kinds by name (`METRICS`, a `common.plugins.PluginRegistry`),
+and loading the shipped `evaluate` modules.
 
 Every metric reports, per example, a row of *additive sufficient statistics* and says how to turn a sum
 of rows into its score (`statistic`). For a mean-type metric the row is `[score, 1]` and the statistic
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from common.plugins import PluginRegistry
 from evals.errors import MetricError
 from evals.example import Example
 
@@ -129,38 +131,29 @@ def mean_rows(scores: Sequence[float | None]) -> np.ndarray:
     )
 
 
-_REGISTRY: dict[str, type[Metric]] = {}
+METRICS: PluginRegistry[Metric] = PluginRegistry("metric", error=MetricError)
+"""Every metric kind by name (`@METRICS.register("kind")`, or `register_metric`)."""
 
 
 def register_metric(kind: str) -> Callable[[type[Metric]], type[Metric]]:
-    """Class decorator registering a metric kind under `kind`."""
-
-    def decorate(cls: type[Metric]) -> type[Metric]:
-        if kind in _REGISTRY:
-            raise ValueError(f"metric {kind!r} is already registered")
-        cls.kind = kind
-        _REGISTRY[kind] = cls
-        return cls
-
-    return decorate
+    """Class decorator registering a metric kind under `kind` (a taken kind is a `ValueError`)."""
+    return METRICS.register(kind)
 
 
 def get_metric_class(kind: str) -> type[Metric]:
-    """The metric class registered as `kind`; the error lists the known kinds."""
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise MetricError(f"unknown metric {kind!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    """The metric class registered as `kind`; the error names a close match and the known kinds."""
+    return METRICS.get(kind)
 
 
 def metric_kinds() -> list[str]:
     """Every registered metric kind."""
-    return sorted(_REGISTRY)
+    return METRICS.kinds()
 
 
 def build_metric(name: str, kind: str | None = None, args: Mapping[str, Any] | None = None) -> Metric:
-    """Instantiate a metric called `name` of registered kind `kind` (default: `name`)."""
-    return get_metric_class(kind or name)(name, args)
+    """Instantiate a metric called `name` of registered kind `kind` (default: `name`); `args` are checked
+    against the kind's `allowed_args`."""
+    return METRICS.get(kind or name)(name, args)
 
 
 _LOCKS: dict[str, threading.Lock] = {}

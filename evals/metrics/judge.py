@@ -3,7 +3,8 @@
 The judge model and endpoint come from the metric's args (`judge_model`, `judge_base_url`) or from the
 run (`run_suite(..., judge_model=...)`, defaulting to the run's endpoint). Replies are parsed by the
 shipped `llm_judge` evaluate module; an unparsable reply or a failed judge call leaves that example
-unscored (recorded in details) rather than scoring it 0.
+unscored (recorded in details) rather than scoring it 0. The grading prompt is `evals.prompts.judge_messages`
+(shared with monitoring's `llm_judge` scorer); this module owns the eval default rubric.
 """
 
 from __future__ import annotations
@@ -23,29 +24,13 @@ from evals.metrics.base import (
     module_lock,
     register_metric,
 )
+from evals.prompts import judge_messages
 
 DEFAULT_RUBRIC = (
     "Score how well the answer serves the user: correct and consistent with the reference (if one is given), "
     "helpful, on-topic, and in the requested style. 5 = excellent, 3 = partly right or partly off-style, "
     "1 = wrong, off-topic or empty."
 )
-
-JUDGE_SYSTEM = "You are a strict, fair grader of assistant answers. Follow the rubric exactly."
-
-JUDGE_TEMPLATE = """Rubric:
-{rubric}
-
-Request:
-{prompt}
-
-Reference answer (may be empty):
-{reference}
-
-Answer to grade:
-{answer}
-
-Reply with one short sentence of reasoning, then a final line exactly like "Score: N" where N is an integer \
-from 1 (worst) to {scale_max} (best)."""
 
 
 @register_metric("llm_judge")
@@ -75,14 +60,13 @@ class LlmJudge(Metric):
         )
 
     def judge_prompt(self, prompt: str, reference: str | None, answer: str) -> list[dict[str, str]]:
-        text = JUDGE_TEMPLATE.format(
+        return judge_messages(
             rubric=self.args.get("rubric", DEFAULT_RUBRIC),
             prompt=prompt,
             reference=reference or "",
             answer=answer,
             scale_max=int(self.args.get("scale_max", 5)),
         )
-        return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": text}]
 
     async def score(self, inputs: MetricInput) -> MetricScores:
         endpoint = self.judge_endpoint(inputs)

@@ -2,11 +2,12 @@
 output-quality drift on score streams (ADWIN, Page-Hinkley), with typed `DriftReport`s.
 
 Importing this package registers the built-in detectors: mmd, classifier (input); adwin, page_hinkley
-(quality). Add one with `@register_detector("name")`.
+(quality), in the registry `DETECTORS`. Add one with `@register_detector("name")`.
 """
 
 from monitoring.drift import classifier, mmd, quality  # noqa: F401  (registers detectors)
 from monitoring.drift.base import (
+    DETECTORS,
     ClusterShift,
     DriftDetector,
     DriftKind,
@@ -33,6 +34,7 @@ from monitoring.drift.mmd import MMDDetector, mmd_permutation_test
 from monitoring.drift.quality import ADWINDetector, PageHinkleyDetector
 
 __all__ = [
+    "DETECTORS",
     "ADWINDetector",
     "ClassifierDetector",
     "ClusterShift",

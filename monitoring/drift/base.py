@@ -1,4 +1,5 @@
-"""Drift reports (typed, JSON-serialisable) and the registry of drift detectors by name.
+"""Drift reports (typed, JSON-serialisable) and the registry of drift detectors by name (`DETECTORS`, a
+`common.plugins.PluginRegistry`).
 
 Two kinds of detector share one registry:
 
@@ -13,7 +14,6 @@ Both return a `DriftReport`. Register a kind with `@register_detector("name")`; 
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from abc import ABC, abstractmethod
@@ -24,9 +24,11 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
+from common.plugins import PluginRegistry
 from monitoring.errors import DriftInputError
 
 __all__ = [
+    "DETECTORS",
     "ClusterShift",
     "DriftDetector",
     "DriftKind",
@@ -198,51 +200,29 @@ class QualityDriftDetector(DriftDetector):
         """Look for a drop in `scores`; `reference` (e.g. the champion's baseline scores) is optional."""
 
 
-_DETECTORS: dict[str, type[DriftDetector]] = {}
+DETECTORS: PluginRegistry[DriftDetector] = PluginRegistry(
+    "drift detector", error=DriftInputError, kind_attr="name"
+)
+"""Every drift detector by name (the class's `name`; its `kind` says input or quality)."""
+
 D = TypeVar("D", bound=type[DriftDetector])
 
 
 def register_detector(name: str) -> Callable[[D], D]:
     """Class decorator: register a drift detector under `name`."""
-
-    def decorate(cls: D) -> D:
-        if name in _DETECTORS and _DETECTORS[name] is not cls:
-            raise DriftInputError(
-                f"drift detector {name!r} is already registered by {_DETECTORS[name].__name__}"
-            )
-        cls.name = name
-        _DETECTORS[name] = cls
-        return cls
-
-    return decorate
+    return DETECTORS.register(name)
 
 
 def detector_names(kind: DriftKind | None = None) -> list[str]:
     """Registered detector names (of one kind, or all)."""
-    return sorted(n for n, c in _DETECTORS.items() if kind is None or c.kind == kind)
+    return DETECTORS.kinds(where=None if kind is None else lambda cls: cls.kind == kind)
 
 
 def get_detector_class(name: str) -> type[DriftDetector]:
-    try:
-        return _DETECTORS[name]
-    except KeyError:
-        raise DriftInputError(
-            f"unknown drift detector {name!r} (known: {', '.join(detector_names())})"
-        ) from None
+    """The detector class registered under `name`."""
+    return DETECTORS.get(name)
 
 
 def build_detector(name: str, **options: Any) -> DriftDetector:
     """A detector by name with options; unknown options fail with the allowed ones named."""
-    cls = get_detector_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    allowed = {n for n in params if n not in ("self", "args", "kwargs")}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise DriftInputError(
-            f"drift detector {name!r}: unknown option {unknown[0]!r} "
-            f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
-        )
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise DriftInputError(f"drift detector {name!r}: {exc}") from exc
+    return DETECTORS.build(name, options)

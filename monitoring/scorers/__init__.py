@@ -1,11 +1,13 @@
 """Scorers of logged requests (registered by name) and batch scoring into the `scores` table.
 
 Importing this package registers the built-in kinds: feedback, reference, empty, refusal, repetition,
-truncation, language_mismatch, length_outlier, llm_judge. Add a kind with `@register_scorer("name")`.
+truncation, language_mismatch, length_outlier, llm_judge. They live in the registry `SCORERS`; add a kind
+with `@register_scorer("name")`.
 """
 
 from monitoring.scorers import feedback, heuristics, judge, language, reference  # noqa: F401  (registers kinds)
 from monitoring.scorers.base import (
+    SCORERS,
     Scorer,
     ScoreResult,
     ScorerItem,
@@ -42,6 +44,7 @@ from monitoring.scorers.reference import ReferenceScorer
 __all__ = [
     "DEFAULT_SCORERS",
     "DEFAULT_SLICE_KEYS",
+    "SCORERS",
     "EmptyScorer",
     "FeedbackScorer",
     "LanguageMismatchScorer",

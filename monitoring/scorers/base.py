@@ -1,4 +1,5 @@
-"""The scorer interface, score results, and the registry of scorer kinds by name.
+"""The scorer interface, score results, and the registry of scorer kinds by name (`SCORERS`, a
+`common.plugins.PluginRegistry`).
 
 A scorer looks at one logged request (and its feedback rows) and returns a quality score in 0..1
 (1 = good), `None` when it does not apply (no feedback yet, no reference known, not sampled), or raises
@@ -9,16 +10,17 @@ Kinds register with `@register_scorer("kind")`; `build_scorer` builds one from a
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
+from common.plugins import PluginRegistry
 from monitoring.errors import ScorerConfigError, ScorerError
 from monitoring.store import FeedbackEntry, LoggedRequest
 
 __all__ = [
+    "SCORERS",
     "ScoreResult",
     "Scorer",
     "ScorerItem",
@@ -81,46 +83,34 @@ class Scorer(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-_SCORERS: dict[str, type[Scorer]] = {}
+SCORERS: PluginRegistry[Scorer] = PluginRegistry("scorer kind", error=ScorerConfigError)
+"""Every scorer kind by name (`@SCORERS.register("kind")`, or `register_scorer`)."""
+
 S = TypeVar("S", bound=type[Scorer])
 
 
 def register_scorer(kind: str) -> Callable[[S], S]:
     """Class decorator: register a scorer kind under `kind`."""
-
-    def decorate(cls: S) -> S:
-        if kind in _SCORERS and _SCORERS[kind] is not cls:
-            raise ScorerConfigError(
-                f"scorer kind {kind!r} is already registered by {_SCORERS[kind].__name__}"
-            )
-        cls.kind = kind
-        _SCORERS[kind] = cls
-        return cls
-
-    return decorate
+    return SCORERS.register(kind)
 
 
 def scorer_kinds() -> list[str]:
     """Names of every registered scorer kind."""
-    return sorted(_SCORERS)
+    return SCORERS.kinds()
 
 
 def get_scorer_class(kind: str) -> type[Scorer]:
     """The class registered under `kind`."""
-    try:
-        return _SCORERS[kind]
-    except KeyError:
-        raise ScorerConfigError(
-            f"unknown scorer kind {kind!r} (known: {', '.join(scorer_kinds())})"
-        ) from None
+    return SCORERS.get(kind)
 
 
 def build_scorer(spec: ScorerSpec) -> Scorer:
-    """A scorer from a kind name, a config mapping (`kind` + options), or an instance (returned as is)."""
+    """A scorer from a kind name, a config mapping (`kind` + options, checked against the constructor),
+    or an instance (returned as is)."""
     if isinstance(spec, Scorer):
         return spec
     if isinstance(spec, str):
-        return get_scorer_class(spec)()
+        return SCORERS.build(spec)
     if not isinstance(spec, Mapping):
         raise ScorerConfigError(
             f"a scorer spec must be a name, a mapping or a Scorer, got {type(spec).__name__}"
@@ -131,20 +121,7 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
         raise ScorerConfigError(
             f"scorer config {dict(spec)!r} needs a 'kind' (one of {', '.join(scorer_kinds())})"
         )
-    cls = get_scorer_class(kind)
-    params = inspect.signature(cls.__init__).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    allowed = {n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL}
-    unknown = sorted(set(options) - allowed)
-    if unknown and not accepts_any:
-        raise ScorerConfigError(
-            f"scorer {kind!r}: unknown option {unknown[0]!r} "
-            f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
-        )
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise ScorerConfigError(f"scorer {kind!r}: {exc}") from exc
+    return SCORERS.build(kind, options)
 
 
 def build_scorers(specs: Sequence[ScorerSpec]) -> list[Scorer]:

@@ -4,6 +4,8 @@ Sampling is deterministic per request id (a hash below `sample_rate`), so re-run
 judge about the same requests and never double-samples. The judge replies with reasoning and a final
 "Score: N" line (1..scale_max), normalised to 0..1. A failed call or an unparsable reply raises
 `ScorerError` for that request (it stays unscored and is retried by a later batch); it is never scored 0.
+The grading prompt is evals' (`evals.prompts.judge_messages`, shared with the `llm_judge` eval metric);
+this module owns the support-desk default rubric, sampling and the strict "Score: N" parsing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from evals.prompts import judge_messages
 from monitoring.errors import ScorerError
 from monitoring.scorers.base import Scorer, ScoreResult, ScorerItem, register_scorer
 from monitoring.store import FeedbackEntry, LoggedRequest
@@ -27,23 +30,6 @@ DEFAULT_RUBRIC = (
     "reference and policy (if given), helpful, on-topic, concise and polite. 5 = excellent, "
     "3 = partly right or partly off-topic, 1 = wrong, unhelpful, off-topic or empty."
 )
-
-JUDGE_SYSTEM = "You are a strict, fair grader of assistant answers. Follow the rubric exactly."
-
-JUDGE_TEMPLATE = """Rubric:
-{rubric}
-
-Request:
-{prompt}
-
-Reference answer (may be empty):
-{reference}
-
-Answer to grade:
-{answer}
-
-Reply with one short sentence of reasoning, then a final line exactly like "Score: N" where N is an \
-integer from 1 (worst) to {scale_max} (best)."""
 
 _SCORE_LINE = re.compile(r"score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
@@ -115,14 +101,13 @@ class LlmJudgeScorer(Scorer):
     def messages(self, request: LoggedRequest) -> list[dict[str, str]]:
         """The chat messages sent to the judge for one request."""
         reference = request.tags.get(self.reference_tag)
-        text = JUDGE_TEMPLATE.format(
+        return judge_messages(
             rubric=self.rubric,
             prompt=request.user_text,
             reference=reference if isinstance(reference, str) else "",
             answer=request.response or "",
             scale_max=self.scale_max,
         )
-        return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": text}]
 
     def _ask(self, client: httpx.Client, request: LoggedRequest) -> ScoreResult:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from evals.metrics.answers import contains_answer
 from monitoring.scorers.base import Scorer, ScoreResult, register_scorer
-from monitoring.scorers.text import contains_answer, token_f1
+from monitoring.scorers.text import token_f1
 from monitoring.store import FeedbackEntry, LoggedRequest
 
 __all__ = ["ReferenceLookup", "ReferenceScorer"]

@@ -1,30 +1,25 @@
-"""Small text measures shared by the scorers: normalisation, token F1, contains-answer, n-gram repetition.
+"""Small text measures of the scorers: word tokens, token F1, n-gram repetition.
 
-Normalisation follows the evals `contains_answer` module (lower case, punctuation to spaces, collapsed
-whitespace) so monitoring and offline evals agree on what "contains the answer" means; token F1 is the
-SQuAD definition (bag-of-tokens overlap; English articles dropped).
+Words are normalised as evals normalises answers (`evals.metrics.answers.normalise_answer`: lower case,
+punctuation to spaces, collapsed whitespace), and "contains the answer" is evals' own test
+(`evals.metrics.answers.contains_answer`), so monitoring and offline evals agree on a match; token F1 is
+the SQuAD definition (bag-of-tokens overlap; English articles dropped).
 """
 
 from __future__ import annotations
 
-import string
 from collections import Counter
-from collections.abc import Iterable
 
-__all__ = ["contains_answer", "normalise", "repeated_ngram_fraction", "token_f1", "tokens"]
+from evals.metrics.answers import normalise_answer
 
-_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+__all__ = ["repeated_ngram_fraction", "token_f1", "tokens"]
+
 _ARTICLES = frozenset({"a", "an", "the"})
-
-
-def normalise(text: str) -> str:
-    """Lower case, punctuation replaced by spaces, whitespace collapsed."""
-    return " ".join(text.lower().translate(_PUNCT).split())
 
 
 def tokens(text: str, *, drop_articles: bool = False) -> list[str]:
     """Normalised word tokens."""
-    words = normalise(text).split()
+    words = normalise_answer(text).split()
     return [w for w in words if w not in _ARTICLES] if drop_articles else words
 
 
@@ -41,16 +36,6 @@ def token_f1(prediction: str, reference: str) -> float:
     precision = overlap / len(pred)
     recall = overlap / len(ref)
     return 2 * precision * recall / (precision + recall)
-
-
-def contains_answer(prediction: str, references: Iterable[str]) -> float:
-    """1.0 when any non-empty reference appears in the prediction as whole words (normalised)."""
-    haystack = f" {normalise(prediction)} "
-    for reference in references:
-        needle = normalise(reference)
-        if needle and f" {needle} " in haystack:
-            return 1.0
-    return 0.0
 
 
 def repeated_ngram_fraction(words: list[str], n: int = 3) -> float:

@@ -126,3 +126,19 @@ def test_judge_config_validation() -> None:
         build_scorer({"kind": "llm_judge", "base_url": "http://x", "model": "m", "sample_rate": 2})
     with pytest.raises(Exception, match="unknown option"):
         build_scorer({"kind": "llm_judge", "base_url": "http://x", "model": "m", "temprature": 0})
+
+
+def test_scorer_and_eval_metric_send_the_same_judge_prompt() -> None:
+    """One grading prompt (evals.prompts.judge_messages): monitoring's scorer and the eval metric agree."""
+    from evals.metrics import build_metric
+    from evals.metrics.judge import LlmJudge
+    from evals.prompts import JUDGE_SYSTEM, judge_messages
+
+    scorer = judge(FakeJudge(), rubric="R", scale_max=7)
+    messages = scorer.messages(req("a", response="Five days.", reference="5 days"))
+    assert messages == judge_messages("R", "question a", "5 days", "Five days.", 7)
+    assert messages[0] == {"role": "system", "content": JUDGE_SYSTEM}
+    assert "Score: N" in messages[1]["content"] and "from 1 (worst) to 7 (best)" in messages[1]["content"]
+    metric = build_metric("llm_judge", args={"rubric": "R", "scale_max": 7})
+    assert isinstance(metric, LlmJudge)
+    assert metric.judge_prompt("question a", "5 days", "Five days.") == messages

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from evals.metrics.answers import contains_answer
 from monitoring.errors import ScorerConfigError
 from monitoring.scorers import (
     EmptyScorer,
@@ -23,7 +24,7 @@ from monitoring.scorers import (
     detect_language,
     scorer_kinds,
 )
-from monitoring.scorers.text import contains_answer, token_f1
+from monitoring.scorers.text import token_f1
 from monitoring.store import FeedbackEntry, LoggedRequest
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,12 +1,13 @@
 """`evaluate` module: does the prediction contain a reference answer (whole words, normalised)?
 
-Shipped with tuneloop's evals package and loaded offline with `evaluate.load(<this folder>)`.
+Shipped with tuneloop's evals package and loaded offline with `evaluate.load(<this folder>)`. The test
+itself is `evals.metrics.answers.contains_answer` (monitoring's reference scorer uses the same one).
 """
-
-import string
 
 import datasets
 import evaluate
+
+from evals.metrics.answers import contains_answer
 
 _DESCRIPTION = (
     "1.0 when any reference appears in the prediction as whole words after normalisation, else 0.0."
@@ -22,14 +23,6 @@ Examples:
     >>> m.compute(predictions=["It is Paris, of course"], references=[["paris"]])["contains_answer"]
     1.0
 """
-
-_PUNCT = str.maketrans({c: " " for c in string.punctuation})
-
-
-def normalise(text, ignore_case=True):
-    if ignore_case:
-        text = text.lower()
-    return " ".join(text.translate(_PUNCT).split())
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -48,13 +41,10 @@ class ContainsAnswer(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, ignore_case=True):
-        scores = []
-        for prediction, refs in zip(predictions, references, strict=True):
-            haystack = f" {normalise(prediction, ignore_case)} "
-            found = any(
-                normalise(ref, ignore_case) and f" {normalise(ref, ignore_case)} " in haystack for ref in refs
-            )
-            scores.append(1.0 if found else 0.0)
+        scores = [
+            contains_answer(prediction, refs, ignore_case)
+            for prediction, refs in zip(predictions, references, strict=True)
+        ]
         return {
             "contains_answer": sum(scores) / len(scores) if scores else float("nan"),
             "scores": scores,
