@@ -65,7 +65,7 @@ class RequestSink(Protocol):
 @dataclass(slots=True)
 class CoreConfig:
     base_id: str
-    base_aliases: tuple[str, ...] = ("default", "base")
+    base_aliases: tuple[str, ...] = ()  # names of the base besides `serving.router.base_names(base_id)`
     poll_interval_s: float = 0.2
     heartbeat_interval_s: float = 1.0
     smoke_prompt: str = "Hello"

@@ -15,7 +15,8 @@ from serving.registry.artifacts import verify_folder
 from serving.registry.errors import ArtifactError
 from serving.registry.models import AdapterVersion
 from serving.registry.registry import AdapterRegistry
-from serving.router import Arm, ExperimentSpec, VersionRef
+from serving.registry.resolution import experiment_spec
+from serving.router import VersionRef
 
 log = logging.getLogger("tuneloop.serving")
 
@@ -39,15 +40,7 @@ class RegistrySource:
             if (v.name, v.version) in wanted:
                 for alias in v.aliases:
                     aliases[(v.name, alias)] = v.version
-        experiments = tuple(
-            ExperimentSpec(
-                name=e.name,
-                arms=tuple(Arm(model=a.model, weight=a.weight, target=a.target) for a in e.arms),
-                shadow=e.shadow.target if e.shadow is not None else None,
-                intercept=e.intercept,
-            )
-            for e in reg.list_experiments(active_only=True)
-        )
+        experiments = tuple(experiment_spec(e) for e in reg.list_experiments(active_only=True))
         return RoutingState(
             generation=generation, versions=versions, aliases=aliases, experiments=experiments
         )

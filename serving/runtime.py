@@ -50,6 +50,12 @@ class _Feedback:
         )
 
 
+def base_aliases(base_path: Path) -> tuple[str, ...]:
+    """Names of the base model besides `serving.router.base_names(base_id)` (its id, the id's last path
+    part, `default`, `base`): the local folder's name. The registry and the router both get these."""
+    return (base_path.name,)
+
+
 def open_registry(config: ServingConfig, base_path: Path, base_id: str) -> tuple[Database, AdapterRegistry]:
     """The database (schema created if missing) and the adapter registry for `config`."""
     url = config.resolved_database_url()
@@ -64,7 +70,7 @@ def open_registry(config: ServingConfig, base_path: Path, base_id: str) -> tuple
         base_model_id=base_id,
         base_modules={n.rsplit(".", 1)[-1] for n in base_model_module_names(base_path)},
         max_lora_rank=config.engine.max_lora_rank,
-        base_aliases=("default", "base", base_path.name),
+        base_aliases=base_aliases(base_path),
         base_fingerprint=base_model_fingerprint(base_path),
         max_adapter_bytes=config.adapter_max_bytes,
     )
@@ -151,7 +157,7 @@ class ServingRuntime:
             RegistrySource(registry),
             CoreConfig(
                 base_id=base_id,
-                base_aliases=("default", "base"),
+                base_aliases=base_aliases(base_path),
                 poll_interval_s=config.poll_interval_s,
                 default_max_tokens=config.default_max_tokens,
             ),

@@ -1,20 +1,15 @@
 """The versioned adapter registry: versions, aliases (with history), experiments, model-name resolution,
 the desired adapter set replicas reconcile to, and replica heartbeats.
 
-Model-name rules of `resolve(model)`:
-
-* the base model id, its basename, or a configured base alias -> the base model;
-* `name` -> the version `name@champion` points at; a name without a `champion` alias is an error
-  (`AliasNotFoundError`): traffic never lands on a version nobody promoted;
-* `name@alias` -> the alias's version; `name@<hex prefix, >= 6 chars>` -> that active version (unique
-  prefix, else `AmbiguousVersionError`); aliases may not be all-hex, so the two forms never clash;
-* the name of an active experiment -> kind 'experiment' (the router picks an arm);
-* anything else -> `ModelNotFoundError`.
+Model names are resolved by the router's one resolver (`serving.router`, rules there) on a snapshot of
+the registry state (`serving.registry.resolution`): `resolve(model)` says what a request's `model`
+means now (an active experiment, or one it intercepts -> kind 'experiment'; the router picks an arm);
+unknown names raise the `ModelNotFoundError` family, a too-short version prefix `InvalidNameError`, an
+ambiguous one `AmbiguousVersionError`. Requests never call it: replicas route on their own snapshot.
 
 Consistency: every write runs in one transaction that first bumps `registry_state.generation` (which
 also serializes registry writers on SQLite and Postgres), then re-reads the state and applies the
-change. `resolve()` reads an in-memory snapshot that is reloaded when the generation changes (checked at
-most every `snapshot_ttl_s`), so the request path costs one tiny query per second, not per request.
+change. Reads load the current state (one small query per table).
 """
 
 from __future__ import annotations
@@ -23,11 +18,9 @@ import builtins
 import logging
 import math
 import re
-import threading
-import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -39,14 +32,12 @@ from sqlalchemy.orm import Session
 from serving.registry.artifacts import ArtifactStore, check_name
 from serving.registry.errors import (
     AliasNotFoundError,
-    AmbiguousVersionError,
     ConflictError,
     ExperimentNotFoundError,
     InvalidNameError,
     InvalidRequestError,
     ModelNotFoundError,
     RegistryError,
-    VersionNotFoundError,
 )
 from serving.registry.models import (
     AdapterVersion,
@@ -56,12 +47,14 @@ from serving.registry.models import (
     ReplicaStatus,
     ResolvedModel,
 )
+from serving.registry.resolution import miss_error, routing_snapshot
 from serving.registry.validation import (
     DEFAULT_MAX_ADAPTER_BYTES,
     BaseModelSpec,
     ValidationReport,
     validate_adapter,
 )
+from serving.router import DEFAULT_ALIAS, Miss, RoutingSnapshot, VersionRef, base_names, is_version_prefix
 from serving.store import (
     REGISTRY_STATE_ID,
     AdapterVersionRow,
@@ -79,10 +72,8 @@ __all__ = ["CHAMPION", "AdapterRegistry", "ArmSpec", "check_alias"]
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
+CHAMPION = DEFAULT_ALIAS
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-HEX_PATTERN = re.compile(r"^[0-9a-f]+$")
-MIN_PREFIX = 6
 
 ArmSpec = tuple[str, float] | Mapping[str, Any]
 """An experiment arm as given: `(model, weight)` or `{"model": ..., "weight": ...}`."""
@@ -91,7 +82,7 @@ ArmSpec = tuple[str, float] | Mapping[str, Any]
 def check_alias(alias: str) -> str:
     """Return `alias` if valid: 1-32 of a-z 0-9 _ -, starting with a letter, not all-hex (no clash with
     version prefixes)."""
-    if not isinstance(alias, str) or not ALIAS_PATTERN.match(alias) or HEX_PATTERN.match(alias):
+    if not isinstance(alias, str) or not ALIAS_PATTERN.match(alias) or is_version_prefix(alias):
         raise InvalidNameError(
             f"invalid alias {alias!r}: use 1-32 characters of a-z, 0-9, '_', '-', starting with a letter and "
             "not made only of hex digits (it would read as a version prefix)"
@@ -140,7 +131,6 @@ class _State:
     aliases: dict[str, dict[str, str]]  # name -> alias -> version
     experiments: dict[str, Experiment]  # all statuses
     staged: dict[str, tuple[str, str]]  # token -> (name, version), unexpired only
-    checked_at: float = field(default_factory=time.monotonic)
 
     def find(self, name: str, version: str) -> AdapterVersion | None:
         return next((v for v in self.versions.get(name, ()) if v.version == version), None)
@@ -160,26 +150,25 @@ class AdapterRegistry:
         base_aliases: Collection[str] = (),
         base_fingerprint: str | None = None,
         max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES,
-        snapshot_ttl_s: float | None = 1.0,
+        snapshot_ttl_s: float | None = None,
     ) -> None:
-        """`base_aliases`: extra model names that mean the base (e.g. "default"). `snapshot_ttl_s`: how
-        often `resolve()` checks the generation (None: only on `refresh()` or after own writes)."""
+        """`base_aliases`: extra model names that mean the base besides `serving.router.base_names`
+        (e.g. the local folder's name). `snapshot_ttl_s` is ignored (reads always see the current state;
+        kept so existing callers need no change)."""
+        del snapshot_ttl_s
         self.db = db
         self.artifacts = artifacts
         self.base_model_id = base_model_id
+        self.base_aliases = tuple(base_aliases)
+        self._base_names = base_names(base_model_id, self.base_aliases)
         self.spec = BaseModelSpec.create(
             base_model_id,
             base_modules,
             max_lora_rank,
-            aliases=base_aliases,
+            aliases=self._base_names,
             fingerprint=base_fingerprint,
             max_size_bytes=max_adapter_bytes,
         )
-        basename = base_model_id.rstrip("/").rsplit("/", 1)[-1]
-        self._base_names = frozenset({base_model_id, basename, *base_aliases})
-        self._ttl = snapshot_ttl_s
-        self._snapshot: _State | None = None
-        self._lock = threading.Lock()
 
     # ================================================================== state loading
 
@@ -243,24 +232,6 @@ class AdapterRegistry:
         with self.db.session() as session:
             return self._load_state(session)
 
-    def _current(self, force: bool = False) -> _State:
-        with self._lock:
-            snap = self._snapshot
-            now = time.monotonic()
-            if snap is not None and not force and (self._ttl is None or now - snap.checked_at < self._ttl):
-                return snap
-            if snap is not None and self.generation() == snap.generation:
-                snap = replace(snap, checked_at=now)
-            else:
-                snap = self._fresh()
-            self._snapshot = snap
-            return snap
-
-    def refresh(self) -> bool:
-        """Reload the resolution snapshot if the generation changed; True when it did."""
-        before = self._snapshot.generation if self._snapshot is not None else None
-        return self._current(force=True).generation != before
-
     @contextmanager
     def _write(self) -> Iterator[tuple[Session, _State]]:
         """A write transaction: bump the generation first (serializes writers), then read the state.
@@ -277,92 +248,64 @@ class AdapterRegistry:
                 yield session, self._load_state(session)
         except _Unchanged:
             pass
-        finally:
-            with self._lock:
-                self._snapshot = None
 
     # ================================================================== helpers
 
     def _is_base(self, model: str) -> bool:
         return model in self._base_names
 
-    def _lookup_version(self, state: _State, name: str, ref: str, *, active_only: bool) -> AdapterVersion:
-        """`ref` is a version prefix (>= 6 hex chars) of `name`."""
-        ref = ref.lower()
-        if not HEX_PATTERN.match(ref) or len(ref) < MIN_PREFIX or len(ref) > 64:
-            raise InvalidNameError(
-                f"invalid version reference {ref!r}: give at least {MIN_PREFIX} hex characters"
-            )
-        if name not in state.versions:
-            raise ModelNotFoundError(f"no adapter named {name!r}")
-        matches = [
-            v
-            for v in state.versions[name]
-            if v.version.startswith(ref) and (not active_only or v.status == "active")
-        ]
-        if not matches:
-            raise VersionNotFoundError(
-                f"adapter {name!r} has no {'active ' if active_only else ''}version {ref}..."
-            )
-        if len(matches) > 1:
-            raise AmbiguousVersionError(
-                f"version prefix {ref!r} of {name!r} matches {len(matches)} versions; give more characters",
-                candidates=tuple(v.version for v in matches),
-            )
-        return matches[0]
+    def _routing(self, state: _State, *, include_retired: bool = False) -> RoutingSnapshot:
+        """`state` as a routing snapshot: active versions (or all), all aliases, active experiments."""
+        return routing_snapshot(
+            self.base_model_id,
+            self.base_aliases,
+            (v for vs in state.versions.values() for v in vs if include_retired or v.status == "active"),
+            state.aliases,
+            state.experiments.values(),
+            generation=state.generation,
+        )
 
-    def _lookup_ref(
-        self, state: _State, name: str, ref: str, *, active_only: bool
-    ) -> tuple[AdapterVersion, str | None]:
-        """`ref` is an alias of `name` or a version prefix; returns (version, alias or None)."""
+    def _lookup_ref(self, state: _State, name: str, ref: str) -> tuple[AdapterVersion, str | None]:
+        """`ref` is an alias of `name` or a version prefix (any status); returns (version, alias or None)."""
         check_name(name)
-        target = state.aliases.get(name, {}).get(ref)
-        if target is not None:
-            found = state.find(name, target)
-            if found is None:  # pragma: no cover - aliases only point at registered versions
-                raise VersionNotFoundError(f"alias {name}@{ref} points at unknown version {target}")
-            return found, ref
-        if HEX_PATTERN.match(ref.lower()):
-            return self._lookup_version(state, name, ref, active_only=active_only), None
-        if name not in state.versions:
-            raise ModelNotFoundError(f"no adapter named {name!r}")
-        raise AliasNotFoundError(f"adapter {name!r} has no alias {ref!r}")
+        found = self._routing(state, include_retired=True).lookup(f"{name}@{ref}")
+        if isinstance(found, Miss):
+            raise miss_error(found, by_ref=True)
+        return self._version_of(state, found.version), found.alias
+
+    @staticmethod
+    def _version_of(state: _State, ref: VersionRef | None) -> AdapterVersion:
+        assert ref is not None
+        version = state.find(ref.name, ref.version)
+        assert version is not None
+        return version
 
     def _resolve_in(self, state: _State, model: str, *, allow_experiment: bool = True) -> ResolvedModel:
-        if not isinstance(model, str) or not model:
-            raise ModelNotFoundError("no model given")
-        if self._is_base(model):
-            return ResolvedModel(requested=model, kind="base", name=self.base_model_id)
-        if "@" in model:
-            name, ref = model.split("@", 1)
-            if not name or not ref:
-                raise ModelNotFoundError(f"model {model!r} is not of the form name@alias or name@version")
-            if name not in state.versions:
-                raise ModelNotFoundError(f"the model {model!r} does not exist", code="model_not_found")
-            version, alias = self._lookup_ref(state, name, ref, active_only=True)
-            return ResolvedModel(requested=model, kind="adapter", name=name, version=version, alias=alias)
-        experiment = state.experiments.get(model)
-        if experiment is not None:
-            if not experiment.is_active:
-                raise ExperimentNotFoundError(f"experiment {model!r} is stopped")
+        """What `model` means in `state` (see `resolve`); `allow_experiment=False` for arms and parents,
+        which must name a model, not an experiment (intercepts do not apply to them)."""
+        snapshot = self._routing(state)
+        experiment = snapshot.experiment_for(model)
+        if experiment is not None and (allow_experiment or model == experiment.name):
             if not allow_experiment:
                 raise InvalidRequestError(
                     f"{model!r} is an experiment; an experiment cannot be an arm or a parent"
                 )
-            return ResolvedModel(requested=model, kind="experiment", name=model, experiment=experiment)
-        if model in state.versions:
-            target = state.aliases.get(model, {}).get(CHAMPION)
-            if target is None:
-                raise AliasNotFoundError(
-                    f"adapter {model!r} has no {CHAMPION!r} alias yet; address a version as "
-                    f"{model}@<alias> or {model}@<version prefix>, or promote one with set_alias"
-                )
-            champion = state.find(model, target)
-            assert champion is not None
             return ResolvedModel(
-                requested=model, kind="adapter", name=model, version=champion, alias=CHAMPION
+                requested=model,
+                kind="experiment",
+                name=experiment.name,
+                experiment=state.experiments[experiment.name],
             )
-        raise ModelNotFoundError(f"the model {model!r} does not exist")
+        found = snapshot.lookup(model)
+        if isinstance(found, Miss):
+            stopped = {e.name for e in state.experiments.values() if not e.is_active}
+            raise miss_error(found, stopped=stopped)
+        if found.version is None:
+            return ResolvedModel(requested=model, kind="base", name=self.base_model_id)
+        version = self._version_of(state, found.version)
+        return ResolvedModel(
+            requested=model, kind="adapter", name=version.name, version=version, alias=found.alias
+        )
 
     def _check_free_name(self, state: _State, name: str, *, for_what: str) -> None:
         if self._is_base(name):
@@ -379,7 +322,7 @@ class AdapterRegistry:
             name, ref = parent.split("@", 1)
             if name not in state.versions:
                 raise ModelNotFoundError(f"parent {parent!r}: no adapter named {name!r}")
-            return self._lookup_ref(state, name, ref, active_only=False)[0].ref
+            return self._lookup_ref(state, name, ref)[0].ref
         return self._resolve_in(state, parent, allow_experiment=False).version.ref  # type: ignore[union-attr]
 
     @staticmethod
@@ -507,7 +450,7 @@ class AdapterRegistry:
     def get(self, name: str, version_prefix: str) -> AdapterVersion:
         """One version (any status) by a unique version prefix (>= 6 hex chars) or an alias."""
         state = self._fresh()
-        return self._lookup_ref(state, check_name(name), version_prefix, active_only=False)[0]
+        return self._lookup_ref(state, check_name(name), version_prefix)[0]
 
     def local_path(self, version: AdapterVersion) -> Path:
         """A local folder with the version's files (downloaded into the cache for remote stores)."""
@@ -524,7 +467,7 @@ class AdapterRegistry:
     ) -> AdapterVersion:
         """Merge (or with `replace_existing`, replace) `eval_results` / `metadata` of a version."""
         with self._write() as (session, state):
-            found, _ = self._lookup_ref(state, check_name(name), version_ref, active_only=False)
+            found, _ = self._lookup_ref(state, check_name(name), version_ref)
             row = session.get(AdapterVersionRow, (found.name, found.version))
             assert row is not None
             if eval_results is None and metadata is None:
@@ -542,7 +485,7 @@ class AdapterRegistry:
 
         Raises `ConflictError` while an alias points at it or an active experiment uses it."""
         with self._write() as (session, state):
-            found, _ = self._lookup_ref(state, check_name(name), version_ref, active_only=False)
+            found, _ = self._lookup_ref(state, check_name(name), version_ref)
             aliases = sorted(a for a, v in state.aliases.get(found.name, {}).items() if v == found.version)
             if aliases:
                 raise ConflictError(
@@ -579,7 +522,7 @@ class AdapterRegistry:
         check_name(name)
         check_alias(alias)
         with self._write() as (session, state):
-            target, _ = self._lookup_ref(state, name, version_ref, active_only=False)
+            target, _ = self._lookup_ref(state, name, version_ref)
             if target.status != "active":
                 raise ConflictError(f"{target.short_ref} is retired; register it again to use it")
             old = state.aliases.get(name, {}).get(alias)
@@ -668,7 +611,7 @@ class AdapterRegistry:
         if not (ttl_s > 0 and math.isfinite(ttl_s)):
             raise InvalidRequestError("ttl_s must be a positive number of seconds")
         with self._write() as (session, state):
-            target, _ = self._lookup_ref(state, check_name(name), version_ref, active_only=False)
+            target, _ = self._lookup_ref(state, check_name(name), version_ref)
             if target.status != "active":
                 raise ConflictError(f"{target.short_ref} is retired; register it again to use it")
             now = utcnow()
@@ -699,7 +642,7 @@ class AdapterRegistry:
     def lineage(self, name: str, version_ref: str) -> builtins.list[AdapterVersion]:
         """The version and its ancestors (following `parent`), newest first; stops at the base model."""
         state = self._fresh()
-        chain = [self._lookup_ref(state, check_name(name), version_ref, active_only=False)[0]]
+        chain = [self._lookup_ref(state, check_name(name), version_ref)[0]]
         seen = {chain[0].ref}
         while (parent := chain[-1].parent) is not None and "@" in parent and parent not in seen:
             pname, pversion = parent.split("@", 1)
@@ -713,23 +656,11 @@ class AdapterRegistry:
     # ================================================================== resolution
 
     def resolve(self, model: str) -> ResolvedModel:
-        """What a request's `model` string means (see the module docstring for the rules).
+        """What a request's `model` string means now (rules: `serving.router`), on the current state.
 
         Raises `ModelNotFoundError` (and its subclasses `AliasNotFoundError`, `VersionNotFoundError`,
         `ExperimentNotFoundError`), `AmbiguousVersionError`, `InvalidNameError`."""
-        return self._resolve_in(self._current(), model)
-
-    def served_models(self) -> builtins.list[str]:
-        """Model names a client can use now (for `GET /v1/models`): base, adapters with a champion,
-        `name@alias` for every alias, active experiments."""
-        state = self._current()
-        names = [self.base_model_id]
-        for name in sorted(state.aliases):
-            if CHAMPION in state.aliases[name]:
-                names.append(name)
-            names += [f"{name}@{alias}" for alias in sorted(state.aliases[name])]
-        names += sorted(e.name for e in state.experiments.values() if e.is_active)
-        return names
+        return self._resolve_in(self._fresh(), model)
 
     # ================================================================== experiments
 

@@ -1,5 +1,6 @@
-"""Model-name resolution, experiments, the desired adapter set, snapshots across registry instances and
-replica heartbeats (SQLite)."""
+"""The registry's model-name resolution (the router's resolver on a snapshot of the registry state; the
+resolver itself is tested in test_router.py), its typed errors, experiments, the desired adapter set,
+reads across registry instances and replica heartbeats (SQLite)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from serving.store import Database
 BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def make_registry(tmp_path: Path, ttl: float | None = None) -> AdapterRegistry:
+def make_registry(tmp_path: Path) -> AdapterRegistry:
     db = Database(f"sqlite:///{tmp_path}/registry.db")
     return AdapterRegistry(
         db,
@@ -35,8 +36,7 @@ def make_registry(tmp_path: Path, ttl: float | None = None) -> AdapterRegistry:
         BASE,
         SMOLLM2_MODULES,
         16,
-        base_aliases=("default",),
-        snapshot_ttl_s=ttl,
+        base_aliases=("local-folder",),
     )
 
 
@@ -53,7 +53,7 @@ def register(
 
 
 def test_base_names_resolve_to_base(registry: AdapterRegistry) -> None:
-    for model in (BASE, "SmolLM2-135M-Instruct", "default"):
+    for model in (BASE, "SmolLM2-135M-Instruct", "default", "base", "local-folder"):
         resolved = registry.resolve(model)
         assert resolved.is_base and resolved.name == BASE and resolved.served_version is None
 
@@ -93,12 +93,6 @@ def test_adapter_name_rules(registry: AdapterRegistry, tmp_path: Path) -> None:
             "code": "model_not_found",
         }
     }
-
-
-def test_served_models(registry: AdapterRegistry, tmp_path: Path) -> None:
-    register(registry, tmp_path, "support", 1, alias="champion")
-    register(registry, tmp_path, "sql", 2, alias="challenger")
-    assert registry.served_models() == [BASE, "sql@challenger", "support", "support@champion"]
 
 
 def test_experiments_validation(registry: AdapterRegistry, tmp_path: Path) -> None:
@@ -213,22 +207,42 @@ def test_rollback_target_previews_rollback(registry: AdapterRegistry, tmp_path: 
     assert registry.rollback("support").version == registry.resolve("support").served_version == a.version
 
 
-def test_snapshot_sees_other_instances_changes_after_ttl(tmp_path: Path) -> None:
+def test_resolution_sees_other_instances_changes(tmp_path: Path) -> None:
     writer = make_registry(tmp_path)
-    reader = make_registry(tmp_path, ttl=0.05)
+    reader = make_registry(tmp_path)
     a = register(writer, tmp_path, "support", 1, alias="champion")
     assert reader.resolve("support").served_version == a.version
     b = register(writer, tmp_path, "support", 2)
     writer.set_alias("support", "champion", b.version)
-    time.sleep(0.06)
-    assert reader.resolve("support").served_version == b.version
-    manual = make_registry(tmp_path, ttl=None)
-    assert manual.resolve("support").served_version == b.version
+    assert reader.resolve("support").served_version == b.version  # reads see the current state
     writer.rollback("support")
-    assert manual.resolve("support").served_version == b.version  # no polling without a ttl
-    assert manual.refresh() is True
-    assert manual.resolve("support").served_version == a.version
-    assert manual.refresh() is False
+    assert reader.resolve("support").served_version == a.version
+
+
+def test_resolution_errors_and_intercepts(registry: AdapterRegistry, tmp_path: Path) -> None:
+    a = register(registry, tmp_path, "support", 1, alias="champion")
+    b = register(registry, tmp_path, "support", 2, alias="challenger")
+    assert registry.resolve(f"support@{b.version[:8].upper()}").served_version == b.version
+    with pytest.raises(InvalidNameError):
+        registry.resolve("support@" + "a" * 65)  # longer than a version
+    with pytest.raises(ModelNotFoundError, match="not of the form"):
+        registry.resolve("support@")
+    with pytest.raises(ModelNotFoundError, match="no model given"):
+        registry.resolve("")
+    with pytest.raises(AliasNotFoundError):
+        registry.get("support", "canary")
+    with pytest.raises(ModelNotFoundError, match="no adapter named 'ghost'"):
+        registry.get("ghost", "champion")
+    registry.create_experiment(
+        "support-canary", [("support", 1.0), ("support@challenger", 1.0)], intercept="support"
+    )
+    exp = registry.get_experiment("support-canary")
+    assert [arm.target for arm in exp.arms] == [a.ref, b.ref]  # arms never resolve through intercepts
+    intercepted = registry.resolve("support")  # requests to `support` go to the canary now
+    assert intercepted.is_experiment and intercepted.experiment == exp
+    assert registry.resolve("support@champion").served_version == a.version
+    registry.stop_experiment("support-canary")
+    assert registry.resolve("support").served_version == a.version
 
 
 def test_heartbeats(registry: AdapterRegistry, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from litestar.testing import TestClient
 from serving.config import ServingConfig
 from serving.engine.fake import FakeEngine
 from serving.hotswap import swap_alias
+from serving.registry.errors import ConflictError
 from serving.registry.testing import SMOLLM2_MODULES, write_adapter
 from serving.runtime import ServingRuntime
 
@@ -290,3 +291,13 @@ def test_canary_experiment_intercepts_an_adapter_name(h: Harness) -> None:
     assert {h.chat("support", user=f"u{i}").headers["x-tuneloop-served-by"] for i in range(10)} == {
         v1.short_ref
     }
+
+
+def test_base_model_names_route_to_the_base(h: Harness) -> None:
+    # one list (serving.router.base_names + the runtime's base_aliases) for the router and the registry
+    for model in (BASE, "default", "base"):
+        r = h.chat(model)
+        assert r.status_code == 200, (model, r.text)
+        assert r.headers["x-tuneloop-served-by"] == BASE
+    with pytest.raises(ConflictError, match="base model's name"):
+        h.registry.register(h.adapter(1), "default")
