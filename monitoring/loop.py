@@ -21,22 +21,22 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from monitoring.drift.checks import check_input_drift, check_quality_drift, input_detector
+from monitoring.drift.base import DriftReport, InputDriftDetector, QualityDriftDetector
+from monitoring.drift.checks import check_input_drift, check_quality_drift, detector_for_threshold
 from monitoring.errors import DriftInputError
 from monitoring.loop_store import LockHeldError, LoopRun, LoopStore
 from monitoring.metrics import LoopMetrics
-from monitoring.policy import LoopState, TrainingRecord, TriggerPolicy
+from monitoring.policy import LoopState, TrainingRecord
 from monitoring.scorers.batch import score_batch
+from monitoring.spec import LoopSpec
 from monitoring.store import (
     feedback_table,
     load_prompts,
@@ -48,102 +48,89 @@ from monitoring.store import (
 
 log = logging.getLogger("tuneloop.loop")
 
-WATCHING = "watching"
-TRIGGERED = "triggered"
-DATASET_BUILT = "dataset_built"
-TRAINING = "training"
-TRAINED = "trained"
-GATING = "gating"
-CANARY = "canary"
-PROMOTED = "promoted"
-ROLLED_BACK = "rolled_back"
-REJECTED = "rejected"
-FAILED = "failed"
-STATES = (
-    WATCHING,
-    TRIGGERED,
-    DATASET_BUILT,
-    TRAINING,
-    TRAINED,
-    GATING,
-    CANARY,
-    PROMOTED,
-    ROLLED_BACK,
-    REJECTED,
-    FAILED,
+
+class Phase(StrEnum):
+    """The states of a loop run (`watching` = no run open)."""
+
+    WATCHING = "watching"
+    TRIGGERED = "triggered"
+    DATASET_BUILT = "dataset_built"
+    TRAINING = "training"
+    TRAINED = "trained"
+    GATING = "gating"
+    CANARY = "canary"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+WATCHING, TRIGGERED, DATASET_BUILT, TRAINING, TRAINED, GATING = (
+    Phase.WATCHING,
+    Phase.TRIGGERED,
+    Phase.DATASET_BUILT,
+    Phase.TRAINING,
+    Phase.TRAINED,
+    Phase.GATING,
 )
+CANARY, PROMOTED, ROLLED_BACK, REJECTED, FAILED = (
+    Phase.CANARY,
+    Phase.PROMOTED,
+    Phase.ROLLED_BACK,
+    Phase.REJECTED,
+    Phase.FAILED,
+)
+STATES = tuple(Phase)
 TERMINAL = (PROMOTED, ROLLED_BACK, REJECTED, FAILED)
 DATABASE_URL_PLACEHOLDER = "${TUNELOOP_LOOP_DATABASE_URL}"
 """Stands for the loop's database URL in stored training configs (runs, registry lineage), so that a
 password in the URL is never written to the database; replaced when the training is dispatched."""
 
 
-class CanarySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TrainingJob(Protocol):
+    """A dispatched training (`training.api.TrainingJob`)."""
 
-    weight: float = Field(0.3, gt=0, lt=1)
-    """Share of the adapter's live traffic the challenger gets during the canary."""
-    min_requests_per_arm: int = Field(20, ge=1)
-    scorer: str = "reference"
-    """Score used to compare the arms (must be produced by the scorers on live traffic)."""
-    margin: float = Field(0.05, ge=0, le=1)
-    """Promote unless the challenger's mean score is worse than the champion's by more than this."""
-    timeout_s: float = Field(900.0, gt=0)
-    """Give up (roll back) when the arms have not collected enough scored requests by then."""
+    def done(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> Any: ...
 
 
-class LoopSettings(BaseModel):
-    """What the loop watches and how it retrains (validated before the loop starts)."""
+class TrainingBackend(Protocol):
+    """How the loop trains: `submit` dispatches a config, `prewarm` readies a worker while data is built."""
 
-    model_config = ConfigDict(extra="forbid")
+    def submit(self, config: dict[str, Any]) -> TrainingJob: ...
 
-    adapter: str = "support"
-    """The adapter name whose `champion` the loop keeps good (clients send model=<adapter>)."""
-    database_url: str
-    service_url: str = "http://127.0.0.1:8000"
-    policy: TriggerPolicy = Field(default_factory=TriggerPolicy)
-    slice_tag: str = "intent"
-    """Request tag that names a traffic slice; the slice that grew most is the retraining target."""
-    reference_size: int = Field(200, ge=10)
-    """Prompts in the reference window: the champion's first traffic."""
-    live_size: int = Field(200, ge=10)
-    """Prompts in the live window: the newest traffic of the champion."""
-    quality_scorer: str = "reference"
-    scorers: list[Any] = Field(
-        default_factory=lambda: [
-            "feedback",
-            {"kind": "reference", "metric": "contains_answer"},
-            "empty",
-            "refusal",
-            "repetition",
-            "truncation",
-        ]
-    )
-    """Scorers run on new traffic (names or `{kind: ..., options}`; see `monitoring.scorers`)."""
-    check_interval_s: float = Field(15.0, gt=0)
-    training: dict[str, Any] = Field(default_factory=dict)
-    """Training config template (`training.config.TrainingConfig` fields); the loop fills in name, style,
-    base model, init adapter and data sources."""
-    replay_path: Path | None = None
-    """Earlier training data (chat JSONL) mixed in against forgetting."""
-    replay_weight: float = Field(1.0, gt=0)
-    min_corrections: int = Field(10, ge=1)
-    """Corrected/accepted examples of the drifted slice needed before training starts."""
-    target_suite: str | None = "support_target"
-    regression_suite: str | None = "support_regression"
-    gate_margin: float | None = None
-    """Non-inferiority margin on the regression suite (None: the suite's own `gate.margin`)."""
-    gate_regression_per_slice: bool = True
-    """Also require non-inferiority on every slice of the regression suite on its own (needs enough
-    examples per slice to have the power to show it)."""
-    eval_concurrency: int = Field(8, ge=1)
-    canary: CanarySettings = Field(default_factory=CanarySettings)
-    state_dir: Path = Path("~/.cache/tuneloop/loop").expanduser()
-    backoff_minutes: float = Field(10.0, ge=0)
-    """After a failed training, wait this long before triggering again."""
-    lock_stale_after_s: float = Field(60.0, gt=0)
-    """A loop whose lock heartbeat is older than this is presumed dead; a new loop takes over its lock
-    and resumes its open run."""
+    def prewarm(self) -> None: ...
+
+
+class RayTraining:
+    """Training as a Ray task (GPU when the cluster has one), the production backend. Joins the cluster at
+    `address`, else the one running on this machine (the service's), else starts a local runtime."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+
+    def _connect(self) -> None:
+        from training.dispatch import ensure_ray
+
+        ensure_ray(self.address)
+
+    def submit(self, config: dict[str, Any]) -> TrainingJob:
+        from training.api import submit
+
+        self._connect()
+        return submit(config, use_ray=True)
+
+    def prewarm(self) -> None:
+        """Warm a worker (process + imports) while the dataset is built, so the dispatch a few seconds later
+        does not pay for it (benchmarks/training_dispatch_overhead); never fails the loop."""
+        try:
+            from training.dispatch import prewarm
+
+            self._connect()
+            prewarm()
+        except Exception as exc:  # noqa: BLE001 - an optimisation
+            log.info("loop: could not pre-warm a training worker: %s", exc)
 
 
 @dataclass
@@ -161,27 +148,31 @@ class LoopController:
 
     def __init__(
         self,
-        settings: LoopSettings,
+        spec: LoopSpec,
         registry: Any,
         *,
         base_model_path: Path | None = None,
         on_event: EventHook | None = None,
-        train_fn: Callable[..., Any] | None = None,
+        training: TrainingBackend | None = None,
         metrics: LoopMetrics | None = None,
     ) -> None:
-        self.settings = settings
+        if spec.database_url is None:
+            raise ValueError("the loop spec has no database_url: fill it from the service settings first")
+        self.spec = spec
+        self.db_url: str = spec.database_url
+        self.state_dir = spec.resolved_state_dir()
         self.metrics = metrics or LoopMetrics(states=STATES)
         self.registry = registry
         self.base_model_path = base_model_path
-        self.store = LoopStore(settings.database_url, loop=f"{registry.base_model_id}/{settings.adapter}")
+        self.store = LoopStore(self.db_url, loop=f"{registry.base_model_id}/{spec.adapter}")
         self.on_event = on_event
-        self._train_fn = train_fn
-        self._job: Any = None
+        self.training = training or RayTraining(spec.ray_address)
+        self._job: TrainingJob | None = None
         self._canary_started: float | None = None
         self._champion_since: datetime | None = None
         self.last_reports: list[Any] = []
         self.last_decision: Any = None
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
 
     # ================================================================== plumbing
     def _event(
@@ -217,7 +208,7 @@ class LoopController:
         self.store.save(run)
 
     def champion(self) -> Any | None:
-        for v in self.registry.list(self.settings.adapter):
+        for v in self.registry.list(self.spec.adapter):
             if "champion" in v.aliases:
                 return v
         return None
@@ -235,60 +226,39 @@ class LoopController:
 
     # ================================================================== watching
     def _windows(self, champion: Any | None) -> tuple[list[Any], list[Any]]:
-        s = self.settings
+        s = self.spec
         version = champion.version if champion is not None else None
-        with opened(s.database_url) as engine:
+        with opened(self.db_url) as engine:
             reference = load_prompts(
                 engine,
                 served_name=s.adapter,
                 served_version=version,
-                limit=s.reference_size,
+                limit=s.windows.reference_size,
                 newest_first=False,
             )
-            live = load_prompts(engine, served_name=s.adapter, served_version=version, limit=s.live_size)
+            live = load_prompts(
+                engine, served_name=s.adapter, served_version=version, limit=s.windows.live_size
+            )
         ref_ids = {r.id for r in reference}
         live = [r for r in live if r.id not in ref_ids]
         return reference, live
 
-    def check(self) -> tuple[list[Any], Any, dict[str, Any]]:
-        """Score new traffic, run the drift detectors, ask the policy: (reports, decision, context)."""
-        s = self.settings
-        self.metrics.observe_scores(score_batch(s.database_url, scorers=s.scorers))
+    def check(self) -> tuple[list[DriftReport], Any, dict[str, Any]]:
+        """Score new traffic, run every detector the policy names, ask the policy: (reports, decision,
+        context)."""
+        s = self.spec
+        self.metrics.observe_scores(score_batch(self.db_url, scorers=s.scorers))
         champion = self.champion()
         reference, live = self._windows(champion)
-        reports = []
+        subject = f"{s.adapter}@{champion.version[:12] if champion else 'base'}"
         context: dict[str, Any] = {
             "champion": champion.ref if champion else None,
             "n_reference": len(reference),
             "n_live": len(live),
         }
-        # below the detector's own minimum a check means nothing (and would embed both windows for
-        # nothing): wait for traffic. The policy's min_samples decides when a report may trip.
-        detector = input_detector("mmd")
-        if len(reference) >= detector.min_samples and len(live) >= detector.min_samples:
-            try:
-                report = check_input_drift(
-                    [r.user_text for r in reference],
-                    [r.user_text for r in live],
-                    detector=detector,
-                    subject=f"{s.adapter}@{champion.version[:12] if champion else 'base'}",
-                )
-                reports.append(report)
-            except DriftInputError as exc:
-                context["input_drift_skipped"] = str(exc)
-        with opened(s.database_url) as engine:
-            stream = load_score_stream(
-                engine,
-                s.quality_scorer,
-                served_name=s.adapter,
-                served_version=champion.version if champion else None,
-            )
-        if len(stream) >= 20:
-            reports.append(
-                check_quality_drift([v for _, _, v in stream], subject=f"{s.adapter}:{s.quality_scorer}")
-            )
-        ref_slices = Counter(str(r.tags.get(s.slice_tag)) for r in reference if r.tags.get(s.slice_tag))
-        live_slices = Counter(str(r.tags.get(s.slice_tag)) for r in live if r.tags.get(s.slice_tag))
+        reports = [*self._input_reports(reference, live, subject, context), *self._quality_reports(champion)]
+        ref_slices = Counter(v for v in (self._slice_of(r) for r in reference) if v)
+        live_slices = Counter(v for v in (self._slice_of(r) for r in live) if v)
         context["slices"] = {"reference": dict(ref_slices), "live": dict(live_slices)}
         context["drifted_slice"] = _grown_slice(ref_slices, live_slices)
         for report in reports:
@@ -296,6 +266,81 @@ class LoopController:
         decision = s.policy.decide(self._policy_state(), reports, datetime.now(UTC))
         self.last_reports, self.last_decision = reports, decision
         return reports, decision, context
+
+    def _slice_of(self, request: Any) -> str | None:
+        """The request's slice: its `slice_key` tag (feedback tags win over the request's metadata)."""
+        key = self.spec.slice_key
+        if key is None:
+            return None
+        value = request.tags.get(key)
+        return str(value) if value not in (None, "") else None
+
+    def _input_reports(
+        self, reference: list[Any], live: list[Any], subject: str, context: dict[str, Any]
+    ) -> list[DriftReport]:
+        """One report per input detector the policy names (both windows embedded once)."""
+        rule = self.spec.policy.input_drift
+        if rule is None:
+            return []
+        detectors = [detector_for_threshold(name, rule.max_p_value) for name in rule.detectors]
+        inputs = [d for d in detectors if isinstance(d, InputDriftDetector)]
+        # below the detectors' own minimum a check means nothing (and would embed both windows for
+        # nothing): wait for traffic. The policy's min_samples decides when a report may trip.
+        needed = max(d.min_samples for d in inputs)
+        if len(reference) < needed or len(live) < needed:
+            return []
+        from monitoring.embeddings import encode
+
+        ref_texts, live_texts = [r.user_text for r in reference], [r.user_text for r in live]
+        try:
+            ref_emb, live_emb = encode(ref_texts), encode(live_texts)
+        except DriftInputError as exc:
+            context["input_drift_skipped"] = str(exc)
+            return []
+        reports = []
+        for index, detector in enumerate(inputs):
+            try:
+                reports.append(
+                    check_input_drift(
+                        ref_texts,
+                        live_texts,
+                        detector=detector,
+                        ref_embeddings=ref_emb,
+                        live_embeddings=live_emb,
+                        subject=subject,
+                        clusters=8 if index == 0 else 0,  # topics once, not per detector
+                    )
+                )
+            except DriftInputError as exc:
+                context.setdefault("input_drift_skipped", str(exc))
+        return reports
+
+    def _quality_reports(self, champion: Any | None) -> list[DriftReport]:
+        """One report per quality detector the policy names, on each watched scorer's stream."""
+        s = self.spec
+        rule = s.policy.quality_drift
+        if rule is None:
+            return []
+        scorers = [x for x in (rule.scorers or [s.quality_scorer])]
+        detectors = [detector_for_threshold(name, rule.max_p_value) for name in rule.detectors]
+        reports = []
+        with opened(self.db_url) as engine:
+            for scorer in scorers:
+                stream = load_score_stream(
+                    engine,
+                    scorer,
+                    served_name=s.adapter,
+                    served_version=champion.version if champion else None,
+                )
+                if len(stream) < s.windows.min_quality_scores:
+                    continue
+                values = [v for _, _, v in stream]
+                for detector in detectors:
+                    if isinstance(detector, QualityDriftDetector):
+                        reports.append(
+                            check_quality_drift(values, detector=detector, subject=f"{s.adapter}:{scorer}")
+                        )
+        return reports
 
     # ================================================================== steps
     def tick(self) -> TickResult:
@@ -305,14 +350,15 @@ class LoopController:
         if run is None:
             self.metrics.set_state(WATCHING)
             return self._watch()
-        step = {
+        steps: dict[str, Callable[[LoopRun], TickResult]] = {
             TRIGGERED: self._build_dataset,
             DATASET_BUILT: self._dispatch_training,
             TRAINING: self._await_training,
             TRAINED: self._register_and_gate,
             GATING: self._register_and_gate,
             CANARY: self._canary,
-        }.get(run.state)
+        }
+        step = steps.get(run.state)
         if step is None:
             run.finished = True
             self.store.save(run)
@@ -353,7 +399,7 @@ class LoopController:
             return TickResult(WATCHING, f"{decision.outcome}: {'; '.join(decision.reasons)}")
         recent = self.store.runs(limit=1)
         if recent and recent[0].outcome == FAILED:
-            until = recent[0].updated_at + timedelta(minutes=self.settings.backoff_minutes)
+            until = recent[0].updated_at + timedelta(minutes=self.spec.backoff_minutes)
             if until > datetime.now(UTC):
                 return TickResult(
                     WATCHING, f"drift persists, but backing off after a failed run until {until:%H:%M:%S} UTC"
@@ -381,27 +427,15 @@ class LoopController:
                 "slices": context["slices"],
             },
         )
-        self._prewarm_training_worker()
+        self.training.prewarm()
         return TickResult(TRIGGERED, "retraining triggered", run.id)
 
-    def _prewarm_training_worker(self) -> None:
-        """Real training through Ray only: warm a worker (process + imports) while the dataset is built, so
-        the dispatch a few seconds later does not pay for it (benchmarks/training_dispatch_overhead)."""
-        if self._train_fn is not None:
-            return
-        try:
-            from training.dispatch import prewarm
-
-            prewarm()
-        except Exception as exc:  # noqa: BLE001 - an optimisation: never let it fail the loop
-            log.info("loop: could not pre-warm a training worker: %s", exc)
-
     def _build_dataset(self, run: LoopRun) -> TickResult:
-        s = self.settings
+        s, recipe = self.spec, self.spec.recipe
         champion = self.champion()
         slice_value = run.data.get("drifted_slice")
-        tags = {s.slice_tag: slice_value} if slice_value else {}
-        since = datetime.fromisoformat(run.data["triggered_at"]) - timedelta(days=7)
+        tags = {s.slice_key: slice_value} if slice_value and s.slice_key else {}
+        since = datetime.fromisoformat(run.data["triggered_at"]) - timedelta(days=s.windows.feedback_days)
         sources: list[dict[str, Any]] = [
             {
                 "kind": "request_log",
@@ -409,34 +443,35 @@ class LoopController:
                 "database_url": DATABASE_URL_PLACEHOLDER,  # stored configs never carry credentials
                 "served_name": s.adapter,
                 "tags": tags,
-                "include_accepted": True,
+                "include_accepted": recipe.include_accepted,
+                "min_rating": recipe.min_rating,
                 "since": since.isoformat(),
             }
         ]
-        if s.replay_path is not None:
+        if recipe.replay is not None:
             sources.append(
-                {"kind": "file", "name": "replay", "path": str(s.replay_path), "weight": s.replay_weight}
+                {"kind": "file", "name": "replay", "path": str(recipe.replay), "weight": recipe.replay_weight}
             )
-        n_examples = _count_corrections(s.database_url, s.adapter, tags)
-        if n_examples < s.min_corrections:
+        counts = _count_feedback(self.db_url, s.adapter, tags, since, recipe.min_rating)
+        if counts["corrections"] < recipe.min_corrections:
             self._move(
                 run,
                 FAILED,
-                f"only {n_examples} corrected/accepted examples in slice {slice_value!r}; "
-                f"need {s.min_corrections}",
-                {"examples": n_examples},
+                f"only {counts['corrections']} corrected examples in slice {slice_value!r}; "
+                f"need {recipe.min_corrections} (recipe.min_corrections)",
+                {"feedback": counts},
             )
             return TickResult(FAILED, "not enough data", run.id)
-        base = self.base_model_path
-        config: dict[str, Any] = json.loads(json.dumps(s.training))
+        config = recipe.template()
         config.update(
             {
                 "name": f"{s.adapter}-{slice_value or 'retrain'}".replace("_", "-")[:60],
                 "data": {**config.get("data", {}), "sources": sources},
             }
         )
-        if base is not None:
-            config["base_model"] = str(base)
+        config.setdefault("output", {}).setdefault("runs_dir", str(self.state_dir / "runs"))
+        if self.base_model_path is not None:
+            config["base_model"] = str(self.base_model_path)
             config["base_model_id"] = self.registry.base_model_id
         if champion is not None:
             config["style"] = "sequential"
@@ -444,33 +479,28 @@ class LoopController:
         else:
             config["style"] = "multitask" if len(sources) > 1 else "sft"
         run.data["training_config"] = config
-        run.data["dataset"] = {"sources": sources, "slice": slice_value, "examples_in_slice": n_examples}
+        run.data["dataset"] = {"sources": sources, "slice": slice_value, "feedback": counts}
         self._move(
             run,
             DATASET_BUILT,
-            f"dataset: {n_examples} feedback examples of slice {slice_value!r}"
-            + (" + replay" if s.replay_path else ""),
+            f"dataset: {counts['corrections']} corrections"
+            + (f" + {counts['accepted']} accepted answers" if recipe.include_accepted else "")
+            + f" of slice {slice_value!r}"
+            + (" + replay" if recipe.replay else ""),
             {"dataset": run.data["dataset"]},
         )
         return TickResult(DATASET_BUILT, "dataset built", run.id)
-
-    def _training(self) -> Callable[..., Any]:
-        if self._train_fn is not None:
-            return self._train_fn
-        from training.api import submit
-
-        return submit
 
     def _materialize(self, config: dict[str, Any]) -> dict[str, Any]:
         """The stored training config with the request-log placeholder replaced by the real URL."""
         out = json.loads(json.dumps(config))
         for source in out.get("data", {}).get("sources", []):
             if source.get("database_url") == DATABASE_URL_PLACEHOLDER:
-                source["database_url"] = self.settings.database_url
+                source["database_url"] = self.db_url
         return dict(out)
 
     def _dispatch_training(self, run: LoopRun) -> TickResult:
-        self._job = self._training()(self._materialize(run.data["training_config"]), use_ray=True)
+        self._job = self.training.submit(self._materialize(run.data["training_config"]))
         run.data["training_started_at"] = datetime.now(UTC).isoformat()
         self.metrics.training("started")
         self._move(run, TRAINING, "training dispatched (Ray task; GPU when the cluster has one)")
@@ -479,7 +509,7 @@ class LoopController:
     def _await_training(self, run: LoopRun) -> TickResult:
         if self._job is None:  # restarted mid-training: the task died with the old process; start again
             self._event(run, "resumed", "loop restarted during training: dispatching the training again")
-            self._job = self._training()(self._materialize(run.data["training_config"]), use_ray=True)
+            self._job = self.training.submit(self._materialize(run.data["training_config"]))
             return TickResult(TRAINING, "training re-dispatched", run.id)
         if not self._job.done():
             return TickResult(TRAINING, "training in progress", run.id)
@@ -516,7 +546,7 @@ class LoopController:
     def _register_and_gate(self, run: LoopRun) -> TickResult:
         from serving.hotswap import swap_alias
 
-        s = self.settings
+        s = self.spec
         if "challenger" not in run.data:
             adapter_dir = Path(run.data["training"]["adapter_dir"])
             manifest_path = adapter_dir.parent / "tuneloop_manifest.json"
@@ -582,14 +612,14 @@ class LoopController:
         from evals.gate import GatePolicy, gate
         from evals.runner import RunOptions, run_suite
 
-        s = self.settings
-        suites = [x for x in (s.target_suite, s.regression_suite) if x]
+        s = self.spec
+        suites = s.suites.names()
         base_url = f"{s.service_url.rstrip('/')}/v1"
-        out_dir = s.state_dir / run.id / "evals"
+        out_dir = self.state_dir / run.id / "evals"
         champ_model = f"{s.adapter}@champion" if self.champion() else self.registry.base_model_id
         champion_runs, challenger_runs = [], []
         for suite in suites:
-            options = RunOptions(concurrency=s.eval_concurrency, resume=False)
+            options = RunOptions(concurrency=s.gate.concurrency, resume=False)
             champion_runs.append(
                 run_suite(suite, champ_model, base_url, out_dir=out_dir / "champion", options=options)
             )
@@ -605,7 +635,7 @@ class LoopController:
         decision = gate(
             champion_runs,
             challenger_runs,
-            GatePolicy(margin=s.gate_margin, regression_per_slice=s.gate_regression_per_slice),
+            GatePolicy(margin=s.gate.margin, regression_per_slice=s.gate.regression_per_slice),
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "gate.json").write_text(decision.to_json())
@@ -633,10 +663,10 @@ class LoopController:
     def _canary(self, run: LoopRun) -> TickResult:
         from serving.hotswap import swap_alias
 
-        s = self.settings
+        s = self.spec
         exp = run.data["experiment"]
-        score_batch(s.database_url, scorers=s.scorers)
-        arms = _arm_scores(s.database_url, exp, s.canary.scorer)
+        score_batch(self.db_url, scorers=s.scorers)
+        arms = _arm_scores(self.db_url, exp, s.canary.scorer)
         started = datetime.fromisoformat(run.data["canary_started_at"])
         elapsed = (datetime.now(UTC) - started).total_seconds()
         champ_arm = f"{s.adapter}@champion"
@@ -653,7 +683,7 @@ class LoopController:
         try:
             from evals.ab import ab_report
 
-            report = ab_report(exp, s.database_url, control=champ_arm)
+            report = ab_report(exp, self.db_url, control=champ_arm)
             ab["report"] = report.to_dict()
         except Exception as exc:  # noqa: BLE001 - the decision below needs only the arm means
             ab["report_error"] = str(exc)
@@ -698,7 +728,7 @@ class LoopController:
 
     def _cleanup_challenger(self, run: LoopRun) -> None:
         """Retire the challenger: stop its canary, drop the alias; the champion keeps serving."""
-        s = self.settings
+        s = self.spec
         exp = run.data.get("experiment")
         if exp:
             try:
@@ -716,7 +746,7 @@ class LoopController:
     # ================================================================== driving
     def run(self, stop: threading.Event, *, on_tick: Callable[[TickResult], None] | None = None) -> None:
         """Tick until `stop` is set (holding the loop lock)."""
-        self.store.acquire(stale_after_s=self.settings.lock_stale_after_s)
+        self.store.acquire(stale_after_s=self.spec.lock_stale_after_s)
         open_run = self.store.open_run()
         self.metrics.set_state(open_run.state if open_run is not None else WATCHING)
         if open_run is not None:
@@ -746,7 +776,7 @@ class LoopController:
                 stop.wait(
                     1.0
                     if busy
-                    else (2.0 if result.state in (TRAINING, CANARY) else self.settings.check_interval_s)
+                    else (2.0 if result.state in (TRAINING, CANARY) else self.spec.windows.check_interval_s)
                 )
         finally:
             self.store.release()
@@ -777,26 +807,38 @@ def _grown_slice(reference: Counter[str], live: Counter[str]) -> str | None:
     return best if growth[best] > 0 else None
 
 
-def _count_corrections(db_url: str, adapter: str, tags: dict[str, Any]) -> int:
+def _count_feedback(
+    db_url: str, adapter: str, tags: dict[str, Any], since: datetime, min_rating: float
+) -> dict[str, int]:
+    """Served requests of `adapter` (in the slice `tags`, since `since`) with a correction, and those
+    accepted without one (thumbs up or rating >= min_rating): counted apart."""
     import sqlalchemy as sa
 
     with opened(db_url) as engine:
         req, fb = requests_table, feedback_table
         q = (
-            sa.select(req.c.tags, fb.c.correction, fb.c.thumbs, fb.c.rating)
+            sa.select(req.c.id, req.c.tags, fb.c.correction, fb.c.thumbs, fb.c.rating)
             .select_from(fb.join(req, req.c.id == fb.c.request_id))
-            .where(req.c.served_name == adapter, req.c.shadow_of.is_(None))
+            .where(
+                req.c.served_name == adapter,
+                req.c.shadow_of.is_(None),
+                req.c.status_code == 200,
+                req.c.created_at >= since,
+            )
         )
         with engine.connect() as conn:
             rows = conn.execute(q).all()
-    n = 0
-    for t, correction, thumbs, rating in rows:
+    corrected: set[str] = set()
+    accepted: set[str] = set()
+    for request_id, t, correction, thumbs, rating in rows:
         tagd = t if isinstance(t, dict) else (json.loads(t) if t else {})
         if any(tagd.get(k) != v for k, v in tags.items()):
             continue
-        if (correction and correction.strip()) or thumbs == 1 or (rating is not None and rating >= 0.8):
-            n += 1
-    return n
+        if correction and correction.strip():
+            corrected.add(request_id)
+        elif thumbs == 1 or (rating is not None and rating >= min_rating):
+            accepted.add(request_id)
+    return {"corrections": len(corrected), "accepted": len(accepted - corrected)}
 
 
 def _arm_scores(db_url: str, experiment: str, scorer: str) -> dict[str, list[float]]:
@@ -825,12 +867,3 @@ def _primary(run: Any) -> float | None:
     """The run's overall value of its primary metric."""
     summary = run.summaries.get(run.primary_metric, {}).get(run.ALL)
     return float(summary.value) if summary is not None else None
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()

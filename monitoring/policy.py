@@ -20,9 +20,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from common.settings import did_you_mean, load_config_file
 from monitoring.drift.base import DriftReport
 from monitoring.errors import PolicyError
 
@@ -37,9 +37,12 @@ __all__ = [
     "TriggerPolicy",
     "decide",
     "load_policy",
+    "policy_names",
 ]
 
 DAY = timedelta(hours=24)
+POLICIES_DIR = Path(__file__).parent / "policies"
+"""The shipped policies; a loop spec names one by its file stem (`policy: production`)."""
 
 
 class _Strict(BaseModel):
@@ -105,6 +108,31 @@ class TriggerPolicy(_Strict):
     def _some_rule(self) -> TriggerPolicy:
         if self.input_drift is None and self.quality_drift is None:
             raise ValueError("a policy needs input_drift or quality_drift (or both)")
+        return self
+
+    @model_validator(mode="after")
+    def _detectors_can_fire(self) -> TriggerPolicy:
+        """Every detector a rule names exists, is of the rule's kind and can reach the rule's threshold."""
+        from monitoring.drift.base import detector_names
+        from monitoring.drift.checks import detector_for_threshold
+        from monitoring.errors import DriftInputError
+
+        for kind, rule in (("input", self.input_drift), ("quality", self.quality_drift)):
+            if rule is None:
+                continue
+            if not rule.detectors:
+                raise ValueError(f"{kind}_drift.detectors: name at least one detector")
+            known = detector_names(kind)  # type: ignore[arg-type]
+            for name in rule.detectors:
+                if name not in known:
+                    raise ValueError(
+                        f"{kind}_drift.detectors: {name!r} is not an {kind}-drift detector"
+                        f"{did_you_mean(name, known)} (known: {', '.join(known)})"
+                    )
+                try:
+                    detector_for_threshold(name, rule.max_p_value)
+                except DriftInputError as exc:
+                    raise ValueError(f"{kind}_drift.max_p_value: {exc}") from None
         return self
 
     @classmethod
@@ -180,25 +208,13 @@ class TriggerDecision(_Strict):
 
 
 def load_policy(path: str | Path) -> TriggerPolicy:
-    """A policy from a YAML file; a clear PolicyError names the file and the bad field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy file {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise PolicyError(f"policy file {path} must hold a mapping, not {type(raw).__name__}")
-    try:
-        return TriggerPolicy.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise PolicyError(f"invalid policy {path}: {problems}") from exc
+    """A policy from a YAML file; a PolicyError names the file and every bad field."""
+    return load_config_file(TriggerPolicy, path, what="policy", error=PolicyError)
+
+
+def policy_names() -> list[str]:
+    """The shipped policies (`monitoring/policies/<name>.yaml`), by name."""
+    return sorted(p.stem for p in POLICIES_DIR.glob("*.yaml"))
 
 
 def _label(report: DriftReport) -> str:

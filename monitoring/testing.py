@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from monitoring.loop import LoopController, LoopSettings
-from monitoring.policy import InputDriftRule, QualityDriftRule, TriggerPolicy
+from monitoring.loop import LoopController
+from monitoring.spec import LoopSpec, parse_spec
 from monitoring.store import connect, feedback_table, requests_table
 from serving.registry import AdapterRegistry, ArtifactStore
 from serving.registry.testing import SMOLLM2_MODULES, write_adapter
@@ -69,6 +69,7 @@ class LoopWorld:
         self.n = 0
         self.trainings: list[dict[str, Any]] = []
         self.train_ok = True
+        self.prewarms = 0
         self.rng = random.Random(0)
         marker = tmp / "v1.version"
         if marker.exists():  # another process opening the same world
@@ -148,7 +149,8 @@ class LoopWorld:
                 arm="support@challenger",
             )
 
-    def train_fn(self, config: dict[str, Any], use_ray: bool = True) -> FakeJob:
+    def submit(self, config: dict[str, Any]) -> FakeJob:
+        """`TrainingBackend.submit`: record the config, "train" a fresh random adapter."""
         self.trainings.append(config)
         if not self.train_ok:
             return FakeJob(
@@ -171,29 +173,37 @@ class LoopWorld:
             self.train_delay_s,
         )
 
-    def settings(self, **kw: Any) -> LoopSettings:
-        policy = TriggerPolicy(
-            input_drift=InputDriftRule(max_p_value=0.05, min_samples=30, min_reference_samples=30),
-            quality_drift=QualityDriftRule(min_samples=10, min_drop=0.2),
-            cooldown_minutes=0,
-        )
-        base: dict[str, Any] = {
+    def prewarm(self) -> None:
+        """`TrainingBackend.prewarm`: nothing to warm."""
+        self.prewarms += 1
+
+    def spec(self, **kw: Any) -> LoopSpec:
+        """A loop spec for the world; `kw` sets fields, `section__field` nested ones (`windows__size`)."""
+        raw: dict[str, Any] = {
             "adapter": "support",
             "database_url": self.db_url,
-            "policy": policy,
-            "reference_size": 40,
-            "live_size": 40,
-            "min_corrections": 5,
-            "state_dir": self.tmp / "loop",
+            "slice_key": "intent",
+            "policy": {
+                "input_drift": {"max_p_value": 0.05, "min_samples": 30, "min_reference_samples": 30},
+                "quality_drift": {"min_samples": 10, "min_drop": 0.2},
+                "cooldown_minutes": 0,
+            },
+            "windows": {"reference_size": 40, "live_size": 40},
+            "suites": {"target": "general_qa"},
+            "recipe": {"min_corrections": 5},
+            "state_dir": str(self.tmp / "loop"),
             "canary": {"min_requests_per_arm": 5},
         }
-        base.update(kw)
-        return LoopSettings(**base)
+        for key, value in kw.items():
+            section, _, field = key.partition("__")
+            if field:
+                raw.setdefault(section, {})[field] = value
+            else:
+                raw[key] = value
+        return parse_spec(raw)
 
     def controller(self, gate_passes: bool = True, **kw: Any) -> LoopController:
-        c = LoopController(
-            self.settings(**kw), self.registry, base_model_path=self.tmp, train_fn=self.train_fn
-        )
+        c = LoopController(self.spec(**kw), self.registry, base_model_path=self.tmp, training=self)
         c._gate = lambda run: {"passed": gate_passes, "summary": "fake gate", "suites": {}}  # type: ignore[method-assign]
         return c
 
@@ -216,5 +226,5 @@ class WorldControllerFactory:
     def __call__(self) -> LoopController:
         world = LoopWorld(self.world_dir, train_delay_s=self.train_delay_s)
         return world.controller(
-            check_interval_s=self.check_interval_s, lock_stale_after_s=self.lock_stale_after_s
+            windows__check_interval_s=self.check_interval_s, lock_stale_after_s=self.lock_stale_after_s
         )

@@ -90,19 +90,38 @@ def choose_device(config: TrainingConfig, *, use_ray: bool) -> DeviceChoice:
     return DeviceChoice("cpu", 0, f"no GPU ({summary}): training on CPU")
 
 
-def ensure_ray() -> bool:
-    """Start a local Ray runtime if none is connected; returns True when this call started it."""
+def ensure_ray(address: str | None = None) -> bool:
+    """Connect this process to Ray if it is not yet: the cluster at `address` (or `$RAY_ADDRESS`), else
+    the cluster already running on this machine (the service's, so training and its pre-warmed worker
+    share it), else a new local runtime. Returns True when this call started a local runtime (the caller
+    owns it and shuts it down)."""
     import ray
 
     if ray.is_initialized():
         return False
-    ray.init(
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        runtime_env={"env_vars": WORKER_ENV},
-    )
+    common: dict[str, Any] = {
+        "log_to_driver": False,
+        "configure_logging": False,
+        "runtime_env": {"env_vars": WORKER_ENV},
+    }
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if target is None and _running_cluster_here():
+        target = "auto"
+    if target is not None:
+        ray.init(address=target, **common)  # a named cluster that does not answer is an error, never a
+        return False  # silent fall-back to training somewhere else
+    ray.init(include_dashboard=False, **common)
     return True
+
+
+def _running_cluster_here() -> bool:
+    """True when a Ray cluster's GCS process runs on this machine (found by a process scan)."""
+    try:
+        from ray._private.services import find_gcs_addresses
+
+        return bool(find_gcs_addresses())
+    except Exception:  # noqa: BLE001 - a private API: when it changes, start a local runtime as before
+        return False
 
 
 def _warm_imports() -> dict[str, Any]:

@@ -34,6 +34,8 @@ from rich.table import Table
 
 from evals.datasets.support_desk import INTENTS, SYSTEM_PROMPT, SupportTicket, chat_records, generate_tickets
 
+DEMO_SPEC = Path(__file__).with_name("demo_loop.yaml")
+"""The demo's loop spec (adapter, slices, policy, suites, gate, canary); run-time paths are set here."""
 OLD_WORLD = tuple(i for i in INTENTS if i != "refunds")
 NEW_SLICE = "refunds"
 ADAPTER = "support"
@@ -149,60 +151,25 @@ def _tickets(seed: int) -> tuple[list[SupportTicket], list[SupportTicket]]:
     return old, new
 
 
-def training_template(epochs: float, runs_dir: Path, learning_rate: float = 2e-3) -> dict[str, Any]:
-    """LoRA r=16 on every linear layer (attention + MLP: facts live in the MLPs), packed rows.
+def training_recipe(epochs: float, learning_rate: float, runs_dir: Path) -> dict[str, Any]:
+    """The shipped retraining recipe (monitoring/recipes/lora_retrain.yaml: LoRA r=16 on every linear layer,
+    packed rows) with the demo's epochs, learning rate and runs folder.
 
     Measured on the support desk (HF greedy, contains_answer on held-out wordings): 4 epochs at 3e-3 on
     the 72 old-world tickets reach 0.65 on the regression slices (2 epochs at 1e-3 on attention only:
     0.19); continuing from it for 3 epochs at 2e-3 on 20 refund corrections + the full replay reaches 0.50
     on refunds (from 0.0) with the regression slices unchanged (0.67); half the replay forgot 10 points."""
-    return {
-        "output": {"runs_dir": str(runs_dir)},
-        "lora": {
-            "r": 16,
-            "alpha": 32,
-            "dropout": 0.0,
-            "target_modules": [
-                "q_proj",
-                "k_proj",
-                "v_proj",
-                "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
-            ],
-        },
-        "data": {
-            "max_seq_length": 192,
-            "split": {"validation": 0.1, "test": 0.0},
-            "clean": {"near_duplicates": False},
-        },
-        "train": {
-            "epochs": epochs,
-            "batch_size": 8,
-            "learning_rate": learning_rate,
-            "lr_scheduler": "cosine",
-            "warmup_ratio": 0.05,
-            "batching": "packed",
-            "logging_steps": 1,
-            "seed": 0,
-        },
-        # one Ray CPU (the Serve replica holds part of a 2-core machine's Ray budget); torch still uses every
-        # core (customers pause while the loop trains)
-        "runtime": {"device": "auto", "num_cpus": 1, "timeout_s": 1800},
-    }
+    from monitoring.spec import DEFAULT_RECIPE, RecipeSettings
+
+    template = RecipeSettings(training=DEFAULT_RECIPE).template()
+    template["train"] = {**template.get("train", {}), "epochs": epochs, "learning_rate": learning_rate}
+    template["output"] = {**template.get("output", {}), "runs_dir": str(runs_dir)}
+    return template
 
 
 def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
-    from monitoring.loop import (
-        CANARY,
-        TERMINAL,
-        TRAINING,
-        CanarySettings,
-        LoopController,
-        LoopSettings,
-    )
-    from monitoring.policy import InputDriftRule, QualityDriftRule, TriggerPolicy
+    from monitoring.loop import CANARY, TERMINAL, TRAINING, LoopController
+    from monitoring.spec import load_spec
     from serving.config import ServingConfig
     from serving.hotswap import swap_alias
     from serving.models import resolve_base_model
@@ -256,7 +223,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             f"[bold]1.[/bold] Training the first '{ADAPTER}' adapter on {len(old)} tickets "
             f"({', '.join(OLD_WORLD)}) — LoRA on CPU through Ray"
         )
-        cfg = training_template(opts.initial_epochs, home / "runs", opts.initial_learning_rate)
+        cfg = training_recipe(opts.initial_epochs, opts.initial_learning_rate, home / "runs")
         cfg.update(
             {
                 "name": "support-v1",
@@ -300,36 +267,20 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             console.print(f"   [red]failed:[/red] {err}")
 
         # 3. the loop starts watching; the world changes
-        policy = TriggerPolicy(
-            name="demo",
-            input_drift=InputDriftRule(max_p_value=0.01, min_samples=40, min_reference_samples=40),
-            quality_drift=QualityDriftRule(min_drop=0.15, min_samples=20),
-            cooldown_minutes=0,
-            max_trainings_per_day=4,
-        )
-        loop_settings = LoopSettings(
-            adapter=ADAPTER,
-            database_url=db_url,
-            service_url=url,
-            policy=policy,
-            reference_size=min(opts.phase_a_requests, 80),
-            live_size=80,
-            check_interval_s=5,
-            training=training_template(opts.retrain_epochs, home / "runs", opts.retrain_learning_rate),
-            replay_path=replay,
-            replay_weight=opts.replay_weight,
-            # the gate on 2 CPU cores: 16 refund + 56 regression examples per arm. Paired bootstrap at 95%
-            # with ~15-20% of pairs changing answer gives a CI half-width of ~0.10-0.12 on 56 pairs, so a
-            # 10-point non-inferiority margin fails even when nothing changed (measured: Δ 0.0, CI
-            # [-0.19, +0.19] on 32 pairs); 15 points on the whole suite is what this sample can show.
-            # Per-slice checks (8-16 pairs each) are reported, not required.
-            gate_margin=0.15,
-            gate_regression_per_slice=False,
-            min_corrections=15,
-            canary=CanarySettings(
-                weight=opts.canary_weight, min_requests_per_arm=12, margin=0.05, timeout_s=600
-            ),
-            state_dir=home / "loop",
+        spec = load_spec(
+            DEMO_SPEC,
+            overrides={
+                "database_url": db_url,
+                "service_url": url,
+                "state_dir": str(home / "loop"),
+                "windows.reference_size": min(opts.phase_a_requests, 80),
+                "recipe.replay": str(replay),
+                "recipe.replay_weight": opts.replay_weight,
+                "recipe.training": training_recipe(
+                    opts.retrain_epochs, opts.retrain_learning_rate, home / "runs"
+                ),
+                "canary.weight": opts.canary_weight,
+            },
         )
         events: list[tuple[float, str, str]] = []
 
@@ -337,7 +288,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             events.append((time.monotonic() - t0, kind, message))
             console.print(f"   [cyan]loop[/cyan] {message}")
 
-        controller = LoopController(loop_settings, registry, base_model_path=base_path, on_event=on_event)
+        controller = LoopController(spec, registry, base_model_path=base_path, on_event=on_event)
         stop_loop = threading.Event()
         loop_state = {"state": "watching", "last": ""}
 

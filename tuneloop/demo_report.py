@@ -23,7 +23,8 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _quality_timeline(db_url: str, adapter: str) -> tuple[str | None, dict[str, Any]]:
+def _quality_timeline(db_url: str, spec: Any) -> tuple[str | None, dict[str, Any]]:
+    adapter, scorer, slice_key = spec.adapter, spec.quality_scorer, spec.slice_key
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +35,7 @@ def _quality_timeline(db_url: str, adapter: str) -> tuple[str | None, dict[str, 
         q = (
             sa.select(req.c.created_at, req.c.served_version, req.c.tags, sc.c.score)
             .select_from(sc.join(req, req.c.id == sc.c.request_id))
-            .where(sc.c.scorer == "reference", req.c.served_name == adapter, req.c.shadow_of.is_(None))
+            .where(sc.c.scorer == scorer, req.c.served_name == adapter, req.c.shadow_of.is_(None))
             .order_by(req.c.created_at)
         )
         with engine.connect() as conn:
@@ -50,7 +51,9 @@ def _quality_timeline(db_url: str, adapter: str) -> tuple[str | None, dict[str, 
         xs.append((at - t0).total_seconds() / 60)
         ys.append(float(score))
         tagd = tags if isinstance(tags, dict) else json.loads(tags or "{}")
-        per_slice.setdefault(key, {}).setdefault(str(tagd.get("intent")), []).append(float(score))
+        per_slice.setdefault(key, {}).setdefault(str(tagd.get(slice_key) if slice_key else "all"), []).append(
+            float(score)
+        )
     fig, ax = plt.subplots(figsize=(9, 3.6))
     for key, (xs, ys) in series.items():
         window = 15
@@ -58,10 +61,10 @@ def _quality_timeline(db_url: str, adapter: str) -> tuple[str | None, dict[str, 
             sum(ys[max(0, i - window + 1) : i + 1]) / len(ys[max(0, i - window + 1) : i + 1])
             for i in range(len(ys))
         ]
-        ax.plot(xs, smooth, label=f"support@{key}")
+        ax.plot(xs, smooth, label=f"{adapter}@{key}")
         ax.scatter(xs, ys, s=6, alpha=0.25)
     ax.set_xlabel("minutes since first request")
-    ax.set_ylabel("answer contains the fact (rolling 15)")
+    ax.set_ylabel(f"{scorer} score (rolling 15)")
     ax.set_ylim(-0.05, 1.05)
     ax.legend(loc="lower left")
     ax.set_title("Live quality per served version")
@@ -92,9 +95,8 @@ def _drift_plot(controller: Any) -> str | None:
     start = min(x[0] for x, _ in points.values())
     for det, (xs, ys) in points.items():
         ax.plot([(x - start).total_seconds() / 60 for x in xs], ys, marker="o", ms=3, label=f"{det} p-value")
-    threshold = (
-        controller.settings.policy.input_drift.max_p_value if controller.settings.policy.input_drift else 0.01
-    )
+    rule = controller.spec.policy.input_drift
+    threshold = rule.max_p_value if rule is not None else 0.01
     ax.axhline(threshold or 0.01, color="red", ls="--", label=f"trigger threshold p ≤ {threshold}")
     ax.set_yscale("log")
     ax.set_xlabel("minutes since the loop started")
@@ -106,7 +108,7 @@ def _drift_plot(controller: Any) -> str | None:
 
 
 def write_demo_report(path: Path, summary: dict[str, Any], db_url: str, controller: Any) -> Path:
-    quality_img, slices = _quality_timeline(db_url, controller.settings.adapter)
+    quality_img, slices = _quality_timeline(db_url, controller.spec)
     drift_img = _drift_plot(controller)
     esc = html.escape
     rows = "".join(
@@ -115,7 +117,7 @@ def write_demo_report(path: Path, summary: dict[str, Any], db_url: str, controll
         for s, v in (summary.get("suites") or {}).items()
     )
     slice_rows = "".join(
-        f"<tr><td>support@{esc(v)}</td>"
+        f"<tr><td>{esc(controller.spec.adapter)}@{esc(v)}</td>"
         + "".join(f"<td>{esc(k)}: {x:.2f}</td>" for k, x in sorted(d.items()))
         + "</tr>"
         for v, d in slices.items()

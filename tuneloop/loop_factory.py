@@ -1,5 +1,6 @@
-"""Builds the production `LoopController` from tuneloop settings, inside whichever process runs the loop
-(the `tuneloop loop` process or the loop's Ray actor): a picklable recipe, not live connections."""
+"""Builds the production `LoopController` from a loop spec and the tuneloop settings, inside whichever
+process runs the loop (the `tuneloop loop` process or the loop's Ray actor): a picklable recipe, not live
+connections."""
 
 from __future__ import annotations
 
@@ -7,28 +8,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitoring.loop import LoopController, LoopSettings
+from monitoring.loop import LoopController
+from monitoring.spec import LoopSpec, load_spec, parse_spec
 
 
 @dataclass(frozen=True)
 class ControllerFactory:
-    config: Path | None
+    spec: Path | dict[str, Any]
+    """The loop spec: a file (relative paths against its folder) or a mapping (against the working dir)."""
+    config: Path | None = None
     """tuneloop settings YAML (None: `$TUNELOOP_CONFIG` or the defaults)."""
-    loop: dict[str, Any] = field(default_factory=dict)
-    """`LoopSettings` fields; `database_url` defaults to the service's."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Dotted spec keys set on top of the file (`service_url`, `canary.weight`, ...)."""
 
-    def settings(self) -> tuple[Any, Any, LoopSettings]:
+    def load(self) -> tuple[Any, Any, LoopSpec]:
+        """(registry, settings, spec) with the spec's `database_url` defaulting to the service's."""
         from tuneloop.commands.adapters import open_cli_registry
 
         registry, settings = open_cli_registry(self.config)
-        raw = dict(self.loop)
-        raw.setdefault("database_url", settings.serving.resolved_database_url())
-        return registry, settings, LoopSettings.model_validate(raw)
+        overrides = {k: v for k, v in self.overrides.items() if v is not None}
+        if isinstance(self.spec, Path):
+            spec = load_spec(self.spec, overrides=overrides)
+        else:
+            spec = parse_spec({**self.spec, **overrides})
+        if spec.database_url is None:
+            spec = spec.model_copy(update={"database_url": settings.serving.resolved_database_url()})
+        return registry, settings, spec
 
     def __call__(self) -> LoopController:
         from serving.models import resolve_base_model
 
-        registry, settings, loop_settings = self.settings()
-        return LoopController(
-            loop_settings, registry, base_model_path=resolve_base_model(settings.serving.base_model)
-        )
+        registry, settings, spec = self.load()
+        return LoopController(spec, registry, base_model_path=resolve_base_model(settings.serving.base_model))

@@ -8,6 +8,8 @@ quality detector over one score stream.
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -16,11 +18,13 @@ import numpy as np
 from sqlalchemy import Engine
 
 from monitoring.drift.base import (
+    DriftDetector,
     DriftReport,
     InputDriftDetector,
     QualityDriftDetector,
     ScoreStream,
     build_detector,
+    get_detector_class,
 )
 from monitoring.drift.clusters import cluster_shift
 from monitoring.embeddings import Embedder
@@ -28,13 +32,19 @@ from monitoring.errors import DriftInputError
 from monitoring.store import load_prompts, load_score_stream, opened
 
 __all__ = [
+    "MAX_PERMUTATIONS",
     "check_input_drift",
     "check_input_drift_from_log",
     "check_quality_drift",
     "check_quality_drift_from_log",
+    "detector_for_threshold",
     "input_detector",
+    "permutations_for",
     "quality_detector",
 ]
+
+MAX_PERMUTATIONS = 20_000
+"""The most permutations a permutation test runs per check (20k of 400 + 400 prompts: a few seconds)."""
 
 
 def input_detector(name: str = "mmd", **options: Any) -> InputDriftDetector:
@@ -53,6 +63,34 @@ def quality_detector(name: str = "adwin", **options: Any) -> QualityDriftDetecto
             f"drift detector {name!r} is an {detector.kind} detector, not a quality detector"
         )
     return detector
+
+
+def permutations_for(max_p_value: float | None) -> int:
+    """Permutations a permutation test needs so that `p <= max_p_value` is reachable with room to spare
+    (the smallest p of n permutations is 1/(n+1)): at least 2/max_p_value, and at least 300."""
+    if max_p_value is None:
+        return 300
+    return max(300, math.ceil(2.0 / max_p_value))
+
+
+def detector_for_threshold(name: str, max_p_value: float | None) -> DriftDetector:
+    """The detector `name` built so that its verdict and its p-value can reach `max_p_value`: the alpha is the
+    threshold, and a permutation test gets enough permutations (`permutations_for`). A threshold no
+    detector setting can reach is a `DriftInputError`."""
+    options: dict[str, Any] = {} if max_p_value is None else {"alpha": max_p_value}
+    cls = get_detector_class(name)
+    if "permutations" in inspect.signature(cls.__init__).parameters:
+        needed = permutations_for(max_p_value)
+        if needed > MAX_PERMUTATIONS:
+            raise DriftInputError(
+                f"detector {name!r} cannot reach p <= {max_p_value}: that needs {needed} permutations per "
+                f"check (at most {MAX_PERMUTATIONS}); raise max_p_value to >= {2.0 / MAX_PERMUTATIONS:g}"
+            )
+        options["permutations"] = needed
+    try:
+        return build_detector(name, **options)
+    except (TypeError, ValueError) as exc:
+        raise DriftInputError(f"detector {name!r} with {options}: {exc}") from exc
 
 
 def _default_embedder() -> Embedder:

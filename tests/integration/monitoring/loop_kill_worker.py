@@ -15,7 +15,7 @@ from monitoring.testing import LoopWorld
 
 def main() -> None:
     world = LoopWorld(Path(sys.argv[1]), train_delay_s=float(sys.argv[2]))
-    controller = world.controller(check_interval_s=0.2, lock_stale_after_s=2.0)
+    controller = world.controller(windows__check_interval_s=0.2, lock_stale_after_s=2.0)
     stop = threading.Event()
     controller.run(stop, on_tick=lambda result: print(f"STATE {result.state}", flush=True))
 

@@ -95,7 +95,7 @@ def test_env_names_exist_in_the_code_and_secret_keys_in_the_example() -> None:
 def test_loop_container_runs_a_real_cli_command_with_valid_settings() -> None:
     import typer.main
 
-    from monitoring.loop import LoopSettings
+    from monitoring.spec import parse_spec
     from tuneloop import cli
     from tuneloop.settings import Settings
 
@@ -108,9 +108,7 @@ def test_loop_container_runs_a_real_cli_command_with_valid_settings() -> None:
     assert {a for a in argv[2:] if a.startswith("--")} <= options
     configmap = load("configmap.yaml")
     Settings.model_validate(yaml.safe_load(configmap["data"]["settings.yaml"]))
-    LoopSettings.model_validate(
-        {**yaml.safe_load(configmap["data"]["loop.yaml"]), "database_url": "sqlite://"}
-    )
+    parse_spec({**yaml.safe_load(configmap["data"]["loop.yaml"]), "database_url": "sqlite://"})
     mounted = {v["name"]: v for v in GROUPS["head"]["template"]["spec"]["volumes"]}
     config_mount = next(m for m in loop["volumeMounts"] if m["mountPath"] == "/etc/tuneloop")
     assert mounted[config_mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]

@@ -163,7 +163,7 @@ def test_few_live_prompts_do_not_run_the_drift_test(world: LoopWorld) -> None:
 def test_a_failing_tick_does_not_kill_the_loop(world: LoopWorld) -> None:
     import threading
 
-    c = world.controller(check_interval_s=0.05)
+    c = world.controller(windows__check_interval_s=0.05)
     calls = {"n": 0}
     real_check = c.check
 

@@ -183,7 +183,7 @@ def test_example_policies_load() -> None:
         ("cooldown_minutes: -1\n", "cooldown_minutes"),
         ("input_drift:\n  max_p_value: 2\n", "input_drift.max_p_value"),
         ("input_drift: null\nquality_drift: null\n", "needs input_drift or quality_drift"),
-        ("- a\n- b\n", "must hold a mapping"),
+        ("- a\n- b\n", "top level must be a mapping"),
         ("a: [\n", "not valid YAML"),
     ],
 )
@@ -195,5 +195,5 @@ def test_malformed_policies_name_the_problem(tmp_path: Path, text: str, message:
 
 
 def test_missing_policy_file(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError, match="cannot read policy file"):
+    with pytest.raises(PolicyError, match="policy file not found"):
         load_policy(tmp_path / "nope.yaml")

@@ -1,0 +1,301 @@
+"""The loop spec: one YAML file that configures a closed loop for the user's own task, validated before
+anything starts (every problem listed at once, with its field path and a "did you mean").
+
+It names the adapter the loop keeps good (required), the slice key, the windows, the trigger policy
+(a shipped name, a file, or inline), the scorers, the eval suites that gate a challenger (shipped names
+or files), the retraining recipe (a full training-config template, a file or inline), the gate and the
+canary. Relative paths resolve against the spec file's folder. `docs/loop.md` documents every field;
+`examples/` and `tuneloop/demo_spec.yaml` are complete specs.
+
+    spec = load_spec("loop.yaml")                    # LoopSpec, or SpecError listing every problem
+    spec = load_spec("loop.yaml", overrides={"canary.weight": 0.2})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from common.home import tuneloop_home
+from common.settings import (
+    ConfigModel,
+    ConfigPath,
+    SettingsError,
+    did_you_mean,
+    expand_path,
+    load_config_file,
+    read_yaml_mapping,
+    validate_config,
+)
+from monitoring.errors import PolicyError, ScorerConfigError
+from monitoring.policy import POLICIES_DIR, TriggerPolicy, load_policy, policy_names
+
+__all__ = [
+    "CanarySettings",
+    "GateSettings",
+    "LoopSpec",
+    "RecipeSettings",
+    "SpecError",
+    "SuiteSettings",
+    "WindowSettings",
+    "load_spec",
+    "parse_spec",
+]
+
+DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "lora_retrain.yaml"
+"""The shipped retraining recipe: LoRA r=16 on every linear layer, packed rows, 3 epochs at 2e-3 — measured
+to learn a new slice of a few dozen corrections on 2 CPU cores in a few minutes (see docs/loop.md)."""
+
+
+class SpecError(SettingsError):
+    """The loop spec is missing, unreadable or invalid (`problems` lists every problem)."""
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    context = info.context if isinstance(info.context, Mapping) else {}
+    base = context.get("base_dir")
+    return Path(base) if base is not None else None
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.endswith((".yaml", ".yml")) or "/" in value or value.startswith(("~", "."))
+
+
+class WindowSettings(ConfigModel):
+    """Which traffic the loop compares, and how often it looks."""
+
+    reference_size: int = Field(200, ge=10)
+    """Prompts in the reference window: the champion's first traffic."""
+    live_size: int = Field(200, ge=10)
+    """Prompts in the live window: the champion's newest traffic."""
+    min_quality_scores: int = Field(20, ge=5)
+    """Scores of `quality_scorer` the champion needs before its score stream is checked for a drop."""
+    feedback_days: float = Field(7.0, gt=0)
+    """Feedback (corrections, acceptances) from this many days before the trigger builds the dataset."""
+    check_interval_s: float = Field(15.0, gt=0)
+    """Seconds between two checks while watching."""
+
+
+class SuiteSettings(ConfigModel):
+    """The eval suites that gate a challenger against the champion (at least one)."""
+
+    target: str | None = None
+    """The suite the retraining must improve (the drifted task): a shipped suite's name or a suite file."""
+    regression: str | None = None
+    """The suite the challenger must not get worse on: a shipped suite's name or a suite file."""
+
+    @field_validator("target", "regression")
+    @classmethod
+    def _suite_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        from evals.suite import builtin_suite_names
+
+        if _looks_like_path(value):
+            path = expand_path(value, _base_dir(info))
+            if not path.is_file():
+                raise ValueError(f"suite file not found: {path}")
+            return str(path)
+        names = builtin_suite_names()
+        if value not in names:
+            raise ValueError(
+                f"no shipped suite named {value!r}{did_you_mean(value, names)}; give a suite file "
+                f"(e.g. ./suites/{value}.yaml) or one of: {', '.join(names)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> SuiteSettings:
+        if self.target is None and self.regression is None:
+            raise ValueError("name a target suite, a regression suite, or both: the gate needs one")
+        return self
+
+    def names(self) -> list[str]:
+        """The configured suites, target first."""
+        return [s for s in (self.target, self.regression) if s]
+
+
+class RecipeSettings(ConfigModel):
+    """How a retraining is built: the training-config template, the data mix and the minimum data."""
+
+    training: dict[str, Any] | ConfigPath = DEFAULT_RECIPE
+    """A training config (`docs/training.md` / `training.config.TrainingConfig` fields) as a file or inline;
+    the loop fills in the name, base model, parent adapter, style and data sources. Default: the shipped
+    `monitoring/recipes/lora_retrain.yaml`."""
+    replay: ConfigPath | None = None
+    """Earlier training data (chat JSONL or any file source the training config accepts) mixed in against
+    forgetting."""
+    replay_weight: float = Field(1.0, gt=0, le=100)
+    """Mixture weight of the replay rows (1.0 = all of them once)."""
+    min_corrections: int = Field(10, ge=1)
+    """Corrected answers of the drifted slice needed before training starts (acceptances do not count)."""
+    include_accepted: bool = True
+    """Also train on uncorrected answers users accepted (thumbs up, or rating >= `min_rating`)."""
+    min_rating: float = Field(0.8, ge=0, le=1)
+    """The rating (0..1) from which an answer counts as accepted."""
+
+    @field_validator("training", mode="before")
+    @classmethod
+    def _recipe_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str | Path):
+            path = expand_path(value, _base_dir(info))
+            if not path.is_file():
+                raise ValueError(f"training recipe file not found: {path}")
+            return path
+        return value
+
+    def template(self) -> dict[str, Any]:
+        """The training-config template as a mapping; relative paths in a recipe file are made absolute
+        against the recipe's folder (so the stored config works from anywhere)."""
+        if isinstance(self.training, Path):
+            raw = read_yaml_mapping(self.training, what="training recipe", error=SpecError)
+            return _absolute_paths(raw, self.training.parent)
+        return dict(self.training)
+
+
+def _absolute_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    out = dict(raw)
+    for key in ("base_model", "init_adapter"):
+        if isinstance(out.get(key), str) and _looks_like_path(out[key]):
+            out[key] = str(expand_path(out[key], folder))
+    output = out.get("output")
+    if isinstance(output, dict) and isinstance(output.get("runs_dir"), str):
+        out["output"] = {**output, "runs_dir": str(expand_path(output["runs_dir"], folder))}
+    return out
+
+
+class GateSettings(ConfigModel):
+    """The offline gate: challenger vs champion on the suites (paired bootstrap)."""
+
+    margin: float | None = Field(None, ge=0, le=1)
+    """Non-inferiority margin on the regression suite (None: the suite's own `gate.margin`)."""
+    regression_per_slice: bool = True
+    """Also require non-inferiority on every slice of the regression suite on its own (needs enough
+    examples per slice to have the power to show it)."""
+    concurrency: int = Field(8, ge=1)
+    """Eval requests in flight against the service."""
+
+
+class CanarySettings(ConfigModel):
+    """The live canary: a share of the adapter's traffic goes to the challenger before promotion."""
+
+    weight: float = Field(0.3, gt=0, lt=1)
+    """Share of the adapter's live traffic the challenger gets during the canary."""
+    min_requests_per_arm: int = Field(20, ge=1)
+    """Scored requests each arm needs before the canary is decided."""
+    scorer: str = "reference"
+    """Score used to compare the arms (must be produced by the scorers on live traffic)."""
+    margin: float = Field(0.05, ge=0, le=1)
+    """Promote unless the challenger's mean score is worse than the champion's by more than this."""
+    timeout_s: float = Field(900.0, gt=0)
+    """Give up (roll back) when the arms have not collected enough scored requests by then."""
+
+
+DEFAULT_SCORERS: list[Any] = [
+    "feedback",
+    {"kind": "reference", "metric": "contains_answer"},
+    "empty",
+    "refusal",
+]
+
+
+class LoopSpec(ConfigModel):
+    """A closed loop for one adapter: what it watches, when it retrains, how it gates and rolls out."""
+
+    adapter: str = Field(min_length=1, max_length=64)
+    """The adapter name whose `champion` the loop keeps good (clients send `model: <adapter>`). Required."""
+    service_url: str = "http://127.0.0.1:8000"
+    """The running tuneloop service (evals of the gate go through its OpenAI API)."""
+    database_url: str | None = None
+    """The request log / registry database (default: the service settings' `serving.database_url`)."""
+    ray_address: str | None = None
+    """Ray cluster for training (default: join the service's cluster when one runs, else a local one)."""
+    slice_key: str | None = None
+    """The tag that names a traffic slice (request `metadata` or feedback `tags`): the slice that grew most
+    is the retraining target. None: no slicing (retrain on all feedback)."""
+    windows: WindowSettings = Field(default_factory=WindowSettings)
+    """Window sizes and check interval."""
+    policy: TriggerPolicy = Field(default_factory=TriggerPolicy)
+    """When drift starts a retraining: a shipped policy's name (`default`, `demo`, `production`, `dry_run`),
+    a policy file, or the policy inline (`monitoring/policies/*.yaml` show every field)."""
+    scorers: list[Any] = Field(default_factory=lambda: list(DEFAULT_SCORERS))
+    """Scorers run on new traffic: names or `{kind: ..., <options>}` (see docs/loop.md#scorers)."""
+    quality_scorer: str = "reference"
+    """The score stream watched for a quality drop (a scorer name from `scorers`)."""
+    suites: SuiteSettings
+    """Eval suites for the gate. Required (at least one)."""
+    recipe: RecipeSettings = Field(default_factory=RecipeSettings)
+    """The retraining recipe."""
+    gate: GateSettings = Field(default_factory=GateSettings)
+    """The offline gate."""
+    canary: CanarySettings = Field(default_factory=CanarySettings)
+    """The live canary."""
+    state_dir: ConfigPath | None = None
+    """Where runs keep their eval results and reports (default: `<TUNELOOP_HOME>/loop/<adapter>`)."""
+    backoff_minutes: float = Field(10.0, ge=0)
+    """After a failed run, wait this long before triggering again."""
+    lock_stale_after_s: float = Field(60.0, gt=0)
+    """A loop whose lock heartbeat is older than this is presumed dead; a new loop takes over its lock and
+    resumes its open run."""
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy_by_name_or_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str | Path):
+            text = str(value)
+            if not _looks_like_path(text):
+                names = policy_names()
+                if text not in names:
+                    raise ValueError(
+                        f"no shipped policy named {text!r}{did_you_mean(text, names)}; "
+                        f"give a policy file or one of: {', '.join(names)}"
+                    )
+                path = POLICIES_DIR / f"{text}.yaml"
+            else:
+                path = expand_path(text, _base_dir(info))
+            try:
+                return load_policy(path)
+            except PolicyError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("scorers")
+    @classmethod
+    def _scorers_build(cls, value: list[Any]) -> list[Any]:
+        from monitoring.scorers import build_scorers
+
+        try:  # unknown kinds/options and duplicate names fail here, not at the first check
+            build_scorers(value)
+        except ScorerConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoopSpec:
+        from monitoring.scorers import build_scorers
+
+        names = [s.name for s in build_scorers(self.scorers)]
+        for field, scorer in (("quality_scorer", self.quality_scorer), ("canary.scorer", self.canary.scorer)):
+            if scorer not in names:
+                raise ValueError(
+                    f"{field} {scorer!r} is not one of the configured scorers{did_you_mean(scorer, names)} "
+                    f"({', '.join(names)})"
+                )
+        return self
+
+    def resolved_state_dir(self) -> Path:
+        """`state_dir`, else `<TUNELOOP_HOME>/loop/<adapter>`."""
+        return self.state_dir if self.state_dir is not None else tuneloop_home() / "loop" / self.adapter
+
+
+def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> LoopSpec:
+    """Validate a spec mapping (relative paths against `base_dir`, default: the working directory)."""
+    return validate_config(LoopSpec, data, what="loop spec", base_dir=base_dir or Path.cwd(), error=SpecError)
+
+
+def load_spec(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> LoopSpec:
+    """Read and validate a loop spec file; `overrides` are dotted keys (`canary.weight: 0.2`)."""
+    return load_config_file(LoopSpec, path, what="loop spec", overrides=overrides, error=SpecError)
