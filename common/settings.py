@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Tag, ValidationError, ValidationInfo
 
 __all__ = [
     "ConfigModel",
@@ -83,51 +83,93 @@ def did_you_mean(name: str, choices: Sequence[str]) -> str:
     return f" (did you mean '{hint[0]}'?)" if hint else ""
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    """The pydantic models an annotation can hold (through Optional, unions, lists, dicts, Annotated)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    origin = get_origin(annotation)
-    if origin is None:
-        return []
-    args = get_args(annotation)
-    if origin is Annotated:
-        return _models_in(args[0])
-    if origin in (Union, types.UnionType, list, tuple, set, frozenset, dict, typing.Literal):
-        found: list[type[BaseModel]] = []
-        for arg in args:
-            found.extend(_models_in(arg))
-        return found
+def _unwrap(annotation: Any) -> Any:
+    """The annotation without `Annotated` metadata and without `| None`."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+            continue
+        if origin in (Union, types.UnionType):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+        return annotation
+
+
+def _union_members(annotation: Any) -> list[Any] | None:
+    """The members of a union (None excluded), or None when the annotation is not a union."""
+    core = _unwrap(annotation)
+    if get_origin(core) in (Union, types.UnionType):
+        return [m for m in get_args(core) if m is not type(None)]
+    return None
+
+
+def _carries_tag(model: type[BaseModel], tag: str) -> bool:
+    """True when `tag` names `model` in a union: its class name, or the one value of a Literal field."""
+    if model.__name__ == tag:
+        return True
+    for field in model.model_fields.values():
+        if get_origin(field.annotation) is typing.Literal and get_args(field.annotation) == (tag,):
+            return True
+    return False
+
+
+def _names_member(member: Any, tag: str) -> bool:
+    """True when pydantic's union tag `tag` names this union member (`Tag(...)`, class name, Literal)."""
+    metadata = get_args(member)[1:] if get_origin(member) is Annotated else ()
+    if any(isinstance(meta, Tag) and meta.tag == tag for meta in metadata):
+        return True
+    core = _unwrap(member)
+    return isinstance(core, type) and issubclass(core, BaseModel) and _carries_tag(core, tag)
+
+
+def _step(annotation: Any, part: Any) -> list[Any]:
+    """The annotations one key or index further inside `annotation` ([] when `part` does not fit)."""
+    core = _unwrap(annotation)
+    if isinstance(core, type) and issubclass(core, BaseModel):
+        field = core.model_fields.get(str(part))
+        return [field.annotation] if field is not None else []
+    origin, args = get_origin(core), get_args(core)
+    if origin in (list, set, frozenset, Sequence) and args:
+        return [args[0]]
+    if origin is tuple and args:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return [args[0]]
+        return [args[part]] if isinstance(part, int) and part < len(args) else list(args)
+    if origin in (dict, Mapping) and len(args) == 2:
+        return [args[1]]
     return []
 
 
-def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
-    """Field names allowed at `loc` inside `model` (the union of candidates where the path is ambiguous)."""
-    candidates: list[type[BaseModel]] = [model]
+def _walk(model: type[BaseModel], loc: Sequence[Any]) -> tuple[list[bool], list[Any]]:
+    """Follow an error location through the model's annotations: for each part, whether it is a union tag
+    pydantic inserted (not a key of the file), and the candidate annotations where the location ends."""
+    current: list[Any] = [model]
+    tags: list[bool] = []
     for part in loc:
-        if isinstance(part, int):
+        unions = [members for c in current if (members := _union_members(c)) is not None]
+        if unions and isinstance(part, str):
+            members = [m for group in unions for m in group]
+            current = [m for m in members if _names_member(m, part)] or members
+            tags.append(True)
             continue
-        nxt: list[type[BaseModel]] = []
-        for candidate in candidates:
-            field = candidate.model_fields.get(str(part))
-            if field is not None:
-                nxt.extend(_models_in(field.annotation))
-        if nxt:
-            candidates = nxt
-        # a part that names no field is a union tag (pydantic puts the member's tag in the path): stay
+        current = [n for c in current for n in _step(c, part)]
+        tags.append(False)
+    return tags, current
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """Field names allowed at (raw, tagged) `loc` inside `model` (the union of candidates where the
+    location is ambiguous)."""
     keys: set[str] = set()
-    for candidate in candidates:
-        keys.update(candidate.model_fields)
+    for annotation in _walk(model, loc)[1]:
+        for member in _union_members(annotation) or [annotation]:
+            core = _unwrap(member)
+            if isinstance(core, type) and issubclass(core, BaseModel):
+                keys.update(core.model_fields)
     return sorted(keys)
-
-
-def _is_tag(model: type[BaseModel], loc: Sequence[Any], index: int) -> bool:
-    """True when `loc[index]` is a union member's tag pydantic inserted, not a key of the file."""
-    part = loc[index]
-    if not isinstance(part, str):
-        return False
-    allowed = _allowed_keys(model, [p for i, p in enumerate(loc[:index]) if not _is_tag(model, loc, i)])
-    return part not in allowed and index < len(loc) - 1
 
 
 def validation_problems(exc: ValidationError, model: type[BaseModel]) -> list[str]:
@@ -135,11 +177,12 @@ def validation_problems(exc: ValidationError, model: type[BaseModel]) -> list[st
     problems: list[str] = []
     for err in exc.errors():
         raw = list(err["loc"])
-        loc = [p for i, p in enumerate(raw) if not _is_tag(model, raw, i)]
+        loc = [p for p, is_tag in zip(raw, _walk(model, raw)[0], strict=True) if not is_tag]
         key = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, loc[:-1])
-            msg = f"unknown key '{loc[-1]}'" + did_you_mean(str(loc[-1]), allowed)
+            allowed = _allowed_keys(model, raw[:-1])  # with the union tags, which pick the member
+            # pydantic's own wording first: it is what users (and tests) search for
+            msg = f"{err['msg']}: unknown key '{loc[-1]}'" + did_you_mean(str(loc[-1]), allowed)
             if allowed:
                 msg += f"; allowed here: {', '.join(allowed)}"
         elif err["type"] == "missing":
@@ -218,20 +261,20 @@ def apply_overrides(
             if isinstance(node, list):
                 if not key.isdigit() or int(key) >= len(node):
                     _raise(error, f"cannot override '{dotted}': no list item {key}")
-                node = node[int(key)]
-                continue
-            if not isinstance(node, dict):
+                child = node[int(key)]
+            else:
+                child = node.setdefault(key, {})
+                if child is None:
+                    child = node[key] = {}
+            if not isinstance(child, dict | list):
                 _raise(error, f"cannot override '{dotted}': '{key}' is not a section")
-            child = node.setdefault(key, {})
-            if child is None:
-                child = node[key] = {}
             node = child
-        if isinstance(node, list) and leaf.isdigit() and int(leaf) < len(node):
-            node[int(leaf)] = value
-        elif isinstance(node, dict):
+        if isinstance(node, dict):
             node[leaf] = value
+        elif leaf.isdigit() and int(leaf) < len(node):
+            node[int(leaf)] = value
         else:
-            _raise(error, f"cannot override '{dotted}'")
+            _raise(error, f"cannot override '{dotted}': no list item {leaf}")
     return data
 
 

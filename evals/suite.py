@@ -4,6 +4,11 @@ A suite names a dataset, a task type, prompt templates, generation settings, met
 thresholds, few-shot settings and its role in the promotion gate. `load_suite` validates everything that
 can be validated without a model (file exists, columns exist, template fields exist, metrics are known),
 so a broken suite fails in a second with the cause named.
+
+Suites are `common.settings.ConfigModel`s read through `common.settings` (every problem of a file is listed
+at once, with its key); `dataset.path` is a `ConfigPath`, resolved against the suite file's folder. A suite
+is named by a shipped suite's name or by a YAML path; relative paths resolve against `base_dir` (e.g. the
+folder of the loop spec that lists the suite), else the current directory.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from common.settings import ConfigModel, ConfigPath, expand_path, read_yaml_mapping, validate_config
 from evals.dataset_files import DatasetFormat, Table, read_table
 from evals.errors import SuiteError
 from evals.example import Example
@@ -24,14 +29,16 @@ from evals.tasks import get_task
 BUILTIN_SUITES_DIR = Path(__file__).parent / "suites"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(ConfigModel):
+    """A suite section: a ConfigModel that is also frozen (suites are shared between concurrent runs)."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 class DatasetSpec(_Strict):
     """Where the examples are and which columns mean what."""
 
-    path: str
+    path: ConfigPath
     """JSONL/CSV/Parquet file or HF dataset folder; relative paths are relative to the suite file."""
     format: DatasetFormat = "auto"
     id_column: str = "id"
@@ -114,7 +121,8 @@ class Suite(_Strict):
     few_shot: FewShotSpec = Field(default_factory=lambda: FewShotSpec())
     gate: GateSpec = Field(default_factory=lambda: GateSpec())
     base_dir: str = "."
-    """Folder relative dataset paths resolve against (set by load_suite)."""
+    """The folder the suite was read from (set by load_suite); a dataset path still relative (a suite
+    validated without a folder) resolves against it."""
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -162,8 +170,7 @@ class Suite(_Strict):
         return self.gate.metric or self.primary
 
     def dataset_path(self) -> Path:
-        path = Path(self.dataset.path).expanduser()
-        return path if path.is_absolute() else Path(self.base_dir) / path
+        return expand_path(self.dataset.path, Path(self.base_dir))
 
     def chat_prompt(self) -> ChatPrompt:
         engine = self.prompt.engine
@@ -210,21 +217,31 @@ class SuiteData:
         return self.suite.chat_prompt().messages(example.fields, self.shots_for(example, k))
 
 
-def suite_path(name_or_path: str | Path) -> Path:
-    """Resolve a suite argument: an existing YAML path, or the name of a suite shipped in evals/suites."""
-    candidate = Path(name_or_path).expanduser()
+SUITE_SUFFIXES = (".yaml", ".yml")
+
+
+def _looks_like_name(name_or_path: str | Path) -> bool:
+    text = str(name_or_path)
+    return "/" not in text and "\\" not in text and not text.endswith(SUITE_SUFFIXES)
+
+
+def suite_path(name_or_path: str | Path, *, base_dir: Path | None = None) -> Path:
+    """Resolve a suite argument: a YAML path (`~`/`$VARS` expanded; relative paths against `base_dir`,
+    default the current directory), else the name of a suite shipped in evals/suites."""
+    candidate = expand_path(name_or_path, base_dir)
     if candidate.is_file():
         return candidate
-    if (
-        isinstance(name_or_path, str)
-        and "/" not in name_or_path
-        and not name_or_path.endswith((".yaml", ".yml"))
-    ):
+    if _looks_like_name(name_or_path):
         builtin = BUILTIN_SUITES_DIR / f"{name_or_path}.yaml"
         if builtin.is_file():
             return builtin
     known = ", ".join(builtin_suite_names())
-    raise SuiteError(f"suite {str(name_or_path)!r} not found: not a file, and not a shipped suite ({known})")
+    if _looks_like_name(name_or_path):
+        where = f" (looked for {candidate})" if base_dir is not None else ""
+        raise SuiteError(
+            f"suite {str(name_or_path)!r} not found: not a file{where}, and not a shipped suite ({known})"
+        )
+    raise SuiteError(f"suite file not found: {candidate} (shipped suites: {known})")
 
 
 def builtin_suite_names() -> list[str]:
@@ -232,33 +249,42 @@ def builtin_suite_names() -> list[str]:
     return sorted(path.stem for path in BUILTIN_SUITES_DIR.glob("*.yaml"))
 
 
+def suite_files(folder: str | Path) -> list[Path]:
+    """The suite files (`*.yaml`, `*.yml`) directly in `folder`, sorted; a missing folder is an error."""
+    path = expand_path(folder)
+    if not path.is_dir():
+        raise SuiteError(f"suite folder not found: {path}")
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SUITE_SUFFIXES)
+
+
 def parse_suite(raw: Any, *, base_dir: Path, source: str = "<suite>") -> Suite:
-    """Validate a suite mapping (as read from YAML) into a `Suite`."""
-    if not isinstance(raw, dict):
-        raise SuiteError(f"{source}: a suite must be a YAML mapping, got {type(raw).__name__}")
-    try:
-        return Suite.model_validate({**raw, "base_dir": str(base_dir)})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<suite>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise SuiteError(f"{source}: invalid suite: {problems}") from None
+    """Validate a suite mapping (as read from YAML) into a `Suite`; relative dataset paths resolve against
+    `base_dir`. Every problem is listed at once: `<source>: invalid suite: <key>: <problem>`."""
+    data = {**raw, "base_dir": str(base_dir)} if isinstance(raw, dict) else raw
+    return validate_config(
+        Suite, data, what="suite", base_dir=base_dir, error=lambda message: SuiteError(f"{source}: {message}")
+    )
 
 
-def load_suite(name_or_path: str | Path | Suite, *, check_data: bool = True) -> Suite:
-    """Load and validate a suite by shipped name or YAML path.
+def read_suite(path: str | Path) -> Suite:
+    """Read and validate one suite file (no metric or data checks: see `load_suite`)."""
+    file = Path(path)
+    raw = read_yaml_mapping(file, what="suite", error=SuiteError)
+    return parse_suite(raw, base_dir=file.resolve().parent, source=str(file))
+
+
+def load_suite(
+    name_or_path: str | Path | Suite, *, check_data: bool = True, base_dir: Path | None = None
+) -> Suite:
+    """Load and validate a suite by shipped name or YAML path (relative to `base_dir` when given).
 
     With `check_data` the dataset is read and the template/columns/metrics are checked too.
     """
-    if isinstance(name_or_path, Suite):
-        suite = name_or_path
-    else:
-        path = suite_path(name_or_path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise SuiteError(f"{path}: not valid YAML ({exc})") from exc
-        suite = parse_suite(raw, base_dir=path.parent, source=str(path))
+    suite = (
+        name_or_path
+        if isinstance(name_or_path, Suite)
+        else read_suite(suite_path(name_or_path, base_dir=base_dir))
+    )
     _check_metrics_known(suite)
     if check_data:
         load_suite_data(suite)

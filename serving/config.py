@@ -1,7 +1,8 @@
 """Typed settings of the serving layer (one pydantic model, documented fields, validated up front).
 
 `ServingConfig` is what `serving.app.build_app` takes (a Serve config YAML passes the same fields as
-`args`), and what `tuneloop serve` builds from its settings and flags. Unknown keys are errors.
+`args`), and what `tuneloop serve` builds from its settings and flags. The models derive from
+`common.settings.ConfigModel`: unknown keys are errors (field docs here are `description=`).
 
 Secrets can stay out of the YAML: each comes from the setting, else an environment variable, else a
 file named by `<VAR>_FILE` (a mounted Kubernetes/Docker secret):
@@ -20,9 +21,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from common.home import tuneloop_home
+from common.settings import ConfigModel
 
 
 class SecretSourceError(ValueError):
@@ -53,10 +55,8 @@ def _secret(value: str | None, var: str) -> str | None:
     return _read_secret_file(f"{var}_FILE")
 
 
-class RateLimitSettings(BaseModel):
+class RateLimitSettings(ConfigModel):
     """Token bucket per API key (per client IP when no keys are configured), in each replica."""
-
-    model_config = ConfigDict(extra="forbid")
 
     requests_per_minute: Annotated[float, Field(ge=0)] = Field(
         0, description="sustained rate per key/IP; 0 = no rate limit"
@@ -76,9 +76,7 @@ class RateLimitSettings(BaseModel):
         return self.requests_per_minute > 0
 
 
-class EngineSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EngineSettings(ConfigModel):
     kind: Literal["vllm", "fake"] = Field(
         "vllm", description="'vllm' (real); 'fake' only for tests/demos of the API"
     )
@@ -99,9 +97,7 @@ class EngineSettings(BaseModel):
     )
 
 
-class ServingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ServingConfig(ConfigModel):
     base_model: str = Field(
         "default", description="'default' (SmolLM2-135M-Instruct) or a local HF model folder"
     )

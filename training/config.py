@@ -1,36 +1,29 @@
 """The training config: typed, documented settings loaded from YAML and validated before any weights load.
 
-Every section is a pydantic model with `extra="forbid"`, so a typo is an error that names the key (with a
-"did you mean" hint) instead of a silently ignored setting. `load_config(path)` reads a YAML file,
-`parse_config(mapping)` validates a dict; both raise `ConfigError`. Checks that need the filesystem (does
-the base model exist, are the target modules in it, do the data files have the right columns) live in
+Every section is a `common.settings.ConfigModel` (unknown keys are errors), so a typo is an error that
+names the key (with a "did you mean" hint) instead of a silently ignored setting; every problem of a config
+is reported at once. `load_config(path)` reads a YAML file, `parse_config(mapping)` validates a dict; both
+go through `common.settings` and raise `ConfigError`. Checks that need the filesystem (does the base model
+exist, are the target modules in it, do the data files have the right columns) live in
 `training.preflight`, which runs next, still before any weights load.
 
-Paths accept `~` and `$VARS`. Relative data paths are resolved against the config file's folder.
+Paths (`ConfigPath`: data source paths, base_model, init_adapter, output.runs_dir) accept `~` and `$VARS`;
+relative ones are resolved against the config file's folder.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from common import settings
 from common.home import tuneloop_home
+from common.settings import ConfigModel, ConfigPath
 from training.errors import ConfigError
 
 __all__ = [
@@ -74,17 +67,7 @@ def default_runs_dir() -> Path:
     return tuneloop_home() / "runs"
 
 
-def _expand(value: Any) -> Any:
-    if isinstance(value, str | Path):
-        return Path(os.path.expandvars(os.path.expanduser(str(value))))
-    return value
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
-
-
-class TemplateOptions(_Section):
+class TemplateOptions(ConfigModel):
     """Knobs of the task templates (each template reads the ones it needs)."""
 
     system_prompt: str | None = None
@@ -101,7 +84,7 @@ class TemplateOptions(_Section):
     """code: the programming language named in the prompt (or the row's `language` column)."""
 
 
-class _SourceBase(_Section):
+class _SourceBase(ConfigModel):
     name: str | None = None
     """Name of the source in the data card (default: derived from the path / kind)."""
     weight: float = Field(default=1.0, gt=0, le=100)
@@ -122,24 +105,20 @@ class FileSource(_SourceBase):
     """A JSONL / JSON / CSV / Parquet file (UTF-8)."""
 
     kind: Literal["file"] = "file"
-    path: Path
+    path: ConfigPath
     """The file. Relative paths are resolved against the config file's folder."""
     format: Literal["auto", "jsonl", "json", "csv", "parquet"] = "auto"
     """File format (auto: from the extension)."""
-
-    _expand_path = field_validator("path", mode="before")(_expand)
 
 
 class HFDatasetSource(_SourceBase):
     """A local Hugging Face dataset folder written by `Dataset.save_to_disk` (no hub downloads)."""
 
     kind: Literal["hf_dataset"] = "hf_dataset"
-    path: Path
-    """The folder (a Dataset or a DatasetDict)."""
+    path: ConfigPath
+    """The folder (a Dataset or a DatasetDict); relative to the config file's folder."""
     split: str | None = "train"
     """Which split of a DatasetDict to read."""
-
-    _expand_path = field_validator("path", mode="before")(_expand)
 
 
 class RequestLogSource(_SourceBase):
@@ -201,7 +180,7 @@ SourceConfig = Annotated[
 """A data source; `kind` defaults to `file`."""
 
 
-class CleanConfig(_Section):
+class CleanConfig(ConfigModel):
     """Cleaning rules; every dropped row is counted by reason in the data card."""
 
     min_chars: int = Field(default=1, ge=1)
@@ -218,7 +197,7 @@ class CleanConfig(_Section):
     """Replace emails, phone numbers, card numbers and IBANs by placeholders (counted per kind)."""
 
 
-class SplitConfig(_Section):
+class SplitConfig(ConfigModel):
     """Deterministic split by content hash: a row keeps its split when the dataset grows."""
 
     validation: float = Field(default=0.1, ge=0, le=0.5)
@@ -235,7 +214,7 @@ class SplitConfig(_Section):
         return self
 
 
-class DataConfig(_Section):
+class DataConfig(ConfigModel):
     """Where the examples come from and how they are prepared."""
 
     sources: list[SourceConfig] = Field(min_length=1)
@@ -251,7 +230,7 @@ class DataConfig(_Section):
     """Cap on the prepared rows (after cleaning, before splitting), taken in a deterministic order."""
 
 
-class LoraSettings(_Section):
+class LoraSettings(ConfigModel):
     """The LoRA adapter shape (ignored for sequential/transfer runs, which keep the parent's shape)."""
 
     r: int = Field(default=16, gt=0, le=512)
@@ -267,7 +246,7 @@ class LoraSettings(_Section):
         return self.alpha if self.alpha is not None else 2 * self.r
 
 
-class TrainConfig(_Section):
+class TrainConfig(ConfigModel):
     """Optimisation settings (small defaults: a few hundred short examples in minutes on a laptop CPU)."""
 
     epochs: float = Field(default=2.0, gt=0, le=100)
@@ -314,7 +293,7 @@ class TrainConfig(_Section):
     """Log (and check) metrics every N optimizer steps."""
 
 
-class RuntimeConfig(_Section):
+class RuntimeConfig(ConfigModel):
     """Where and how long the run may execute."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -329,20 +308,18 @@ class RuntimeConfig(_Section):
     """Fail when the Ray task has not started within this many seconds (cluster out of resources)."""
 
 
-class OutputConfig(_Section):
+class OutputConfig(ConfigModel):
     """Where the run folder goes."""
 
-    runs_dir: Path = Field(default_factory=default_runs_dir)
+    runs_dir: ConfigPath = Field(default_factory=default_runs_dir)
     """Final run folders land in <runs_dir>/<run id>/; temporary and checkpoint folders live beside them."""
     keep_checkpoints: bool = False
     """Keep intermediate checkpoints after a successful run (they are never part of the adapter)."""
     write_splits: bool = True
     """Write the prepared validation/test examples (JSONL) into the run folder for evals."""
 
-    _expand_path = field_validator("runs_dir", mode="before")(_expand)
 
-
-class TrainingConfig(_Section):
+class TrainingConfig(ConfigModel):
     """One training run: base model, data, adapter shape, optimisation, runtime, output."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -350,11 +327,11 @@ class TrainingConfig(_Section):
     style: Style = "sft"
     """sft (instruction/chat), domain (continued pre-training on text), multitask (several sources),
     sequential (continue an existing adapter), transfer (start from another task's adapter)."""
-    base_model: Path | None = None
+    base_model: ConfigPath | None = None
     """Local folder of the base model (config.json + safetensors). The CLI fills in the default model."""
     base_model_id: str | None = None
     """The id recorded in the manifest and adapter_config.json (default: the folder name)."""
-    init_adapter: Path | None = None
+    init_adapter: ConfigPath | None = None
     """sequential/transfer: the adapter folder to start from (its LoRA shape is kept)."""
     quantization: Literal["none", "nf4"] = "none"
     """none: LoRA on full-precision weights; nf4: QLoRA (4-bit NF4 base via bitsandbytes)."""
@@ -363,8 +340,6 @@ class TrainingConfig(_Section):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig())
     runtime: RuntimeConfig = Field(default_factory=lambda: RuntimeConfig())
     output: OutputConfig = Field(default_factory=lambda: OutputConfig())
-
-    _expand_paths = field_validator("base_model", "init_adapter", mode="before")(_expand)
 
     @model_validator(mode="after")
     def _style_rules(self) -> TrainingConfig:
@@ -393,122 +368,31 @@ class TrainingConfig(_Section):
             return self.base_model_id
         return self.base_model.name if self.base_model is not None else "unknown"
 
-    def resolve_paths(self, root: Path) -> TrainingConfig:
-        """A copy whose relative data/model/adapter paths are made absolute against `root`."""
-
-        def fix(p: Path | None) -> Path | None:
-            return p if p is None or p.is_absolute() else (root / p).resolve()
-
-        sources = [
-            s.model_copy(update={"path": fix(s.path)}) if isinstance(s, FileSource | HFDatasetSource) else s
-            for s in self.data.sources
-        ]
-        return self.model_copy(
-            update={
-                "base_model": fix(self.base_model),
-                "init_adapter": fix(self.init_adapter),
-                "data": self.data.model_copy(update={"sources": sources}),
-                "output": self.output.model_copy(update={"runs_dir": fix(self.output.runs_dir)}),
-            }
-        )
-
     def to_plain(self) -> dict[str, Any]:
         """JSON-safe dict (paths and datetimes as strings) for the manifest."""
         return self.model_dump(mode="json")
 
 
-def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names allowed at `loc` (best effort, for 'did you mean' hints)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        annotation = field.annotation
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-        if current is None and part == "sources":
-            current = _SourceBase
-    return list(getattr(current, "model_fields", {}))
+WHAT = "training config"
+"""How errors name the file: `invalid training config: data.sources.0.path: ...`."""
 
 
-def _format_error(exc: ValidationError) -> ConfigError:
-    problems = []
-    for err in exc.errors():
-        loc = tuple(
-            p for p in err["loc"] if not (isinstance(p, str) and p in {"file", "hf_dataset", "request_log"})
-        )
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            allowed = _fields_of(TrainingConfig, loc[:-1])
-            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            msg = f"unknown key '{loc[-1]}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-            if allowed:
-                msg += f"; allowed here: {', '.join(sorted(allowed))}"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        else:
-            msg = re.sub(r"^Value error, ", "", err["msg"])
-        problems.append(f"{key}: {msg}")
-    detail = problems[0] if len(problems) == 1 else "\n  " + "\n  ".join(problems)
-    return ConfigError(f"invalid training config: {detail}")
-
-
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """Set dotted keys in a raw config mapping in place (`train.max_steps`, `data.sources.0.path`);
-    None values are skipped. Raises ConfigError when a path crosses a non-section."""
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        node: Any = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            if isinstance(node, list):
-                if not key.isdigit() or int(key) >= len(node):
-                    raise ConfigError(f"cannot override '{dotted}': no list item {key}", key=dotted)
-                node = node[int(key)]
-                continue
-            if not isinstance(node, dict):
-                raise ConfigError(f"cannot override '{dotted}': '{key}' is not a section", key=dotted)
-            node = node.setdefault(key, {})
-        if isinstance(node, list) and leaf.isdigit() and int(leaf) < len(node):
-            node[int(leaf)] = value
-        elif isinstance(node, dict):
-            node[leaf] = value
-        else:
-            raise ConfigError(f"cannot override '{dotted}'", key=dotted)
-    return data
+    None values are skipped. `common.settings.apply_overrides`, raising ConfigError."""
+    return settings.apply_overrides(data, overrides, error=ConfigError)
 
 
-def parse_config(data: dict[str, Any] | TrainingConfig, *, root: Path | None = None) -> TrainingConfig:
-    """Validate a mapping (or pass a TrainingConfig through); relative paths resolve against `root`
-    (default: the current directory). Raises ConfigError naming the offending key(s)."""
-    if isinstance(data, TrainingConfig):
-        config = data
-    else:
-        if not isinstance(data, dict):
-            raise ConfigError(f"a training config must be a mapping, got {type(data).__name__}")
-        try:
-            config = TrainingConfig.model_validate(data)
-        except ValidationError as exc:
-            raise _format_error(exc) from None
-    return config.resolve_paths(root or Path.cwd())
+def parse_config(data: Mapping[str, Any] | TrainingConfig, *, root: Path | None = None) -> TrainingConfig:
+    """Validate a mapping (a TrainingConfig is validated again, as its dump); relative paths resolve
+    against `root` (default: the current directory). Raises ConfigError listing every offending key."""
+    raw = data.model_dump() if isinstance(data, TrainingConfig) else data
+    return settings.validate_config(
+        TrainingConfig, raw, what=WHAT, base_dir=root or Path.cwd(), error=ConfigError
+    )
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainingConfig:
-    """Read and validate a YAML training config. `overrides` maps dotted keys to values
-    (e.g. {"train.max_steps": 5}); None values are ignored."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"training config file not found: {file}")
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: the top level must be a mapping of config keys")
-    apply_overrides(data, overrides or {})
-    return parse_config(data, root=file.resolve().parent)
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainingConfig:
+    """Read and validate a YAML training config; relative paths resolve against its folder. `overrides`
+    maps dotted keys to values (e.g. {"train.max_steps": 5}); None values are ignored."""
+    return settings.load_config_file(TrainingConfig, path, what=WHAT, overrides=overrides, error=ConfigError)

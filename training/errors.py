@@ -7,6 +7,8 @@ monitoring loop, the CLI) can branch on them without parsing messages.
 
 from __future__ import annotations
 
+from common.settings import SettingsError
+
 __all__ = [
     "ArtifactError",
     "ConfigError",
@@ -29,8 +31,11 @@ class TrainingError(Exception):
         self.message = message
 
 
-class ConfigError(TrainingError, ValueError):
-    """The training config is invalid or names something that does not exist (the message names the key)."""
+class ConfigError(TrainingError, SettingsError):
+    """The training config is invalid or names something that does not exist (the message names the key).
+
+    A `common.settings.SettingsError` (so a `ValueError`): validation errors list every problem in
+    `problems`, one line each with its field path."""
 
     code = "invalid_config"
 

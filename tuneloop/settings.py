@@ -4,60 +4,52 @@ Resolution order: built-in defaults < `--config FILE` (or `$TUNELOOP_CONFIG`) < 
 Secrets (admin token, inference keys, database URL) may instead come from the environment or from files
 (`$TUNELOOP_*_FILE`, see `serving.config`); a broken secret source is a `SettingsError` here.
 The serving part is `serving.config.ServingConfig`; other areas add their sections here.
+
+Loading goes through `common.settings`: unknown keys, bad values and missing files are a `SettingsError`
+that lists every problem at once, each with its key (`serving.engine.max_loras: ...`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from common.settings import (
+    ConfigModel,
+    SettingsError,
+    apply_overrides,
+    read_yaml_mapping,
+    validate_config,
+)
 from serving.config import ServingConfig
 
-
-class SettingsError(ValueError):
-    """The settings file is missing, unreadable or invalid (message names the key)."""
+__all__ = ["Settings", "SettingsError", "load_settings"]
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Settings(ConfigModel):
+    """The whole settings file."""
 
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    """The serving layer (`serving.config.ServingConfig`)."""
     host: str = "127.0.0.1"
+    """Address the HTTP service listens on (and CLI commands call)."""
     port: int = Field(8000, ge=1, le=65535)
+    """Port of the HTTP service."""
 
 
-def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """The settings from `path` (else `$TUNELOOP_CONFIG`, else the defaults) with dotted `overrides`
+    (`serving.num_replicas`; None values are skipped). Raises SettingsError naming every bad key, a broken
+    secret source or an unknown log format."""
     path = path or os.environ.get("TUNELOOP_CONFIG")
-    data: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise SettingsError(f"settings file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"cannot parse {p}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise SettingsError(f"{p}: the top level must be a mapping")
-        data = loaded
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise SettingsError(f"invalid setting '{key}': {err['msg']}") from exc
+    data: dict[str, Any] = read_yaml_mapping(path, what="settings") if path else {}
+    apply_overrides(data, overrides)
+    base_dir = Path(path).expanduser().resolve().parent if path else None
+    settings = validate_config(Settings, data, what="settings", base_dir=base_dir)
     try:  # secrets from env / *_FILE and the log format fail here, before anything starts
         settings.serving.resolved_api_keys()
         settings.serving.resolved_database_url()

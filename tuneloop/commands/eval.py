@@ -4,9 +4,12 @@
     tuneloop eval baseline SUITE --model ADAPTER --base-model BASE -k 3  adapter vs k-shot vs zero-shot base
     tuneloop eval compare --champion RUN --challenger RUN [...]        promotion gate + report
     tuneloop eval report RUN [RUN ...] --out DIR                       side-by-side report of finished runs
-    tuneloop eval list                                                 shipped suites and metric kinds
+    tuneloop eval list [--dir DIR]                                     suites (shipped, DIR's) and metrics
     tuneloop ab report EXPERIMENT [--db URL]                           live A/B statistics from the log
     tuneloop ab sample-size --rate 0.1 --mde 0.02                      requests per arm for a planned test
+
+SUITE is a shipped suite's name or the path of a suite YAML file (your own suites live anywhere; relative
+dataset paths in it resolve against its folder).
 
 Exit codes: 0 success (gate passed), 1 the result is negative or partial (gate failed, endpoint went down
 mid-run, one-arm experiment), 2 bad input (suite, run folder, experiment, options).
@@ -351,27 +354,68 @@ def report_cmd(
     console.print(f"report: {files.html}")
 
 
-@eval_app.command("list")
-def list_cmd() -> None:
-    """Shipped suites (task, examples, metrics) and registered metric kinds."""
-    from evals.metrics import metric_kinds
-    from evals.suite import builtin_suite_names, load_suite, load_suite_data
+def _suite_table(title: str, suites: list[tuple[str, str | Path]], *, files: bool) -> tuple[Table, list[str]]:
+    """A table of suites (label, name or path) and one line per suite that fails to load (its row
+    says `error`)."""
+    from evals.suite import load_suite, load_suite_data
 
-    table = Table(title="Shipped eval suites")
-    for column in ("suite", "task", "eval / train", "metrics", "gate role"):
-        table.add_column(column, no_wrap=column == "suite")
-    for name in builtin_suite_names():
-        suite = load_suite(name, check_data=False)
-        data = load_suite_data(suite)
+    table = Table(title=title)
+    columns = ("file", "suite") if files else ("suite",)
+    for column in (*columns, "task", "eval / train", "metrics", "gate role"):
+        table.add_column(column, no_wrap=column in ("suite", "file"))
+    problems: list[str] = []
+    for label, ref in suites:
+        try:
+            suite = load_suite(ref, check_data=False)
+            data = load_suite_data(suite)
+        except _input_errors() as exc:
+            message = str(exc)
+            problems.append(message if message.startswith(label) else f"{label}: {message}")
+            table.add_row(*((label, "") if files else (label,)), "[red]error[/red]", "", "", "")
+            continue
         table.add_row(
-            name,
+            *((label, suite.name) if files else (label,)),
             suite.task,
             f"{len(data.eval_examples)} / {len(data.train_examples)}",
             ", ".join(s.name for s in suite.metric_specs()),
             suite.gate.role,
         )
-    console.print(table)
+    return table, problems
+
+
+@eval_app.command("list")
+def list_cmd(
+    dirs: Annotated[
+        list[Path] | None,
+        typer.Option("--dir", help="Also list the suite files (*.yaml, *.yml) in this folder (repeatable)."),
+    ] = None,
+) -> None:
+    """Shipped suites, the suites in --dir folders (task, examples, metrics), and registered metric kinds.
+
+    Exit code 2 when a --dir folder is missing or one of its suites does not load (the row shows why)."""
+    from evals.metrics import metric_kinds
+    from evals.suite import builtin_suite_names, suite_files
+
+    shipped, problems = _suite_table(
+        "Shipped eval suites", [(name, name) for name in builtin_suite_names()], files=False
+    )
+    console.print(shipped)
+    for folder in dirs or []:
+        try:
+            found = suite_files(folder)
+        except _input_errors() as exc:
+            raise _fail(str(exc)) from exc
+        if not found:
+            console.print(f"[yellow]no suite files (*.yaml, *.yml) in {folder}[/yellow]")
+            continue
+        table, bad = _suite_table(f"Suites in {folder}", [(str(p), p) for p in found], files=True)
+        console.print(table)
+        problems += bad
     console.print("metric kinds: " + ", ".join(metric_kinds()))
+    for problem in problems:
+        err.print(f"[red]error:[/red] {problem}")
+    if problems:
+        raise _fail(f"{len(problems)} suite(s) failed to load")
 
 
 def _parse_weights(raw: str | None) -> dict[str, float] | None:

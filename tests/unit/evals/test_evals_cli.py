@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 import typer
 from typer.testing import CliRunner
@@ -171,3 +172,26 @@ def test_ab_report_and_sample_size(tmp_path: Path) -> None:
     assert size.exit_code == 0 and 3700 < json.loads(size.stdout)["n_control"] < 3900
     both = runner.invoke(app(), ["ab", "sample-size", "--mde", "0.02"])
     assert both.exit_code == 2
+
+
+def test_eval_list_a_folder_of_suites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    (suites / "capitals.yaml").write_text(
+        Path(FIXTURE_SUITE)
+        .read_text(encoding="utf-8")
+        .replace("path: ", f"path: {Path(FIXTURE_SUITE).parent}/", 1),
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    listing = runner.invoke(app(), ["eval", "list", "--dir", "suites"], terminal_width=200)
+    assert listing.exit_code == 0, listing.output
+    assert "support_target" in listing.output  # the shipped ones as well
+    assert "Suites in suites" in listing.output and "capitals_format" in listing.output
+    (suites / "broken.yaml").write_text("name: broken\ntask: chat_qa\n", encoding="utf-8")
+    broken = runner.invoke(app(), ["eval", "list", "--dir", "suites"], terminal_width=200)
+    assert broken.exit_code == 2 and "1 suite(s) failed to load" in broken.output
+    assert "broken.yaml" in broken.output and "dataset" in broken.output
+    missing = runner.invoke(app(), ["eval", "list", "--dir", "nowhere"])
+    assert missing.exit_code == 2 and "suite folder not found" in missing.output

@@ -206,3 +206,60 @@ def test_fixture_suite_with_str_format_template() -> None:
     assert (
         data.messages_for(data.eval_examples[0], 0)[-1]["content"] == "Capital of France? Answer in one word."
     )
+
+
+def test_user_suite_by_path_relative_to_a_base_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evals.suite import suite_path
+
+    folder = tmp_path / "spec" / "suites"
+    folder.mkdir(parents=True)
+    path = write_suite(folder)
+    monkeypatch.chdir(tmp_path)
+    base = tmp_path / "spec"
+    assert suite_path("suites/tiny.yaml", base_dir=base) == path
+    suite = load_suite("suites/tiny.yaml", base_dir=base)
+    assert suite.dataset.path == folder / "data.jsonl"  # relative to the suite file, not the spec
+    assert suite.dataset_path() == folder / "data.jsonl"
+    assert load_suite("spec/suites/tiny.yaml").name == "tiny"  # relative to the current directory
+    assert load_suite("support_target", base_dir=base).name == "support_target"  # shipped, by name
+    with pytest.raises(SuiteError, match=r"suite file not found: .*spec/nope\.yaml"):
+        load_suite("nope.yaml", base_dir=base)
+
+
+def test_every_suite_problem_is_listed_at_once(tmp_path: Path) -> None:
+    path = write_suite(
+        tmp_path, generation={"temperatur": 0.1, "max_tokens": 0}, few_shot={"k": -1}, prompt={}
+    )
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: invalid suite:")
+    for needle in (
+        "generation.temperatur: Extra inputs are not permitted: unknown key 'temperatur' "
+        "(did you mean 'temperature'?)",
+        "generation.max_tokens: ",
+        "few_shot.k: ",
+        "prompt.template: required key is missing",
+    ):
+        assert needle in message, message
+
+
+def test_suite_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n")
+    with pytest.raises(SuiteError, match=r"bad\.yaml: the top level must be a mapping of suite keys"):
+        load_suite(bad)
+    bad.write_text("name: [\n")
+    with pytest.raises(SuiteError, match=r"bad\.yaml is not valid YAML"):
+        load_suite(bad)
+
+
+def test_suite_files_lists_a_folder(tmp_path: Path) -> None:
+    from evals.suite import suite_files
+
+    write_suite(tmp_path)
+    (tmp_path / "other.yml").write_text("name: x\n")
+    (tmp_path / "notes.txt").write_text("")
+    assert [p.name for p in suite_files(tmp_path)] == ["other.yml", "tiny.yaml"]
+    with pytest.raises(SuiteError, match="suite folder not found"):
+        suite_files(tmp_path / "missing")
