@@ -160,3 +160,57 @@ def test_gradient_checkpointing_auto_is_on_for_cuda_only(
 def test_gradient_checkpointing_rejects_other_strings() -> None:
     with pytest.raises(ConfigError, match="train.gradient_checkpointing"):
         parse_config({**MINIMAL, "train": {"gradient_checkpointing": "sometimes"}}, root=Path("/data"))
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "name": "x",
+                "lora": {"r": 0, "rank": 8},
+                "train": {"learning_rate": 0},
+                "data": {"sources": [{"path": "d.jsonl"}, {"kind": "request_log", "databse_url": "x"}]},
+            }
+        )
+    error = info.value
+    assert error.code == "invalid_config" and str(error).startswith("invalid training config: \n")
+    keys = {p.split(":", 1)[0] for p in error.problems}
+    assert keys == {
+        "lora.r",
+        "lora.rank",
+        "train.learning_rate",
+        "data.sources.1.database_url",
+        "data.sources.1.databse_url",
+    }, error.problems
+    typo = next(p for p in error.problems if p.startswith("data.sources.1.databse_url"))
+    assert "did you mean 'database_url'" in typo
+    assert "path" not in typo.split("allowed here:")[1]  # the request_log source's keys, not a file's
+
+
+def test_paths_resolve_against_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    file = folder / "cfg.yaml"
+    file.write_text(
+        "name: demo\nstyle: sequential\nbase_model: ../models/base\ninit_adapter: adapters/parent\n"
+        "data:\n  sources:\n    - kind: hf_dataset\n      path: data/hf\n"
+        "output:\n  runs_dir: $RUNS_ROOT/runs\n"
+    )
+    monkeypatch.setenv("RUNS_ROOT", "out")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(file)
+    assert config.base_model == tmp_path / "models" / "base"
+    assert config.init_adapter == folder / "adapters" / "parent"
+    assert config.data.sources[0].path == folder / "data" / "hf"
+    assert config.output.runs_dir == folder / "out" / "runs"
+    # a validated config passed through parse_config keeps its absolute paths
+    assert parse_config(config, root=Path("/elsewhere")).base_model == tmp_path / "models" / "base"
+    # without a file, relative paths resolve against the current directory
+    assert parse_config(MINIMAL).data.sources[0].path == tmp_path / "d.jsonl"
+
+
+def test_override_errors_are_config_errors(tmp_path: Path) -> None:
+    from training.config import apply_overrides
+
+    with pytest.raises(ConfigError, match=r"cannot override 'name\.x': 'name' is not a section"):
+        apply_overrides({"name": "n"}, {"name.x": 1})
