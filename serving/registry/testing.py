@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-__all__ = ["SMOLLM2_MODULES", "write_adapter"]
+__all__ = ["SMOLLM2_BASE", "SMOLLM2_MODULES", "write_adapter"]
+
+SMOLLM2_BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The base model id test adapters name by default."""
 
 SMOLLM2_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
 """Short names of SmolLM2's (Llama architecture) linear modules."""
@@ -26,7 +29,7 @@ _MLP = {"gate_proj", "up_proj", "down_proj"}
 def write_adapter(
     folder: str | Path,
     *,
-    base_model: str = "HuggingFaceTB/SmolLM2-135M-Instruct",
+    base_model: str = SMOLLM2_BASE,
     r: int = 4,
     alpha: float = 8,
     target_modules: Sequence[str] = ("q_proj", "v_proj"),

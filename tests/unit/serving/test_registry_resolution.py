@@ -5,16 +5,14 @@ reads across registry instances and replica heartbeats (SQLite)."""
 from __future__ import annotations
 
 import time
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from serving.registry import (
     AdapterRegistry,
-    AdapterVersion,
     AliasNotFoundError,
-    ArtifactStore,
     ConflictError,
     ExperimentNotFoundError,
     InvalidNameError,
@@ -22,34 +20,7 @@ from serving.registry import (
     ModelNotFoundError,
     VersionNotFoundError,
 )
-from serving.registry.testing import SMOLLM2_MODULES, write_adapter
-from serving.store import Database
-
-BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def make_registry(tmp_path: Path) -> AdapterRegistry:
-    db = Database(f"sqlite:///{tmp_path}/registry.db")
-    return AdapterRegistry(
-        db,
-        ArtifactStore(tmp_path / "adapters"),
-        BASE,
-        SMOLLM2_MODULES,
-        16,
-        base_aliases=("local-folder",),
-    )
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> AdapterRegistry:
-    return make_registry(tmp_path)
-
-
-def register(
-    registry: AdapterRegistry, tmp_path: Path, name: str, seed: int, alias: str | None = None
-) -> AdapterVersion:
-    folder = write_adapter(tmp_path / f"src-{uuid.uuid4().hex[:8]}", seed=seed)
-    return registry.register(folder, name, alias=alias)
+from serving.registry.testing import SMOLLM2_BASE as BASE
 
 
 def test_base_names_resolve_to_base(registry: AdapterRegistry) -> None:
@@ -58,9 +29,9 @@ def test_base_names_resolve_to_base(registry: AdapterRegistry) -> None:
         assert resolved.is_base and resolved.name == BASE and resolved.served_version is None
 
 
-def test_adapter_name_rules(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a = register(registry, tmp_path, "support", 1)
-    b = register(registry, tmp_path, "support", 2, alias="challenger")
+def test_adapter_name_rules(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    a = registry.register(new_adapter(1), "support")
+    b = registry.register(new_adapter(2), "support", alias="challenger")
     with pytest.raises(AliasNotFoundError, match="no 'champion'") as info:
         registry.resolve("support")  # no champion: never guess a version
     assert info.value.status_code == 404 and info.value.code == "model_not_found"
@@ -95,9 +66,9 @@ def test_adapter_name_rules(registry: AdapterRegistry, tmp_path: Path) -> None:
     }
 
 
-def test_experiments_validation(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a = register(registry, tmp_path, "support", 1, alias="champion")
-    b = register(registry, tmp_path, "support", 2, alias="challenger")
+def test_experiments_validation(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    a = registry.register(new_adapter(1), "support", alias="champion")
+    b = registry.register(new_adapter(2), "support", alias="challenger")
     with pytest.raises(InvalidRequestError, match="at least 2 arms"):
         registry.create_experiment("ab", [("support", 1.0)])
     for bad_weight in (0, -1, float("nan"), float("inf"), "1", True):
@@ -130,13 +101,15 @@ def test_experiments_validation(registry: AdapterRegistry, tmp_path: Path) -> No
     with pytest.raises(InvalidRequestError, match="experiment"):
         registry.create_experiment("nested", [("ab", 1.0), (BASE, 1.0)])
     with pytest.raises(ConflictError, match="experiment"):
-        register(registry, tmp_path, "ab", 3)  # adapter names and experiment names share one namespace
+        registry.register(new_adapter(3), "ab")  # adapter names and experiment names share one namespace
 
 
-def test_experiment_resolution_and_pinning(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a = register(registry, tmp_path, "support", 1, alias="champion")
-    b = register(registry, tmp_path, "support", 2, alias="challenger")
-    c = register(registry, tmp_path, "support", 3)
+def test_experiment_resolution_and_pinning(
+    registry: AdapterRegistry, new_adapter: Callable[..., Path]
+) -> None:
+    a = registry.register(new_adapter(1), "support", alias="champion")
+    b = registry.register(new_adapter(2), "support", alias="challenger")
+    c = registry.register(new_adapter(3), "support")
     registry.create_experiment("canary", [(BASE, 1.0), ("support@challenger", 3.0)], shadow="support")
     resolved = registry.resolve("canary")
     assert resolved.is_experiment and resolved.experiment is not None
@@ -157,12 +130,12 @@ def test_experiment_resolution_and_pinning(registry: AdapterRegistry, tmp_path: 
     assert registry.list_experiments(active_only=True) == []
 
 
-def test_desired_set(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a = register(registry, tmp_path, "support", 1, alias="champion")
-    b = register(registry, tmp_path, "support", 2)
-    c = register(registry, tmp_path, "support", 3)
-    register(registry, tmp_path, "support", 4)  # no alias, no experiment -> not loaded
-    s = register(registry, tmp_path, "sql", 5, alias="champion")
+def test_desired_set(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    a = registry.register(new_adapter(1), "support", alias="champion")
+    b = registry.register(new_adapter(2), "support")
+    c = registry.register(new_adapter(3), "support")
+    registry.register(new_adapter(4), "support")  # no alias, no experiment -> not loaded
+    s = registry.register(new_adapter(5), "sql", alias="champion")
     registry.set_alias("sql", "stable", s.version)  # two aliases, one version -> listed once
     assert {v.ref for v in registry.desired_set()} == {a.ref, s.ref}
     registry.create_experiment(
@@ -175,9 +148,9 @@ def test_desired_set(registry: AdapterRegistry, tmp_path: Path) -> None:
     assert {v.ref for v in registry.desired_set()} == {a.ref, s.ref}
 
 
-def test_staging_for_hot_swap(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a = register(registry, tmp_path, "support", 1, alias="champion")
-    b = register(registry, tmp_path, "support", 2)
+def test_staging_for_hot_swap(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    a = registry.register(new_adapter(1), "support", alias="champion")
+    b = registry.register(new_adapter(2), "support")
     g = registry.generation()
     assert registry.stage("support", b.version[:8], "swap-1").version == b.version
     assert registry.generation() == g + 1
@@ -196,32 +169,38 @@ def test_staging_for_hot_swap(registry: AdapterRegistry, tmp_path: Path) -> None
         registry.stage("support", b.version, "")
 
 
-def test_rollback_target_previews_rollback(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a = register(registry, tmp_path, "support", 1, alias="champion")
+def test_rollback_target_previews_rollback(
+    registry: AdapterRegistry, new_adapter: Callable[..., Path]
+) -> None:
+    a = registry.register(new_adapter(1), "support", alias="champion")
     with pytest.raises(ConflictError):
         registry.rollback_target("support")
-    b = register(registry, tmp_path, "support", 2, alias="champion")
+    b = registry.register(new_adapter(2), "support", alias="champion")
     g = registry.generation()
     assert registry.rollback_target("support").version == a.version
     assert registry.generation() == g and registry.resolve("support").served_version == b.version
     assert registry.rollback("support").version == registry.resolve("support").served_version == a.version
 
 
-def test_resolution_sees_other_instances_changes(tmp_path: Path) -> None:
-    writer = make_registry(tmp_path)
-    reader = make_registry(tmp_path)
-    a = register(writer, tmp_path, "support", 1, alias="champion")
+def test_resolution_sees_other_instances_changes(
+    new_adapter: Callable[..., Path], make_registry: Callable[..., AdapterRegistry]
+) -> None:
+    writer = make_registry()
+    reader = make_registry()
+    a = writer.register(new_adapter(1), "support", alias="champion")
     assert reader.resolve("support").served_version == a.version
-    b = register(writer, tmp_path, "support", 2)
+    b = writer.register(new_adapter(2), "support")
     writer.set_alias("support", "champion", b.version)
     assert reader.resolve("support").served_version == b.version  # reads see the current state
     writer.rollback("support")
     assert reader.resolve("support").served_version == a.version
 
 
-def test_resolution_errors_and_intercepts(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a = register(registry, tmp_path, "support", 1, alias="champion")
-    b = register(registry, tmp_path, "support", 2, alias="challenger")
+def test_resolution_errors_and_intercepts(
+    registry: AdapterRegistry, new_adapter: Callable[..., Path]
+) -> None:
+    a = registry.register(new_adapter(1), "support", alias="champion")
+    b = registry.register(new_adapter(2), "support", alias="challenger")
     assert registry.resolve(f"support@{b.version[:8].upper()}").served_version == b.version
     with pytest.raises(InvalidNameError):
         registry.resolve("support@" + "a" * 65)  # longer than a version
@@ -245,8 +224,8 @@ def test_resolution_errors_and_intercepts(registry: AdapterRegistry, tmp_path: P
     assert registry.resolve("support").served_version == a.version
 
 
-def test_heartbeats(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a = register(registry, tmp_path, "support", 1, alias="champion")
+def test_heartbeats(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    a = registry.register(new_adapter(1), "support", alias="champion")
     generation = registry.generation()
     registry.heartbeat("replica-1", [a.ref, a.ref], generation)
     registry.heartbeat("replica-2", [], generation - 1)

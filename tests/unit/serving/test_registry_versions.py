@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,36 +17,20 @@ from serving.registry import (
     AdapterValidationError,
     AliasNotFoundError,
     AmbiguousVersionError,
-    ArtifactStore,
     ConflictError,
     InvalidNameError,
     ModelNotFoundError,
     VersionNotFoundError,
     sha256_file,
 )
-from serving.registry.testing import SMOLLM2_MODULES, write_adapter
-from serving.store import AdapterVersionRow, Database
-
-BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
+from serving.registry.testing import SMOLLM2_BASE as BASE
+from serving.store import AdapterVersionRow
 
 
-def make_registry(tmp_path: Path, root: str | None = None) -> AdapterRegistry:
-    db = Database(f"sqlite:///{tmp_path}/registry.db")
-    store = ArtifactStore(root or tmp_path / "adapters", cache_dir=tmp_path / "cache")
-    return AdapterRegistry(db, store, BASE, SMOLLM2_MODULES, max_lora_rank=16, snapshot_ttl_s=None)
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> AdapterRegistry:
-    return make_registry(tmp_path)
-
-
-def adapter(tmp_path: Path, seed: int, **kwargs: object) -> Path:
-    return write_adapter(tmp_path / f"adapter-{seed}-{uuid.uuid4().hex[:6]}", seed=seed, **kwargs)  # type: ignore[arg-type]
-
-
-def test_register_stores_artifacts_and_metadata(registry: AdapterRegistry, tmp_path: Path) -> None:
-    folder = adapter(tmp_path, 1, r=8, alpha=16)
+def test_register_stores_artifacts_and_metadata(
+    registry: AdapterRegistry, new_adapter: Callable[..., Path]
+) -> None:
+    folder = new_adapter(1, r=8, alpha=16)
     version = registry.register(
         folder,
         "support",
@@ -74,21 +59,25 @@ def test_register_stores_artifacts_and_metadata(registry: AdapterRegistry, tmp_p
     )
 
 
-def test_register_is_idempotent_for_identical_weights(registry: AdapterRegistry, tmp_path: Path) -> None:
-    first = registry.register(adapter(tmp_path, 1), "support")
+def test_register_is_idempotent_for_identical_weights(
+    registry: AdapterRegistry, new_adapter: Callable[..., Path]
+) -> None:
+    first = registry.register(new_adapter(1), "support")
     generation = registry.generation()
-    again = registry.register(adapter(tmp_path, 1), "support")  # same weights, another folder
+    again = registry.register(new_adapter(1), "support")  # same weights, another folder
     assert again.version == first.version
     assert registry.generation() == generation  # nothing changed
     assert len(registry.list("support")) == 1
-    other = registry.register(adapter(tmp_path, 2), "support")
+    other = registry.register(new_adapter(2), "support")
     assert other.version != first.version
     assert [v.version for v in registry.list("support")] == [other.version, first.version]  # newest first
     assert registry.generation() > generation
 
 
-def test_invalid_adapter_stores_nothing(registry: AdapterRegistry, tmp_path: Path) -> None:
-    bad = adapter(tmp_path, 1, r=32)
+def test_invalid_adapter_stores_nothing(
+    registry: AdapterRegistry, tmp_path: Path, new_adapter: Callable[..., Path]
+) -> None:
+    bad = new_adapter(1, r=32)
     generation = registry.generation()
     with pytest.raises(AdapterValidationError) as info:
         registry.register(bad, "support")
@@ -99,9 +88,12 @@ def test_invalid_adapter_stores_nothing(registry: AdapterRegistry, tmp_path: Pat
 
 
 def test_failure_mid_copy_leaves_nothing(
-    registry: AdapterRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    registry: AdapterRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    new_adapter: Callable[..., Path],
 ) -> None:
-    folder = adapter(tmp_path, 1)
+    folder = new_adapter(1)
     (folder / "README.md").write_text("x")
 
     def failing_copy(src: str, dst: str) -> None:
@@ -116,8 +108,10 @@ def test_failure_mid_copy_leaves_nothing(
     assert list((tmp_path / "adapters" / "support").iterdir()) == []
 
 
-def test_failed_db_insert_removes_copied_artifacts(registry: AdapterRegistry, tmp_path: Path) -> None:
-    folder = adapter(tmp_path, 1)
+def test_failed_db_insert_removes_copied_artifacts(
+    registry: AdapterRegistry, new_adapter: Callable[..., Path]
+) -> None:
+    folder = new_adapter(1)
     version = sha256_file(folder / "adapter_model.safetensors")
 
     seen: list[bool] = []
@@ -138,8 +132,10 @@ def test_failed_db_insert_removes_copied_artifacts(registry: AdapterRegistry, tm
     assert registry.register(folder, "support").version == version
 
 
-def test_names_are_confined(registry: AdapterRegistry, tmp_path: Path) -> None:
-    folder = adapter(tmp_path, 1)
+def test_names_are_confined(
+    registry: AdapterRegistry, tmp_path: Path, new_adapter: Callable[..., Path]
+) -> None:
+    folder = new_adapter(1)
     for name in ("../escape", "a/b", "/etc", "Support", "x@y", ".."):
         with pytest.raises(InvalidNameError):
             registry.register(folder, name)
@@ -149,8 +145,8 @@ def test_names_are_confined(registry: AdapterRegistry, tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == []
 
 
-def test_get_by_prefix(registry: AdapterRegistry, tmp_path: Path) -> None:
-    versions = [registry.register(adapter(tmp_path, seed), "support") for seed in range(10)]
+def test_get_by_prefix(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    versions = [registry.register(new_adapter(seed), "support") for seed in range(10)]
     target = versions[7]
     assert registry.get("support", target.version).version == target.version
     assert registry.get("support", target.version[:12].upper()).version == target.version
@@ -164,10 +160,10 @@ def test_get_by_prefix(registry: AdapterRegistry, tmp_path: Path) -> None:
         registry.get("support", "champion")
 
 
-def test_ambiguous_prefix(registry: AdapterRegistry, tmp_path: Path) -> None:
+def test_ambiguous_prefix(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
     # Find two seeds whose weight hashes share the first 6 hex characters is infeasible; instead insert two
     # rows with crafted versions straight into the database (the registry trusts its own rows).
-    real = registry.register(adapter(tmp_path, 1), "support")
+    real = registry.register(new_adapter(1), "support")
     with registry.db.session() as session:
         for suffix in ("0" * 58, "1" * 58):
             row = session.get(AdapterVersionRow, ("support", real.version))
@@ -200,8 +196,8 @@ def test_ambiguous_prefix(registry: AdapterRegistry, tmp_path: Path) -> None:
     assert registry.get("support", "abcdef0").version == "abcdef" + "0" * 58
 
 
-def test_aliases_and_rollback_history(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a, b, c = (registry.register(adapter(tmp_path, s), "support") for s in (1, 2, 3))
+def test_aliases_and_rollback_history(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    a, b, c = (registry.register(new_adapter(s), "support") for s in (1, 2, 3))
     registry.set_alias("support", "champion", a.version[:8], actor="alice", reason="first")
     registry.set_alias("support", "champion", b.version[:8], actor="bob", reason="better")
     registry.set_alias("support", "champion", c.version[:8], actor="loop", reason="promotion")
@@ -228,8 +224,10 @@ def test_aliases_and_rollback_history(registry: AdapterRegistry, tmp_path: Path)
     assert registry.rollback("support").version == a.version
 
 
-def test_rollback_after_delete_and_skips_retired(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a, b, c = (registry.register(adapter(tmp_path, s), "support") for s in (1, 2, 3))
+def test_rollback_after_delete_and_skips_retired(
+    registry: AdapterRegistry, new_adapter: Callable[..., Path]
+) -> None:
+    a, b, c = (registry.register(new_adapter(s), "support") for s in (1, 2, 3))
     for v in (a, b, c):
         registry.set_alias("support", "champion", v.version)
     registry.set_alias("support", "old", b.version)
@@ -242,8 +240,8 @@ def test_rollback_after_delete_and_skips_retired(registry: AdapterRegistry, tmp_
     assert registry.rollback("support").version == a.version  # restores the deleted alias
 
 
-def test_remove_is_refused_while_in_use(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a, b = (registry.register(adapter(tmp_path, s), "support") for s in (1, 2))
+def test_remove_is_refused_while_in_use(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    a, b = (registry.register(new_adapter(s), "support") for s in (1, 2))
     registry.set_alias("support", "champion", a.version)
     with pytest.raises(ConflictError, match="champion"):
         registry.remove("support", a.version)
@@ -261,13 +259,13 @@ def test_remove_is_refused_while_in_use(registry: AdapterRegistry, tmp_path: Pat
     with pytest.raises(ConflictError, match="retired"):
         registry.set_alias("support", "challenger", b.version)
     # Registering the same weights again re-activates the version and restores its artifacts.
-    again = registry.register(adapter(tmp_path, 2), "support")
+    again = registry.register(new_adapter(2), "support")
     assert again.version == b.version and again.status == "active"
     assert registry.artifacts.exists("support", b.version)
 
 
-def test_update_metadata_merges(registry: AdapterRegistry, tmp_path: Path) -> None:
-    v = registry.register(adapter(tmp_path, 1), "support", eval_results={"rouge": 0.4}, metadata={"a": 1})
+def test_update_metadata_merges(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    v = registry.register(new_adapter(1), "support", eval_results={"rouge": 0.4}, metadata={"a": 1})
     updated = registry.update_metadata(
         "support", v.version[:8], eval_results={"bleu": 0.2}, metadata={"b": 2}
     )
@@ -277,10 +275,10 @@ def test_update_metadata_merges(registry: AdapterRegistry, tmp_path: Path) -> No
     assert replaced.eval_results == {"x": 1} and replaced.metadata == {"a": 1, "b": 2}
 
 
-def test_parent_lineage(registry: AdapterRegistry, tmp_path: Path) -> None:
-    a = registry.register(adapter(tmp_path, 1), "support", parent=BASE, alias="champion")
-    b = registry.register(adapter(tmp_path, 2), "support", parent="support@champion")
-    c = registry.register(adapter(tmp_path, 3), "support", parent=f"support@{b.version[:7]}")
+def test_parent_lineage(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    a = registry.register(new_adapter(1), "support", parent=BASE, alias="champion")
+    b = registry.register(new_adapter(2), "support", parent="support@champion")
+    c = registry.register(new_adapter(3), "support", parent=f"support@{b.version[:7]}")
     assert a.parent == BASE and b.parent == a.ref and c.parent == b.ref
     assert [v.version for v in registry.lineage("support", c.version[:8])] == [
         c.version,
@@ -288,12 +286,14 @@ def test_parent_lineage(registry: AdapterRegistry, tmp_path: Path) -> None:
         a.version,
     ]
     with pytest.raises(ModelNotFoundError):
-        registry.register(adapter(tmp_path, 4), "support", parent="ghost@champion")
+        registry.register(new_adapter(4), "support", parent="ghost@champion")
 
 
-def test_generation_bumps_on_every_change(registry: AdapterRegistry, tmp_path: Path) -> None:
+def test_generation_bumps_on_every_change(
+    registry: AdapterRegistry, new_adapter: Callable[..., Path]
+) -> None:
     g0 = registry.generation()
-    v = registry.register(adapter(tmp_path, 1), "support")
+    v = registry.register(new_adapter(1), "support")
     g1 = registry.generation()
     registry.set_alias("support", "champion", v.version)
     g2 = registry.generation()
@@ -307,15 +307,17 @@ def test_generation_bumps_on_every_change(registry: AdapterRegistry, tmp_path: P
     assert len(registry.alias_history("support")) == 1
 
 
-def test_concurrent_writers_are_serialized(tmp_path: Path) -> None:
-    registry = make_registry(tmp_path)
-    versions = [registry.register(adapter(tmp_path, s), "support") for s in range(3)]
+def test_concurrent_writers_are_serialized(
+    new_adapter: Callable[..., Path], make_registry: Callable[..., AdapterRegistry]
+) -> None:
+    registry = make_registry()
+    versions = [registry.register(new_adapter(s), "support") for s in range(3)]
     start = registry.generation()
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 
     def mover(k: int) -> None:
-        own = make_registry(tmp_path)  # separate instances (own connections), as separate replicas
+        own = make_registry()  # separate instances (own connections), as separate replicas
         barrier.wait()
         try:
             for i in range(8):
@@ -336,21 +338,23 @@ def test_concurrent_writers_are_serialized(tmp_path: Path) -> None:
     assert registry.generation() == start + len(registry.alias_history("support"))
 
 
-def test_memory_artifact_root_works_like_local(tmp_path: Path) -> None:
-    registry = make_registry(tmp_path, root=f"memory://tl-{uuid.uuid4().hex[:8]}")
-    v = registry.register(adapter(tmp_path, 1), "support", alias="champion")
+def test_memory_artifact_root_works_like_local(
+    tmp_path: Path, new_adapter: Callable[..., Path], make_registry: Callable[..., AdapterRegistry]
+) -> None:
+    registry = make_registry(root=f"memory://tl-{uuid.uuid4().hex[:8]}")
+    v = registry.register(new_adapter(1), "support", alias="champion")
     assert v.uri.startswith("memory://")
     local = registry.local_path(v)
     assert local.is_relative_to(tmp_path / "cache")
     assert sha256_file(local / "adapter_model.safetensors") == v.version
-    registry.set_alias("support", "champion", registry.register(adapter(tmp_path, 2), "support").version)
+    registry.set_alias("support", "champion", registry.register(new_adapter(2), "support").version)
     registry.remove("support", v.version)
     assert not registry.artifacts.exists("support", v.version)
     assert not local.exists()
 
 
-def test_results_are_plain_frozen_values(registry: AdapterRegistry, tmp_path: Path) -> None:
-    v = registry.register(adapter(tmp_path, 1), "support")
+def test_results_are_plain_frozen_values(registry: AdapterRegistry, new_adapter: Callable[..., Path]) -> None:
+    v = registry.register(new_adapter(1), "support")
     with pytest.raises(AttributeError):
         v.name = "x"  # type: ignore[misc]
     data = v.to_dict()
