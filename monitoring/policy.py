@@ -126,7 +126,8 @@ class TriggerPolicy(_Strict):
             for name in rule.detectors:
                 if name not in known:
                     raise ValueError(
-                        f"{kind}_drift.detectors: {name!r} is not an {kind}-drift detector"
+                        f"{kind}_drift.detectors: {name!r} is not {'an' if kind == 'input' else 'a'} "
+                        f"{kind}-drift detector"
                         f"{did_you_mean(name, known)} (known: {', '.join(known)})"
                     )
                 try:

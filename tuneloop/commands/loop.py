@@ -156,13 +156,13 @@ def register(app: typer.Typer) -> None:
         try:
             loaded = load_spec(spec, overrides=_overrides(set_))
         except SpecError as exc:
-            err.print(f"[red]✗[/red] {spec}: {len(exc.problems) or 1} problem(s)")
+            err.print(f"[red]✗[/red] {spec}: {len(exc.problems) or 1} problem(s)", soft_wrap=True)
             for line in exc.problems or [str(exc)]:
-                err.print(f"  • {line}")
+                err.print(f"  • {line}", soft_wrap=True, markup=False)
             raise typer.Exit(2) from exc
-        console.print(f"[green]✓[/green] {spec} is a valid loop spec")
+        console.print(f"[green]✓[/green] {spec} is a valid loop spec", soft_wrap=True)
         for line in describe_spec(loaded):
-            console.print(f"  {line}")
+            console.print(f"  {line}", soft_wrap=True, markup=False)
 
     @app.command()
     def status(
