@@ -9,17 +9,63 @@ SQLAlchemy; never imports serving, training, monitoring or tuneloop. What the mo
     write_report(eval_report(runs, decision=decision), out_folder)
 """
 
-from evals.ab import ABReport, ab_report, list_experiments, load_experiment
-from evals.baseline import run_baselines
-from evals.client import ChatEndpoint, RetryPolicy
-from evals.errors import EndpointError, EvalError, ExperimentDataError, MetricError, RunDataError, SuiteError
-from evals.gate import GateCheck, GateDecision, GatePolicy, gate
-from evals.metrics import Metric, build_metric, get_metric_class, metric_kinds, register_metric
-from evals.report import Report, ReportFiles, ab_document, eval_report, write_report
-from evals.results import ExampleResult, RunResult
-from evals.runner import RunOptions, run_suite, run_suite_async
-from evals.suite import Suite, builtin_suite_names, load_suite, load_suite_data
-from evals.tasks import TaskType, register_task
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names are imported on first use (PEP 562): `import evals.metrics.answers` must not load the runner,
+# scipy and matplotlib with it.
+_EXPORTS = {
+    "ABReport": "evals.ab",
+    "ChatEndpoint": "evals.client",
+    "EndpointError": "evals.errors",
+    "EvalError": "evals.errors",
+    "ExampleResult": "evals.results",
+    "ExperimentDataError": "evals.errors",
+    "GateCheck": "evals.gate",
+    "GateDecision": "evals.gate",
+    "GatePolicy": "evals.gate",
+    "Metric": "evals.metrics",
+    "MetricError": "evals.errors",
+    "Report": "evals.report",
+    "ReportFiles": "evals.report",
+    "RetryPolicy": "evals.client",
+    "RunDataError": "evals.errors",
+    "RunOptions": "evals.runner",
+    "RunResult": "evals.results",
+    "Suite": "evals.suite",
+    "SuiteError": "evals.errors",
+    "TaskType": "evals.tasks",
+    "ab_document": "evals.report",
+    "ab_report": "evals.ab",
+    "build_metric": "evals.metrics",
+    "builtin_suite_names": "evals.suite",
+    "eval_report": "evals.report",
+    "gate": "evals.gate",
+    "get_metric_class": "evals.metrics",
+    "list_experiments": "evals.ab",
+    "load_experiment": "evals.ab",
+    "load_suite": "evals.suite",
+    "load_suite_data": "evals.suite",
+    "metric_kinds": "evals.metrics",
+    "register_metric": "evals.metrics",
+    "register_task": "evals.tasks",
+    "run_baselines": "evals.baseline",
+    "run_suite": "evals.runner",
+    "run_suite_async": "evals.runner",
+    "write_report": "evals.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evals' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ABReport",
