@@ -67,7 +67,7 @@ def _mount_optional() -> None:
     """Mount sub-command modules; each registers itself on `app`."""
     import importlib
 
-    for module in ("serve", "adapters", "train", "eval", "loop", "demo"):
+    for module in ("serve", "adapters", "train", "eval", "loop", "demo", "init"):
         try:
             mod = importlib.import_module(f"tuneloop.commands.{module}")
         except ModuleNotFoundError as exc:
