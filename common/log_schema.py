@@ -33,6 +33,7 @@ __all__ = [
     "feedback_from_row",
     "feedback_table",
     "log_tables",
+    "merged_tags",
     "message_text",
     "request_from_row",
     "requests_table",
@@ -74,6 +75,12 @@ class RequestRow(Base):
     finish_reason: Mapped[str | None] = mapped_column(String(32))
     tags: Mapped[dict[str, Any] | None]
     """The request's `metadata` (slice keys, references) as the client sent it."""
+    response_format: Mapped[str | None] = mapped_column(Text)
+    """The request's `response_format` as JSON (`json_object` / `json_schema`); None for plain text."""
+    tools: Mapped[str | None] = mapped_column(Text)
+    """Chat `tools` and `tool_choice` as JSON (`{"tool_choice": ..., "tools": [...]}`); None without tools."""
+    tool_calls: Mapped[str | None] = mapped_column(Text)
+    """Tool calls answered (`[{"name", "arguments"}]`, one such list per choice when n > 1); None if none."""
 
 
 class FeedbackRow(Base):
@@ -87,7 +94,10 @@ class FeedbackRow(Base):
     rating: Mapped[float | None] = mapped_column(Float)
     thumbs: Mapped[int | None] = mapped_column(Integer)
     correction: Mapped[str | None] = mapped_column(Text)
+    """The right answer: a training target, and the `reference` scorer's reference for the request."""
     source: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[dict[str, Any] | None]
+    """Labels known only after the answer (the slice, a reference...); they win over the request's tags."""
 
 
 class ScoreRow(Base):
@@ -192,6 +202,7 @@ class FeedbackEntry:
     thumbs: int | None = None
     correction: str | None = None
     source: str | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,6 +225,14 @@ def _json_object(value: Any) -> dict[str, Any]:
         except ValueError:
             return {}
     return dict(value) if isinstance(value, dict) else {}
+
+
+def merged_tags(request_tags: Any, feedback_tags: Any) -> dict[str, Any]:
+    """A request's tags with its feedback's tags on top (pass feedback tags oldest first: the newest wins)."""
+    merged = _json_object(request_tags)
+    for tags in feedback_tags:
+        merged.update(_json_object(tags))
+    return merged
 
 
 def request_from_row(row: Row[Any]) -> LoggedRequest:
@@ -251,4 +270,5 @@ def feedback_from_row(row: Row[Any]) -> FeedbackEntry:
         thumbs=m["thumbs"],
         correction=m["correction"],
         source=m["source"],
+        tags=_json_object(m["tags"]),
     )

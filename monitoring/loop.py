@@ -29,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from common.log_schema import merged_tags
 from monitoring.drift.base import DriftReport, InputDriftDetector, QualityDriftDetector
 from monitoring.drift.checks import check_input_drift, check_quality_drift, detector_for_threshold
 from monitoring.errors import DriftInputError
@@ -247,7 +248,7 @@ class LoopController:
         """Score new traffic, run every detector the policy names, ask the policy: (reports, decision,
         context)."""
         s = self.spec
-        self.metrics.observe_scores(score_batch(self.db_url, scorers=s.scorers))
+        self.metrics.observe_scores(score_batch(self.db_url, scorers=s.scorers, slice_keys=self._slice_keys))
         champion = self.champion()
         reference, live = self._windows(champion)
         subject = f"{s.adapter}@{champion.version[:12] if champion else 'base'}"
@@ -266,6 +267,10 @@ class LoopController:
         decision = s.policy.decide(self._policy_state(), reports, datetime.now(UTC))
         self.last_reports, self.last_decision = reports, decision
         return reports, decision, context
+
+    @property
+    def _slice_keys(self) -> tuple[str, ...]:
+        return (self.spec.slice_key,) if self.spec.slice_key else ()
 
     def _slice_of(self, request: Any) -> str | None:
         """The request's slice: its `slice_key` tag (feedback tags win over the request's metadata)."""
@@ -665,7 +670,7 @@ class LoopController:
 
         s = self.spec
         exp = run.data["experiment"]
-        score_batch(self.db_url, scorers=s.scorers)
+        score_batch(self.db_url, scorers=s.scorers, slice_keys=self._slice_keys)
         arms = _arm_scores(self.db_url, exp, s.canary.scorer)
         started = datetime.fromisoformat(run.data["canary_started_at"])
         elapsed = (datetime.now(UTC) - started).total_seconds()
@@ -817,7 +822,7 @@ def _count_feedback(
     with opened(db_url) as engine:
         req, fb = requests_table, feedback_table
         q = (
-            sa.select(req.c.id, req.c.tags, fb.c.correction, fb.c.thumbs, fb.c.rating)
+            sa.select(req.c.id, req.c.tags, fb.c.tags, fb.c.correction, fb.c.thumbs, fb.c.rating)
             .select_from(fb.join(req, req.c.id == fb.c.request_id))
             .where(
                 req.c.served_name == adapter,
@@ -825,13 +830,17 @@ def _count_feedback(
                 req.c.status_code == 200,
                 req.c.created_at >= since,
             )
+            .order_by(fb.c.created_at, fb.c.id)
         )
         with engine.connect() as conn:
             rows = conn.execute(q).all()
+    late: dict[str, list[Any]] = {}
+    for request_id, _, feedback_tags, *_ in rows:
+        late.setdefault(request_id, []).append(feedback_tags)
     corrected: set[str] = set()
     accepted: set[str] = set()
-    for request_id, t, correction, thumbs, rating in rows:
-        tagd = t if isinstance(t, dict) else (json.loads(t) if t else {})
+    for request_id, request_tags, _, correction, thumbs, rating in rows:
+        tagd = merged_tags(request_tags, late[request_id])
         if any(tagd.get(k) != v for k, v in tags.items()):
             continue
         if correction and correction.strip():

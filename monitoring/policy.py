@@ -46,33 +46,37 @@ POLICIES_DIR = Path(__file__).parent / "policies"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class InputDriftRule(_Strict):
     """When an input-drift report trips."""
 
     detectors: list[str] = Field(default_factory=lambda: ["mmd"])
-    """Which input detectors count (by `DriftReport.detector`)."""
+    """Input detectors that run on the prompt embeddings (`mmd`, `classifier`); each can trip."""
     max_p_value: float | None = Field(default=0.01, gt=0, lt=1)
-    """Trip when p <= this (None: use the detector's own `drifted` verdict)."""
+    """Trip when p <= this (None: the detector's own verdict at alpha 0.01). Permutation tests run
+    2/max_p_value permutations (at least 300) so the threshold is reachable."""
     min_statistic: dict[str, float] = Field(default_factory=dict)
     """Per detector, also require statistic >= this (e.g. `{mmd: 0.002, classifier: 0.6}`: an effect size,
     so a very large window cannot trip on a negligible shift)."""
     min_samples: int = Field(default=200, ge=1)
     """Live prompts a report needs before it may trip."""
     min_reference_samples: int = Field(default=100, ge=1)
+    """Reference prompts a report needs before it may trip."""
 
 
 class QualityDriftRule(_Strict):
     """When a quality-drift report (score-stream change) trips."""
 
     detectors: list[str] = Field(default_factory=lambda: ["adwin", "page_hinkley"])
+    """Change detectors that run on each watched score stream (`adwin`, `page_hinkley`); each can trip."""
     scorers: list[str] | None = None
     """Only reports whose subject ends with `:<scorer>` for one of these (None: any scorer)."""
     min_drop: float = Field(default=0.1, ge=0, le=1)
     """Trip when the mean score dropped by at least this much."""
     max_p_value: float | None = Field(default=0.01, gt=0, lt=1)
+    """Also require the drop's p-value (scores before vs after the change) to be <= this."""
     min_samples: int = Field(default=50, ge=1)
     """Scores after the change point a report needs before it may trip."""
 
@@ -81,6 +85,7 @@ class BudgetPolicy(_Strict):
     """Compute budget per rolling 24 hours."""
 
     max_training_minutes_per_day: float = Field(default=120.0, gt=0)
+    """Training minutes allowed per rolling 24 hours."""
     estimated_training_minutes: float = Field(default=15.0, gt=0)
     """What one training is expected to cost (for runs still in progress and the one about to start)."""
 
@@ -89,6 +94,7 @@ class TriggerPolicy(_Strict):
     """Everything that decides whether drift starts a retraining."""
 
     name: str = "default"
+    """A label for events and reports."""
     input_drift: InputDriftRule | None = InputDriftRule()
     """None: input drift never triggers."""
     quality_drift: QualityDriftRule | None = QualityDriftRule()
@@ -98,7 +104,9 @@ class TriggerPolicy(_Strict):
     cooldown_minutes: float = Field(default=60.0, ge=0)
     """Minimum time between two triggers."""
     max_trainings_per_day: int = Field(default=4, ge=0)
+    """Trainings allowed per rolling 24 hours."""
     budget: BudgetPolicy = BudgetPolicy()
+    """Compute budget."""
     require_approval: bool = False
     """A human must approve (`LoopState.approved`) before a trigger fires."""
     dry_run: bool = False

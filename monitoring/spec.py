@@ -122,7 +122,7 @@ class RecipeSettings(ConfigModel):
     """How a retraining is built: the training-config template, the data mix and the minimum data."""
 
     training: dict[str, Any] | ConfigPath = DEFAULT_RECIPE
-    """A training config (`docs/training.md` / `training.config.TrainingConfig` fields) as a file or inline;
+    """A training config (`training/README.md`, `training.config.TrainingConfig` fields) as a file or inline;
     the loop fills in the name, base model, parent adapter, style and data sources. Default: the shipped
     `monitoring/recipes/lora_retrain.yaml`."""
     replay: ConfigPath | None = None

@@ -12,7 +12,7 @@ Every datetime returned here is timezone-aware UTC, and every datetime passed in
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from common.log_schema import (
     ScoreRecord,
     feedback_from_row,
     feedback_table,
+    merged_tags,
     request_from_row,
     requests_table,
     scores_table,
@@ -101,6 +102,7 @@ def load_requests(
     """Requests in `[since, until)`, oldest first (or newest first), optionally for one served version.
 
     `served_version=None` with `any_version=False` selects the base model's rows (`served_version IS NULL`).
+    Tags sent with feedback (labels known only after the answer) are merged over the request's own.
     """
     t = requests_table
     conditions: list[ColumnElement[bool]] = []
@@ -123,7 +125,28 @@ def load_requests(
     if limit is not None:
         query = query.limit(limit)
     with engine.connect() as conn:
-        return [request_from_row(row) for row in conn.execute(query)]
+        rows = [request_from_row(row) for row in conn.execute(query)]
+    return _with_feedback_tags(engine, rows)
+
+
+def _with_feedback_tags(engine: Engine, rows: list[LoggedRequest]) -> list[LoggedRequest]:
+    """Requests whose feedback carried tags (labels known after the answer) get them on top of their own."""
+    if not rows:
+        return rows
+    f = feedback_table
+    late: dict[str, list[Any]] = {}
+    with engine.connect() as conn:
+        for chunk in _chunks([r.id for r in rows]):
+            query = (
+                select(f.c.request_id, f.c.tags)
+                .where(f.c.request_id.in_(chunk), f.c.tags.is_not(None))
+                .order_by(f.c.created_at, f.c.id)
+            )
+            for request_id, tags in conn.execute(query):
+                late.setdefault(request_id, []).append(tags)
+    if not late:
+        return rows
+    return [replace(r, tags=merged_tags(r.tags, late[r.id])) if r.id in late else r for r in rows]
 
 
 def load_feedback(engine: Engine, request_ids: Sequence[str]) -> dict[str, list[FeedbackEntry]]:
@@ -265,7 +288,7 @@ def load_corrections(
     if served_name is not None:
         conditions.append(r.c.served_name == served_name)
     query = (
-        select(r, f.c.correction, f.c.created_at.label("corrected_at"))
+        select(r, f.c.correction, f.c.tags.label("feedback_tags"), f.c.created_at.label("corrected_at"))
         .select_from(f.join(r, r.c.id == f.c.request_id))
         .where(and_(*conditions))
         .order_by(f.c.created_at, f.c.id)
@@ -284,7 +307,7 @@ def load_corrections(
                 correction=correction,
                 served_name=request.served_name,
                 served_version=request.served_version,
-                tags=request.tags,
+                tags=merged_tags(request.tags, [row._mapping["feedback_tags"]]),
                 corrected_at=row._mapping["corrected_at"],
             )
     return list(latest.values())

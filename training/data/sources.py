@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common.db import make_engine
-from common.log_schema import feedback_table, requests_table
+from common.log_schema import feedback_table, merged_tags, requests_table
 from training.config import FileSource, HFDatasetSource, RequestLogSource, SourceConfig
 from training.errors import DataError
 
@@ -327,24 +327,13 @@ def _request_log_query(source: RequestLogSource) -> Any:
             f.c.correction,
             f.c.thumbs,
             f.c.rating,
+            f.c.tags.label("feedback_tags"),
             f.c.created_at.label("feedback_at"),
         )
         .select_from(r.join(f, f.c.request_id == r.c.id))
         .where(*conditions)
         .order_by(r.c.created_at.desc(), r.c.id, f.c.created_at)
     )
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            loaded = json.loads(value)
-        except json.JSONDecodeError:
-            return {}
-        return loaded if isinstance(loaded, dict) else {}
-    return {}
 
 
 def _read_request_log(source: RequestLogSource) -> RawRows:
@@ -356,11 +345,15 @@ def _read_request_log(source: RequestLogSource) -> RawRows:
     finally:
         engine.dispose()
 
+    # Tags sent with the feedback (labels known after the answer) win over the request's own.
+    late: dict[str, list[Any]] = {}
+    for rec in records:
+        late.setdefault(rec["id"], []).append(rec.get("feedback_tags"))
     # One row per request: the latest correction wins over acceptance.
     by_id: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     for rec in records:
-        tags = _as_dict(rec.get("tags"))
+        tags = merged_tags(rec.get("tags"), late[rec["id"]])
         if any(tags.get(k) != v for k, v in source.tags.items()):
             continue
         rid = rec["id"]
