@@ -57,6 +57,10 @@ class RoutingSource(Protocol):
         self, replica_id: str, loaded: list[str], failed: dict[str, str], generation: int
     ) -> None: ...
 
+    def reject(self, ref: VersionRef, reason: str, replica_id: str) -> None:
+        """Record that the version cannot be served (the engine refused it or its smoke generation
+        failed): the registry marks it rejected once, for every replica."""
+
 
 class RequestSink(Protocol):
     def log(self, record: RequestRecord) -> bool: ...
@@ -183,14 +187,12 @@ class ServingCore:
             if key in ads.loaded or key in ads.failed:
                 continue
             ads.pending_unload.discard(key)
-            error = await self._load_and_smoke(ref)
+            error, reject = await self._load_and_smoke(ref)
             if error is None:
                 ads.loaded[key] = ref
                 self.metrics.adapter_loaded.labels(ref.short).set(1)
             else:
-                ads.failed[key] = error
-                self.metrics.adapter_load_failures.labels(ref.short).inc()
-                log.error("adapter %s refused on %s: %s", ref.short, self.replica_id, error)
+                await self._refuse(ref, error, reject=reject)
         routable = [ref for key, ref in ads.loaded.items() if key in desired]
         routable_versions = {(r.name, r.version) for r in routable}
         aliases = {k: v for k, v in state.aliases.items() if (k[0], v) in routable_versions}
@@ -211,25 +213,40 @@ class ServingCore:
                 del ads.failed[key]  # may be retried if it becomes desired again
         await self._unload_drained()
 
-    async def _load_and_smoke(self, ref: VersionRef) -> str | None:
+    async def _refuse(self, ref: VersionRef, error: str, *, reject: bool) -> None:
+        """Refuse `ref` on this replica; when the adapter itself is at fault (`reject`: the engine refused
+        it or its smoke generation failed, not a storage problem), the registry marks it rejected for
+        every replica."""
+        self._adapters.failed[ref.key] = error
+        self.metrics.adapter_load_failures.labels(ref.short).inc()
+        log.error("adapter %s refused on %s: %s", ref.short, self.replica_id, error)
+        if reject and self.source is not None:
+            try:
+                await asyncio.to_thread(self.source.reject, ref, error, self.replica_id)
+            except Exception:  # noqa: BLE001 - the local refusal stands; the heartbeat still reports it
+                log.exception("could not record the rejection of %s", ref.short)
+
+    async def _load_and_smoke(self, ref: VersionRef) -> tuple[str | None, bool]:
+        """Verify, load and smoke-test `ref`: (None, False) when it serves, else (why, whether the adapter
+        itself is at fault)."""
         lora = ref.lora()
         if self.source is not None:
             try:
                 await asyncio.to_thread(self.source.verify, ref)
             except Exception as exc:  # noqa: BLE001 - a damaged artifact refuses the adapter, nothing else
-                return f"artifact check failed: {exc}"
+                return f"artifact check failed: {exc}", False
         try:
             await self.engine.load_lora(lora)
         except Exception as exc:  # noqa: BLE001 - any load failure refuses the adapter
-            return f"engine refused to load it: {exc}"
+            return f"engine refused to load it: {exc}", True
         try:
             text = await self._smoke(lora)
         except Exception as exc:  # noqa: BLE001
             with contextlib.suppress(Exception):
                 await self.engine.unload_lora(lora)
-            return f"smoke generation failed: {exc}"
+            return f"smoke generation failed: {exc}", True
         log.info("adapter %s loaded on %s (smoke output %r)", ref.short, self.replica_id, text[:40])
-        return None
+        return None, False
 
     async def _smoke(self, lora: LoRASpec) -> str:
         req = GenerationRequest(

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from serving.errors import ConflictError, ServiceUnavailableError
-from serving.registry.models import AdapterVersion
+from serving.registry.models import AdapterVersion, not_servable
 from serving.registry.registry import AdapterRegistry
 
 HEARTBEAT_MAX_AGE_S = 15.0
@@ -69,6 +69,12 @@ def wait_loaded(
     while True:
         if nudge is not None:
             nudge()
+        current = registry.get(target.name, target.version)
+        if current.status != "active":  # rejected by a replica's load (for every replica), or retired
+            raise ConflictError(
+                f"{not_servable(current)}. The alias was not moved.",
+                code="adapter_rejected" if current.status == "rejected" else "conflict",
+            )
         replicas = registry.live_replicas(HEARTBEAT_MAX_AGE_S)
         failed = [(r.replica_id, r.failed[ref]) for r in replicas if ref in r.failed]
         if failed:

@@ -63,3 +63,6 @@ class RegistrySource:
 
     def heartbeat(self, replica_id: str, loaded: list[str], failed: dict[str, str], generation: int) -> None:
         self.registry.heartbeat(replica_id, loaded, generation, failed=failed)
+
+    def reject(self, ref: VersionRef, reason: str, replica_id: str) -> None:
+        self.registry.reject(ref.name, ref.version, reason, replica=replica_id)

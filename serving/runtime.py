@@ -23,6 +23,7 @@ from serving.models import base_model_fingerprint, base_model_module_names, reso
 from serving.registry.artifacts import ArtifactStore
 from serving.registry.errors import RegistryError
 from serving.registry.registry import AdapterRegistry
+from serving.registry.validation import base_module_shapes
 from serving.registry_source import RegistrySource
 from serving.request_log import FeedbackRecord, RequestLogWriter
 from serving.store import Database
@@ -73,6 +74,7 @@ def open_registry(config: ServingConfig, base_path: Path, base_id: str) -> tuple
         base_aliases=base_aliases(base_path),
         base_fingerprint=base_model_fingerprint(base_path),
         max_adapter_bytes=config.adapter_max_bytes,
+        base_module_shapes=base_module_shapes(base_path),
     )
     return db, registry
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from serving.registry.artifacts import check_name
 from serving.registry.base import RegistryBase
 from serving.registry.errors import AliasNotFoundError, ConflictError, InvalidNameError, ModelNotFoundError
-from serving.registry.models import AdapterVersion, AliasEvent
+from serving.registry.models import AdapterVersion, AliasEvent, not_servable
 from serving.registry.state import RegistryState, Unchanged, event_from_row, load_state
 from serving.router import DEFAULT_ALIAS, is_version_prefix
 from serving.store import AliasEventRow, AliasRow, utcnow
@@ -82,7 +82,9 @@ class AliasesMixin(RegistryBase):
         with self._write() as (session, state):
             target, _ = self._lookup_ref(state, name, version_ref)
             if target.status != "active":
-                raise ConflictError(f"{target.short_ref} is retired; register it again to use it")
+                raise ConflictError(
+                    not_servable(target), code="adapter_rejected" if target.status == "rejected" else None
+                )
             old = state.aliases.get(name, {}).get(alias)
             if old == target.version:
                 raise Unchanged

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -38,10 +38,13 @@ class RegistryBase:
         base_fingerprint: str | None = None,
         max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES,
         snapshot_ttl_s: float | None = None,
+        base_module_shapes: Mapping[str, Iterable[tuple[int, int]]] | None = None,
     ) -> None:
         """`base_aliases`: extra model names that mean the base besides `serving.router.base_names`
-        (e.g. the local folder's name). `snapshot_ttl_s` is ignored (reads always see the current state;
-        kept so existing callers need no change)."""
+        (e.g. the local folder's name). `base_module_shapes`: (in, out) features of the base's modules by
+        short name (`serving.registry.validation.base_module_shapes`), so validation checks every LoRA
+        tensor's shape; None = not checked. `snapshot_ttl_s` is ignored (reads always see the current
+        state; kept so existing callers need no change)."""
         del snapshot_ttl_s
         self.db = db
         self.artifacts = artifacts
@@ -55,6 +58,7 @@ class RegistryBase:
             aliases=self._base_names,
             fingerprint=base_fingerprint,
             max_size_bytes=max_adapter_bytes,
+            module_shapes=base_module_shapes,
         )
 
     # ================================================================== state

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from serving.registry.artifacts import check_name
 from serving.registry.base import RegistryBase
 from serving.registry.errors import ConflictError, InvalidRequestError
-from serving.registry.models import AdapterVersion, ReplicaStatus
+from serving.registry.models import AdapterVersion, ReplicaStatus, not_servable
 from serving.registry.state import Unchanged
 from serving.store import ReplicaRow, StagedVersionRow, utcnow
 
@@ -35,7 +35,9 @@ class FleetMixin(RegistryBase):
         with self._write() as (session, state):
             target, _ = self._lookup_ref(state, check_name(name), version_ref)
             if target.status != "active":
-                raise ConflictError(f"{target.short_ref} is retired; register it again to use it")
+                raise ConflictError(
+                    not_servable(target), code="adapter_rejected" if target.status == "rejected" else None
+                )
             now = utcnow()
             session.execute(delete(StagedVersionRow).where(StagedVersionRow.expires_at <= now))
             row = session.get(StagedVersionRow, token)

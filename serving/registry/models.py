@@ -8,13 +8,24 @@ from datetime import datetime
 from typing import Any, Literal
 
 __all__ = [
+    "REJECTION_KEY",
     "AdapterVersion",
+    "VersionStatus",
+    "not_servable",
     "AliasEvent",
     "Experiment",
     "ExperimentArm",
     "ReplicaStatus",
     "ResolvedModel",
 ]
+
+
+VersionStatus = Literal["active", "retired", "rejected"]
+"""active: servable; retired: removed by an operator (row kept for lineage); rejected: its first load or
+smoke generation on a replica failed, never servable (the reason is in `AdapterVersion.rejection`)."""
+
+REJECTION_KEY = "tuneloop_rejected"
+"""Key in a version's metadata holding why it was rejected: {"reason", "replica", "at"}."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -39,7 +50,7 @@ class AdapterVersion:
     training_config: Mapping[str, Any] | None
     eval_results: Mapping[str, Any] | None
     metadata: Mapping[str, Any] | None
-    status: Literal["active", "retired"]
+    status: VersionStatus
     created_at: datetime
     aliases: tuple[str, ...] = ()
     """Aliases of `name` pointing at this version when it was read."""
@@ -53,6 +64,14 @@ class AdapterVersion:
     def short_ref(self) -> str:
         """`name@<first 12 hex>`: unique in practice, used as the engine's LoRA name."""
         return f"{self.name}@{self.version[:12]}"
+
+    @property
+    def rejection(self) -> Mapping[str, Any] | None:
+        """Why the version was rejected ({"reason", "replica", "at"}), None unless status is rejected."""
+        if self.status != "rejected" or not self.metadata:
+            return None
+        found = self.metadata.get(REJECTION_KEY)
+        return found if isinstance(found, Mapping) else {"reason": str(found)}
 
     @property
     def lora_int_id(self) -> int:
@@ -78,9 +97,21 @@ class AdapterVersion:
             "eval_results": dict(self.eval_results) if self.eval_results is not None else None,
             "metadata": dict(self.metadata) if self.metadata is not None else None,
             "status": self.status,
+            "rejected_reason": str(self.rejection.get("reason", "")) if self.rejection else None,
             "created_at": _iso(self.created_at),
             "aliases": list(self.aliases),
         }
+
+
+def not_servable(version: AdapterVersion) -> str:
+    """Why `version` (not active) cannot be served or staged, for an error message."""
+    if version.status == "rejected":
+        reason = version.rejection.get("reason", "") if version.rejection else ""
+        return (
+            f"{version.short_ref} was rejected: {reason or 'its first load failed'}; fix the adapter and "
+            "register the new weights"
+        )
+    return f"{version.short_ref} is retired; register it again to use it"
 
 
 @dataclass(frozen=True, slots=True)

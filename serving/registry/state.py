@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from serving.registry.errors import RegistryError
-from serving.registry.models import AdapterVersion, AliasEvent, Experiment, ExperimentArm
+from serving.registry.models import AdapterVersion, AliasEvent, Experiment, ExperimentArm, VersionStatus
 from serving.store import (
     REGISTRY_STATE_ID,
     AdapterVersionRow,
@@ -76,7 +76,7 @@ def version_from_row(row: AdapterVersionRow, aliases: Iterable[str] = ()) -> Ada
         training_config=row.training_config,
         eval_results=row.eval_results,
         metadata=row.metadata_,
-        status=cast(Literal["active", "retired"], row.status),
+        status=cast(VersionStatus, row.status),
         created_at=row.created_at,
         aliases=tuple(sorted(aliases)),
     )

@@ -18,6 +18,11 @@ base_model_mismatch        `base_model_name_or_path` / fingerprint is not the se
 invalid_rank               `r` is not a positive integer
 rank_too_large             `r` (or a `rank_pattern` entry, or a tensor's rank) > engine max rank
 unknown_target_module      a target module (or a LoRA tensor's module) is not in the base model
+shape_mismatch             a LoRA tensor's shape does not fit the base module it adapts: lora_A is
+                           [r, in_features], lora_B is [out_features, r] of that module (hidden size,
+                           heads x head_dim, num_key_value_heads x head_dim for k/v projections,
+                           intermediate size for MLP modules), both with the same r (= `r` unless a
+                           `rank_pattern` is set); checked when the base's module shapes are known
 pickle_in_disguise         the .safetensors file is really a pickle / torch zip archive
 bad_safetensors            the safetensors header does not parse, or holds no LoRA tensors
 non_finite_weights         a tensor contains NaN or Inf
@@ -33,7 +38,7 @@ import json
 import os
 import re
 import struct
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,8 +54,11 @@ __all__ = [
     "DEFAULT_MAX_ADAPTER_BYTES",
     "PICKLE_SUFFIXES",
     "BaseModelSpec",
+    "ModuleShapes",
     "SmokeResult",
     "ValidationReport",
+    "base_module_shapes",
+    "module_shapes_from_config",
     "validate_adapter",
 ]
 
@@ -59,6 +67,13 @@ DEFAULT_MAX_ADAPTER_BYTES = 256 * 1024 * 1024
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _CHUNK_ELEMENTS = 1 << 22
 _LORA_KEY = re.compile(r"^(?P<module>.+?)\.lora_(?:A|B|embedding_A|embedding_B)(?:\.[^.]+)*$")
+_LORA_MATRIX = re.compile(
+    r"^(?P<module>.+?)\.lora_(?P<embedding>embedding_)?(?P<side>A|B)(?:\.default)?(?:\.weight)?$"
+)
+
+ModuleShapes = Mapping[str, frozenset[tuple[int, int]]]
+"""Short module name -> the (in_features, out_features) pairs the base's modules of that name have
+(one pair for most architectures; an embedding's is (num_embeddings, embedding_dim))."""
 
 
 def _basename(model: str) -> str:
@@ -80,6 +95,9 @@ class BaseModelSpec:
     fingerprint: str | None = None
     """A content fingerprint of the base weights; when both sides know one, it decides the match."""
     max_size_bytes: int = DEFAULT_MAX_ADAPTER_BYTES
+    module_shapes: ModuleShapes = field(default_factory=dict)
+    """(in_features, out_features) of the base's modules by short name (see `base_module_shapes`); empty
+    when unknown, and then LoRA tensor shapes are not checked against the base."""
 
     def __post_init__(self) -> None:
         if not self.module_names:
@@ -88,6 +106,9 @@ class BaseModelSpec:
             raise ValueError("BaseModelSpec.max_lora_rank must be positive")
         object.__setattr__(self, "module_names", frozenset(self.module_names))
         object.__setattr__(self, "aliases", frozenset(self.aliases))
+        object.__setattr__(
+            self, "module_shapes", {str(k): frozenset(v) for k, v in self.module_shapes.items()}
+        )
 
     @classmethod
     def create(
@@ -99,9 +120,16 @@ class BaseModelSpec:
         aliases: Collection[str] = (),
         fingerprint: str | None = None,
         max_size_bytes: int = DEFAULT_MAX_ADAPTER_BYTES,
+        module_shapes: Mapping[str, Iterable[tuple[int, int]]] | None = None,
     ) -> BaseModelSpec:
         return cls(
-            model_id, frozenset(module_names), max_lora_rank, frozenset(aliases), fingerprint, max_size_bytes
+            model_id,
+            frozenset(module_names),
+            max_lora_rank,
+            frozenset(aliases),
+            fingerprint,
+            max_size_bytes,
+            {k: frozenset(v) for k, v in (module_shapes or {}).items()},
         )
 
     def matches(self, base_model_name_or_path: str) -> bool:
@@ -294,13 +322,129 @@ def _non_finite(buf: np.ndarray, dtype: str) -> bool:
 _ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E5M2": 1, "F8_E4M3": 1}
 
 
+def _is_embedding(module: str) -> bool:
+    return "embed" in module or module == "wte"
+
+
+def module_shapes_from_config(config: Mapping[str, Any]) -> dict[str, frozenset[tuple[int, int]]]:
+    """(in, out) features of a Llama-style decoder's linear modules from its HF `config.json` (hidden_size,
+    intermediate_size, num_attention_heads, num_key_value_heads, head_dim); {} when they are not there."""
+    cfg: Mapping[str, Any] = config
+    if "hidden_size" not in cfg and isinstance(cfg.get("text_config"), Mapping):
+        cfg = cfg["text_config"]
+
+    def number(key: str) -> int | None:
+        value = cfg.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    hidden, heads = number("hidden_size"), number("num_attention_heads")
+    if hidden is None or heads is None:
+        return {}
+    kv_heads = number("num_key_value_heads") or heads
+    head_dim = number("head_dim") or hidden // heads
+    shapes: dict[str, frozenset[tuple[int, int]]] = {
+        "q_proj": frozenset({(hidden, heads * head_dim)}),
+        "k_proj": frozenset({(hidden, kv_heads * head_dim)}),
+        "v_proj": frozenset({(hidden, kv_heads * head_dim)}),
+        "o_proj": frozenset({(heads * head_dim, hidden)}),
+    }
+    if (intermediate := number("intermediate_size")) is not None:
+        shapes["gate_proj"] = shapes["up_proj"] = frozenset({(hidden, intermediate)})
+        shapes["down_proj"] = frozenset({(intermediate, hidden)})
+    if (vocab := number("vocab_size")) is not None:
+        shapes["lm_head"] = frozenset({(hidden, vocab)})
+        shapes["embed_tokens"] = frozenset({(vocab, hidden)})
+    return shapes
+
+
+def base_module_shapes(folder: str | os.PathLike[str]) -> dict[str, frozenset[tuple[int, int]]]:
+    """(in, out) features of a base model folder's modules by short name: read from its safetensors
+    headers (a 2-D `*.weight` is [out, in]; an embedding's [num, dim] gives (num, dim)), else derived
+    from `config.json` (`module_shapes_from_config`); {} when neither says (shapes are then not checked)."""
+    root = Path(folder)
+    found: dict[str, set[tuple[int, int]]] = {}
+    for file in sorted(root.glob("*.safetensors")):
+        try:
+            header, _ = _read_header(file)
+        except (OSError, ValueError):
+            continue
+        for key, info in header.items():
+            if key == "__metadata__" or not key.endswith(".weight") or not isinstance(info, dict):
+                continue
+            shape = info.get("shape")
+            if not isinstance(shape, list) or len(shape) != 2:
+                continue
+            module = key.removesuffix(".weight").rsplit(".", 1)[-1]
+            rows, cols = int(shape[0]), int(shape[1])
+            found.setdefault(module, set()).add((rows, cols) if _is_embedding(module) else (cols, rows))
+    if found:
+        return {k: frozenset(v) for k, v in found.items()}
+    try:
+        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return module_shapes_from_config(config) if isinstance(config, dict) else {}
+
+
+def _check_shapes(
+    matrices: Mapping[str, Mapping[str, tuple[str, list[int]]]],
+    spec: BaseModelSpec,
+    config_rank: int | None,
+    path: Path,
+) -> None:
+    """`matrices`: LoRA module path -> side ("A"/"B") -> (tensor key, shape). Raises `shape_mismatch`
+    (or `bad_safetensors` for a lora_A without its lora_B, when the base's shapes are known)."""
+    known = bool(spec.module_shapes)
+    for module_path, sides in sorted(matrices.items()):
+        module = module_path.rsplit(".", 1)[-1]
+        if "A" not in sides or "B" not in sides:
+            if known:
+                missing = "lora_B" if "B" not in sides else "lora_A"
+                raise _fail("bad_safetensors", f"module {module_path} has no {missing} tensor", path)
+            continue
+        (a_key, (rank, in_features)), (b_key, (out_features, b_rank)) = sides["A"], sides["B"]
+        if rank != b_rank:
+            raise _fail(
+                "shape_mismatch",
+                f"{a_key} has rank {rank} but {b_key} has rank {b_rank}; lora_A is [r, in_features] and "
+                "lora_B is [out_features, r] with the same r",
+                path,
+            )
+        if config_rank is not None and rank != config_rank:
+            raise _fail(
+                "shape_mismatch",
+                f"{a_key} has rank {rank} but adapter_config.json says r = {config_rank}",
+                path,
+            )
+        expected = spec.module_shapes.get(module)
+        if not expected or (in_features, out_features) in expected:
+            continue
+        ins = sorted({i for i, _ in expected})
+        outs = sorted({o for _, o in expected})
+        if in_features not in ins:
+            raise _fail(
+                "shape_mismatch",
+                f"{a_key} has shape [{rank}, {in_features}]: in_features {in_features} does not fit the "
+                f"base's {module}, which takes {' or '.join(map(str, ins))} input features",
+                path,
+            )
+        raise _fail(
+            "shape_mismatch",
+            f"{b_key} has shape [{out_features}, {rank}]: out_features {out_features} does not fit the "
+            f"base's {module}, which has {' or '.join(map(str, outs))} output features"
+            + (f" (with {in_features} input features)" if out_features in outs else ""),
+            path,
+        )
+
+
 def _scan_tensors(
-    path: Path, header: dict[str, Any], data_start: int, spec: BaseModelSpec
+    path: Path, header: dict[str, Any], data_start: int, spec: BaseModelSpec, config_rank: int | None
 ) -> tuple[int, int]:
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     lora_keys = 0
     parameters = 0
     unknown_modules: set[str] = set()
+    matrices: dict[str, dict[str, tuple[str, list[int]]]] = {}
     data = np.memmap(path, dtype=np.uint8, mode="r")
     try:
         for key, info in sorted(tensors.items()):
@@ -314,6 +458,17 @@ def _scan_tensors(
                 module = match.group("module").rsplit(".", 1)[-1]
                 if module not in spec.module_names:
                     unknown_modules.add(module)
+                matrix = _LORA_MATRIX.match(key)
+                if matrix:
+                    side = matrix.group("side")
+                    if len(shape) != 2 or min(shape) <= 0:
+                        raise _fail(
+                            "shape_mismatch",
+                            f"tensor {key} has shape {shape}; a LoRA matrix is 2-D "
+                            f"({'[r, in_features]' if side == 'A' else '[out_features, r]'})",
+                            path,
+                        )
+                    matrices.setdefault(matrix.group("module"), {})[side] = (key, shape)
                 if ".lora_A" in key and shape:
                     _check_rank(shape[0], f"rank of tensor {key}", spec.max_lora_rank, path)
             item = _ITEM_BYTES.get(dtype)
@@ -335,6 +490,7 @@ def _scan_tensors(
         )
     if lora_keys == 0:
         raise _fail("bad_safetensors", f"{path.name} holds no LoRA tensors (no '*.lora_A.*' keys)", path)
+    _check_shapes(matrices, spec, config_rank, path)
     return len(tensors), parameters
 
 
@@ -419,8 +575,9 @@ def validate_adapter(
 
     header, data_start = _open_safetensors(weights_path)
     checks.append("safetensors_header")
-    tensor_count, parameters = _scan_tensors(weights_path, header, data_start, spec)
-    checks += ["tensor_modules", "finite_weights"]
+    config_rank = None if rank_pattern else rank
+    tensor_count, parameters = _scan_tensors(weights_path, header, data_start, spec, config_rank)
+    checks += ["tensor_modules", "finite_weights", "tensor_shapes"]
 
     return ValidationReport(
         folder=str(root),

@@ -1,5 +1,5 @@
 """Adapter versions: validation, registration (content-addressed, idempotent), metadata, retirement,
-listing and lineage."""
+rejection (a version whose first load failed), listing and lineage."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete
+
 from serving.registry.aliases import AliasesMixin, check_alias, record_alias
 from serving.registry.artifacts import check_name
-from serving.registry.errors import ConflictError, ModelNotFoundError
-from serving.registry.models import AdapterVersion
+from serving.registry.errors import AdapterValidationError, ConflictError, ModelNotFoundError
+from serving.registry.models import REJECTION_KEY, AdapterVersion, not_servable
 from serving.registry.state import RegistryState, Unchanged
 from serving.registry.validation import ValidationReport, validate_adapter
-from serving.store import AdapterVersionRow, utcnow
+from serving.store import AdapterVersionRow, StagedVersionRow, utcnow
 
 __all__ = ["VersionsMixin"]
 
@@ -65,8 +67,9 @@ class VersionsMixin(AliasesMixin):
         """Validate, store and record an adapter folder as a version of `name` (idempotent for identical
         weights; a retired version is re-activated). Optionally point `alias` at it.
 
-        Raises `InvalidNameError`, `AdapterValidationError` (nothing stored), `ConflictError` (name taken
-        by the base or an experiment), `ModelNotFoundError` (unknown parent)."""
+        Raises `InvalidNameError`, `AdapterValidationError` (nothing stored; code `rejected` for weights
+        a replica already refused to load), `ConflictError` (name taken by the base or an experiment),
+        `ModelNotFoundError` (unknown parent)."""
         check_name(name)
         if alias is not None:
             check_alias(alias)
@@ -75,6 +78,8 @@ class VersionsMixin(AliasesMixin):
         report = self.validate(folder, base_fingerprint=base_fingerprint)
         version = report.sha256
         existing = state.find(name, version)
+        if existing is not None and existing.status == "rejected":
+            raise AdapterValidationError(not_servable(existing), code="rejected", path=str(folder))
         if existing is not None and existing.status == "active":
             if alias is not None and state.aliases.get(name, {}).get(alias) != version:
                 self.set_alias(name, alias, version, actor=actor, reason="registered")
@@ -106,6 +111,10 @@ class VersionsMixin(AliasesMixin):
                             status="active",
                             created_at=utcnow(),
                         )
+                    )
+                elif row.status == "rejected":
+                    raise AdapterValidationError(
+                        f"{name}@{version[:12]} was rejected meanwhile", code="rejected", path=str(folder)
                     )
                 elif row.status != "active":
                     row.status, row.uri = "active", uri
@@ -187,10 +196,38 @@ class VersionsMixin(AliasesMixin):
                 log.exception("retired %s but could not delete its artifacts", found.short_ref)
         return replace(found, status="retired", aliases=())
 
+    def reject(
+        self, name: str, version: str, reason: str, *, replica: str | None = None
+    ) -> AdapterVersion | None:
+        """Mark an active version `rejected` (its first load or smoke generation failed): it leaves every
+        replica's routing and the desired set, stages of it are dropped, and registering the same
+        weights again is refused. Idempotent: the first rejection's reason is kept (and nothing is
+        written). Returns the rejected version, None when it is not in the registry or is retired."""
+        with self._write() as (session, state):
+            found = state.find(check_name(name), version)
+            if found is None or found.status != "active":
+                raise Unchanged
+            row = session.get(AdapterVersionRow, (found.name, found.version))
+            assert row is not None
+            row.status = "rejected"
+            row.metadata_ = {
+                **dict(row.metadata_ or {}),
+                REJECTION_KEY: {"reason": reason[:2000], "replica": replica, "at": utcnow().isoformat()},
+            }
+            session.execute(
+                delete(StagedVersionRow).where(
+                    StagedVersionRow.name == found.name, StagedVersionRow.version == found.version
+                )
+            )
+            log.error("adapter %s rejected (replica %s): %s", found.short_ref, replica, reason)
+        current = self._fresh().find(name, version)
+        return current if current is not None and current.status == "rejected" else None
+
     def list(
         self, name: str | None = None, *, include_retired: bool = False
     ) -> builtins.list[AdapterVersion]:
-        """Versions (of `name`, or all), by name then newest first; active only unless `include_retired`."""
+        """Versions (of `name`, or all), by name then newest first; active only unless `include_retired`
+        (then retired and rejected ones too)."""
         state = self._fresh()
         if name is not None:
             check_name(name)

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from reliability_harness import BASE, LiveServer, adapter_folder, admin_headers, build_runtime, make_config
 
 from serving.registry.artifacts import WEIGHTS_FILE
+from serving.registry.testing import write_adapter
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 
@@ -77,6 +80,9 @@ class Background:
 
     def __enter__(self) -> Background:
         self._thread.start()
+        deadline = time.monotonic() + 10
+        while self.sent == 0 and time.monotonic() < deadline:  # traffic is flowing before the test acts
+            time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -146,3 +152,147 @@ def test_replica_starting_with_a_corrupt_champion_serves_everything_else(
     )
     assert r.status_code < 500 or r.status_code == 503, r.text  # refused explicitly, never served corrupt
     assert r.status_code != 200
+
+
+# --------------------------------------------------------------------------- adapter fuzz over the admin API
+
+SMOLLM2_CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "vocab_size": 49152,
+}
+REAL_SHAPES = {
+    "q_proj": (576, 576),
+    "k_proj": (576, 192),
+    "v_proj": (576, 192),
+    "o_proj": (576, 576),
+    "gate_proj": (576, 1536),
+    "up_proj": (576, 1536),
+    "down_proj": (1536, 576),
+}
+Q = "base_model.model.model.layers.0.self_attn.q_proj"
+
+
+def _fitting(folder: Path, seed: int = 0, **kwargs: Any) -> Path:
+    kwargs.setdefault("target_modules", tuple(REAL_SHAPES))
+    shapes = {**REAL_SHAPES, **kwargs.pop("shapes", {})}
+    return write_adapter(folder, base_model=BASE, layers=1, module_shapes=shapes, seed=seed, **kwargs)
+
+
+def _pickle_in_disguise(folder: Path) -> Path:
+    import pickle
+
+    _fitting(folder)
+    (folder / WEIGHTS_FILE).write_bytes(pickle.dumps({"x": 1}, protocol=4))
+    return folder
+
+
+def _symlinked(folder: Path) -> Path:
+    _fitting(folder)
+    (folder / "notes.txt").symlink_to("/etc/hostname")
+    return folder
+
+
+def _with_file(name: str, content: bytes) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        _fitting(folder)
+        (folder / name).write_bytes(content)
+        return folder
+
+    return make
+
+
+def _huge_header(folder: Path) -> Path:
+    _fitting(folder)
+    (folder / WEIGHTS_FILE).write_bytes((2**40).to_bytes(8, "little") + b"{}")
+    return folder
+
+
+BAD_ADAPTERS: dict[str, Callable[[Path], Path]] = {
+    # mismatched with the base (the case first: lora_A of the wrong width)
+    "lora_A_wrong_width": lambda f: _fitting(f, shapes={"q_proj": (512, 576)}),
+    "lora_B_wrong_height": lambda f: _fitting(f, shapes={"o_proj": (576, 512)}),
+    "k_proj_with_query_heads": lambda f: _fitting(f, shapes={"k_proj": (576, 576)}),
+    "mlp_wrong_intermediate": lambda f: _fitting(f, shapes={"down_proj": (2048, 576)}),
+    "ranks_disagree": lambda f: _fitting(
+        f, tensor_overrides={f"{Q}.lora_B.weight": np.zeros((576, 8), "f4")}
+    ),
+    "config_r_lies": lambda f: _fitting(f, config_overrides={"r": 8}),
+    "one_dimensional": lambda f: _fitting(
+        f, tensor_overrides={f"{Q}.lora_A.weight": np.zeros((2304,), "f4")}
+    ),
+    "lora_A_alone": lambda f: write_adapter(
+        f, base_model=BASE, layers=0, tensor_overrides={f"{Q}.lora_A.weight": np.zeros((4, 576), "f4")}
+    ),
+    "rank_too_large": lambda f: _fitting(f, r=64),
+    "unknown_module": lambda f: _fitting(f, target_modules=("q_proj", "c_attn")),
+    "other_base": lambda f: write_adapter(f, base_model="meta-llama/Llama-3-8B", module_shapes=REAL_SHAPES),
+    "dora": lambda f: _fitting(f, config_overrides={"use_dora": True}),
+    # malformed
+    "nan_weights": lambda f: _fitting(
+        f, tensor_overrides={f"{Q}.lora_A.weight": np.full((4, 576), np.nan, "f4")}
+    ),
+    "config_garbage": lambda f: garbage_config(_fitting(f)) or f,  # type: ignore[func-returns-value]
+    "weights_truncated": lambda f: truncate(_fitting(f)) or f,  # type: ignore[func-returns-value]
+    "weights_missing": lambda f: (_fitting(f) / WEIGHTS_FILE).unlink() or f,  # type: ignore[func-returns-value]
+    "huge_header": _huge_header,
+    "no_lora_tensors": lambda f: write_adapter(
+        f, base_model=BASE, layers=0, tensor_overrides={"lm_head.weight": np.zeros((2, 2), "f4")}
+    ),
+    # hostile
+    "pickle_file": _with_file("adapter_model.bin", b"\x80\x04K\x01."),
+    "pickle_in_disguise": _pickle_in_disguise,
+    "symlink": _symlinked,
+}
+
+
+def test_adapter_fuzz_registers_nothing_and_the_base_keeps_serving(
+    tmp_path: Path, base_model: Path, live_server: Callable[..., LiveServer]
+) -> None:
+    import json
+
+    (base_model / "config.json").write_text(json.dumps(SMOLLM2_CONFIG))  # the base's shapes are known
+    runtime = build_runtime(make_config(tmp_path / "home"))
+    server = live_server(runtime)
+    incoming = Path(runtime.config.resolved_registry_root()) / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    answers: dict[str, tuple[int, str]] = {}
+    with httpx.Client(base_url=server.url, headers=admin_headers(), timeout=30) as client:
+        for case, make in sorted(BAD_ADAPTERS.items()):
+            folder = make(incoming / case)
+            for name in ("support", "billing"):
+                r = client.post(
+                    "/admin/adapters", json={"path": str(folder), "name": name, "alias": "champion"}
+                )
+                answers[f"{case}/{name}"] = (r.status_code, r.text[:300])
+        for path in ("/", "/etc", str(tmp_path), str(incoming / "nope"), "x" * 5000, "\u0000"):
+            r = client.post("/admin/adapters", json={"path": path, "name": "support"})
+            answers[f"path {path[:20]!r}"] = (r.status_code, r.text[:300])
+        chat = client.post(
+            "/v1/chat/completions", json={"model": BASE, "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert chat.status_code == 200, chat.text
+        wrong = {case: a for case, a in answers.items() if not 400 <= a[0] < 500}
+        assert not wrong, wrong
+        shape_cases = [
+            c for c in answers if c.split("/")[0] in {"lora_A_wrong_width", "mlp_wrong_intermediate"}
+        ]
+        assert all('"shape_mismatch"' in answers[c][1] for c in shape_cases), answers
+        # nothing registered, not even as a rejected or retired version, and no artifacts left behind
+        assert runtime.registry.list(include_retired=True) == []
+        store = Path(runtime.config.resolved_registry_root())
+        stored = [p for p in store.rglob("*") if p.is_file() and incoming not in p.parents]
+        assert stored == []
+        # a fitting adapter still registers and serves
+        good = _fitting(incoming / "good", seed=3)
+        r = client.post("/admin/adapters", json={"path": str(good), "name": "support", "alias": "champion"})
+        assert r.status_code == 201, r.text
+        chat = client.post(
+            "/v1/chat/completions", json={"model": "support", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert chat.status_code == 200 and chat.headers["x-tuneloop-served-by"].startswith("support@")
+        assert [v.name for v in runtime.registry.list(include_retired=True)] == ["support"]

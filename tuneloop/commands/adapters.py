@@ -65,23 +65,30 @@ def list_cmd(
     name: Annotated[str | None, typer.Argument()] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also retired and rejected versions (with why they were rejected).")
+    ] = False,
 ) -> None:
     """List adapter versions (newest first) with their aliases."""
     registry, _ = open_cli_registry(config)
-    versions = registry.list(name)
+    versions = registry.list(name, include_retired=show_all)
     if as_json:
         print(json.dumps([v.to_dict() for v in versions], indent=2))
         return
-    table = Table("name", "version", "aliases", "rank", "parent", "created")
+    columns = ["name", "version", "aliases", "rank", "parent", "created"]
+    table = Table(*columns, *(["status", "reason"] if show_all else []))
     for v in versions:
-        table.add_row(
+        row = [
             v.name,
             v.version[:12],
             ",".join(v.aliases),
             str(v.rank),
             v.parent or "",
             v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-        )
+        ]
+        if show_all:
+            row += [v.status, str(v.rejection.get("reason", "")) if v.rejection else ""]
+        table.add_row(*row)
     console.print(table)
 
 

@@ -6,12 +6,14 @@ import json
 import pickle
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from serving.registry import AdapterValidationError, BaseModelSpec, SmokeResult, sha256_file, validate_adapter
 from serving.registry.testing import SMOLLM2_MODULES, write_adapter
+from serving.registry.validation import base_module_shapes, module_shapes_from_config
 
 SPEC = BaseModelSpec.create("HuggingFaceTB/SmolLM2-135M-Instruct", SMOLLM2_MODULES, max_lora_rank=16)
 
@@ -176,3 +178,126 @@ def test_safetensors_without_lora_tensors_is_refused(tmp_path: Path) -> None:
 def test_spec_requires_modules() -> None:
     with pytest.raises(ValueError):
         BaseModelSpec.create("m", (), 8)
+
+
+# ----------------------------------------------------------------------------- tensor shapes vs the base
+# SmolLM2-135M: hidden 576, 9 heads x 64, 3 kv heads x 64 (k/v out 192), intermediate 1536.
+SMOLLM2_CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "vocab_size": 49152,
+}
+REAL_SHAPES = {
+    "q_proj": (576, 576),
+    "k_proj": (576, 192),
+    "v_proj": (576, 192),
+    "o_proj": (576, 576),
+    "gate_proj": (576, 1536),
+    "up_proj": (576, 1536),
+    "down_proj": (1536, 576),
+}
+SHAPED = BaseModelSpec.create(
+    SPEC.model_id, SMOLLM2_MODULES, 16, module_shapes=module_shapes_from_config(SMOLLM2_CONFIG)
+)
+ALL_MODULES = tuple(REAL_SHAPES)
+
+
+def shaped_adapter(folder: Path, **kwargs: Any) -> Path:
+    kwargs.setdefault("target_modules", ALL_MODULES)
+    return write_adapter(
+        folder, layers=1, module_shapes={**REAL_SHAPES, **kwargs.pop("shapes", {})}, **kwargs
+    )
+
+
+def test_adapter_fitting_the_base_shapes_passes(tmp_path: Path) -> None:
+    report = validate_adapter(shaped_adapter(tmp_path / "a"), SHAPED)
+    assert "tensor_shapes" in report.checks and report.tensor_count == 14
+    # The default test adapters (16 wide) still pass where the base's shapes are not known.
+    assert validate_adapter(write_adapter(tmp_path / "b"), SPEC).rank == 4
+    assert "does not fit" in refused(write_adapter(tmp_path / "c"), "shape_mismatch", SHAPED).message
+
+
+@pytest.mark.parametrize(
+    ("module", "shape", "words"),
+    [
+        ("q_proj", (512, 576), ["lora_A", "in_features 512", "576 input"]),  # lora_A of the wrong width
+        ("o_proj", (576, 512), ["lora_B", "out_features 512", "576 output"]),  # lora_B of the wrong height
+        ("k_proj", (576, 576), ["k_proj", "out_features 576", "192 output"]),  # heads, not kv heads
+        ("v_proj", (192, 192), ["v_proj", "in_features 192", "576 input"]),
+        ("gate_proj", (576, 2048), ["gate_proj", "out_features 2048", "1536 output"]),  # intermediate
+        ("down_proj", (2048, 576), ["down_proj", "in_features 2048", "1536 input"]),
+    ],
+)
+def test_each_shape_mismatch_is_refused(
+    tmp_path: Path, module: str, shape: tuple[int, int], words: list[str]
+) -> None:
+    folder = shaped_adapter(tmp_path / "a", shapes={module: shape})
+    message = refused(folder, "shape_mismatch", SHAPED).message
+    assert all(w in message for w in words), message
+
+
+def test_rank_and_structure_mismatches_are_refused(tmp_path: Path) -> None:
+    key = "base_model.model.model.layers.0.self_attn.q_proj"
+    # lora_B carries another rank than lora_A
+    b_rank = shaped_adapter(
+        tmp_path / "b", tensor_overrides={f"{key}.lora_B.weight": np.zeros((576, 8), "f4")}
+    )
+    assert "rank 4" in refused(b_rank, "shape_mismatch", SHAPED).message
+    # the tensors' rank is not the config's r
+    lying = shaped_adapter(tmp_path / "r", r=4, config_overrides={"r": 8})
+    assert "r = 8" in refused(lying, "shape_mismatch", SHAPED).message
+    # ... unless a rank_pattern says ranks differ per module
+    patterned = shaped_adapter(tmp_path / "p", r=4, config_overrides={"r": 8, "rank_pattern": {"q_proj": 4}})
+    assert validate_adapter(patterned, SHAPED)
+    # a matrix that is not 2-D
+    flat = shaped_adapter(
+        tmp_path / "f", tensor_overrides={f"{key}.lora_A.weight": np.zeros((4 * 576,), "f4")}
+    )
+    assert "2-D" in refused(flat, "shape_mismatch", SHAPED).message
+    cube = shaped_adapter(
+        tmp_path / "c", tensor_overrides={f"{key}.lora_A.weight": np.zeros((4, 576, 1), "f4")}
+    )
+    refused(cube, "shape_mismatch", SHAPED)
+    # lora_A without its lora_B
+    lone = write_adapter(
+        tmp_path / "l",
+        layers=0,
+        tensor_overrides={f"{key}.lora_A.weight": np.zeros((4, 576), "f4")},
+    )
+    assert "no lora_B" in refused(lone, "bad_safetensors", SHAPED).message
+
+
+def test_base_module_shapes_from_weights_or_config(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    save_file(
+        {
+            "model.embed_tokens.weight": np.zeros((10, 4), "f4"),
+            "model.layers.0.self_attn.q_proj.weight": np.zeros((4, 4), "f4"),
+            "model.layers.0.self_attn.k_proj.weight": np.zeros((2, 4), "f4"),
+            "model.layers.0.mlp.down_proj.weight": np.zeros((4, 8), "f4"),
+            "model.layers.0.input_layernorm.weight": np.zeros((4,), "f4"),
+        },
+        str(weights / "model.safetensors"),
+    )
+    shapes = base_module_shapes(weights)
+    assert shapes == {
+        "embed_tokens": frozenset({(10, 4)}),
+        "q_proj": frozenset({(4, 4)}),
+        "k_proj": frozenset({(4, 2)}),
+        "down_proj": frozenset({(8, 4)}),
+    }
+    configured = tmp_path / "config"
+    configured.mkdir()
+    (configured / "config.json").write_text(json.dumps(SMOLLM2_CONFIG))
+    derived = base_module_shapes(configured)
+    assert derived["k_proj"] == frozenset({(576, 192)}) and derived["down_proj"] == frozenset({(1536, 576)})
+    (configured / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert base_module_shapes(configured) == {}  # unknown: shapes are not checked
+    assert module_shapes_from_config({"text_config": SMOLLM2_CONFIG})["q_proj"] == frozenset({(576, 576)})

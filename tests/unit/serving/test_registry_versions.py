@@ -361,3 +361,43 @@ def test_results_are_plain_frozen_values(registry: AdapterRegistry, new_adapter:
     assert data["ref"] == f"support@{v.version}" and data["created_at"].endswith("+00:00")
     assert 0 < v.lora_int_id < 2**31
     assert v.short_ref == f"support@{v.version[:12]}"
+
+
+def test_rejected_version_leaves_serving_and_cannot_come_back(
+    registry: AdapterRegistry, new_adapter: Callable[..., Path]
+) -> None:
+    v1 = registry.register(new_adapter(1), "support", alias="champion")
+    folder = new_adapter(2)
+    v2 = registry.register(folder, "support", metadata={"owner": "team-a"})
+    registry.stage("support", v2.version, "swap-1")
+    rejected = registry.reject(
+        "support", v2.version, "engine refused to load it: size mismatch", replica="r1"
+    )
+    assert rejected is not None and rejected.status == "rejected"
+    assert rejected.rejection is not None and rejected.rejection["replica"] == "r1"
+    assert rejected.to_dict()["rejected_reason"] == "engine refused to load it: size mismatch"
+    assert rejected.metadata is not None and rejected.metadata["owner"] == "team-a"  # user metadata kept
+    # once: a second replica's rejection keeps the first reason and changes nothing
+    generation = registry.generation()
+    again_rejected = registry.reject("support", v2.version, "smoke generation failed", replica="r2")
+    assert again_rejected is not None and again_rejected.rejection == rejected.rejection
+    assert registry.generation() == generation
+    assert registry.get("support", v2.version).rejection["reason"].startswith("engine refused")  # type: ignore[index]
+    # not routable, not desired, not listed unless asked for; the stage is gone
+    with pytest.raises(VersionNotFoundError):
+        registry.resolve(f"support@{v2.version[:12]}")
+    assert [v.ref for v in registry.desired_set()] == [v1.ref]
+    assert [v.version for v in registry.list("support")] == [v1.version]
+    listed = {v.version: v.status for v in registry.list("support", include_retired=True)}
+    assert listed == {v1.version: "active", v2.version: "rejected"}
+    # cannot be aliased, staged or registered again (same weights)
+    with pytest.raises(ConflictError) as moved:
+        registry.set_alias("support", "champion", v2.version)
+    assert moved.value.code == "adapter_rejected" and "engine refused" in moved.value.message
+    with pytest.raises(ConflictError):
+        registry.stage("support", v2.version, "swap-2")
+    with pytest.raises(AdapterValidationError) as again:
+        registry.register(folder, "support")
+    assert again.value.code == "rejected"
+    # an operator can still retire it
+    assert registry.remove("support", v2.version).status == "retired"

@@ -301,3 +301,35 @@ def test_base_model_names_route_to_the_base(h: Harness) -> None:
         assert r.headers["x-tuneloop-served-by"] == BASE
     with pytest.raises(ConflictError, match="base model's name"):
         h.registry.register(h.adapter(1), "default")
+
+
+def test_version_the_engine_refuses_is_rejected_for_every_replica(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.engine.base import EngineError, LoRASpec
+
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    h.reconcile()
+    v2 = h.registry.register(h.adapter(2), "support")
+    real_load = h.engine.load_lora
+    attempts: list[str] = []
+
+    async def load(lora: LoRASpec) -> None:
+        attempts.append(lora.name)
+        if lora.name == v2.short_ref:
+            raise EngineError("size mismatch for lora_A: copying a param with shape [4, 512]")
+        await real_load(lora)
+
+    monkeypatch.setattr(h.engine, "load_lora", load)
+    r = h.admin("PUT", "/admin/adapters/support/aliases/champion", json={"version": v2.version})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "adapter_rejected", r.text
+    assert "size mismatch" in r.json()["error"]["message"]
+    rejected = h.registry.get("support", v2.version)
+    assert rejected.status == "rejected" and rejected.rejection is not None
+    assert rejected.rejection["replica"] == "r1" and "engine refused" in rejected.rejection["reason"]
+    h.reconcile()
+    assert attempts.count(v2.short_ref) == 1  # refused once; no replica retries it
+    assert h.registry.desired_set() == [h.registry.get("support", v1.version)]
+    assert h.chat(f"support@{v2.version[:12]}").status_code == 404
+    assert h.chat("support").headers["x-tuneloop-served-by"] == v1.short_ref
+    assert h.registry.get("support", "champion").version == v1.version
