@@ -30,9 +30,9 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
 from evals.datasets.support_desk import INTENTS, SYSTEM_PROMPT, SupportTicket, chat_records, generate_tickets
+from tuneloop.demo_output import LibraryNoise, fmt_loss, print_summary, tidy_numbers
 
 DEMO_SPEC = Path(__file__).with_name("demo_loop.yaml")
 """The demo's loop spec (adapter, slices, policy, suites, gate, canary); run-time paths are set here."""
@@ -168,6 +168,14 @@ def training_recipe(epochs: float, learning_rate: float, runs_dir: Path) -> dict
 
 
 def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
+    """Run the demo; what libraries print (Ray, vLLM, bitsandbytes, transformers, child processes' stderr)
+    goes to `<home>/demo.log` instead of the terminal (`tuneloop.demo_output.LibraryNoise`)."""
+    opts.home.mkdir(parents=True, exist_ok=True)
+    with LibraryNoise(opts.home / "demo.log"):
+        return _run_demo(opts, console)
+
+
+def _run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
     from monitoring.loop import CANARY, TERMINAL, TRAINING, LoopController
     from monitoring.spec import load_spec
     from serving.config import ServingConfig
@@ -185,6 +193,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
     url = f"http://127.0.0.1:{opts.port}"
 
     console.rule("[bold]tuneloop demo[/bold]: Lumen Home support desk")
+    console.print(f"[dim]library output: {home / 'demo.log'}[/dim]", soft_wrap=True, highlight=False)
     with console.status("Preparing the default model…"):
         base_path = resolve_base_model(opts.base_model)
     serving = ServingConfig(
@@ -216,7 +225,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
     timings["service_ready_s"] = time.monotonic() - t0
     console.print(f"[green]✓[/green] service ready at {url}/v1 in {timings['service_ready_s']:.0f} s")
     _, registry = open_registry(serving, base_path, base_path.name)
-    summary: dict[str, Any] = {"home": str(home)}
+    summary: dict[str, Any] = {"home": str(home), "log": str(home / "demo.log")}
     try:
         # 1. the first champion
         console.print(
@@ -247,8 +256,8 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         swap_alias(registry, ADAPTER, "champion", v1.version, actor="demo", reason="initial champion")
         console.print(
             f"[green]✓[/green] {v1.short_ref} is {ADAPTER}@champion "
-            f"(loss {result.metrics.get('train_loss_first', '?')} → "
-            f"{result.metrics.get('train_loss_last', '?')})"
+            f"(loss {fmt_loss(result.metrics.get('train_loss_first'))} → "
+            f"{fmt_loss(result.metrics.get('train_loss_last'))})"
         )
 
         # the replica picks up a brand-new adapter name on its next registry poll: wait for it
@@ -286,7 +295,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
 
         def on_event(kind: str, message: str, evidence: dict[str, Any]) -> None:
             events.append((time.monotonic() - t0, kind, message))
-            console.print(f"   [cyan]loop[/cyan] {message}")
+            console.print(f"   [cyan]loop[/cyan] {tidy_numbers(message)}")
 
         controller = LoopController(spec, registry, base_model_path=base_path, on_event=on_event)
         stop_loop = threading.Event()
@@ -336,7 +345,9 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
                 final_run = controller.store.runs(limit=1)[0]
                 break
             if not loop_thread.is_alive():
-                console.print("[red]the loop stopped unexpectedly; see the log above[/red]")
+                console.print(
+                    f"[red]the loop stopped unexpectedly; see {home / 'demo.log'}[/red]", soft_wrap=True
+                )
                 break
             time.sleep(1)
         stop_traffic.set()
@@ -356,7 +367,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         return summary
     finally:
         with console.status("Stopping the service (draining)…"):
-            stop_local_serve()
+            stop_local_serve(home=home)
 
 
 def _summarise(
@@ -396,34 +407,8 @@ def _summarise(
 
 
 def _print_summary(console: Console, s: dict[str, Any]) -> None:
-    console.rule("[bold]Summary[/bold]")
-    table = Table("suite (metric)", "champion", "challenger", "Δ points")
-    for suite, v in (s.get("suites") or {}).items():
-        c, n = v.get("champion"), v.get("challenger")
-        delta = f"{(n - c) * 100:+.1f}" if c is not None and n is not None else "?"
-        table.add_row(
-            f"{suite} ({v.get('metric')})",
-            f"{c:.3f}" if c is not None else "?",
-            f"{n:.3f}" if n is not None else "?",
-            delta,
-        )
-    console.print(table)
-    for d in s.get("drift", []):
-        console.print(
-            f"drift {d['detector']}: statistic {d['statistic']}, p={d['p_value']} "
-            f"(threshold {d['threshold']}) drifted={d['drifted']}"
-        )
-    t = s.get("timings", {})
-    console.print(f"outcome: [bold]{s.get('outcome')}[/bold]; champion now {s.get('champion_after')}")
-    console.print(
-        f"lineage: {' ← '.join(x.split('@')[0] + '@' + x.split('@')[1][:12] for x in s.get('lineage', []))}"
-    )
-    console.print(
-        f"drift → outcome: {t.get('drift_to_outcome_s', 0) / 60:.1f} min; "
-        f"whole demo: {t.get('total_s', 0) / 60:.1f} min; traffic: {s['traffic']['ok']} ok, "
-        f"{s['traffic']['failed']} failed"
-    )
-    console.print(f"report: {s.get('report')}")
+    """The closing summary: `tuneloop.demo_output.print_summary` (rounded numbers, tables that fit)."""
+    print_summary(console, s)
 
 
 def _interrupt(*_: object) -> None:
