@@ -12,16 +12,19 @@ import hmac
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from litestar import Request, delete, get, post, put
+from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import PathParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.api.errors import validation_error
 from serving.api.ingress import bearer_token
-from serving.errors import AuthenticationError, BadRequestError, PermissionDeniedError
+from serving.errors import APIError, AuthenticationError, BadRequestError, PermissionDeniedError
 from serving.hotswap import rollback_alias, swap_alias
-from serving.registry.registry import AdapterRegistry
+from serving.registry.artifacts import check_name
+from serving.registry.errors import NotFoundError, RegistryError
+from serving.registry.registry import CHAMPION, AdapterRegistry, check_alias
+from serving.router import is_version_prefix
 
 Name = Annotated[str, PathParameter()]
 T = TypeVar("T", bound=BaseModel)
@@ -244,6 +247,171 @@ async def replicas(request: Request[Any, Any, Any], state: State) -> dict[str, A
     return {"object": "list", "data": [r.to_dict() for r in live]}
 
 
+# ------------------------------------------------------------------ vLLM-compatible adapter endpoints
+# `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter` as vLLM's OpenAI server has them (same
+# bodies, a plain-text "Success: ..." on 200, errors as {"error": {"message", "type", "param", "code": int}}),
+# so tooling written for vLLM can drive tuneloop; behind the admin token, and mapped onto the registry:
+#
+# * load {lora_name, lora_path}: `lora_name` is `name` or `name@alias` (the model name clients then send);
+#   the folder (under an import root) is validated and registered as a version of `name`, and the alias
+#   (`champion` for a bare name) is moved to it by the hot-swap protocol, so every live replica serves it
+#   when the call returns. A name that already serves answers 400 unless `load_inplace` is true (then the
+#   alias moves to the new weights, as vLLM reloads in place).
+# * unload {lora_name}: `name` / `name@alias` deletes that alias (the versions stay registered and
+#   addressable as `name@<version>`; `adapters rollback` restores it); `name@<version prefix>` retires the
+#   version (refused while an alias or an experiment uses it).
+
+
+class VLLMLoadBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    lora_name: str = Field(max_length=200)
+    lora_path: str = Field(max_length=4096)
+    load_inplace: bool = False
+    is_3d_lora_weight: bool = False
+
+
+class VLLMUnloadBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    lora_name: str = Field(max_length=200)
+    lora_int_id: int | None = None
+
+
+_VLLM_TYPES = {400: "BadRequestError", 401: "Unauthorized", 403: "Forbidden", 404: "NotFoundError"}
+
+
+def _vllm_error(
+    message: str, status: int, *, err_type: str | None = None, param: str | None = None
+) -> Response[Any]:
+    kind = (
+        err_type or _VLLM_TYPES.get(status) or ("InternalServerError" if status >= 500 else "BadRequestError")
+    )
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _vllm_failure(exc: Exception) -> Response[Any]:
+    if isinstance(exc, APIError):
+        return _vllm_error(exc.message, exc.status_code, param=exc.param)
+    if isinstance(exc, RegistryError):
+        return _vllm_error(exc.message, exc.status_code, param=exc.param)
+    raise exc
+
+
+def _split_lora_name(lora_name: str) -> tuple[str, str]:
+    """(adapter name, alias or version prefix) of a vLLM `lora_name`; the alias defaults to champion."""
+    name, _, ref = lora_name.partition("@")
+    check_name(name)
+    return name, ref or CHAMPION
+
+
+async def _vllm_json(request: Request[Any, Any, Any], model: type[T]) -> T:
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw or b"")
+    except ValidationError as exc:
+        raise BadRequestError(str(validation_error(exc).message)) from exc
+
+
+@post("/v1/load_lora_adapter", status_code=200)
+async def vllm_load_lora_adapter(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    try:
+        _auth(request)
+        body = await _vllm_json(request, VLLMLoadBody)
+        if not body.lora_name or not body.lora_path:
+            return _vllm_error(
+                "Both 'lora_name' and 'lora_path' must be provided.", 400, err_type="InvalidUserInput"
+            )
+        reg = _registry(state)
+        if reg.is_base_name(body.lora_name) or reg.spec.matches(body.lora_name):
+            return _vllm_error(
+                f"The lora adapter '{body.lora_name}' conflicts with a served base model.",
+                400,
+                err_type="InvalidUserInput",
+            )
+        name, alias = _split_lora_name(body.lora_name)
+        if is_version_prefix(alias):
+            return _vllm_error(
+                f"The lora adapter name '{body.lora_name}' must be 'name' or 'name@alias', not a version.",
+                400,
+                err_type="InvalidUserInput",
+            )
+        check_alias(alias)
+        folder = confine(body.lora_path, state["import_roots"])
+        current = await asyncio.to_thread(_alias_version, reg, name, alias)
+        if current is not None and not body.load_inplace:
+            return _vllm_error(
+                f"The lora adapter '{body.lora_name}' has already been loaded. If you want to load the "
+                "adapter in place, set 'load_inplace' to True.",
+                400,
+                err_type="InvalidUserInput",
+            )
+        version = await asyncio.to_thread(reg.register, folder, name, actor="vllm-api")
+        if current != version.version:
+            await asyncio.to_thread(
+                swap_alias,
+                reg,
+                name,
+                alias,
+                version.version,
+                actor="vllm-api",
+                reason="load_lora_adapter",
+                timeout_s=state["swap_timeout_s"],
+            )
+        await _sync_local(state)
+    except (APIError, RegistryError) as exc:
+        return _vllm_failure(exc)
+    return Response(
+        f"Success: LoRA adapter '{body.lora_name}' added successfully.",
+        status_code=200,
+        media_type="text/plain",
+    )
+
+
+@post("/v1/unload_lora_adapter", status_code=200)
+async def vllm_unload_lora_adapter(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    try:
+        _auth(request)
+        body = await _vllm_json(request, VLLMUnloadBody)
+        if not body.lora_name:
+            return _vllm_error(
+                "'lora_name' needs to be provided to unload a LoRA adapter.", 400, err_type="InvalidUserInput"
+            )
+        reg = _registry(state)
+        not_found = _vllm_error(f"The lora adapter '{body.lora_name}' cannot be found.", 404)
+        try:
+            name, ref = _split_lora_name(body.lora_name)
+        except RegistryError:
+            return not_found
+        if is_version_prefix(ref):
+            try:
+                await asyncio.to_thread(reg.remove, name, ref)
+            except NotFoundError:
+                return not_found
+        else:
+            try:
+                await asyncio.to_thread(
+                    reg.delete_alias, name, ref, actor="vllm-api", reason="unload_lora_adapter"
+                )
+            except NotFoundError:
+                return not_found
+        await _sync_local(state)
+    except (APIError, RegistryError) as exc:
+        return _vllm_failure(exc)
+    return Response(
+        f"Success: LoRA adapter '{body.lora_name}' removed successfully.",
+        status_code=200,
+        media_type="text/plain",
+    )
+
+
+def _alias_version(registry: AdapterRegistry, name: str, alias: str) -> str | None:
+    """The version `name@alias` points at (None when the name or the alias does not exist)."""
+    return next((v.version for v in registry.list(name) if alias in v.aliases), None) if name else None
+
+
+VLLM_ROUTES = [vllm_load_lora_adapter, vllm_unload_lora_adapter]
+
+
 ADMIN_ROUTES = [
     list_adapters,
     register_adapter,
@@ -255,4 +423,5 @@ ADMIN_ROUTES = [
     create_experiment,
     stop_experiment,
     replicas,
+    *VLLM_ROUTES,
 ]

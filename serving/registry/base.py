@@ -79,6 +79,10 @@ class RegistryBase:
     def _is_base(self, model: str) -> bool:
         return model in self._base_names
 
+    def is_base_name(self, model: str) -> bool:
+        """Whether `model` names the base model (its id, basename, `default`, `base`, configured aliases)."""
+        return self._is_base(model)
+
     def _routing(self, state: RegistryState, *, include_retired: bool = False) -> RoutingSnapshot:
         """`state` as a routing snapshot: active versions (or all), all aliases, active experiments."""
         return routing_snapshot(
