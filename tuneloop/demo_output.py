@@ -11,13 +11,16 @@ out of it (in `<home>/demo.log`).
   handlers are replaced, so even vLLM's stdout handler is caught), `warnings` (captured into logging), and
   everything written to file descriptor 2 - C++ logs of Ray's core worker in this process (raylet
   shutdown errors) and the stderr of every child process started meanwhile (Ray's raylet, GCS, workers,
-  and through them vLLM's engine processes). `sys.stderr` itself keeps pointing at the terminal, so
-  rich progress bars (training) and tuneloop's own stderr messages still show.
+  and through them vLLM's engine processes). `sys.stderr` becomes a `StoryStream`: what rich and
+  tuneloop's own code write there (the training progress bar, the service's stop messages) reaches the
+  terminal; what anything else writes there (a logging handler a library adds later, `warnings`, tqdm,
+  a thread's traceback) goes to the log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -25,7 +28,7 @@ import re
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -173,6 +176,51 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
             console.print(f"{label}: {s[key]}", soft_wrap=True, markup=False, highlight=False)
 
 
+_STORY_DIRS = tuple(
+    str(Path(module.__file__).resolve().parent) + os.sep
+    for module in (sys.modules["rich"], sys.modules[__name__.rpartition(".")[0]])
+    if module.__file__
+)
+"""Code whose writes to `sys.stderr` are the story: rich (progress bars, consoles) and tuneloop."""
+
+
+class StoryStream(io.TextIOBase):
+    """`sys.stderr` during the demo: writes from rich or tuneloop code reach the terminal, writes from
+    anywhere else (logging handlers, warnings, tqdm, tracebacks of threads) go to the log file."""
+
+    def __init__(self, terminal: TextIO, log: IO[bytes]) -> None:
+        super().__init__()
+        self.terminal = terminal
+        self.log = log
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.terminal.encoding
+
+    def _is_story(self) -> bool:
+        frame = sys._getframe(2)  # the caller of write()
+        filename = os.path.realpath(frame.f_code.co_filename) if frame is not None else ""
+        return filename.startswith(_STORY_DIRS)
+
+    def write(self, text: str) -> int:
+        if self._is_story():
+            return self.terminal.write(text)
+        self.log.write(text.encode("utf-8", "backslashreplace"))
+        return len(text)
+
+    def flush(self) -> None:
+        self.terminal.flush()
+
+    def isatty(self) -> bool:
+        return self.terminal.isatty()
+
+    def fileno(self) -> int:
+        return self.terminal.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+
 class LibraryNoise:
     """Send library output to `log_file` while the demo runs (see the module docstring).
 
@@ -186,8 +234,9 @@ class LibraryNoise:
         self._saved_loggers: list[tuple[logging.Logger, list[logging.Handler], bool, int]] = []
         self._saved_fd: int | None = None
         self._saved_stderr: Any = None
-        self._terminal: IO[str] | None = None
+        self._terminal: TextIO | None = None
         self._log_stream: IO[bytes] | None = None
+        self._story: StoryStream | None = None
 
     def start(self) -> LibraryNoise:
         from serving.logging_setup import TEXT_FORMAT, RedactionFilter, RequestIdFilter
@@ -233,7 +282,8 @@ class LibraryNoise:
             return
         self._saved_fd, self._terminal, self._log_stream = saved, terminal, log_stream
         self._saved_stderr = sys.stderr
-        sys.stderr = terminal
+        self._story = StoryStream(terminal, log_stream)
+        sys.stderr = self._story
 
     def stop(self) -> None:
         if self._saved_fd is not None:
@@ -243,6 +293,7 @@ class LibraryNoise:
             os.close(self._saved_fd)
             self._saved_fd = None
             sys.stderr = self._saved_stderr
+            self._story = None
             if self._terminal is not None:
                 self._terminal.close()
             if self._log_stream is not None:

@@ -17,7 +17,11 @@ def register(app: typer.Typer) -> None:
     def demo(
         port: Annotated[int, typer.Option(help="HTTP port of the demo service.")] = 8000,
         home: Annotated[
-            Path | None, typer.Option(help="State folder (default: a new one under ~/.cache/tuneloop/demo).")
+            Path | None,
+            typer.Option(
+                help="State folder (default: a new one under ~/.cache/tuneloop/demo); library output "
+                "(Ray, vLLM, transformers, child processes' stderr) goes to <home>/demo.log."
+            ),
         ] = None,
         base_model: Annotated[str, typer.Option(help="'default' or a local HF model folder.")] = "default",
         requests: Annotated[int, typer.Option(help="Requests before the world changes.")] = 80,

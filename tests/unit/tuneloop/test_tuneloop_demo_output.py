@@ -176,20 +176,25 @@ def test_library_noise_goes_to_the_log_file(tmp_path: Path, capfd: pytest.Captur
     ray_logger = logging.getLogger("ray")
     before = (list(ray_logger.handlers), ray_logger.propagate, ray_logger.level)
     log = tmp_path / "demo.log"
+    late = logging.getLogger("some_library_imported_later")
     with LibraryNoise(log):
         logging.getLogger("ray._private.authentication").warning("Token authentication is disabled")
         logging.getLogger("bitsandbytes.backends.cpu.ops").warning(
             "Failed to load CPU gemm_4bit_forward (kernels)"
         )
         logging.getLogger("vllm.engine").info("vllm engine noise")
+        late.addHandler(logging.StreamHandler(sys.stderr))  # a library configuring itself mid-demo
+        late.warning("late handler noise")
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.warn("a library deprecation", DeprecationWarning, stacklevel=1)
+        print("a library printing to stderr", file=sys.stderr)
         os.write(2, b"[raylet] shutdown error from C++\n")
         subprocess.run(
             [sys.executable, "-c", "import sys; sys.stderr.write('child process noise\\n')"], check=True
         )
-        print("the story's own stderr line", file=sys.stderr)
+        Console(stderr=True).print("the story's own stderr line (a progress bar)")
+    late.handlers.clear()
     os.write(2, b"after: the terminal again\n")
     err = capfd.readouterr().err
     text = log.read_text()
@@ -197,7 +202,9 @@ def test_library_noise_goes_to_the_log_file(tmp_path: Path, capfd: pytest.Captur
         "Token authentication is disabled",
         "kernels",
         "vllm engine noise",
+        "late handler noise",
         "a library deprecation",
+        "a library printing to stderr",
         "shutdown error from C++",
         "child process noise",
     ):
@@ -206,3 +213,4 @@ def test_library_noise_goes_to_the_log_file(tmp_path: Path, capfd: pytest.Captur
     assert "the story's own stderr line" in err and "after: the terminal again" in err
     assert "the story's own stderr line" not in text
     assert (list(ray_logger.handlers), ray_logger.propagate, ray_logger.level) == before
+    assert sys.stderr is not None and type(sys.stderr).__name__ != "StoryStream"
