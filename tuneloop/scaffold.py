@@ -604,7 +604,9 @@ def scaffold(opts: InitOptions) -> InitResult:
         if suite and len(suite) < 10:
             warnings.append(
                 f"the {label} suite has {len(suite)} examples: too few for the gate to show a difference "
-                "with confidence; more examples (of that slice) make it decisive"
+                "with confidence; more examples"
+                + (" of that slice" if label == "target" else "")
+                + " make it decisive"
             )
     metrics, primary, live_metric, metric_reason = _choose_metric(task, records)
     system, per_row_system = _shared_system(records) if task == "chat" else (None, False)

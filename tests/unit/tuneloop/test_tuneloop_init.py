@@ -322,3 +322,25 @@ def test_bad_options_are_clear_errors(tmp_path: Path) -> None:
                 task="classification",
             )
         )
+
+
+def test_mixed_shapes_multi_turn_and_own_system_prompts(tmp_path: Path) -> None:
+    rows: list[dict[str, Any]] = chat_rows(12)
+    for i, row in enumerate(rows):
+        row["messages"][0]["content"] = f"You are assistant number {i % 3}."
+    rows[0]["messages"][1:1] = [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+    ]
+    rows += [
+        {"question": f"Which port does backup job {i} use?", "answer": f"Port {9000 + i}."} for i in range(12)
+    ]
+    data = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    result = scaffold(InitOptions(data=data, adapter="mixed", folder=tmp_path / "p", task="chat"))
+    suite = load_suite(result.folder / "suites" / "regression.yaml")
+    assert suite.prompt.system == "{{ system }}"  # the records' own system prompts, per example
+    examples = load_suite_data(suite).eval_examples
+    assert all("system" in e.fields for e in examples)
+    records = read_jsonl(result.folder / "data" / "train.jsonl")
+    assert any(len(r["messages"]) == 5 for r in records) or any("multi-turn" in w for w in result.warnings)
+    assert load_config(result.folder / "train.yaml").data.max_seq_length >= 192
