@@ -425,10 +425,10 @@ def _choose_metric(task: Task, records: Sequence[Record]) -> tuple[list[str], st
         return (
             ["accuracy", "f1"],
             "accuracy",
-            "contains_answer",
+            "exact_match",
             "classification: accuracy of the label the answer names first (the shipped `accuracy` "
             "metric, as in evals/suites/intents.yaml; macro-F1 reported too); live traffic is scored "
-            "with contains_answer on the label",
+            "with exact_match against the label a request or its feedback carries (tag `label`)",
         )
     refs = [r.reference or r.answer for r in records]
     words = statistics.median(len(r.split()) for r in refs)
@@ -874,9 +874,11 @@ README.md lists every command in order (serve, train, alias, eval, loop).
         "policy: default                # monitoring/policies/default.yaml: MMD p <= 0.01 on 200 prompts,",
         "                               # or a quality drop >= 0.10; `demo` reacts on 40 prompts (trials),",
         "                               # `production` is stricter; or a policy file / inline mapping",
-        "scorers:                       # scores on live traffic (metadata.reference: reference scores)",
+        "scorers:                       # scores on live traffic (docs/loop.md#scorers)",
         "  - feedback",
-        f"  - {{kind: reference, metric: {live_metric}}}",
+        f"  - {{kind: reference, metric: {live_metric}"
+        + (", tag_keys: [label, reference]}" if live_metric == "exact_match" else "}")
+        + ("   # the answer vs metadata.label / feedback tags.label" if live_metric == "exact_match" else ""),
         "  - empty",
         "  - refusal",
         "quality_scorer: reference      # the score stream watched for a quality drop",
@@ -922,6 +924,9 @@ def _readme(result: InitResult, data_name: str) -> str:
         else "no target suite (no slices): add one when you have examples of the slice to improve"
     )
     tag = f'"{result.slice_key}": ..., ' if result.slice_key else ""
+    known = '"label": ...' if result.task == "classification" else '"reference": ...'
+    what = "label" if result.task == "classification" else "answer"
+
     return f"""# {result.folder.name}: a tuneloop loop project
 
 Written by `tuneloop init` from `{data_name}` ({result.n_examples} examples, task: {result.task}).
@@ -947,8 +952,8 @@ Suite metric: {result.metric}. {result.metric_reason}.
 {adapter_cmds}```
 
 Requests must carry what the loop {"slices and " if result.slice_key else ""}scores by:
-`metadata: {{{tag}"reference": ...}}` on chat completions (the reference answer, when known), or
-tags/corrections through `POST /v1/feedback`.
+`metadata: {{{tag}{known}}}` on chat completions (the right {what}, when known), or
+tags and corrections sent later through `POST /v1/feedback` (docs/loop.md: labels that arrive late).
 """
 
 

@@ -143,6 +143,7 @@ def test_classification_with_a_slice_key_targets_the_smallest_slice(tmp_path: Pa
     assert result.target_slice == "sales" and result.metric == "accuracy"
     spec = load_spec(folder / "loop.yaml")
     assert spec.slice_key == "queue"
+    assert {"kind": "reference", "metric": "exact_match", "tag_keys": ["label", "reference"]} in spec.scorers
     target = load_suite(folder / "suites" / "target.yaml")
     regression = load_suite(folder / "suites" / "regression.yaml")
     assert target.task == "classification" and target.labels == ["normal", "urgent"]
