@@ -1,31 +1,48 @@
-"""The serving core of one replica: engine + routing snapshot + adapter reconciliation + logging.
+"""The serving core of one replica: engine + routing snapshot + adapter residency + logging.
 
 `ServingCore` is what a Ray Serve replica (or a test) holds. It
 
-- keeps the engine's loaded adapters equal to the registry's *desired set* (alias targets, experiment
-  arms, staged versions): a background task polls the registry's generation and reconciles, so a
-  replica that starts or restarts late loads the same adapters as its peers;
+- keeps the registry's *desired set* (alias targets, experiment arms, staged versions) loaded and pinned:
+  a background task polls the registry's generation and reconciles, so a replica that starts or restarts
+  late loads the same adapters as its peers;
+- serves every other active version *on demand*: the snapshot routes `name@<version prefix>` to any
+  active version, and the first request for a cold one loads it on this replica (one load however many
+  requests wait for it); at most `CoreConfig.max_resident` versions stay resident (the engine's
+  `max_cpu_loras`), the least recently used unpinned idle one is evicted to make room;
 - checks each adapter version's files against its sha256 and runs a smoke generation on first load, and
-  refuses it (never routes to it) if either fails, while everything else keeps serving;
+  refuses it if either fails, while everything else keeps serving; when the adapter itself is at fault
+  (the engine refused it, the smoke generation failed) the registry marks it rejected for every replica;
 - routes requests on an in-memory `RoutingSnapshot` (no database on the hot path), counts requests
-  in flight per version, and unloads a version that left the desired set only after it has drained;
+  in flight per version, and unloads a version only after it has drained;
 - reports what it has loaded through replica heartbeats so hot-swaps can wait for every replica.
+
+The request path reaches the engine through `ServingCore.engine`, a thin wrapper of the real engine that
+makes a request's adapter resident before counting its prompt or generating (`ResidentEngine`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from serving.engine.base import Engine, EngineError, GenerationRequest, LoRASpec, SamplingSettings
+from serving.engine.base import (
+    Engine,
+    EngineError,
+    GenerationChunk,
+    GenerationRequest,
+    LoRASpec,
+    SamplingSettings,
+)
+from serving.errors import APIError, BadRequestError, ServiceUnavailableError
 from serving.metrics import ServingMetrics
 from serving.request_log import RequestRecord
 from serving.router import ExperimentSpec, RoutingSnapshot, Target, VersionRef
@@ -41,6 +58,8 @@ class RoutingState:
     versions: tuple[VersionRef, ...]  # desired versions, with local paths
     aliases: dict[tuple[str, str], str]
     experiments: tuple[ExperimentSpec, ...]
+    servable: tuple[VersionRef, ...] = ()
+    """Every other active version, served on demand (`path` "" until `RoutingSource.fetch`)."""
 
 
 class RoutingSource(Protocol):
@@ -61,6 +80,10 @@ class RoutingSource(Protocol):
         """Record that the version cannot be served (the engine refused it or its smoke generation
         failed): the registry marks it rejected once, for every replica."""
 
+    def fetch(self, ref: VersionRef) -> VersionRef:
+        """`ref` with a local folder (downloaded from the artifact store when needed), before an
+        on-demand load; raises when its artifact is unavailable."""
+
 
 class RequestSink(Protocol):
     def log(self, record: RequestRecord) -> bool: ...
@@ -76,17 +99,36 @@ class CoreConfig:
     smoke_max_tokens: int = 4
     default_max_tokens: int = 256
     default_completion_max_tokens: int = 16
+    max_resident: int | None = None
+    """Versions resident at most (LRU beyond; the engine's `max_cpu_loras`); None: no bound. Pinned
+    versions (the desired set) are never evicted and load even when they alone exceed the bound."""
+    smoke_on_demand: bool = True
+    """Run the smoke generation on a version's first on-demand load on this replica (not on reloads)."""
+    slot_wait_s: float = 30.0
+    """How long an on-demand load waits for a slot when every resident version is pinned or busy."""
+
+
+class AdapterUnavailableError(APIError):
+    """The requested adapter version cannot be served on this replica (503) or at all (400, rejected)."""
 
 
 @dataclass(slots=True)
 class _AdapterState:
-    loaded: dict[str, VersionRef] = field(default_factory=dict)  # key -> ref
+    loaded: dict[str, VersionRef] = field(default_factory=dict)  # key -> ref, least recently used first
     failed: dict[str, str] = field(default_factory=dict)  # key -> reason
+    rejected: set[str] = field(default_factory=set)  # keys refused because the adapter is at fault
     inflight: Counter[str] = field(default_factory=Counter)
     pending_unload: set[str] = field(default_factory=set)
+    pinned: set[str] = field(default_factory=set)  # the desired set
+    loading: dict[str, asyncio.Future[VersionRef]] = field(default_factory=dict)
+    reserved: set[str] = field(default_factory=set)  # keys loading into a slot they made room for
+    smoked: set[str] = field(default_factory=set)  # keys whose smoke generation passed on this replica
 
 
 class ServingCore:
+    engine: Engine
+    """What the request path calls: the real engine, with adapters made resident first."""
+
     def __init__(
         self,
         engine: Engine,
@@ -97,11 +139,14 @@ class ServingCore:
         request_log: RequestSink | None = None,
         replica_id: str | None = None,
     ) -> None:
-        self.engine = engine
+        self.raw_engine = engine
+        self.engine = cast(Engine, ResidentEngine(engine, self))
         self.source = source
         self.config = config
         self.replica_id = replica_id or f"replica-{uuid.uuid4().hex[:8]}"
         self.metrics = metrics or ServingMetrics(self.replica_id)
+        if config.max_resident is not None:
+            self.metrics.adapter_capacity.set(config.max_resident)
         self.request_log = request_log
         self.snapshot = RoutingSnapshot.build(config.base_id, [], {}, [], base_aliases=config.base_aliases)
         self._adapters = _AdapterState()
@@ -111,11 +156,13 @@ class ServingCore:
         self._closing = False
         self._last_heartbeat = 0.0
         self._rng = random.Random()
+        self._by_name: dict[str, VersionRef] = {}  # engine LoRA name (short ref) -> version
+        self._slot_freed = asyncio.Event()
         self.inflight_total = 0
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        await self.engine.start()
+        await self.raw_engine.start()
         await self.reconcile(force=True)
         self._ready = True
         if self.source is not None:
@@ -139,7 +186,7 @@ class ServingCore:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        await self.engine.shutdown()
+        await self.raw_engine.shutdown()
 
     # ----------------------------------------------------------------- reconciliation
     async def _poll_loop(self) -> None:
@@ -158,6 +205,7 @@ class ServingCore:
         if self.source is None:
             return
         self._last_heartbeat = time.monotonic()
+        await self._forget_engine_evictions()
         await asyncio.to_thread(
             self.source.heartbeat,
             self.replica_id,
@@ -180,20 +228,23 @@ class ServingCore:
             return True
 
     async def apply(self, state: RoutingState) -> None:
-        """Load what is desired (smoke-testing new versions), switch routing, unload what drained."""
+        """Load and pin what is desired (smoke-testing new versions), switch routing (every active
+        version is routable; cold ones load on first use), release what left the desired set and unload
+        what is no longer servable once drained."""
         ads = self._adapters
         desired = {v.key: v for v in state.versions}
+        unpinned = ads.pinned - set(desired)
+        ads.pinned = set(desired)
+        self.metrics.adapter_pinned.set(len(desired))
         for key, ref in desired.items():
             if key in ads.loaded or key in ads.failed:
                 continue
             ads.pending_unload.discard(key)
-            error, reject = await self._load_and_smoke(ref)
-            if error is None:
-                ads.loaded[key] = ref
-                self.metrics.adapter_loaded.labels(ref.short).set(1)
-            else:
-                await self._refuse(ref, error, reject=reject)
-        routable = [ref for key, ref in ads.loaded.items() if key in desired]
+            with contextlib.suppress(AdapterUnavailableError):  # recorded in `failed`
+                await self._resident(ref, on_demand=False)
+        servable = {v.key: v for v in state.servable}
+        servable.update(desired)
+        routable = [ref for key, ref in servable.items() if key not in ads.rejected]
         routable_versions = {(r.name, r.version) for r in routable}
         aliases = {k: v for k, v in state.aliases.items() if (k[0], v) in routable_versions}
         self.snapshot = RoutingSnapshot.build(
@@ -204,20 +255,190 @@ class ServingCore:
             base_aliases=self.config.base_aliases,
             generation=state.generation,
         )
+        self._by_name = {ref.short: ref for ref in routable}
         self.metrics.routing_generation.set(state.generation)
         for key in list(ads.loaded):
-            if key not in desired:
+            # a version that left the desired set is released (as before on-demand serving); one loaded
+            # on demand stays in the LRU while it is servable
+            if key in unpinned or key not in servable:
                 ads.pending_unload.add(key)
         for key in list(ads.failed):
             if key not in desired:
-                del ads.failed[key]  # may be retried if it becomes desired again
+                del ads.failed[key]  # may be retried if it is desired or requested again
+                ads.rejected.discard(key)
         await self._unload_drained()
+
+    # ----------------------------------------------------------------- residency
+    async def ensure_resident(self, lora: LoRASpec, *, count: bool = True) -> LoRASpec:
+        """Make the version behind `lora` (an engine LoRA name, `name@<12 hex>`) resident on this replica
+        and return its spec with the local folder. Concurrent calls for a cold version share one load.
+
+        Raises `AdapterUnavailableError`: 400 `adapter_rejected` when the adapter is at fault, 503 when
+        it cannot be served here (artifact unavailable, no free slot)."""
+        ref = self._by_name.get(lora.name)
+        if ref is None:
+            loaded = next((r for r in self._adapters.loaded.values() if r.short == lora.name), None)
+            if loaded is None:
+                return lora  # not a registry version (e.g. a test's own adapter): the engine decides
+            ref = loaded
+        key = ref.key
+        ads = self._adapters
+        resident = ads.loaded.get(key)
+        if resident is not None:
+            ads.loaded[key] = ads.loaded.pop(key)  # most recently used
+            if key not in ads.pinned and ads.inflight[key] == 0:
+                ads.pending_unload.discard(key)  # requested again: back in the LRU
+            if count:
+                self.metrics.adapter_lookups.labels("hit").inc()
+            return resident.lora()
+        if count:
+            self.metrics.adapter_lookups.labels("miss").inc()
+        return (await self._resident(ref, on_demand=True)).lora()
+
+    async def _resident(self, ref: VersionRef, *, on_demand: bool) -> VersionRef:
+        ads = self._adapters
+        key = ref.key
+        if key in ads.failed:
+            raise self._unavailable(ref, ads.failed[key])
+        future = ads.loading.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            ads.loading[key] = future
+            task = asyncio.create_task(self._load(ref, future, on_demand=on_demand), name=f"load-{ref.short}")
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        return await asyncio.shield(future)
+
+    def _unavailable(self, ref: VersionRef, reason: str) -> AdapterUnavailableError:
+        if ref.key in self._adapters.rejected:
+            return AdapterUnavailableError(
+                f"Adapter version {ref.short} was rejected: {reason}",
+                param="model",
+                code="adapter_rejected",
+                status_code=BadRequestError.status_code,
+            )
+        return AdapterUnavailableError(
+            f"Adapter version {ref.short} cannot be served on this replica: {reason}",
+            code="adapter_unavailable",
+            status_code=ServiceUnavailableError.status_code,
+        )
+
+    async def _load(self, ref: VersionRef, future: asyncio.Future[VersionRef], *, on_demand: bool) -> None:
+        """Load `ref` into a slot (evicting the LRU idle unpinned version when full) and settle `future`."""
+        ads = self._adapters
+        key = ref.key
+        started = time.perf_counter()
+        try:
+            if not ref.path and on_demand and self.source is not None:
+                try:
+                    ref = await asyncio.to_thread(self.source.fetch, ref)
+                except Exception as exc:  # noqa: BLE001 - the artifact is unavailable: refuse here only
+                    await self._refuse(ref, f"artifact check failed: {exc}", reject=False)
+                    raise self._unavailable(ref, ads.failed[key]) from exc
+            await self._make_room(key, strict=on_demand)
+            smoke = key not in ads.smoked and (self.config.smoke_on_demand or not on_demand)
+            error, reject = await self._load_and_smoke(ref, smoke=smoke)
+            if error is not None:
+                await self._refuse(ref, error, reject=reject)
+                raise self._unavailable(ref, error)
+            if smoke:
+                ads.smoked.add(key)
+            ads.loaded[key] = ref
+            self.metrics.adapter_loaded.labels(ref.short).set(1)
+            self.metrics.adapter_loads.labels("on_demand" if on_demand else "pinned").inc()
+            if on_demand:
+                self.metrics.adapter_cold_load.observe(time.perf_counter() - started)
+            if not on_demand and key not in ads.pinned:
+                ads.pending_unload.add(key)  # unpinned while it loaded
+            future.set_result(ref)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(
+                    exc if isinstance(exc, APIError) else self._unavailable(ref, f"loading failed: {exc}")
+                )
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            ads.reserved.discard(key)
+            ads.loading.pop(key, None)
+            self.metrics.loaded_adapters.set(len(ads.loaded))
+
+    async def _make_room(self, key: str, *, strict: bool) -> None:
+        """Reserve a slot for `key`: evict least recently used versions that are neither pinned nor in
+        use until one is free. `strict` (on-demand loads) waits for a slot up to `slot_wait_s` and then
+        raises; otherwise (pinned versions) the bound may be exceeded."""
+        capacity = self.config.max_resident
+        ads = self._adapters
+        deadline = time.monotonic() + self.config.slot_wait_s
+        while capacity is not None and len(ads.loaded) + len(ads.reserved) >= capacity:
+            victim = next(
+                (k for k in ads.loaded if k not in ads.pinned and ads.inflight[k] <= 0),
+                None,
+            )
+            if victim is not None:
+                await self._evict(victim, reason="lru")
+                continue
+            if not strict:
+                log.warning(
+                    "pinned adapters exceed max_resident=%d on %s; loading %s anyway",
+                    capacity,
+                    self.replica_id,
+                    key,
+                )
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AdapterUnavailableError(
+                    f"All {capacity} adapter slots of this replica are pinned or serving requests; "
+                    "retry shortly.",
+                    code="adapter_slots_busy",
+                    status_code=ServiceUnavailableError.status_code,
+                )
+            event = self._slot_freed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=min(remaining, 0.5))
+        ads.reserved.add(key)
+
+    async def _evict(self, key: str, *, reason: str) -> None:
+        ref = self._adapters.loaded.pop(key, None)
+        self._adapters.pending_unload.discard(key)
+        if ref is None:
+            return
+        try:
+            await self.raw_engine.unload_lora(ref.lora())
+        except Exception:  # noqa: BLE001
+            log.exception("unloading %s failed", ref.short)
+        self.metrics.adapter_loaded.remove(ref.short)
+        self.metrics.adapter_evictions.labels(reason).inc()
+        self.metrics.loaded_adapters.set(len(self._adapters.loaded))
+        log.info("adapter %s unloaded from %s (%s)", ref.short, self.replica_id, reason)
+
+    def _signal_slot(self) -> None:
+        self._slot_freed.set()
+        self._slot_freed = asyncio.Event()
+
+    async def _forget_engine_evictions(self) -> None:
+        """Drop versions the engine evicted on its own (its LRU) from what this replica reports."""
+        try:
+            names = set(await self.raw_engine.list_loras())
+        except Exception:  # noqa: BLE001 - an engine that cannot list keeps the bookkeeping as is
+            return
+        ads = self._adapters
+        for key, ref in list(ads.loaded.items()):
+            if ref.short not in names and key not in ads.loading:
+                del ads.loaded[key]
+                ads.pending_unload.discard(key)
+                with contextlib.suppress(KeyError):
+                    self.metrics.adapter_loaded.remove(ref.short)
+                self.metrics.adapter_evictions.labels("engine").inc()
+        self.metrics.loaded_adapters.set(len(ads.loaded))
 
     async def _refuse(self, ref: VersionRef, error: str, *, reject: bool) -> None:
         """Refuse `ref` on this replica; when the adapter itself is at fault (`reject`: the engine refused
         it or its smoke generation failed, not a storage problem), the registry marks it rejected for
         every replica."""
         self._adapters.failed[ref.key] = error
+        if reject:
+            self._adapters.rejected.add(ref.key)
         self.metrics.adapter_load_failures.labels(ref.short).inc()
         log.error("adapter %s refused on %s: %s", ref.short, self.replica_id, error)
         if reject and self.source is not None:
@@ -226,9 +447,9 @@ class ServingCore:
             except Exception:  # noqa: BLE001 - the local refusal stands; the heartbeat still reports it
                 log.exception("could not record the rejection of %s", ref.short)
 
-    async def _load_and_smoke(self, ref: VersionRef) -> tuple[str | None, bool]:
-        """Verify, load and smoke-test `ref`: (None, False) when it serves, else (why, whether the adapter
-        itself is at fault)."""
+    async def _load_and_smoke(self, ref: VersionRef, *, smoke: bool = True) -> tuple[str | None, bool]:
+        """Verify, load and (`smoke`) smoke-test `ref`: (None, False) when it serves, else (why, whether
+        the adapter itself is at fault)."""
         lora = ref.lora()
         if self.source is not None:
             try:
@@ -236,14 +457,16 @@ class ServingCore:
             except Exception as exc:  # noqa: BLE001 - a damaged artifact refuses the adapter, nothing else
                 return f"artifact check failed: {exc}", False
         try:
-            await self.engine.load_lora(lora)
+            await self.raw_engine.load_lora(lora)
         except Exception as exc:  # noqa: BLE001 - any load failure refuses the adapter
             return f"engine refused to load it: {exc}", True
+        if not smoke:
+            return None, False
         try:
             text = await self._smoke(lora)
         except Exception as exc:  # noqa: BLE001
             with contextlib.suppress(Exception):
-                await self.engine.unload_lora(lora)
+                await self.raw_engine.unload_lora(lora)
             return f"smoke generation failed: {exc}", True
         log.info("adapter %s loaded on %s (smoke output %r)", ref.short, self.replica_id, text[:40])
         return None, False
@@ -256,7 +479,7 @@ class ServingCore:
             lora=lora,
         )
         text, tokens = "", 0
-        async for chunk in self.engine.generate(req):
+        async for chunk in self.raw_engine.generate(req):
             text += chunk.text
             tokens = max(tokens, chunk.completion_tokens)
         if tokens <= 0:
@@ -266,18 +489,11 @@ class ServingCore:
     async def _unload_drained(self) -> None:
         ads = self._adapters
         for key in list(ads.pending_unload):
-            if ads.inflight[key] > 0:
+            if ads.inflight[key] > 0 or key in ads.pinned or key in ads.loading:
+                if key in ads.pinned:
+                    ads.pending_unload.discard(key)
                 continue
-            ref = ads.loaded.pop(key, None)
-            ads.pending_unload.discard(key)
-            if ref is None:
-                continue
-            try:
-                await self.engine.unload_lora(ref.lora())
-            except Exception:  # noqa: BLE001
-                log.exception("unloading %s failed", ref.short)
-            self.metrics.adapter_loaded.remove(ref.short)
-            log.info("adapter %s unloaded from %s", ref.short, self.replica_id)
+            await self._evict(key, reason="released")
         self.metrics.loaded_adapters.set(len(ads.loaded))
 
     # ----------------------------------------------------------------- request path
@@ -299,9 +515,11 @@ class ServingCore:
             self.metrics.inflight.labels(target.served_by).dec()
             if key:
                 self._adapters.inflight[key] -= 1
-                if self._adapters.inflight[key] <= 0 and key in self._adapters.pending_unload:
-                    with contextlib.suppress(RuntimeError):
-                        asyncio.get_running_loop().create_task(self._unload_drained())
+                if self._adapters.inflight[key] <= 0:
+                    self._signal_slot()
+                    if key in self._adapters.pending_unload:
+                        with contextlib.suppress(RuntimeError):
+                            asyncio.get_running_loop().create_task(self._unload_drained())
 
     def loaded_keys(self) -> list[str]:
         return sorted(self._adapters.loaded)
@@ -312,3 +530,36 @@ class ServingCore:
     def log_record(self, record: RequestRecord) -> None:
         if self.request_log is not None:
             self.request_log.log(record)
+
+
+class ResidentEngine:
+    """The engine as the request path sees it (`ServingCore.engine`): a request's adapter is made
+    resident (`ServingCore.ensure_resident`) before its prompt is counted (so a load failure is the
+    request's HTTP error, before any streaming) and again before it generates (it may have been evicted
+    meanwhile; the request then carries the resident version's local folder). Everything else is the
+    wrapped engine's."""
+
+    def __init__(self, engine: Engine, core: ServingCore) -> None:
+        object.__setattr__(self, "_engine", engine)
+        object.__setattr__(self, "_core", core)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._engine, name, value)
+
+    async def _with_resident(self, request: GenerationRequest, *, count: bool) -> GenerationRequest:
+        if request.lora is None:
+            return request
+        lora = await self._core.ensure_resident(request.lora, count=count)
+        return request if lora == request.lora else dataclasses.replace(request, lora=lora)
+
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        request = await self._with_resident(request, count=True)
+        return await self._engine.count_prompt_tokens(request)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        request = await self._with_resident(request, count=False)
+        async for chunk in self._engine.generate(request):
+            yield chunk

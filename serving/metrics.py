@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
+COLD_LOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 TPOT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -79,6 +80,41 @@ class ServingMetrics:
             "tuneloop_adapter_load_failures",
             "Adapter versions refused at load or smoke test.",
             ["adapter"],
+            registry=r,
+        )
+        self.adapter_capacity = Gauge(
+            "tuneloop_adapter_capacity",
+            "Adapter versions this replica keeps resident at most (max_cpu_loras; LRU beyond).",
+            registry=r,
+        )
+        self.adapter_pinned = Gauge(
+            "tuneloop_adapter_pinned",
+            "Adapter versions pinned on this replica (alias targets, running experiments, staged).",
+            registry=r,
+        )
+        self.adapter_loads = Counter(
+            "tuneloop_adapter_loads",
+            "Adapter versions loaded into the engine, by why (pinned: desired set; on_demand: a request).",
+            ["kind"],
+            registry=r,
+        )
+        self.adapter_evictions = Counter(
+            "tuneloop_adapter_evictions",
+            "Adapter versions unloaded, by why (lru: room for another; released: left the desired set or "
+            "the registry; engine: the engine evicted it on its own).",
+            ["reason"],
+            registry=r,
+        )
+        self.adapter_lookups = Counter(
+            "tuneloop_adapter_lookups",
+            "Requests for an adapter version by whether it was resident (hit) or had to load (miss).",
+            ["result"],
+            registry=r,
+        )
+        self.adapter_cold_load = Histogram(
+            "tuneloop_adapter_cold_load_seconds",
+            "Time to make a requested cold adapter version resident (fetch, load, first-time smoke).",
+            buckets=COLD_LOAD_BUCKETS,
             registry=r,
         )
         self.routing_generation = Gauge(

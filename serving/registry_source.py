@@ -2,8 +2,9 @@
 
 The core asks for the registry generation often (one cheap row) and for the full routing state only
 when it changed: the desired adapter versions with local folders (downloaded from object stores into
-the local cache when needed), the alias map and the active experiments with their pinned arms; and,
-before a version is loaded, whether its files still hash to the version (`verify`).
+the local cache when needed), every other active version (fetched only when a request names it:
+`fetch`), the alias map and the active experiments with their pinned arms; and, before a version is
+loaded, whether its files still hash to the version (`verify`).
 """
 
 from __future__ import annotations
@@ -36,14 +37,26 @@ class RegistrySource:
         versions = tuple(VersionRef(v.name, v.version, self._local_folder(v)) for v in desired)
         wanted = {(v.name, v.version) for v in desired}
         aliases: dict[tuple[str, str], str] = {}
+        servable: list[VersionRef] = []
         for v in reg.list():
-            if (v.name, v.version) in wanted:
-                for alias in v.aliases:
-                    aliases[(v.name, alias)] = v.version
+            for alias in v.aliases:
+                aliases[(v.name, alias)] = v.version
+            if (v.name, v.version) not in wanted:
+                servable.append(VersionRef(v.name, v.version, ""))  # fetched when first requested
         experiments = tuple(experiment_spec(e) for e in reg.list_experiments(active_only=True))
         return RoutingState(
-            generation=generation, versions=versions, aliases=aliases, experiments=experiments
+            generation=generation,
+            versions=versions,
+            aliases=aliases,
+            experiments=experiments,
+            servable=tuple(servable),
         )
+
+    def fetch(self, ref: VersionRef) -> VersionRef:
+        version = self.registry.get(ref.name, ref.version)
+        if version.status != "active":
+            raise ArtifactError(f"{version.short_ref} is {version.status}", code="artifact_missing")
+        return VersionRef(ref.name, ref.version, str(self.registry.local_path(version)))
 
     def _local_folder(self, version: AdapterVersion) -> str:
         """The version's local folder; "" when its artifact is gone (the replica then refuses that version

@@ -162,6 +162,7 @@ class ServingRuntime:
                 base_aliases=base_aliases(base_path),
                 poll_interval_s=config.poll_interval_s,
                 default_max_tokens=config.default_max_tokens,
+                max_resident=config.engine.max_cpu_loras or config.engine.max_loras,
             ),
             request_log=request_log,
             replica_id=replica_id,

@@ -51,6 +51,18 @@ class Harness:
 
 @pytest.fixture()
 def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    yield from _harness(tmp_path, monkeypatch, {"kind": "fake"})
+
+
+@pytest.fixture()
+def small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    """A replica that keeps at most 2 adapter versions resident (max_cpu_loras=2)."""
+    yield from _harness(tmp_path, monkeypatch, {"kind": "fake", "max_loras": 1, "max_cpu_loras": 2})
+
+
+def _harness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine_settings: dict[str, Any]
+) -> Iterator[Harness]:
     model = tmp_path / "models" / BASE
     model.mkdir(parents=True)
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
@@ -59,7 +71,7 @@ def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     monkeypatch.setattr("serving.runtime.base_model_fingerprint", lambda path: "f" * 64)
     config = ServingConfig(
         home=tmp_path / "home",
-        engine={"kind": "fake"},
+        engine=engine_settings,  # type: ignore[arg-type]
         admin_token=TOKEN,  # type: ignore[arg-type]
         poll_interval_s=0.05,
         swap_timeout_s=10,
@@ -333,3 +345,157 @@ def test_version_the_engine_refuses_is_rejected_for_every_replica(
     assert h.chat(f"support@{v2.version[:12]}").status_code == 404
     assert h.chat("support").headers["x-tuneloop-served-by"] == v1.short_ref
     assert h.registry.get("support", "champion").version == v1.version
+
+
+# ------------------------------------------------------------------ on-demand versions, bounded residency
+
+
+def _metric(h: Harness, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` (exactly) whose labels include `labels`."""
+    total = 0.0
+    for line in h.client.get("/metrics").text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_any_active_version_is_served_on_demand(h: Harness) -> None:
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    v2 = h.registry.register(h.adapter(2), "support")  # no alias, no experiment: not in the desired set
+    h.reconcile()
+    assert v2.short_ref not in h.engine.loaded
+    r = h.chat(f"support@{v2.version[:8]}")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-tuneloop-served-by"] == v2.short_ref
+    assert v2.short_ref in h.engine.loaded and v2.ref in h.runtime.core.loaded_keys()
+    # streamed, and the previous champion after a promotion, without inventing an alias
+    swap_alias(h.registry, "support", "champion", v2.version)
+    h.reconcile()
+    r = h.chat(f"support@{v1.version[:12]}", stream=True)
+    assert r.status_code == 200 and r.headers["x-tuneloop-served-by"] == v1.short_ref
+    assert "[DONE]" in r.text
+    assert _metric(h, "tuneloop_adapter_lookups_total", result="miss") >= 1
+    assert _metric(h, "tuneloop_adapter_cold_load_seconds_count") >= 1
+    # a retired version is not servable
+    h.registry.remove("support", v1.version)
+    h.reconcile()
+    assert h.chat(f"support@{v1.version[:12]}").status_code == 404
+
+
+def test_concurrent_requests_for_a_cold_version_trigger_one_load(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from serving.engine.base import GenerationRequest, LoRASpec, SamplingSettings
+
+    v2 = h.registry.register(h.adapter(2), "support")
+    h.reconcile()
+    real_load = h.engine.load_lora
+    loads: list[str] = []
+
+    async def slow_load(lora: LoRASpec) -> None:
+        loads.append(lora.name)
+        await asyncio.sleep(0.2)
+        await real_load(lora)
+
+    monkeypatch.setattr(h.engine, "load_lora", slow_load)
+    core = h.runtime.core
+    target, _ = core.route(f"support@{v2.version[:12]}", None)
+    assert target.version is not None and target.version.path == ""  # cold: not even fetched yet
+
+    async def burst() -> list[int]:
+        request = GenerationRequest(
+            "r", SamplingSettings(), prompt="hello", lora=target.version.lora() if target.version else None
+        )
+        return list(await asyncio.gather(*(core.engine.count_prompt_tokens(request) for _ in range(12))))
+
+    counts = h.client.blocking_portal.call(burst)
+    assert len(counts) == 12 and len(set(counts)) == 1
+    assert loads == [v2.short_ref]  # one load for twelve requests
+    assert h.engine.loaded[v2.short_ref].path == str(h.registry.local_path(v2))
+    assert _metric(h, "tuneloop_adapter_loads_total", kind="on_demand") == 1
+
+
+def test_residency_is_bounded_lru_and_pins_what_aliases_and_experiments_use(small: Harness) -> None:
+    h = small
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    others = [h.registry.register(h.adapter(seed), "support") for seed in (2, 3, 4)]
+    h.reconcile()
+    core = h.runtime.core
+    assert core.loaded_keys() == [v1.ref]
+
+    def ask(version: Any) -> None:
+        r = h.chat(f"support@{version.version[:12]}")
+        assert r.status_code == 200 and r.headers["x-tuneloop-served-by"] == version.short_ref, r.text
+
+    v2, v3, v4 = others
+    ask(v2)
+    assert set(core.loaded_keys()) == {v1.ref, v2.ref}
+    ask(v3)  # full: v2 (least recently used, unpinned, idle) makes room; the champion stays
+    assert set(core.loaded_keys()) == {v1.ref, v3.ref} and set(h.engine.loaded) == {
+        v1.short_ref,
+        v3.short_ref,
+    }
+    ask(v3)
+    ask(v1)
+    ask(v2)
+    assert set(core.loaded_keys()) == {v1.ref, v2.ref}
+    assert _metric(h, "tuneloop_adapter_evictions_total", reason="lru") == 2
+    assert _metric(h, "tuneloop_adapter_lookups_total", result="hit") == 2  # v3 again, v1
+    assert _metric(h, "tuneloop_adapter_lookups_total", result="miss") == 3
+    assert _metric(h, "tuneloop_adapter_capacity") == 2
+    assert _metric(h, "tuneloop_loaded_adapters") == 2
+    # an experiment pins its arms: with both slots pinned, a third version cannot load (503, no eviction)
+    h.registry.create_experiment("ab", [(f"support@{v3.version[:12]}", 1.0), ("support@champion", 1.0)])
+    h.reconcile()
+    assert set(core.loaded_keys()) == {v1.ref, v3.ref}
+    assert _metric(h, "tuneloop_adapter_pinned") == 2
+    core.config.slot_wait_s = 0.2
+    r = h.chat(f"support@{v4.version[:12]}")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "adapter_slots_busy", r.text
+    assert set(core.loaded_keys()) == {v1.ref, v3.ref}
+    assert h.chat("ab", user="u1").status_code == 200
+    # the experiment stops: its arm is released, v4 can load
+    h.registry.stop_experiment("ab")
+    h.reconcile()
+    ask(v4)
+    assert set(core.loaded_keys()) == {v1.ref, v4.ref}
+
+
+def test_engine_evictions_are_reflected(small: Harness) -> None:
+    v1 = small.registry.register(small.adapter(1), "support", alias="champion")
+    v2 = small.registry.register(small.adapter(2), "support")
+    small.reconcile()
+    assert small.chat(f"support@{v2.version[:12]}").status_code == 200
+    del small.engine.loaded[v2.short_ref]  # the engine's own LRU dropped it
+    small.client.blocking_portal.call(small.runtime.core._heartbeat)
+    assert small.runtime.core.loaded_keys() == [v1.ref]
+    assert _metric(small, "tuneloop_adapter_evictions_total", reason="engine") == 1
+    assert small.chat(f"support@{v2.version[:12]}").status_code == 200  # loads again on demand
+    assert v2.short_ref in small.engine.loaded
+
+
+def test_a_cold_version_that_fails_to_load_is_rejected_with_a_clear_error(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.engine.base import EngineError, LoRASpec
+
+    h.registry.register(h.adapter(1), "support", alias="champion")
+    bad = h.registry.register(h.adapter(2), "support")
+    h.reconcile()
+    real_load = h.engine.load_lora
+
+    async def load(lora: LoRASpec) -> None:
+        if lora.name == bad.short_ref:
+            raise EngineError("size mismatch for lora_B")
+        await real_load(lora)
+
+    monkeypatch.setattr(h.engine, "load_lora", load)
+    r = h.chat(f"support@{bad.version[:12]}", stream=True)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "adapter_rejected" and "size mismatch" in r.json()["error"]["message"]
+    assert h.registry.get("support", bad.version).status == "rejected"
+    h.reconcile()
+    assert h.chat(f"support@{bad.version[:12]}").status_code == 404
+    assert h.chat("support").status_code == 200
