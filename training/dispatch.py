@@ -21,6 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from training.config import TrainingConfig
@@ -91,10 +92,10 @@ def choose_device(config: TrainingConfig, *, use_ray: bool) -> DeviceChoice:
 
 
 def ensure_ray(address: str | None = None) -> bool:
-    """Connect this process to Ray if it is not yet: the cluster at `address` (or `$RAY_ADDRESS`), else
-    the cluster already running on this machine (the service's, so training and its pre-warmed worker
-    share it), else a new local runtime. Returns True when this call started a local runtime (the caller
-    owns it and shuts it down)."""
+    """Connect this process to Ray if it is not yet: the cluster at `address` (or `$RAY_ADDRESS`: the
+    service's, so training and its pre-warmed worker share it), else a new local runtime. Returns True when
+    this call started a local runtime (the caller owns it and shuts it down). A named cluster that does not
+    answer is an error, never a silent fall-back to training somewhere else."""
     import ray
 
     if ray.is_initialized():
@@ -105,23 +106,29 @@ def ensure_ray(address: str | None = None) -> bool:
         "runtime_env": {"env_vars": WORKER_ENV},
     }
     target = address or os.environ.get("RAY_ADDRESS") or None
-    if target is None and _running_cluster_here():
-        target = "auto"
     if target is not None:
-        ray.init(address=target, **common)  # a named cluster that does not answer is an error, never a
-        return False  # silent fall-back to training somewhere else
+        use_local_token_auth()
+        ray.init(address=target, **common)
+        return False
     ray.init(include_dashboard=False, **common)
     return True
 
 
-def _running_cluster_here() -> bool:
-    """True when a Ray cluster's GCS process runs on this machine (found by a process scan)."""
-    try:
-        from ray._private.services import find_gcs_addresses
+def use_local_token_auth() -> None:
+    """Before joining a cluster started on this machine: Ray (2.60) starts local clusters with token
+    authentication and keeps the token in `~/.ray/auth_token`, but a process that joins one only sends it
+    when `RAY_AUTH_MODE=token` is set — Ray enables it by itself for `address="auto"` only, never for an
+    explicit address (else: "Authentication token is missing or incorrect")."""
+    if "RAY_AUTH_MODE" in os.environ or not (Path.home() / ".ray" / "auth_token").is_file():
+        return
+    try:  # what Ray itself does for `address="auto"`: set the mode and refresh its cached config
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
 
-        return bool(find_gcs_addresses())
-    except Exception:  # noqa: BLE001 - a private API: when it changes, start a local runtime as before
-        return False
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except ImportError:  # a Ray without token auth: nothing to enable
+        pass
 
 
 def _warm_imports() -> dict[str, Any]:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitoring.loop import LoopController
+from common.home import service_ray_address
+from monitoring.loop import LoopController, RayTraining
 from monitoring.spec import LoopSpec, load_spec, parse_spec
 
 
@@ -39,4 +40,11 @@ class ControllerFactory:
         from serving.models import resolve_base_model
 
         registry, settings, spec = self.load()
-        return LoopController(spec, registry, base_model_path=resolve_base_model(settings.serving.base_model))
+        # train in the service's Ray cluster when it runs (pre-warmed workers, one Ray), else a local one
+        address = spec.ray_address or service_ray_address(settings.serving.home)
+        return LoopController(
+            spec,
+            registry,
+            base_model_path=resolve_base_model(settings.serving.base_model),
+            training=RayTraining(address),
+        )

@@ -198,8 +198,10 @@ def _loop_actor(factory: Any, adapter: str, stop: bool, metrics_port: int | None
     import ray
 
     from monitoring.actor import DEFAULT_ACTOR_NAME, start_loop_actor
+    from training.dispatch import use_local_token_auth
 
     name = f"{DEFAULT_ACTOR_NAME}-{adapter}"
+    use_local_token_auth()
     ray.init(address="auto", namespace="tuneloop", log_to_driver=False, configure_logging=False)
     if stop:
         try:

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from common.home import clear_service_ray_address, tuneloop_home, write_service_ray_address
+
 console = Console(stderr=True)
 
 
@@ -34,6 +36,13 @@ def start_local_serve(
         )
     serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False})
     serve.run(build_app(config), name="tuneloop", route_prefix="/", blocking=False)
+    # the loop and `tuneloop train` read this to train in this cluster (pre-warmed workers, one Ray)
+    write_service_ray_address(_home_of(config), ray.get_runtime_context().gcs_address)
+
+
+def _home_of(config: dict[str, object]) -> Path:
+    home = config.get("home")
+    return Path(str(home)).expanduser() if home else tuneloop_home()
 
 
 def wait_ready(base_url: str, timeout_s: float = 600.0) -> None:
@@ -83,7 +92,7 @@ def wait_for_in_flight(timeout_s: float = 60.0, app: str = "tuneloop") -> int:
         time.sleep(0.25)
 
 
-def stop_local_serve(drain_timeout_s: float = 60.0) -> None:
+def stop_local_serve(drain_timeout_s: float = 60.0, home: Path | None = None) -> None:
     import ray
     from ray import serve
 
@@ -96,6 +105,8 @@ def stop_local_serve(drain_timeout_s: float = 60.0) -> None:
                 )
         serve.shutdown()  # drains replicas: in-flight requests finish (graceful_shutdown_timeout_s)
     finally:
+        if home is not None:
+            clear_service_ray_address(home)
         if ray.is_initialized():
             ray.shutdown()
 
@@ -133,5 +144,5 @@ def register(app: typer.Typer) -> None:
         while not stop.wait(0.5):
             pass
         with console.status("Draining and stopping…"):
-            stop_local_serve()
+            stop_local_serve(home=settings.serving.home)
         console.print("stopped")

@@ -24,6 +24,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from common.home import service_ray_address, tuneloop_home
+
 __all__ = ["RegisterFn", "parse_overrides", "register", "set_registrar", "train_command"]
 
 RegisterFn = Callable[[Path, str, dict[str, Any]], str]
@@ -127,12 +129,17 @@ def train_command(
         err.print("[red]error:[/red] --register is not available: no adapter registrar is configured")
         raise typer.Exit(2)
     settings_base: str | None = None
+    home = tuneloop_home()
     if settings_file is not None:
         try:  # a broken settings file fails now, not after a long training run
-            settings_base = load_settings(settings_file).serving.base_model
+            loaded = load_settings(settings_file)
         except SettingsError as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
+        settings_base, home = loaded.serving.base_model, loaded.serving.home
+    address = service_ray_address(home)
+    if address is not None and not no_ray and not os.environ.get("RAY_ADDRESS"):
+        os.environ["RAY_ADDRESS"] = address  # train in the running service's cluster: one Ray, warm workers
     try:
         _resolve_base(overrides, config, base_model, settings_base)
     except ValueError as exc:
