@@ -499,3 +499,22 @@ def test_a_cold_version_that_fails_to_load_is_rejected_with_a_clear_error(
     h.reconcile()
     assert h.chat(f"support@{bad.version[:12]}").status_code == 404
     assert h.chat("support").status_code == 200
+
+
+def test_a_version_serving_requests_is_never_evicted(small: Harness) -> None:
+    h = small
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    v2, v3 = (h.registry.register(h.adapter(seed), "support") for seed in (2, 3))
+    h.reconcile()
+    core = h.runtime.core
+    assert h.chat(f"support@{v2.version[:12]}").status_code == 200
+    target, _ = core.route(f"support@{v2.version[:12]}", None)
+    core.config.slot_wait_s = 0.3
+    with core.lease(target):  # a request on v2 is in flight: the only unpinned slot is busy
+        r = h.chat(f"support@{v3.version[:12]}")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "adapter_slots_busy", r.text
+        assert set(core.loaded_keys()) == {v1.ref, v2.ref}
+    core.config.slot_wait_s = 5.0
+    r = h.chat(f"support@{v3.version[:12]}")  # v2 drained: it makes room
+    assert r.status_code == 200 and r.headers["x-tuneloop-served-by"] == v3.short_ref
+    assert set(core.loaded_keys()) == {v1.ref, v3.ref}
