@@ -6,7 +6,8 @@ reliability suites; not used by the product code.
         httpx.get(f"{svc.url}/ready")
 
 Also shared by the tests and the benchmarks: `postgres_schema` (a fresh, throw-away schema on a Postgres
-server) and `make_peft_adapter` (a real peft LoRA adapter of a base model, random weights).
+server), `make_peft_adapter` (a real peft LoRA adapter of a base model, random weights), and for the request
+log's tests `request_record` (a plausible logged request), `count_request_rows` and `wait_until`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ __all__ = [
     "free_port",
     "launch_service",
     "make_peft_adapter",
+    "count_request_rows",
     "postgres_schema",
+    "request_record",
+    "wait_until",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,3 +225,44 @@ def make_peft_adapter(
     for extra in out.glob("*.md"):
         extra.unlink()
     return out
+
+
+def request_record(i: int, **kwargs: Any) -> Any:
+    """A plausible `RequestRecord` number `i` (fields overridable)."""
+    from serving.request_log import RequestRecord, encode_messages
+
+    fields: dict[str, Any] = {
+        "id": f"chatcmpl-{i:08d}",
+        "endpoint": "chat.completions",
+        "model_requested": "support",
+        "served_name": "support",
+        "served_version": "a" * 64,
+        "prompt": encode_messages([{"role": "user", "content": f"question {i}"}]),
+        "response": f"answer {i}",
+        "status_code": 200,
+        "latency_ms": 12.5,
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "finish_reason": "stop",
+        "tags": {"slice": "billing", "i": i},
+    }
+    fields.update(kwargs)
+    return RequestRecord(**fields)
+
+
+def count_request_rows(db: Any) -> int:
+    """Rows in `requests` of a `serving.store.Database`."""
+    from sqlalchemy import func, select
+
+    from common.log_schema import RequestRow
+
+    with db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(RequestRow)) or 0)
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    """Poll `predicate` every 10 ms; fail the test when it is not true within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)

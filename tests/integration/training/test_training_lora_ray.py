@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,35 +17,6 @@ from training.api import submit, train
 from training.result import TrainingResult
 
 pytestmark = pytest.mark.integration
-
-FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "training" / "support_tiny.jsonl"
-
-
-def config(base: Path, runs: Path, **changes: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "name": "it-support",
-        "base_model": str(base),
-        "data": {"sources": [{"path": str(FIXTURE)}], "max_rows": 40, "max_seq_length": 128},
-        "lora": {"r": 8},
-        "train": {
-            "max_steps": 4,
-            "epochs": 10,
-            "batch_size": 2,
-            "learning_rate": 2e-3,
-            "warmup_ratio": 0.0,
-            "lr_scheduler": "constant",
-            "eval_every_steps": 2,
-        },
-        "runtime": {"num_cpus": 1, "timeout_s": 900},
-        "output": {"runs_dir": str(runs)},
-    }
-    for key, value in changes.items():
-        section, _, leaf = key.partition("__")
-        if leaf:
-            raw.setdefault(section, {})[leaf] = value
-        else:
-            raw[section] = value
-    return raw
 
 
 def leftovers(runs: Path, keep: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
@@ -65,10 +36,13 @@ def ray_cluster() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def trained(
-    ray_cluster: None, default_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_config: Callable[..., dict[str, Any]],
+    ray_cluster: None,
+    default_model_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> TrainingResult:
     runs = tmp_path_factory.mktemp("runs")
-    return train(config(default_model_path, runs, train__early_stopping_patience=3), use_ray=True)
+    return train(tiny_config(default_model_path, runs, train__early_stopping_patience=3), use_ray=True)
 
 
 def test_lora_through_ray_learns_and_peft_loads_it(trained: TrainingResult, default_model_path: Path) -> None:
@@ -113,11 +87,11 @@ def test_lora_through_ray_learns_and_peft_loads_it(trained: TrainingResult, defa
 
 
 def test_cancel_through_ray_leaves_no_artifact(
-    ray_cluster: None, default_model_path: Path, tmp_path: Path
+    tiny_config: Callable[..., dict[str, Any]], ray_cluster: None, default_model_path: Path, tmp_path: Path
 ) -> None:
     first_step = threading.Event()
     job = submit(
-        config(default_model_path, tmp_path, train__max_steps=500, name="it-cancel"),
+        tiny_config(default_model_path, tmp_path, train__max_steps=500, name="it-cancel"),
         use_ray=True,
         on_event=lambda e: e["type"] == "step" and first_step.set(),
     )
@@ -129,9 +103,11 @@ def test_cancel_through_ray_leaves_no_artifact(
     assert leftovers(tmp_path) == []
 
 
-def test_timeout_through_ray(ray_cluster: None, default_model_path: Path, tmp_path: Path) -> None:
+def test_timeout_through_ray(
+    tiny_config: Callable[..., dict[str, Any]], ray_cluster: None, default_model_path: Path, tmp_path: Path
+) -> None:
     result = train(
-        config(default_model_path, tmp_path, name="it-timeout", runtime={"timeout_s": 3}), use_ray=True
+        tiny_config(default_model_path, tmp_path, name="it-timeout", runtime={"timeout_s": 3}), use_ray=True
     )
     assert result.status == "timed_out" and result.error is not None
     assert "timeout_s=3" in result.error.message
@@ -139,11 +115,14 @@ def test_timeout_through_ray(ray_cluster: None, default_model_path: Path, tmp_pa
 
 
 def test_sequential_continues_the_parent(
-    trained: TrainingResult, default_model_path: Path, tmp_path: Path
+    tiny_config: Callable[..., dict[str, Any]],
+    trained: TrainingResult,
+    default_model_path: Path,
+    tmp_path: Path,
 ) -> None:
     assert trained.adapter_dir is not None and trained.manifest is not None
     result = train(
-        config(
+        tiny_config(
             default_model_path,
             tmp_path,
             name="it-continue",
@@ -165,9 +144,11 @@ def test_sequential_continues_the_parent(
     assert result.manifest["adapter"]["sha256"] != trained.manifest["adapter"]["sha256"]
 
 
-def test_qlora_nf4_trains_on_cpu(default_model_path: Path, tmp_path: Path) -> None:
+def test_qlora_nf4_trains_on_cpu(
+    tiny_config: Callable[..., dict[str, Any]], default_model_path: Path, tmp_path: Path
+) -> None:
     result = train(
-        config(
+        tiny_config(
             default_model_path,
             tmp_path,
             name="it-qlora",
@@ -182,9 +163,11 @@ def test_qlora_nf4_trains_on_cpu(default_model_path: Path, tmp_path: Path) -> No
     assert result.metrics["train_loss_first"] > 0
 
 
-def test_resume_from_the_latest_checkpoint(default_model_path: Path, tmp_path: Path) -> None:
+def test_resume_from_the_latest_checkpoint(
+    tiny_config: Callable[..., dict[str, Any]], default_model_path: Path, tmp_path: Path
+) -> None:
     first = train(
-        config(
+        tiny_config(
             default_model_path,
             tmp_path,
             name="it-resume",
@@ -199,7 +182,7 @@ def test_resume_from_the_latest_checkpoint(default_model_path: Path, tmp_path: P
     checkpoints = tmp_path / ".checkpoints" / "it-resume"
     assert (checkpoints / "checkpoint-2").is_dir()
     resumed = train(
-        config(
+        tiny_config(
             default_model_path,
             tmp_path,
             name="it-resume",

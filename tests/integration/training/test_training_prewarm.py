@@ -5,11 +5,11 @@ are done, and without Ray initialised nothing is started."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_training_lora_ray import config
 
 from training.api import train
 from training.dispatch import prewarm
@@ -38,14 +38,15 @@ def test_without_ray_prewarm_starts_nothing() -> None:
 
 
 def test_the_next_training_task_runs_in_the_warmed_worker(
-    own_ray: None, default_model_path: Path, tmp_path: Path
+    own_ray: None, default_model_path: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
 ) -> None:
     import ray
 
     warm = ray.get(prewarm(), timeout=300)
     assert warm["pid"] > 0 and warm["import_s"] > 0
     result = train(
-        config(default_model_path, tmp_path, train__max_steps=1, train__eval_every_steps=None), use_ray=True
+        tiny_config(default_model_path, tmp_path, train__max_steps=1, train__eval_every_steps=None),
+        use_ray=True,
     )
     assert result.ok, result.error
     pids = [int(m.group(1)) for line in result.log if (m := re.search(r"worker started \(pid (\d+)", line))]

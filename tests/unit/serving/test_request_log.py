@@ -9,44 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from serving.registry import InvalidRequestError, RequestNotFoundError
-from serving.request_log import FeedbackRecord, RequestLogWriter, RequestRecord, encode_messages
+from serving.request_log import FeedbackRecord, RequestLogWriter
 from serving.store import Database, FeedbackRow, RequestRow, create_schema
+from serving.testing import count_request_rows, request_record, wait_until
 
-
-def record(i: int, **kwargs: Any) -> RequestRecord:
-    fields: dict[str, Any] = {
-        "id": f"chatcmpl-{i:08d}",
-        "endpoint": "chat.completions",
-        "model_requested": "support",
-        "served_name": "support",
-        "served_version": "a" * 64,
-        "prompt": encode_messages([{"role": "user", "content": f"question {i}"}]),
-        "response": f"answer {i}",
-        "status_code": 200,
-        "latency_ms": 12.5,
-        "prompt_tokens": 7,
-        "completion_tokens": 3,
-        "finish_reason": "stop",
-        "tags": {"slice": "billing", "i": i},
-    }
-    fields.update(kwargs)
-    return RequestRecord(**fields)
-
-
-def count_rows(db: Database) -> int:
-    with db.session() as session:
-        return int(session.scalar(select(func.count()).select_from(RequestRow)) or 0)
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
+record = request_record
+count_rows = count_request_rows
 
 
 def flaky(writer: RequestLogWriter, failures: int) -> list[str]:

@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
-from test_request_log import count_rows, record, wait_until
 
 from serving.request_log import RequestLogWriter
 from serving.request_spill import RequestSpill
 from serving.store import Database, RequestRow
+from serving.testing import count_request_rows as count_rows
+from serving.testing import request_record as record
+from serving.testing import wait_until
 
 
 def outage(writer: RequestLogWriter) -> threading.Event:
