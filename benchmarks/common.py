@@ -1077,6 +1077,26 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def gate_checks(gate_file: Path) -> list[dict[str, Any]]:
+    """The per-scope checks of a loop run's gate (`<run>/evals/gate.json`) in points, for experiment reports
+    (completeness checks left out); [] when the file is missing."""
+    gate = json.loads(gate_file.read_text()) if gate_file.exists() else {}
+    return [
+        {
+            "scope": c["scope"],
+            "kind": c["kind"],
+            "champion": c["champion"],
+            "challenger": c["challenger"],
+            "delta_points": None if c["delta"] is None else 100 * c["delta"],
+            "ci_points": None if c["ci_low"] is None else [100 * c["ci_low"], 100 * c["ci_high"]],
+            "n": c["n_pairs"],
+            "passed": c["passed"],
+        }
+        for c in gate.get("checks", [])
+        if c.get("kind") != "completeness"
+    ]
+
+
 def write_results(
     name: str, payload: dict[str, Any], markdown: str, results_dir: Path = RESULTS_DIR
 ) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import environment, write_results
+from benchmarks.common import environment, gate_checks, write_results
 
 
 def run_fresh(port: int) -> Path:
@@ -36,22 +36,7 @@ def run_fresh(port: int) -> Path:
 
 def collect(home: Path) -> dict[str, Any]:
     summary = json.loads((home / "demo-summary.json").read_text())
-    gate_file = home / "loop" / str(summary.get("run_id")) / "evals" / "gate.json"
-    gate = json.loads(gate_file.read_text()) if gate_file.exists() else {}
-    slices = [
-        {
-            "scope": c["scope"],
-            "kind": c["kind"],
-            "champion": c["champion"],
-            "challenger": c["challenger"],
-            "delta_points": None if c["delta"] is None else 100 * c["delta"],
-            "ci_points": None if c["ci_low"] is None else [100 * c["ci_low"], 100 * c["ci_high"]],
-            "n": c["n_pairs"],
-            "passed": c["passed"],
-        }
-        for c in gate.get("checks", [])
-        if c.get("kind") != "completeness"
-    ]
+    slices = gate_checks(home / "loop" / str(summary.get("run_id")) / "evals" / "gate.json")
     suites = summary.get("suites") or {}
     target = suites.get("support_target", {})
     regression = suites.get("support_regression", {})
