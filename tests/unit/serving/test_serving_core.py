@@ -518,3 +518,39 @@ def test_a_version_serving_requests_is_never_evicted(small: Harness) -> None:
     r = h.chat(f"support@{v3.version[:12]}")  # v2 drained: it makes room
     assert r.status_code == 200 and r.headers["x-tuneloop-served-by"] == v3.short_ref
     assert set(core.loaded_keys()) == {v1.ref, v3.ref}
+
+
+def test_cold_versions_are_fetched_from_a_remote_store_only_when_requested(
+    make_registry: Any, new_adapter: Any, tmp_path: Path
+) -> None:
+    import asyncio
+    import uuid
+
+    from serving.core import CoreConfig, ServingCore
+    from serving.registry.testing import SMOLLM2_BASE
+    from serving.registry_source import RegistrySource
+
+    registry = make_registry(f"memory://tuneloop-{uuid.uuid4().hex[:8]}")
+    v1 = registry.register(new_adapter(1), "support", alias="champion")
+    v2 = registry.register(new_adapter(2), "support")
+    engine = FakeEngine(SMOLLM2_BASE, max_model_len=256)
+
+    async def run() -> None:
+        core = ServingCore(
+            engine, RegistrySource(registry), CoreConfig(base_id=SMOLLM2_BASE, max_resident=2), replica_id="r"
+        )
+        await core.start()
+        try:
+            assert core.loaded_keys() == [v1.ref]
+            cache = tmp_path / "cache"
+            assert not (cache / "support" / v2.version).exists()  # not downloaded until asked for
+            target, _ = core.route(f"support@{v2.version[:12]}", None)
+            assert target.version is not None and target.version.path == ""
+            spec = await core.ensure_resident(target.version.lora())
+            assert spec.path == str(cache / "support" / v2.version)
+            assert engine.loaded[v2.short_ref].path == spec.path
+            assert sorted(core.loaded_keys()) == sorted([v1.ref, v2.ref])
+        finally:
+            await core.shutdown()
+
+    asyncio.run(run())
