@@ -3,15 +3,26 @@
 Shared by both endpoints: resolve the model (and A/B arm), check the token budget, run the engine
 (streamed or not), mirror the request to a shadow arm, record metrics and one request-log row per
 served request. Clients get 4xx for anything they sent wrong; the engine's own failures are 5xx.
+
+Beyond plain text: `response_format` and forced tool choices become a `StructuredOutput` (a JSON schema the
+engine's grammar backend enforces); tool calls are read back from the answer (a named function: the
+answer is its arguments; "required": vLLM's `[{"name", "parameters"}]` array; "auto": the engine's tool
+parser) and shaped as OpenAI's `tool_calls`, streamed as OpenAI's deltas: a named function's arguments
+and "required" calls (vLLM's own incremental reading of the array) as they are generated; "auto" calls
+when the choice ends (the tool parser reads the whole answer). Log-probabilities come back in OpenAI's chat
+and completions shapes; completions `echo` returns the prompt (and its log-probabilities) before the
+answer, and only the prompt with `max_tokens: 0`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,17 +33,21 @@ from serving.engine.base import (
     EngineError,
     GenerationChunk,
     GenerationRequest,
+    InvalidParameterError,
     PromptTooLongError,
     SamplingSettings,
+    StructuredOutput,
+    TokenLogprob,
 )
 from serving.errors import APIError, BadRequestError, InternalServerError, ServiceUnavailableError
-from serving.protocol import ChatCompletionRequest, CompletionRequest, new_id, now_s
+from serving.protocol import ChatCompletionRequest, CompletionRequest, NamedToolChoice, new_id, now_s
 from serving.request_log import RequestRecord
 from serving.router import Target
 
 log = logging.getLogger("tuneloop.serving")
 
 Endpoint = Literal["chat.completions", "completions"]
+ToolMode = Literal["none", "auto", "required", "named"]
 SERVED_BY_HEADER = "x-tuneloop-served-by"
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -50,14 +65,25 @@ class _Run:
     finish: dict[int, str | None] = field(default_factory=dict)
     completion_tokens: dict[int, int] = field(default_factory=dict)
     prompt_tokens: int = 0
+    logprobs: dict[int, list[TokenLogprob]] = field(default_factory=dict)
+    prompts: dict[int, tuple[str, list[TokenLogprob] | None]] = field(default_factory=dict)
+    tool_calls: dict[int, list[dict[str, str]]] = field(default_factory=dict)
+    echo_only: bool = False
 
     def add(self, chunk: GenerationChunk, index: int) -> None:
+        if chunk.prompt_text is not None and index not in self.prompts:
+            self.prompts[index] = (chunk.prompt_text, chunk.prompt_logprobs)
+        if chunk.finish_reason:
+            self.finish[index] = "length" if self.echo_only else chunk.finish_reason
+        if self.echo_only:  # max_tokens=0: the one token generated is not part of the answer
+            self.completion_tokens[index] = 0
+            return
         if chunk.text and self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self.texts[index] = self.texts.get(index, "") + chunk.text
         self.completion_tokens[index] = chunk.completion_tokens
-        if chunk.finish_reason:
-            self.finish[index] = chunk.finish_reason
+        if chunk.logprobs:
+            self.logprobs.setdefault(index, []).extend(chunk.logprobs)
 
     @property
     def total_completion_tokens(self) -> int:
@@ -81,6 +107,14 @@ class Prepared:
     stream: bool
     include_usage: bool
     prompt_tokens: int
+    tool_mode: ToolMode = "none"
+    tool_name: str | None = None  # the named function
+    tools: tuple[dict[str, Any], ...] | None = None
+    top_logprobs: int | None = None  # chat: alternatives per token; completions: `logprobs`
+    echo: bool = False
+    echo_only: bool = False  # completions echo with max_tokens=0
+    response_format_log: str | None = None
+    tools_log: str | None = None
 
 
 class CompletionService:
@@ -101,40 +135,71 @@ class CompletionService:
         lora = target.version.lora() if target.version else None
         requested = req.requested_max_tokens()
         max_len = self.core.engine.max_model_len
-        if req.n > 1 and req.temperature == 0.0:
-            raise BadRequestError(
-                "n > 1 needs sampling: with temperature=0 every choice would be the same; "
-                "set temperature > 0.",
-                param="n",
-                code="invalid_value",
-            )
         if requested is not None and requested >= max_len:
             raise BadRequestError(
                 f"max_tokens={requested} is larger than this model's context length ({max_len}).",
                 param="max_tokens",
                 code="invalid_value",
             )
-        prompts: list[tuple[str | None, tuple[dict[str, str], ...] | None]]
+        prompts: list[tuple[str | list[int] | None, tuple[dict[str, Any], ...] | None]]
         prompt_log: str
+        tool_mode: ToolMode = "none"
+        tool_name: str | None = None
+        tools: tuple[dict[str, Any], ...] | None = None
+        structured: StructuredOutput | None = None
+        schema, json_object = req.json_format()
+        if schema is not None or json_object:
+            structured = StructuredOutput(json_schema=schema, json_object=json_object)
+        echo = echo_only = False
         if isinstance(req, ChatCompletionRequest):
             messages = req.engine_messages()
             prompts = [(None, messages)]
             prompt_log = json.dumps(list(messages), ensure_ascii=False)
             default_max = self.core.config.default_max_tokens
+            top_logprobs = (req.top_logprobs or 0) if req.logprobs else None
+            choice = req.effective_tool_choice()
+            if req.tools and choice != "none":
+                tools = tuple(t.model_dump(exclude_none=True) for t in req.tools)
+                if isinstance(choice, NamedToolChoice):
+                    tool_mode, tool_name = "named", choice.function.name
+                else:
+                    tool_mode = choice
+                tool_schema = req.tool_schema()
+                if tool_schema is not None:
+                    structured = StructuredOutput(json_schema=tool_schema, param="tools")
+                elif not self.core.engine.supports_tools():
+                    raise BadRequestError(
+                        f"tool_choice 'auto' needs a model whose chat template supports tools and a tool "
+                        f"parser; {self.core.engine.model_id} has neither. Use tool_choice 'required' or a "
+                        f"named function (the arguments are then constrained by the function's JSON schema).",
+                        param="tool_choice",
+                        code="invalid_value",
+                    )
         else:
             prompts = [(p, None) for p in req.prompts()]
             texts = req.prompts()
-            prompt_log = texts[0] if len(texts) == 1 else json.dumps(texts, ensure_ascii=False)
+            prompt_log = (
+                texts[0]
+                if len(texts) == 1 and isinstance(texts[0], str)
+                else json.dumps(texts, ensure_ascii=False)
+            )
             default_max = self.core.config.default_completion_max_tokens
+            top_logprobs = req.logprobs
+            echo = req.echo
+            echo_only = req.echo and req.max_tokens == 0
+            if echo_only:
+                requested = 1  # generate one token (vLLM needs one) and answer only the prompt
         gen_requests: list[GenerationRequest] = []
         total_prompt_tokens = 0
         for i, (prompt, chat_messages) in enumerate(prompts):
             probe = GenerationRequest(
                 request_id=f"{rid}-{i}",
                 sampling=SamplingSettings(),
-                prompt=prompt,
+                prompt=prompt if isinstance(prompt, str) else None,
+                prompt_token_ids=tuple(prompt) if isinstance(prompt, list) else None,
                 messages=chat_messages,
                 lora=lora,
+                tools=tools,
             )
             prompt_tokens = await self.core.engine.count_prompt_tokens(probe)
             room = max_len - prompt_tokens
@@ -164,14 +229,26 @@ class CompletionService:
                 seed=req.seed,
                 presence_penalty=req.presence_penalty,
                 frequency_penalty=req.frequency_penalty,
+                top_k=req.top_k,
+                min_p=req.min_p,
+                repetition_penalty=req.repetition_penalty,
+                logit_bias=req.logit_bias_ids(),
+                ignore_eos=req.ignore_eos,
+                min_tokens=req.min_tokens,
+                logprobs=top_logprobs,
+                prompt_logprobs=top_logprobs if echo else None,
+                structured=structured,
+                skip_special_tokens=tool_mode != "auto",  # tool-call markers may be special tokens
             )
             gen_requests.append(
                 GenerationRequest(
                     request_id=f"{rid}-{i}",
                     sampling=sampling,
-                    prompt=prompt,
+                    prompt=probe.prompt,
+                    prompt_token_ids=probe.prompt_token_ids,
                     messages=chat_messages,
                     lora=lora,
+                    tools=tools,
                 )
             )
         return Prepared(
@@ -188,6 +265,14 @@ class CompletionService:
             stream=req.stream,
             include_usage=req.include_usage(),
             prompt_tokens=total_prompt_tokens,
+            tool_mode=tool_mode,
+            tool_name=tool_name,
+            tools=tools,
+            top_logprobs=top_logprobs,
+            echo=echo,
+            echo_only=echo_only,
+            response_format_log=req.format_log(),
+            tools_log=req.tools_log() if isinstance(req, ChatCompletionRequest) else None,
         )
 
     # ------------------------------------------------------------------ run
@@ -239,14 +324,7 @@ class CompletionService:
             target=shadow,
             shadow=None,
             requests=[
-                GenerationRequest(
-                    request_id=f"shadow-{r.request_id}",
-                    sampling=r.sampling,
-                    prompt=r.prompt,
-                    messages=r.messages,
-                    lora=lora,
-                )
-                for r in prep.requests
+                dataclasses.replace(r, request_id=f"shadow-{r.request_id}", lora=lora) for r in prep.requests
             ],
             n=prep.n,
             user=prep.user,
@@ -255,6 +333,14 @@ class CompletionService:
             stream=False,
             include_usage=False,
             prompt_tokens=prep.prompt_tokens,
+            tool_mode=prep.tool_mode,
+            tool_name=prep.tool_name,
+            tools=prep.tools,
+            top_logprobs=prep.top_logprobs,
+            echo=prep.echo,
+            echo_only=prep.echo_only,
+            response_format_log=prep.response_format_log,
+            tools_log=prep.tools_log,
         )
 
         async def run_shadow() -> None:
@@ -267,13 +353,16 @@ class CompletionService:
         """Run a non-streaming request; returns the OpenAI response body."""
         if shadow_of is None:
             self._start_shadow(prep)
-        run = _Run(prep.id, prep.endpoint, prep.target)
+        run = _Run(prep.id, prep.endpoint, prep.target, echo_only=prep.echo_only)
         run.prompt_tokens = prep.prompt_tokens
         status, error = 200, None
         try:
             with self.core.lease(prep.target):
                 async for index, chunk in self._chunks(prep, run):
                     run.add(chunk, index)
+            if prep.tool_mode != "none":
+                for index in range(prep.n * len(prep.requests)):
+                    self._read_tool_calls(prep, run, index)
         except PromptTooLongError as exc:
             status, error = 400, str(exc)
             raise BadRequestError(str(exc), param="messages", code="context_length_exceeded") from exc
@@ -285,7 +374,7 @@ class CompletionService:
             raise InternalServerError(f"The engine failed: {exc}") from exc
         except ValueError as exc:  # the engine refused the request's parameters: the client's to fix
             status, error = 400, str(exc)
-            raise BadRequestError(str(exc), code="invalid_value") from exc
+            raise _bad_request(exc) from exc
         except asyncio.CancelledError:
             status, error = 499, "client disconnected"
             raise
@@ -300,58 +389,59 @@ class CompletionService:
     async def stream(self, prep: Prepared) -> AsyncIterator[bytes]:
         """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
         self._start_shadow(prep)
-        run = _Run(prep.id, prep.endpoint, prep.target)
+        run = _Run(prep.id, prep.endpoint, prep.target, echo_only=prep.echo_only)
         run.prompt_tokens = prep.prompt_tokens
         created = now_s()
         model = prep.target.served_by
         status, error = 200, None
-        obj = "chat.completion.chunk" if prep.endpoint == "chat.completions" else "text_completion"
+        chat = prep.endpoint == "chat.completions"
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        offsets: dict[int, int] = {}  # completions: text_offset of the next token, per choice
+        named_started: set[int] = set()
+
+        def event(choice: dict[str, Any]) -> bytes:
+            return _sse(
+                {"id": prep.id, "object": obj, "created": created, "model": model, "choices": [choice]}
+            )
+
         try:
             with self.core.lease(prep.target):
-                if prep.endpoint == "chat.completions":
+                if chat:
                     for i in range(prep.n * len(prep.requests)):
-                        yield _sse(
+                        yield event(
                             {
-                                "id": prep.id,
-                                "object": obj,
-                                "created": created,
-                                "model": model,
-                                "choices": [
-                                    {
-                                        "index": i,
-                                        "delta": {"role": "assistant", "content": ""},
-                                        "logprobs": None,
-                                        "finish_reason": None,
-                                    }
-                                ],
+                                "index": i,
+                                "delta": {
+                                    "role": "assistant",
+                                    "content": None if prep.tool_mode != "none" else "",
+                                },
+                                "logprobs": None,
+                                "finish_reason": None,
                             }
                         )
                 async for index, chunk in self._chunks(prep, run):
+                    first = index not in run.prompts and chunk.prompt_text is not None
                     run.add(chunk, index)
-                    if not chunk.text and not chunk.finish_reason:
+                    if chat:
+                        for choice in self._chat_deltas(prep, run, index, chunk, named_started):
+                            yield event(choice)
                         continue
-                    if prep.endpoint == "chat.completions":
-                        delta: dict[str, Any] = {"content": chunk.text} if chunk.text else {}
-                        choice = {
-                            "index": index,
-                            "delta": delta,
-                            "logprobs": None,
-                            "finish_reason": chunk.finish_reason,
-                        }
-                    else:
-                        choice = {
-                            "index": index,
-                            "text": chunk.text,
-                            "logprobs": None,
-                            "finish_reason": chunk.finish_reason,
-                        }
-                    yield _sse(
+                    text = "" if prep.echo_only else chunk.text
+                    tokens = [] if prep.echo_only else (chunk.logprobs or [])
+                    if first and prep.echo:
+                        prompt_text, prompt_lps = run.prompts[index]
+                        text = prompt_text + text
+                        tokens = list(prompt_lps or []) + tokens
+                    if not text and not chunk.finish_reason:
+                        continue
+                    yield event(
                         {
-                            "id": prep.id,
-                            "object": obj,
-                            "created": created,
-                            "model": model,
-                            "choices": [choice],
+                            "index": index,
+                            "text": text,
+                            "logprobs": _completion_logprobs(tokens, offsets, index)
+                            if prep.top_logprobs is not None
+                            else None,
+                            "finish_reason": run.finish.get(index) if chunk.finish_reason else None,
                         }
                     )
             if prep.include_usage:
@@ -377,7 +467,7 @@ class CompletionService:
             yield _sse(InternalServerError(f"The engine failed: {exc}").to_body())
         except ValueError as exc:
             status, error = 400, str(exc)
-            yield _sse(BadRequestError(str(exc), code="invalid_value").to_body())
+            yield _sse(_bad_request(exc).to_body())
         except (asyncio.CancelledError, GeneratorExit):
             status, error = 499, "client disconnected"
             raise
@@ -387,6 +477,94 @@ class CompletionService:
             yield _sse(InternalServerError("The server failed while generating.").to_body())
         finally:
             self._finish(prep, run, status, error, None)
+
+    def _chat_deltas(
+        self, prep: Prepared, run: _Run, index: int, chunk: GenerationChunk, named_started: set[int]
+    ) -> list[dict[str, Any]]:
+        """The chat stream choices (`delta`s) one engine chunk makes."""
+        done = chunk.finish_reason is not None
+        if prep.tool_mode == "named":
+            deltas: list[dict[str, Any]] = []
+            if index not in named_started:
+                named_started.add(index)
+                call = {"name": prep.tool_name, "arguments": ""}
+                run.tool_calls[index] = [call]  # type: ignore[list-item]
+                head = {"index": 0, "id": _call_id(), "type": "function", "function": dict(call)}
+                deltas.append(_delta(index, {"tool_calls": [head]}, None, None))
+            if chunk.text:
+                run.tool_calls[index][0]["arguments"] = run.texts.get(index, "")
+                args = {"index": 0, "function": {"arguments": chunk.text}}
+                deltas.append(_delta(index, {"tool_calls": [args]}, None, None))
+            if done:
+                deltas.append(_delta(index, {}, None, run.finish.get(index)))
+            return deltas
+        if prep.tool_mode == "required":  # vLLM's streaming of the calls array, as they are generated
+            from serving.engine.vllm_engine import required_tool_call_deltas
+
+            current = run.texts.get(index, "")
+            previous = current[: len(current) - len(chunk.text)]
+            out = []
+            if chunk.text:
+                calls = required_tool_call_deltas(previous, current)
+                if calls:
+                    out.append(_delta(index, {"tool_calls": calls}, None, None))
+            if done:
+                self._read_tool_calls(prep, run, index)
+                out.append(_delta(index, {}, None, run.finish.get(index)))
+            return out
+        if prep.tool_mode == "auto":  # the model's tool parser reads the calls from the whole answer
+            if not done:
+                return []
+            self._read_tool_calls(prep, run, index)
+            calls = run.tool_calls.get(index, [])
+            out = [
+                _delta(
+                    index,
+                    {"tool_calls": [{"index": k, "id": _call_id(), "type": "function", "function": call}]},
+                    None,
+                    None,
+                )
+                for k, call in enumerate(calls)
+            ]
+            if not calls and run.texts.get(index):
+                out.append(_delta(index, {"content": run.texts[index]}, None, None))
+            out.append(_delta(index, {}, None, run.finish.get(index)))
+            return out
+        if not chunk.text and not done:
+            return []
+        logprobs = None
+        if prep.top_logprobs is not None:
+            logprobs = {
+                "content": [_chat_logprob(t, prep.top_logprobs) for t in chunk.logprobs or []],
+                "refusal": None,
+            }
+        return [_delta(index, {"content": chunk.text} if chunk.text else {}, logprobs, chunk.finish_reason)]
+
+    def _read_tool_calls(self, prep: Prepared, run: _Run, index: int) -> None:
+        """Read a finished choice's tool calls into `run.tool_calls` (and set finish_reason as vLLM does)."""
+        text = run.texts.get(index, "")
+        finished_normally = run.finish.get(index, "stop") == "stop"
+        calls: list[dict[str, str]] = []
+        if prep.tool_mode == "named":
+            calls = [{"name": str(prep.tool_name), "arguments": text}]
+        elif prep.tool_mode == "required":
+            try:
+                items = json.loads(text)
+                calls = [
+                    {
+                        "name": str(item["name"]),
+                        "arguments": json.dumps(item["parameters"], ensure_ascii=False),
+                    }
+                    for item in items
+                ]
+            except (ValueError, TypeError, KeyError):
+                calls = []  # cut short (max_tokens): the text is returned as content
+        elif prep.tool_mode == "auto":
+            content, calls = self.core.engine.parse_tool_calls(text, prep.tools or ())
+            run.texts[index] = content or ""
+        run.tool_calls[index] = calls
+        if calls and finished_normally and prep.tool_mode != "named":
+            run.finish[index] = "tool_calls"
 
     # ------------------------------------------------------------------ bookkeeping
     def _finish(
@@ -416,6 +594,10 @@ class CompletionService:
             else json.dumps([run.texts.get(i, "") for i in range(n_choices)], ensure_ascii=False)
         )
         finish = run.finish.get(0)
+        calls = [run.tool_calls.get(i, []) for i in range(n_choices)]
+        tool_calls_log = None
+        if any(calls):
+            tool_calls_log = json.dumps(calls[0] if n_choices == 1 else calls, ensure_ascii=False)
         self.core.log_record(
             RequestRecord(
                 id=prep.id if shadow_of is None else prep.id,
@@ -439,33 +621,55 @@ class CompletionService:
                 completion_tokens=ctoks,
                 finish_reason=finish,
                 tags=prep.tags,
+                response_format=prep.response_format_log,
+                tools=prep.tools_log,
+                tool_calls=tool_calls_log,
             )
         )
 
     def _body(self, prep: Prepared, run: _Run) -> dict[str, Any]:
         n_choices = prep.n * len(prep.requests)
         model = prep.target.served_by
+        choices: list[dict[str, Any]] = []
         if prep.endpoint == "chat.completions":
-            choices: list[dict[str, Any]] = [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": run.texts.get(i, "")},
-                    "logprobs": None,
-                    "finish_reason": run.finish.get(i, "stop"),
-                }
-                for i in range(n_choices)
-            ]
+            for i in range(n_choices):
+                calls = run.tool_calls.get(i, [])
+                message: dict[str, Any] = {"role": "assistant", "content": run.texts.get(i, "")}
+                if calls:
+                    message["content"] = run.texts.get(i) or None if prep.tool_mode == "auto" else None
+                    message["tool_calls"] = [
+                        {"id": _call_id(), "type": "function", "function": c} for c in calls
+                    ]
+                logprobs = None
+                if prep.top_logprobs is not None:
+                    content = [_chat_logprob(t, prep.top_logprobs) for t in run.logprobs.get(i, [])]
+                    logprobs = {"content": content, "refusal": None}
+                choices.append(
+                    {
+                        "index": i,
+                        "message": message,
+                        "logprobs": logprobs,
+                        "finish_reason": run.finish.get(i, "stop"),
+                    }
+                )
             obj = "chat.completion"
         else:
-            choices = [
-                {
-                    "index": i,
-                    "text": run.texts.get(i, ""),
-                    "logprobs": None,
-                    "finish_reason": run.finish.get(i, "stop"),
-                }
-                for i in range(n_choices)
-            ]
+            for i in range(n_choices):
+                text = run.texts.get(i, "")
+                tokens = run.logprobs.get(i, [])
+                if prep.echo:
+                    prompt_text, prompt_lps = run.prompts.get(i, ("", None))
+                    text = prompt_text + text
+                    tokens = list(prompt_lps or []) + tokens
+                logprobs = _completion_logprobs(tokens, {}, i) if prep.top_logprobs is not None else None
+                choices.append(
+                    {
+                        "index": i,
+                        "text": text,
+                        "logprobs": logprobs,
+                        "finish_reason": run.finish.get(i, "stop"),
+                    }
+                )
             obj = "text_completion"
         return {
             "id": prep.id,
@@ -485,3 +689,46 @@ def _usage(run: _Run) -> dict[str, int]:
 
 def _sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _bad_request(exc: ValueError) -> BadRequestError:
+    """A parameter the engine refused: a 400 naming it when the engine said which."""
+    param = exc.param if isinstance(exc, InvalidParameterError) else None
+    return BadRequestError(str(exc), param=param, code="invalid_value")
+
+
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _delta(
+    index: int, delta: dict[str, Any], logprobs: dict[str, Any] | None, finish: str | None
+) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+
+
+def _chat_logprob(t: TokenLogprob, top: int) -> dict[str, Any]:
+    """One token in OpenAI's chat `logprobs.content` shape, with `top` alternatives."""
+    return {
+        "token": t.token,
+        "logprob": t.logprob if t.logprob is not None else 0.0,
+        "bytes": list(t.token.encode()),
+        "top_logprobs": [
+            {"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in t.top[:top]
+        ],
+    }
+
+
+def _completion_logprobs(tokens: list[TokenLogprob], offsets: dict[int, int], index: int) -> dict[str, Any]:
+    """OpenAI's completions `logprobs` (tokens, token_logprobs, top_logprobs, text_offset); `offsets` carries
+    each choice's running text offset across stream chunks."""
+    out: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    offset = offsets.get(index, 0)
+    for t in tokens:
+        out["tokens"].append(t.token)
+        out["token_logprobs"].append(t.logprob)
+        out["top_logprobs"].append(dict(t.top) if t.logprob is not None else None)
+        out["text_offset"].append(offset)
+        offset += len(t.token)
+    offsets[index] = offset
+    return out

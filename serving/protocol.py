@@ -1,46 +1,239 @@
 """OpenAI-compatible request and response models (pydantic), as vLLM's `protocol.py`.
 
-Requests are validated here with field-level errors (the HTTP layer turns a `ValidationError` into a
-400 whose `param` names the field). Unknown request fields are accepted and ignored, as OpenAI clients
-send many optional fields; fields we cannot honour when set (tools, logprobs) are refused explicitly.
+Requests are validated here with field-level errors: the HTTP layer turns a `ValidationError` into a 400
+whose `param` names the field. Nothing a client sends is silently ignored:
+
+- **Strict types**: no coercion (`"stream": "yes"` or `"n": "2"` is a 400; an integer is accepted where
+  a number is expected, as JSON has one number type). `null` is accepted for the fields OpenAI documents
+  as nullable and means "the default".
+- **Unknown fields** are a 400 naming the field (`param`), in requests, messages, tools and formats.
+- **Implemented**: OpenAI's sampling fields, `response_format` (`text`, `json_object`, `json_schema`),
+  `tools` / `tool_choice` / `parallel_tool_calls` (chat), `logprobs` / `top_logprobs` (chat),
+  `logprobs` / `echo` (completions; `max_tokens: 0` with `echo` returns only the prompt), `stream_options`,
+  `metadata` (stored in the request log), `user`, and vLLM's sampling extensions that OpenAI clients send
+  through `extra_body`: `top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens` (`seed` and
+  `logit_bias` are OpenAI fields).
+- **Accepted and deliberately without effect** (clients send them by default, and there is nothing to do
+  with them here): `store` (every request is logged anyway), `service_tier`, `prompt_cache_key` (vLLM
+  caches prefixes by itself), `safety_identifier`, `modalities: ["text"]`,
+  `stream_options.include_obfuscation`, a message's `refusal` (assistant history), `best_of: 1` and an
+  empty `suffix` (completions).
+- **Refused with a 400 naming them**: everything else (e.g. `functions`/`function_call`, `audio`,
+  `prediction`, `reasoning_effort`, image parts, `best_of > 1`, a non-empty `suffix`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 MAX_N = 8
 MAX_STOP = 4
 MAX_PROMPTS = 16
+MAX_LOGPROBS = 20
+"""vLLM's default `max_logprobs`: alternatives per token (chat `top_logprobs`, completions `logprobs`)."""
+MAX_TOOLS = 128
+
+NULLABLE = frozenset(
+    {
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "n",
+        "stream",
+        "stream_options",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "metadata",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "store",
+        "service_tier",
+        "echo",
+        "suffix",
+        "best_of",
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+        "ignore_eos",
+        "min_tokens",
+        "prompt_cache_key",
+        "safety_identifier",
+        "modalities",
+    }
+)
+"""Fields whose `null` means "not set" (OpenAI's nullable fields and the extensions)."""
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+def _integral(value: Any) -> Any:
+    """A JSON number with an integral value (`2.0`) is an integer, as JSON Schema says; strings are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
+
+Int = Annotated[int, BeforeValidator(_integral)]
+"""An integer field: strict (no strings, no booleans, no fractions), but `2.0` is 2."""
+PromptText = Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": r"\S"})]
+"""A prompt string (the validator refuses blank ones with a clear message; the schema says so too)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+# ---------------------------------------------------------------------------------------- formats
+class TextFormat(_Strict):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Strict):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    strict: bool | None = None
+
+
+class JsonSchemaFormat(_Strict):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------------------------------- tools
+class FunctionDefinition(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class FunctionCall(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    arguments: str
+
+
+class ToolCall(_Strict):
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    type: Literal["function"]
+    function: FunctionCall
+
+
+def _params_or_empty_object(params: dict[str, Any] | None) -> dict[str, Any]:
+    return params if params else {"type": "object", "properties": {}}
+
+
+def tools_json_schema(tools: list[Tool], parallel: bool | None) -> dict[str, Any]:
+    """The JSON schema of `tool_choice: "required"` output: `[{"name", "parameters"}, ...]`.
+
+    The same schema vLLM's server builds (`vllm.tool_parsers.utils.get_json_schema_from_tools`), so the
+    output parses the same way; `parallel_tool_calls: false` allows a single call."""
+    schema: dict[str, Any] = {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "object",
+            "anyOf": [
+                {
+                    "properties": {
+                        "name": {"type": "string", "enum": [t.function.name]},
+                        "parameters": _params_or_empty_object(
+                            {k: v for k, v in (t.function.parameters or {}).items() if k != "$defs"}
+                        ),
+                    },
+                    "required": ["name", "parameters"],
+                }
+                for t in tools
+            ],
+        },
+    }
+    if parallel is False:
+        schema["maxItems"] = 1
+    defs: dict[str, Any] = {}
+    for t in tools:
+        defs.update((t.function.parameters or {}).get("$defs", {}))
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+# ---------------------------------------------------------------------------------------- requests
+class StreamOptions(_Strict):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None  # accepted, no effect (nothing is obfuscated)
+
+
+class _Request(_Strict):
     model: Annotated[str, Field(min_length=1, max_length=256)]
-    max_tokens: Annotated[int | None, Field(default=None)] = None
+    max_tokens: Annotated[Int | None, Field(default=None, ge=0)] = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
+    n: Annotated[Int, Field(ge=1, le=MAX_N)] = 1
     stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stream_options: StreamOptions | None = None
+    stop: Annotated[str, Field(min_length=1)] | list[Annotated[str, Field(min_length=1)]] | None = None
+    seed: Annotated[Int | None, Field(ge=-(2**63), le=2**64 - 1)] = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    logit_bias: (
+        dict[Annotated[str, Field(pattern=r"^[0-9]{1,9}$")], Annotated[float, Field(ge=-100.0, le=100.0)]]
+        | None
+    ) = None
     user: Annotated[str | None, Field(max_length=256)] = None
     metadata: dict[str, str] | None = None
+    response_format: ResponseFormat | None = None
+    # vLLM sampling extensions (OpenAI clients send them through `extra_body`)
+    top_k: Annotated[Int, Field(ge=-1)] = 0
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    ignore_eos: bool = False
+    min_tokens: Annotated[Int, Field(ge=0)] = 0
+    # accepted, deliberately without effect (see the module docstring)
+    store: bool | None = None
+    service_tier: Annotated[str | None, Field(max_length=32)] = None
+    prompt_cache_key: Annotated[str | None, Field(max_length=256)] = None
+    safety_identifier: Annotated[str | None, Field(max_length=256)] = None
+    modalities: list[Literal["text"]] | None = None
 
-    @field_validator("max_tokens")
+    @model_validator(mode="before")
     @classmethod
-    def _positive_max_tokens(cls, v: int | None) -> int | None:
-        if v is not None and v <= 0:
-            raise ValueError("max_tokens must be a positive integer")
-        return v
+    def _nulls_are_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v is None and k in NULLABLE)}
+        return data
 
     @field_validator("stop")
     @classmethod
@@ -52,16 +245,21 @@ class _Request(BaseModel):
                 raise ValueError("stop sequences must be non-empty strings")
         return v
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None:
+            for key in v:
+                if not key.isdigit() or len(key) > 9:
+                    raise ValueError(
+                        f"logit_bias keys must be token ids (non-negative integers), got {key!r}"
+                    )
+        return v
+
     @model_validator(mode="after")
-    def _unsupported(self) -> _Request:
-        extra = self.model_extra or {}
-        for key in ("tools", "functions", "tool_choice", "function_call"):
-            if extra.get(key):
-                raise ValueError(f"'{key}' is not supported by this server")
-        if extra.get("logprobs") not in (None, False, 0):
-            raise ValueError("'logprobs' is not supported by this server")
-        if extra.get("best_of") not in (None, 1):
-            raise ValueError("'best_of' is not supported by this server")
+    def _ranges(self) -> _Request:
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens > 0:
+            raise ValueError("min_tokens must not exceed max_tokens")
         return self
 
     def stop_tuple(self) -> tuple[str, ...]:
@@ -70,36 +268,132 @@ class _Request(BaseModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.get("include_usage"))
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def logit_bias_ids(self) -> dict[int, float] | None:
+        return {int(k): v for k, v in self.logit_bias.items()} if self.logit_bias else None
+
+    def json_format(self) -> tuple[dict[str, Any] | None, bool]:
+        """(JSON schema, any JSON object) asked for by `response_format` (None, False for text)."""
+        rf = self.response_format
+        if isinstance(rf, JsonSchemaFormat):
+            return _params_or_empty_object(rf.json_schema.schema_), False
+        if isinstance(rf, JsonObjectFormat):
+            return None, True
+        return None, False
+
+    def format_log(self) -> str | None:
+        """`response_format` as stored in the request log (None for text)."""
+        rf = self.response_format
+        if rf is None or isinstance(rf, TextFormat):
+            return None
+        return json.dumps(rf.model_dump(by_alias=True, exclude_none=True), ensure_ascii=False)
 
 
-class TextPart(BaseModel):
+class TextPart(_Strict):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+class _Message(_Strict):
+    name: Annotated[str | None, Field(max_length=256)] = None
 
     def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(p.text for p in self.content)
+        content = getattr(self, "content", None)
+        if content is None:
+            return ""
+        if isinstance(content, str):
+            return content
+        return "".join(p.text for p in content)
+
+    def engine_message(self) -> dict[str, Any]:
+        """The message as chat templates read it (tool-call arguments as objects, as vLLM passes them)."""
+        role = getattr(self, "role", "user")
+        out: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": self.text()}
+        if self.name:
+            out["name"] = self.name
+        tool_calls: list[ToolCall] | None = getattr(self, "tool_calls", None)
+        if tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": _arguments(c.function.arguments)},
+                }
+                for c in tool_calls
+            ]
+        tool_call_id: str | None = getattr(self, "tool_call_id", None)
+        if tool_call_id:
+            out["tool_call_id"] = tool_call_id
+        return out
+
+
+class SystemMessage(_Message):
+    role: Literal["system", "developer"]
+    content: str | list[TextPart]
+
+
+class UserMessage(_Message):
+    role: Literal["user"]
+    content: str | list[TextPart]
+
+
+class AssistantMessage(_Message):
+    role: Literal["assistant"]
+    content: str | list[TextPart] | None = None
+    tool_calls: Annotated[list[ToolCall] | None, Field(min_length=1)] = None
+    refusal: str | None = None  # history: accepted, not sent to the model
+
+    @model_validator(mode="after")
+    def _something(self) -> AssistantMessage:
+        if self.content is None and not self.tool_calls:
+            raise ValueError("an 'assistant' message needs 'content' or 'tool_calls'")
+        return self
+
+
+class ToolMessage(_Message):
+    role: Literal["tool"]
+    content: str | list[TextPart]
+    tool_call_id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+ChatMessage = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+]
+"""One chat message, by `role` (as OpenAI's schema): system/developer, user, assistant, tool."""
+MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class ChatCompletionRequest(_Request):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: int | None = None
+    max_completion_tokens: Annotated[Int | None, Field(ge=1)] = None
+    logprobs: bool = False
+    top_logprobs: Annotated[Int | None, Field(ge=0, le=MAX_LOGPROBS)] = None
+    tools: Annotated[list[Tool] | None, Field(min_length=1, max_length=MAX_TOOLS)] = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
-    @field_validator("max_completion_tokens")
+    @field_validator("max_tokens")
     @classmethod
-    def _positive_mct(cls, v: int | None) -> int | None:
+    def _positive_max_tokens(cls, v: int | None) -> int | None:
         if v is not None and v <= 0:
-            raise ValueError("max_completion_tokens must be a positive integer")
+            raise ValueError("max_tokens must be a positive integer")
+        return v
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, v: list[Tool] | None) -> list[Tool] | None:
+        if v is not None:
+            names = [t.function.name for t in v]
+            if len(set(names)) != len(names):
+                raise ValueError("tool function names must be unique")
         return v
 
     @model_validator(mode="after")
@@ -108,49 +402,141 @@ class ChatCompletionRequest(_Request):
             raise ValueError("messages must contain at least one non-empty user or system message")
         return self
 
+    @model_validator(mode="after")
+    def _logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise field_error("top_logprobs", "'top_logprobs' needs 'logprobs': true")
+        return self
+
+    @model_validator(mode="after")
+    def _tools(self) -> ChatCompletionRequest:
+        choice = self.tool_choice
+        if choice is not None and choice != "none" and not self.tools:
+            raise field_error("tool_choice", "'tool_choice' needs 'tools'")
+        if (
+            isinstance(choice, NamedToolChoice)
+            and self.tools
+            and choice.function.name not in {t.function.name for t in self.tools}
+        ):
+            raise field_error(
+                "tool_choice",
+                f"tool_choice names function '{choice.function.name}', which is not in 'tools'",
+            )
+        if (
+            self.forced_tools()
+            and self.response_format is not None
+            and not isinstance(self.response_format, TextFormat)
+        ):
+            raise field_error(
+                "response_format",
+                "'response_format' cannot be combined with a required or named 'tool_choice'",
+            )
+        return self
+
+    def effective_tool_choice(self) -> Literal["none", "auto", "required"] | NamedToolChoice:
+        if not self.tools:
+            return "none"
+        return self.tool_choice if self.tool_choice is not None else "auto"
+
+    def forced_tools(self) -> bool:
+        """`tool_choice` is "required" or a named function: the answer must be tool calls."""
+        choice = self.effective_tool_choice()
+        return choice == "required" or isinstance(choice, NamedToolChoice)
+
+    def tool_schema(self) -> dict[str, Any] | None:
+        """The JSON schema that constrains a forced tool choice's output (None otherwise)."""
+        choice = self.effective_tool_choice()
+        assert self.tools is not None or choice == "none"
+        if isinstance(choice, NamedToolChoice):
+            tool = next(t for t in self.tools or [] if t.function.name == choice.function.name)
+            return _params_or_empty_object(tool.function.parameters)
+        if choice == "required":
+            return tools_json_schema(self.tools or [], self.parallel_tool_calls)
+        return None
+
+    def tools_log(self) -> str | None:
+        """`tools` + `tool_choice` as stored in the request log (None without tools)."""
+        if not self.tools:
+            return None
+        choice = self.effective_tool_choice()
+        return json.dumps(
+            {
+                "tool_choice": choice if isinstance(choice, str) else choice.model_dump(),
+                "tools": [t.model_dump(exclude_none=True) for t in self.tools],
+            },
+            ensure_ascii=False,
+        )
+
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def engine_messages(self) -> tuple[dict[str, str], ...]:
-        out = []
-        for m in self.messages:
-            role = "system" if m.role == "developer" else m.role
-            out.append({"role": role, "content": m.text()})
-        return tuple(out)
+    def engine_messages(self) -> tuple[dict[str, Any], ...]:
+        return tuple(m.engine_message() for m in self.messages)
+
+
+TokenIds = Annotated[list[Annotated[Int, Field(ge=0)]], Field(min_length=1)]
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str]
+    prompt: PromptText | list[PromptText] | TokenIds | list[TokenIds]
     echo: bool = False
-    suffix: str | None = None
+    logprobs: Annotated[Int | None, Field(ge=0, le=MAX_LOGPROBS)] = None
+    suffix: Annotated[str | None, Field(json_schema_extra={"maxLength": 0})] = None
+    best_of: Annotated[Int | None, Field(ge=1, le=1)] = None
 
     @field_validator("prompt")
     @classmethod
-    def _prompt(cls, v: str | list[str]) -> str | list[str]:
-        prompts = [v] if isinstance(v, str) else v
+    def _prompt(cls, v: str | list[str] | list[int] | list[list[int]]) -> Any:
+        prompts: list[Any] = [v] if isinstance(v, str) else list(v)
+        if prompts and isinstance(prompts[0], int):
+            prompts = [prompts]
         if not prompts:
             raise ValueError("prompt must not be empty")
         if len(prompts) > MAX_PROMPTS:
             raise ValueError(f"at most {MAX_PROMPTS} prompts per request")
-        if any(not p.strip() for p in prompts):
+        if any((not p.strip()) if isinstance(p, str) else not p for p in prompts):
             raise ValueError("prompt must not be empty")
         return v
 
     @model_validator(mode="after")
-    def _unsupported_completion(self) -> CompletionRequest:
-        if self.echo:
-            raise ValueError("'echo' is not supported by this server")
+    def _completion_fields(self) -> CompletionRequest:
         if self.suffix:
-            raise ValueError("'suffix' is not supported by this server")
+            raise field_error("suffix", "'suffix' (insertion) is not supported by this server")
+        if self.best_of is not None and self.best_of != 1:
+            raise field_error("best_of", "'best_of' other than 1 is not supported by this server")
+        if self.max_tokens == 0 and not self.echo:
+            raise field_error("max_tokens", "max_tokens must be a positive integer (0 only with 'echo')")
         return self
 
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: text, or a list of token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if p and isinstance(p[0], int):
+            return [list(p)]
+        return list(p)  # type: ignore[arg-type]
+
+    def prompt_chars(self) -> int:
+        return sum(len(p) for p in self.prompts())
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
 
+class FieldError(ValueError):
+    """A model-level check that names one field (the HTTP layer uses `param`)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def field_error(param: str, message: str) -> FieldError:
+    return FieldError(param, message)
+
+
+# ---------------------------------------------------------------------------------------- responses
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
@@ -159,14 +545,15 @@ class Usage(BaseModel):
 
 class ChatChoiceMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: ChatChoiceMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -183,7 +570,7 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class CompletionResponse(BaseModel):

@@ -96,6 +96,9 @@ class RequestRecord:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     tags: dict[str, Any] | None = None
+    response_format: str | None = None
+    tools: str | None = None
+    tool_calls: str | None = None
     created_at: datetime = field(default_factory=utcnow)
 
     def to_row(self) -> dict[str, Any]:

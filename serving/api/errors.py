@@ -39,10 +39,41 @@ def error_response(
     return Response(envelope(message, etype, param, code), status_code=status, media_type="application/json")
 
 
+_TYPE_TAGS = frozenset(
+    {"str", "int", "float", "bool", "dict", "list", "none", "constrained-str", "constrained-int"}
+)
+
+
+_FORMAT_TAGS = frozenset({"text", "json_object", "json_schema"})
+_ROLE_TAGS = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def _loc_part(part: object) -> bool:
+    """A field name or list index in a pydantic error location (not a union member's type or class tag)."""
+    text = str(part)
+    return not (
+        "[" in text or "(" in text or text in _TYPE_TAGS or text.startswith("function-") or text[:1].isupper()
+    )
+
+
+def _param(err: Any) -> str:
+    """The request field an error is about, as the client wrote it (union and tag names left out)."""
+    parts = [p for p in err.get("loc", ()) if _loc_part(p)]
+    if len(parts) > 1 and parts[0] == "response_format" and parts[1] in _FORMAT_TAGS:
+        del parts[1]  # the tagged union's member (`response_format.json_schema.json_schema.name`)
+    if len(parts) > 2 and parts[0] == "messages" and isinstance(parts[1], int) and parts[2] in _ROLE_TAGS:
+        del parts[2]
+    if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append(str((err.get("ctx") or {}).get("discriminator", "")).strip("'") or "type")
+    return ".".join(str(p) for p in parts)
+
+
 def validation_error(exc: ValidationError) -> BadRequestError:
-    """The first pydantic error as a 400 naming the field (`param`)."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith("function-after"))
+    """The first pydantic error as a 400 naming the field (`param`); an unknown field is named too."""
+    errors = exc.errors()
+    # an unknown field anywhere is the clearest thing to report (other errors may be its consequences)
+    err = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
+    loc = _param(err)
     msg = err.get("msg", "invalid value")
     if err.get("type") == "json_invalid":
         return BadRequestError(f"The request body is not valid JSON: {msg}", code="invalid_json")
@@ -50,6 +81,17 @@ def validation_error(exc: ValidationError) -> BadRequestError:
         return BadRequestError(
             f"Missing required parameter: '{loc}'.", param=loc or None, code="missing_required_parameter"
         )
+    if err.get("type") == "extra_forbidden":
+        return BadRequestError(
+            f"Unrecognized request argument supplied: '{loc}'. This server does not support it.",
+            param=loc or None,
+            code="unknown_parameter",
+        )
+    cause = (err.get("ctx") or {}).get("error")
+    param = getattr(cause, "param", None)
+    if isinstance(param, str):  # a model-level check that names its field
+        prefix = f"{loc}." if loc else ""
+        return BadRequestError(str(cause), param=prefix + param, code="invalid_value")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     where = f"'{loc}': " if loc else ""

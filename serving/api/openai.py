@@ -77,7 +77,7 @@ def check_request_size(state: State, req: ChatCompletionRequest | CompletionRequ
             )
         chars, param = sum(len(m.text()) for m in req.messages), "messages"
     else:
-        chars, param = sum(len(p) for p in req.prompts()), "prompt"
+        chars, param = req.prompt_chars(), "prompt"
     if chars > max_chars:
         raise BadRequestError(
             f"The prompt is too long: {chars} characters (this server accepts at most {max_chars}).",

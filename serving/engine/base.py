@@ -8,9 +8,9 @@ is a deterministic stand-in for unit tests only.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 class EngineError(Exception):
@@ -28,6 +28,15 @@ class PromptTooLongError(ValueError):
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.max_model_len = max_model_len
+
+
+class InvalidParameterError(ValueError):
+    """The engine refused one request parameter (e.g. a JSON schema its grammar backend cannot compile);
+    `param` names it as the client sent it (`response_format`, `tools`, `logit_bias`, ...)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +58,63 @@ class SamplingSettings:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    top_k: int = 0
+    """0 (or -1): off."""
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: Mapping[int, float] | None = None
+    """token id -> bias added to its logit (-100..100)."""
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    logprobs: int | None = None
+    """Per generated token: its log-probability and this many most likely alternatives (None: none)."""
+    prompt_logprobs: int | None = None
+    """Per prompt token: its log-probability and this many alternatives (None: none)."""
+    structured: StructuredOutput | None = None
+    """Constrain the output to JSON (any object, or one JSON schema)."""
+    skip_special_tokens: bool = True
+    """False keeps special tokens in the text (tool-call markers some tool parsers need, as vLLM does)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredOutput:
+    """An output constraint: exactly one of `json_schema` (a JSON schema) or `json_object` (any object).
+
+    `param` names the request field it came from (`response_format`, `tools`, `tool_choice`), so an engine
+    that cannot compile it can say which field to fix."""
+
+    json_schema: dict[str, Any] | None = None
+    json_object: bool = False
+    param: str = "response_format"
+
+    def __post_init__(self) -> None:
+        if (self.json_schema is None) == (not self.json_object):
+            raise ValueError("StructuredOutput needs exactly one of json_schema or json_object=True")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One token's log-probability (None for a prompt's first token) and its most likely alternatives."""
+
+    token: str
+    token_id: int
+    logprob: float | None
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """One generation: exactly one of `prompt` (text) or `messages` (chat) is set."""
+    """One generation: exactly one of `prompt` (text), `prompt_token_ids` or `messages` (chat) is set.
+
+    `tools` (OpenAI function tool definitions) are passed to the chat template when it renders them."""
 
     request_id: str
     sampling: SamplingSettings
     prompt: str | None = None
-    messages: tuple[dict[str, str], ...] | None = None
+    messages: tuple[dict[str, Any], ...] | None = None
     lora: LoRASpec | None = None
+    prompt_token_ids: tuple[int, ...] | None = None
+    tools: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(slots=True)
@@ -72,6 +127,12 @@ class GenerationChunk:
     completion_tokens: int  # cumulative for this choice
     finish_reason: Literal["stop", "length"] | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] | None = None
+    """Log-probabilities of this chunk's tokens (when `SamplingSettings.logprobs` is set)."""
+    prompt_logprobs: list[TokenLogprob] | None = None
+    """Every prompt token with its log-probability, on the first chunk of each choice (when requested)."""
+    prompt_text: str | None = None
+    """The prompt as text (decoded when it was given as token ids), on the first chunk of each choice."""
 
 
 @runtime_checkable
@@ -95,6 +156,16 @@ class Engine(Protocol):
     async def list_loras(self) -> list[str]: ...
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int: ...
+
+    def supports_tools(self) -> bool:
+        """Whether `tool_choice: auto` works: the chat template renders tools and a parser reads calls."""
+        ...
+
+    def parse_tool_calls(
+        self, text: str, tools: tuple[dict[str, Any], ...]
+    ) -> tuple[str | None, list[dict[str, str]]]:
+        """Split a finished answer into (content, [{"name", "arguments"}]) with the model's tool parser."""
+        ...
 
     async def check_health(self) -> None: ...
 

@@ -1,9 +1,13 @@
 """The real inference engine: vLLM's in-process async engine (v1 `AsyncLLM`) behind the `Engine` protocol.
 
 Owns: building vLLM engine arguments from a small typed config (device-aware defaults: fp32 + eager mode
-on CPU, bf16 on CUDA), rendering chat messages with the model's chat template, the context-length check,
-mapping `SamplingSettings` to vLLM `SamplingParams` (delta streaming), streaming `GenerationChunk`s,
-aborting a request whose consumer stops reading, and run-time LoRA adapter load/unload.
+on CPU, bf16 on CUDA), rendering chat messages (and tools) with the model's chat template, the
+context-length check, mapping `SamplingSettings` to vLLM `SamplingParams` (delta streaming; vLLM's
+sampling extensions; structured outputs through vLLM's `StructuredOutputsParams`, backend "auto" =
+xgrammar with llguidance fallback; generated and prompt log-probabilities), streaming `GenerationChunk`s,
+aborting a request whose consumer stops reading, run-time LoRA adapter load/unload, and reading tool calls
+out of an answer with vLLM's own tool parsers (`tool_call_parser`; picked from the chat template when not
+set).
 
 vLLM is imported lazily (in `start()`), so importing this module is cheap and works without vLLM.
 """
@@ -11,10 +15,12 @@ vLLM is imported lazily (in `start()`), so importing this module is cheap and wo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -23,9 +29,11 @@ from serving.engine.base import (
     EngineError,
     GenerationChunk,
     GenerationRequest,
+    InvalidParameterError,
     LoRASpec,
     PromptTooLongError,
     SamplingSettings,
+    TokenLogprob,
 )
 from serving.engine.cpu_slots import CpuSlot, claim_cpu_slot, slot_folder
 from serving.engine.devices import DeviceKind, apply_cpu_env_defaults, detect_device
@@ -79,6 +87,9 @@ class VLLMEngineConfig:
     `VLLM_CPU_OMP_THREADS_BIND` is set."""
     cpu_slot_key: str = ""
     """Names the service whose replicas share the slots (engines of one service on one machine)."""
+    tool_call_parser: str | None = None
+    """vLLM tool parser for `tool_choice: auto` (as `vllm serve --tool-call-parser`, e.g. "hermes");
+    None: "hermes" when the chat template renders tools and emits `<tool_call>`, else `auto` is refused."""
     engine_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Extra `AsyncEngineArgs` fields; they override everything above."""
 
@@ -115,6 +126,7 @@ class VLLMEngine:
         self._loras: dict[int, LoRASpec] = {}
         self._processes: set[int] = set()
         self.cpu_slot: CpuSlot | None = None
+        self._tool_parser: str | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def engine_args(self) -> AsyncEngineArgs:
@@ -179,6 +191,7 @@ class VLLMEngine:
             raise EngineError(f"vLLM failed to start for model {self.config.model!r}: {exc}") from exc
         self._processes = _child_pids() - before
         self._tokenizer = self._engine.get_tokenizer()
+        self._tool_parser = self._pick_tool_parser()
         self.start_seconds = time.perf_counter() - started
         logger.info(
             "vLLM engine for %s started on %s in %.1f s", self.model_id, self.device, self.start_seconds
@@ -222,22 +235,90 @@ class VLLMEngine:
         """Prompt text and its token ids: chat messages through the chat template, or the text as is."""
         self._require_engine()
         tokenizer = self._tokenizer
-        if (request.prompt is None) == (request.messages is None):
-            raise ValueError("A generation request needs exactly one of `prompt` or `messages`.")
+        given = [
+            request.prompt is not None,
+            request.messages is not None,
+            request.prompt_token_ids is not None,
+        ]
+        if sum(given) != 1:
+            raise ValueError(
+                "A generation request needs exactly one of `prompt`, `prompt_token_ids` or `messages`."
+            )
         if request.messages is not None:
             if not request.messages:
                 raise ValueError("`messages` must not be empty.")
+            extra: dict[str, Any] = {}
+            if request.tools and self.template_renders_tools():
+                extra["tools"] = [dict(tool) for tool in request.tools]
+            messages = [dict(message) for message in request.messages]
+            if "tool_calls" not in self._chat_template():  # the template would drop them: keep them as text
+                for message in messages:
+                    if message.get("tool_calls"):
+                        calls = [c.get("function", c) for c in message.pop("tool_calls")]
+                        text_calls = json.dumps(calls, ensure_ascii=False)
+                        message["content"] = f"{message.get('content') or ''}{text_calls}"
             try:
                 text = tokenizer.apply_chat_template(
-                    [dict(message) for message in request.messages],
+                    messages,
                     add_generation_prompt=True,
                     tokenize=False,
+                    **extra,
                 )
             except Exception as exc:  # jinja errors from the template (bad roles, missing keys)
                 raise ValueError(f"The chat template could not render these messages: {exc}") from exc
             return str(text), list(tokenizer.encode(text, add_special_tokens=False))
+        if request.prompt_token_ids is not None:
+            ids = list(request.prompt_token_ids)
+            vocab = len(tokenizer)
+            bad = [i for i in ids if not 0 <= i < vocab]
+            if bad:
+                raise InvalidParameterError(
+                    f"Token id {bad[0]} is out of this model's vocabulary (0..{vocab - 1}).", "prompt"
+                )
+            return str(tokenizer.decode(ids)), ids
         assert request.prompt is not None
         return request.prompt, list(tokenizer.encode(request.prompt, add_special_tokens=True))
+
+    # ---------------------------------------------------------------- tools
+    def _chat_template(self) -> str:
+        template = getattr(self._tokenizer, "chat_template", None)
+        return template if isinstance(template, str) else ""
+
+    def template_renders_tools(self) -> bool:
+        """Whether the model's chat template has a place for tool definitions."""
+        return "tools" in self._chat_template()
+
+    def _pick_tool_parser(self) -> str | None:
+        if self.config.tool_call_parser:
+            return self.config.tool_call_parser
+        template = self._chat_template()
+        if "tools" in template and "<tool_call>" in template:
+            return "hermes"
+        return None
+
+    def supports_tools(self) -> bool:
+        """`tool_choice: auto` works: the template renders tools and a vLLM tool parser reads the calls."""
+        return self._tool_parser is not None and self.template_renders_tools()
+
+    def parse_tool_calls(
+        self, text: str, tools: tuple[dict[str, Any], ...]
+    ) -> tuple[str | None, list[dict[str, str]]]:
+        """(content, [{"name", "arguments"}]) of a finished answer, read by the model's vLLM tool parser."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.tool_parsers import ToolParserManager
+
+        if self._tool_parser is None:
+            return text, []
+        parser_cls = ToolParserManager.get_tool_parser(self._tool_parser)
+        request = ChatCompletionRequest.model_validate(
+            {"model": self.model_id, "messages": [{"role": "user", "content": ""}], "tools": list(tools)}
+        )
+        parser = parser_cls(self._tokenizer, list(request.tools or []))
+        info = parser.extract_tool_calls(text, request)
+        if not info.tools_called:
+            return text, []
+        calls = [{"name": c.function.name, "arguments": c.function.arguments} for c in info.tool_calls]
+        return info.content, calls
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """Prompt length in tokens, exactly as `generate` would submit it."""
@@ -249,27 +330,67 @@ class VLLMEngine:
 
     @staticmethod
     def _sampling_params(settings: SamplingSettings) -> SamplingParams:
-        from vllm.exceptions import VLLMClientError
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.exceptions import VLLMClientError, VLLMValidationError
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
         if settings.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {settings.max_tokens}.")
-        if settings.n > 1 and settings.temperature == 0:
-            raise ValueError("n > 1 needs temperature > 0: greedy decoding would return n identical choices.")
+        structured = None
+        if settings.structured is not None:
+            so = settings.structured
+            structured = (
+                StructuredOutputsParams(json=so.json_schema)
+                if so.json_schema is not None
+                else StructuredOutputsParams(json_object=True)
+            )
         try:
             return SamplingParams(
                 n=settings.n,
                 max_tokens=settings.max_tokens,
                 temperature=settings.temperature,
                 top_p=settings.top_p,
+                top_k=settings.top_k,
+                min_p=settings.min_p,
+                repetition_penalty=settings.repetition_penalty,
                 stop=list(settings.stop) or None,
                 seed=settings.seed,
                 presence_penalty=settings.presence_penalty,
                 frequency_penalty=settings.frequency_penalty,
+                logit_bias=dict(settings.logit_bias) if settings.logit_bias else None,
+                ignore_eos=settings.ignore_eos,
+                min_tokens=settings.min_tokens,
+                logprobs=settings.logprobs,
+                prompt_logprobs=settings.prompt_logprobs,
+                structured_outputs=structured,
+                skip_special_tokens=settings.skip_special_tokens,
                 output_kind=RequestOutputKind.DELTA,
             )
+        except VLLMValidationError as exc:
+            raise InvalidParameterError(f"Invalid sampling settings: {exc}", exc.parameter) from exc
         except (VLLMClientError, ValueError) as exc:
             raise ValueError(f"Invalid sampling settings: {exc}") from exc
+
+    def _token_text(self, token_id: int, decoded: str | None) -> str:
+        return decoded if decoded is not None else str(self._tokenizer.decode([token_id]))
+
+    def _logprobs(self, token_ids: Sequence[int], positions: Sequence[Any] | None) -> list[TokenLogprob]:
+        """vLLM's per-position {token_id: Logprob} (None for a prompt's first token) as TokenLogprobs."""
+        out: list[TokenLogprob] = []
+        if positions is None:
+            return out
+        for token_id, position in zip(token_ids, positions, strict=False):
+            if position is None:
+                out.append(TokenLogprob(self._token_text(token_id, None), token_id, None))
+                continue
+            chosen = position.get(token_id)
+            ranked = sorted(position.items(), key=lambda item: (item[1].rank or 0, -item[1].logprob))
+            top = tuple(
+                (self._token_text(tid, lp.decoded_token), max(lp.logprob, -9999.0)) for tid, lp in ranked
+            )
+            logprob = max(chosen.logprob, -9999.0) if chosen is not None else None
+            token = self._token_text(token_id, chosen.decoded_token if chosen is not None else None)
+            out.append(TokenLogprob(token, token_id, logprob, top))
+        return out
 
     # ---------------------------------------------------------------- generation
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
@@ -278,20 +399,34 @@ class VLLMEngine:
         Raises (before anything is submitted) PromptTooLongError, ValueError for a bad request, and
         EngineError when the engine fails. Closing the iterator early aborts the vLLM request.
         """
-        from vllm.exceptions import VLLMClientError
+        from vllm.exceptions import VLLMClientError, VLLMValidationError
         from vllm.inputs.engine import tokens_input
 
         engine = self._require_engine()
         prompt_text, token_ids = self._render(request)
         prompt_tokens = len(token_ids)
         self._check_fits(prompt_tokens, request.sampling.max_tokens)
-        params = self._sampling_params(request.sampling)
+        settings = request.sampling
+        # vLLM refuses n > 1 with greedy decoding; OpenAI answers n identical choices: decode once, copy.
+        copies = settings.n if settings.n > 1 and settings.temperature == 0 else 1
+        params = self._sampling_params(dataclasses.replace(settings, n=1) if copies > 1 else settings)
+        if settings.logit_bias:
+            vocab = len(self._tokenizer)
+            bad = [t for t in settings.logit_bias if not 0 <= t < vocab]
+            if bad:
+                raise InvalidParameterError(
+                    f"logit_bias names token id {bad[0]}, outside this model's vocabulary (0..{vocab - 1}).",
+                    "logit_bias",
+                )
         lora_request = None
         if request.lora is not None:
             lora_request = self._lora_request(request.lora)
             self._loras.setdefault(request.lora.lora_int_id, request.lora)
 
-        completion_tokens = [0] * request.sampling.n
+        vllm_n = settings.n // copies
+        completion_tokens = [0] * vllm_n
+        first = [True] * vllm_n
+        prompt_logprobs: list[TokenLogprob] | None = None
         done = 0
         stream = engine.generate(
             tokens_input(token_ids, prompt=prompt_text),
@@ -301,6 +436,12 @@ class VLLMEngine:
         )
         try:
             async for output in stream:
+                if (
+                    prompt_logprobs is None
+                    and settings.prompt_logprobs is not None
+                    and output.prompt_logprobs
+                ):
+                    prompt_logprobs = self._logprobs(token_ids, output.prompt_logprobs)
                 for completion in output.outputs:
                     reason = completion.finish_reason
                     if reason == "abort":  # aborted through abort(): end quietly
@@ -315,19 +456,34 @@ class VLLMEngine:
                         completion_tokens=completion_tokens[completion.index],
                         finish_reason=reason,  # type: ignore[arg-type]
                     )
+                    if settings.logprobs is not None:
+                        chunk.logprobs = self._logprobs(completion.token_ids, completion.logprobs)
+                    if first[completion.index]:
+                        first[completion.index] = False
+                        chunk.prompt_text = prompt_text
+                        chunk.prompt_logprobs = prompt_logprobs
                     if completion.stop_reason is not None:
                         chunk.extra["stop_reason"] = completion.stop_reason
                     if reason is not None:
                         done += 1
                     yield chunk
+                    for index in range(1, copies):
+                        yield dataclasses.replace(chunk, index=index)
         except (EngineError, ValueError):
             raise
+        except VLLMValidationError as exc:
+            param = exc.parameter
+            if settings.structured is not None and (param is None or "structured" in param):
+                param = settings.structured.param
+            raise InvalidParameterError(str(exc), param) from exc
         except VLLMClientError as exc:
+            if settings.structured is not None:
+                raise InvalidParameterError(str(exc), settings.structured.param) from exc
             raise ValueError(str(exc)) from exc
         except Exception as exc:
             raise EngineError(f"Generation {request.request_id} failed: {exc!r}") from exc
         finally:
-            if done < request.sampling.n:
+            if done < vllm_n:
                 # The consumer stopped early (disconnect) or something failed: closing vLLM's generator
                 # aborts the request inside the engine.
                 await stream.aclose()
@@ -387,6 +543,20 @@ class VLLMEngine:
         if self._engine is None:
             raise EngineError("The vLLM engine is not started (call `await engine.start()`).")
         return self._engine
+
+
+def required_tool_call_deltas(previous: str, current: str) -> list[dict[str, Any]]:
+    """OpenAI `delta.tool_calls` entries for the text a `tool_choice: "required"` answer grew by (from
+    `previous` to `current`, the `[{"name", "parameters"}, ...]` array): vLLM's own streaming of it, so each
+    call is announced (id, name) as soon as its name is complete and its arguments stream as generated."""
+    from vllm.tool_parsers.streaming import extract_required_tool_call_streaming
+
+    delta, _ = extract_required_tool_call_streaming(
+        previous_text=previous, current_text=current, tool_call_idx=None, tool_call_id_type="random"
+    )
+    if delta is None:
+        return []
+    return [call.model_dump(exclude_none=True) for call in delta.tool_calls]
 
 
 def _child_pids() -> set[int]:

@@ -158,3 +158,111 @@ def test_no_server_error_for_any_client_input(fuzz_server: LiveServer) -> None:
     reached = {k for k, entry in report.items() if any(200 <= s < 300 for s in entry["statuses"])}
     for key in ("POST /v1/chat/completions [positive]", "POST /v1/completions [positive]"):
         assert key in reached  # valid generated requests get through validation to the engine
+
+
+# ------------------------------------------------------------------ issue 15: the new request fields
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_SCHEMAS = st.one_of(
+    st.just({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}),
+    st.just({"type": "array", "items": {"type": "integer"}}),
+    st.just({"type": "objekt"}),
+    st.dictionaries(
+        st.sampled_from(["type", "properties", "items", "enum", "anyOf", "$ref", "required"]), _JSON
+    ),
+    _JSON,
+)
+_TOOL = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["function", "function", "retrieval"]),
+        "function": st.fixed_dictionaries(
+            {"name": st.sampled_from(["get_weather", "f", "", "bad name"]), "parameters": _SCHEMAS}
+        ),
+    }
+)
+_NEW_FIELDS = {
+    "response_format": st.one_of(
+        st.just({"type": "json_object"}),
+        st.just({"type": "text"}),
+        st.fixed_dictionaries(
+            {
+                "type": st.just("json_schema"),
+                "json_schema": st.fixed_dictionaries(
+                    {
+                        "name": st.sampled_from(["x", "Person", ""]),
+                        "schema": _SCHEMAS,
+                        "strict": st.booleans(),
+                    }
+                ),
+            }
+        ),
+        _JSON,
+    ),
+    "tools": st.lists(_TOOL, max_size=3) | _JSON,
+    "tool_choice": st.sampled_from(["none", "auto", "required", "bogus"])
+    | st.just({"type": "function", "function": {"name": "get_weather"}})
+    | _JSON,
+    "parallel_tool_calls": st.booleans() | _JSON,
+    "logprobs": st.booleans() | st.integers(-2, 30) | _JSON,
+    "top_logprobs": st.integers(-2, 30) | _JSON,
+    "logit_bias": st.dictionaries(st.sampled_from(["0", "5", "99999999", "-1", "x"]), st.floats(-200, 200))
+    | _JSON,
+    "top_k": st.integers(-3, 10**6) | _JSON,
+    "min_p": st.floats(-1, 2) | _JSON,
+    "repetition_penalty": st.floats(-1, 3) | _JSON,
+    "ignore_eos": st.booleans() | _JSON,
+    "min_tokens": st.integers(-1, 10**4) | _JSON,
+    "seed": st.integers(-(2**70), 2**70) | _JSON,
+    "n": st.integers(0, 10),
+    "temperature": st.sampled_from([0, 0.0, 0.7, 3]),
+    "stream": st.booleans() | st.sampled_from(["yes", 1]),
+    "max_tokens": st.integers(-1, 40),
+    "echo": st.booleans() | _JSON,
+    "prompt": st.text(min_size=1, max_size=12)
+    | st.lists(st.integers(-5, 10**10), min_size=0, max_size=6)
+    | st.lists(st.lists(st.integers(0, 50000), max_size=4), max_size=3),
+}
+
+
+def test_new_fields_never_a_server_error(fuzz_server: LiveServer) -> None:
+    """Bodies mixing the fields issue 15 added (valid and not) on both endpoints: 4xx or 2xx, never 5xx."""
+    seen: dict[str, Any] = {"statuses": {}, "server_errors": []}
+
+    @given(
+        path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]),
+        model=st.sampled_from([BASE, "support@champion"]),
+        fields=st.dictionaries(st.sampled_from(sorted(_NEW_FIELDS)), st.none(), max_size=6).flatmap(
+            lambda keys: st.fixed_dictionaries({k: _NEW_FIELDS[k] for k in keys})
+        ),
+    )
+    @settings(
+        max_examples=MAX_EXAMPLES * 8,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+    )
+    def run(path: str, model: str, fields: dict[str, Any]) -> None:
+        body: dict[str, Any] = {"model": model, **fields}
+        if path.endswith("chat/completions"):
+            body.pop("prompt", None)
+            body["messages"] = [{"role": "user", "content": "what is the weather? use a tool"}]
+        else:
+            body.setdefault("prompt", "hello")
+        headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+        r = httpx.post(f"{fuzz_server.url}{path}", json=body, headers=headers, timeout=30)
+        seen["statuses"][r.status_code] = seen["statuses"].get(r.status_code, 0) + 1
+        if r.status_code >= 500:
+            seen["server_errors"].append(f"{r.status_code} {json.dumps(body)[:400]} -> {r.text[:300]}")
+        elif r.status_code >= 400:
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+        elif body.get("stream") is True:
+            assert '"type":"server_error"' not in r.text, (body, r.text[-300:])
+
+    run()
+    assert seen["server_errors"] == [], "\n".join(seen["server_errors"][:20])
+    assert seen["statuses"].get(200, 0) > 0 and any(400 <= s < 500 for s in seen["statuses"])

@@ -1,6 +1,9 @@
 """The real service end to end: `tuneloop serve` (Ray Serve + vLLM CPU) driven with the official
 `openai` client; real peft adapters registered → routed → hot-swapped → rolled back; an experiment
-split; bad input of every kind gets a 4xx and the service keeps serving."""
+split; bad input of every kind gets a 4xx and the service keeps serving; (issue 15) structured outputs
+(`beta.chat.completions.parse`, json_object streamed, completions json_schema; base and adapter), tools
+(required/named, streamed deltas, history), log-probabilities, echo, strict types, and the request log's
+new columns."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel, Field
 
 from serving.testing import make_peft_adapter
 
@@ -295,3 +299,186 @@ def test_experiment_split_is_sticky(
             == served[user]
         )
     assert admin.post("/admin/experiments/support-ab/stop").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------- issue 15
+class Person(BaseModel):
+    name: str = Field(max_length=24)
+    age: int
+
+
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 24}, "celsius": {"type": "boolean"}},
+            "required": ["city", "celsius"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def _logged(tuneloop_service: Any, request_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """The request-log row of `request_id` (the writer flushes off the hot path: wait for it)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with sqlite3.connect(tuneloop_service.home / "tuneloop.db") as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        if row is not None:
+            return dict(row)
+        time.sleep(0.3)
+    raise AssertionError(f"request {request_id} was not logged")
+
+
+def test_structured_outputs_with_the_openai_client(
+    client: openai.OpenAI, tuneloop_service: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    svc = tuneloop_service
+    incoming = svc.home / "registry" / "incoming"
+    # a mild adapter (as trained ones are): a random one with large weights loops on whitespace
+    src = make_peft_adapter(
+        svc.base_model_path, tmp_path_factory.mktemp("structured") / "s", seed=11, lora_b_std=0.02
+    )
+    admin = httpx.Client(base_url=svc.url, headers=svc.admin_headers(), timeout=300)
+    r = admin.post(
+        "/admin/adapters",
+        json={"path": str(shutil.copytree(src, incoming / "s")), "name": "structured", "alias": "champion"},
+    )
+    assert r.status_code == 201, r.text
+    version = r.json()["adapter"]["version"]
+    _wait_served_by(client, "structured", f"structured@{version[:12]}")
+    messages = [{"role": "user", "content": "Invent a person with a name and an age."}]
+    for model in (svc.base_id, "structured"):
+        parsed = client.beta.chat.completions.parse(
+            model=model,
+            messages=messages,
+            response_format=Person,
+            max_tokens=60,
+            temperature=0,  # type: ignore[arg-type]
+        )
+        person = parsed.choices[0].message.parsed
+        assert isinstance(person, Person), parsed.choices[0].message.content
+        # streamed, json_object
+        stream = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Reply with a JSON object describing Paris."}],
+            response_format={"type": "json_object"},
+            max_tokens=80,
+            temperature=0,
+            stream=True,
+        )
+        text = "".join(e.choices[0].delta.content or "" for e in stream if e.choices)
+        assert text.lstrip().startswith("{")
+    # completions + json_schema
+    comp = client.completions.create(
+        model=svc.base_id,
+        prompt="A person as JSON:",
+        max_tokens=60,
+        temperature=0,
+        extra_body={
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "Person", "schema": Person.model_json_schema(), "strict": True},
+            }
+        },
+    )
+    Person.model_validate_json(comp.choices[0].text)
+    row = _logged(svc, parsed.id)
+    assert json.loads(row["response_format"])["type"] == "json_schema"
+    # a schema the backend cannot compile: a 400 naming response_format (not a 500)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=svc.base_id,
+            messages=messages,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "objekt"}},
+            },
+        )
+    assert info.value.body["param"] == "response_format"  # type: ignore[index]
+
+
+def test_tools_logprobs_echo_and_strictness(client: openai.OpenAI, tuneloop_service: Any) -> None:
+    svc = tuneloop_service
+    messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice in ("required", named):
+        resp = client.chat.completions.create(
+            model=svc.base_id,
+            messages=messages,
+            tools=[WEATHER_TOOL],
+            tool_choice=choice,
+            max_tokens=60,
+            temperature=0,  # type: ignore[arg-type, list-item]
+        )
+        call = resp.choices[0].message.tool_calls[0]  # type: ignore[index]
+        assert call.function.name == "get_weather"
+        assert set(json.loads(call.function.arguments)) == {"city", "celsius"}
+    row = _logged(svc, resp.id)
+    assert json.loads(row["tool_calls"])[0]["name"] == "get_weather" and row["tools"]
+    # streamed deltas, assembled as clients do
+    stream = client.chat.completions.create(
+        model=svc.base_id,
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+        max_tokens=60,
+        temperature=0,
+        stream=True,  # type: ignore[list-item]
+    )
+    args, names = "", []
+    for event in stream:
+        for tc in (event.choices[0].delta.tool_calls or []) if event.choices else []:
+            names += [tc.function.name] if tc.function and tc.function.name else []
+            args += tc.function.arguments or "" if tc.function else ""
+    assert names == ["get_weather"] and set(json.loads(args)) == {"city", "celsius"}
+    # history with the call and its result; auto is refused for a model without tool support
+    history = [
+        *messages,
+        resp.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"},
+    ]
+    follow = client.chat.completions.create(model=svc.base_id, messages=history, max_tokens=10, temperature=0)
+    assert follow.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=svc.base_id, messages=messages, tools=[WEATHER_TOOL])  # type: ignore[list-item]
+    assert info.value.body["param"] == "tool_choice"  # type: ignore[index]
+    # log-probabilities
+    lp = client.chat.completions.create(
+        model=svc.base_id, messages=messages, max_tokens=5, temperature=0, logprobs=True, top_logprobs=2
+    )
+    content = lp.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content and "".join(t.token for t in content) == lp.choices[0].message.content
+    assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
+    echo = client.completions.create(
+        model=svc.base_id, prompt="The capital of France is", max_tokens=0, echo=True, logprobs=1
+    )
+    assert echo.choices[0].text == "The capital of France is"
+    assert echo.choices[0].logprobs.token_logprobs[0] is None  # type: ignore[union-attr]
+    assert all(x < 0 for x in echo.choices[0].logprobs.token_logprobs[1:])  # type: ignore[union-attr, operator]
+    # n > 1 at temperature 0 and strict types / unknown fields
+    two = client.chat.completions.create(
+        model=svc.base_id, messages=messages, n=2, max_tokens=6, temperature=0
+    )
+    assert two.choices[0].message.content == two.choices[1].message.content
+    for extra, param in (({"stream": "yes"}, "stream"), ({"frobnicate": 1}, "frobnicate")):
+        r = httpx.post(
+            f"{svc.v1}/chat/completions",
+            json={"model": svc.base_id, "messages": messages, **extra},
+            timeout=60,
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == param
+    sampled = client.chat.completions.create(
+        model=svc.base_id,
+        messages=messages,
+        max_tokens=8,
+        extra_body={"top_k": 1, "min_p": 0.1, "repetition_penalty": 1.1, "ignore_eos": True, "min_tokens": 8},
+    )
+    assert sampled.usage is not None and sampled.usage.completion_tokens == 8

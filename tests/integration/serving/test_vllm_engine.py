@@ -1,6 +1,9 @@
 """VLLMEngine against real vLLM on the default model: chat and completion generation, streaming deltas,
-n>1, context-length errors, early close (abort), LoRA load/generate/unload (compared with peft), and a
-corrupt adapter that must fail cleanly while the engine keeps serving. One engine for the module."""
+n>1 (sampled, and greedy = identical copies), context-length errors, early close (abort), LoRA
+load/generate/unload (compared with peft), a corrupt adapter that must fail cleanly while the engine keeps
+serving; and (issue 15) vLLM's sampling extensions, structured outputs (JSON schema / any object, base and
+adapter, a schema the backend cannot compile), generated and prompt log-probabilities (compared with
+transformers) and token-id prompts. One engine for the module."""
 
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ from serving.engine.base import (
     EngineError,
     GenerationChunk,
     GenerationRequest,
+    InvalidParameterError,
     LoRASpec,
     PromptTooLongError,
     SamplingSettings,
+    StructuredOutput,
 )
 from serving.engine.vllm_engine import VLLMEngine, VLLMEngineConfig
 
@@ -149,8 +154,11 @@ async def test_n2_streams_two_indexed_choices(engine: VLLMEngine) -> None:
         mine = [chunk for chunk in chunks if chunk.index == index]
         assert mine[-1].finish_reason in ("stop", "length")
         assert mine[-1].completion_tokens <= 8 and _text(chunks, index)
-    with pytest.raises(ValueError, match="temperature"):
-        await _collect(engine, _request(prompt="hi", n=2, temperature=0.0))
+    # issue 15: greedy n > 1 is allowed (OpenAI answers n identical choices); it used to raise ValueError
+    greedy = await _collect(engine, _request(prompt=PROBE, n=3, temperature=0.0, max_tokens=PROBE_TOKENS))
+    assert {chunk.index for chunk in greedy} == {0, 1, 2}
+    assert _text(greedy, 0) == _text(greedy, 1) == _text(greedy, 2)
+    assert [c.completion_tokens for c in greedy if c.index == 2 and c.finish_reason] == [PROBE_TOKENS]
 
 
 async def test_prompt_too_long(engine: VLLMEngine) -> None:
@@ -234,3 +242,152 @@ async def test_config_validation_and_cpu_engine_args(
     assert (args.enable_lora, args.max_loras, args.max_lora_rank) == (True, 4, 16)
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
     assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
+
+
+# ---------------------------------------------------------------------------------------- issue 15
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+async def test_sampling_extensions(engine: VLLMEngine) -> None:
+    tokenizer = engine._tokenizer
+    forced = tokenizer.encode(" banana", add_special_tokens=False)[0]
+    biased = await _collect(engine, _request(prompt=PROBE, max_tokens=4, logit_bias={forced: 100.0}))
+    assert _text(biased) == tokenizer.decode([forced]) * 4
+    long = await _collect(
+        engine, _request(prompt="Say hi.", max_tokens=12, ignore_eos=True, min_tokens=12, temperature=0.0)
+    )
+    assert long[-1].completion_tokens == 12 and long[-1].finish_reason == "length"
+    top1 = await _collect(
+        engine, _request(prompt=PROBE, max_tokens=PROBE_TOKENS, temperature=1.0, top_k=1, seed=5)
+    )
+    greedy = await _collect(engine, _request(prompt=PROBE, max_tokens=PROBE_TOKENS))
+    assert _text(top1) == _text(greedy)
+    rep = await _collect(
+        engine, _request(prompt=PROBE, max_tokens=PROBE_TOKENS, repetition_penalty=2.0, min_p=0.05)
+    )
+    assert rep[-1].completion_tokens == PROBE_TOKENS
+    with pytest.raises(InvalidParameterError) as info:
+        await _collect(engine, _request(prompt=PROBE, logit_bias={10**8: 1.0}))
+    assert info.value.param == "logit_bias"
+
+
+async def test_structured_outputs_on_base_and_adapter(
+    engine: VLLMEngine, references: tuple[str, Adapter]
+) -> None:
+    import json
+
+    _, adapter = references
+    messages = ({"role": "user", "content": "Invent a person. Answer in JSON with name and age."},)
+    await engine.load_lora(adapter.spec)
+    try:
+        for lora in (None, adapter.spec):
+            schema_req = dataclasses.replace(
+                _request(messages=messages, max_tokens=60, structured=StructuredOutput(json_schema=PERSON)),
+                lora=lora,
+            )
+            value = json.loads(_text(await _collect(engine, schema_req)))
+            assert set(value) == {"name", "age"} and isinstance(value["age"], int)
+            assert isinstance(value["name"], str)
+            obj_req = dataclasses.replace(
+                _request(
+                    prompt="A JSON object:",
+                    max_tokens=60,
+                    ignore_eos=False,
+                    structured=StructuredOutput(json_object=True),
+                ),
+                lora=lora,
+            )
+            chunks = await _collect(engine, obj_req)
+            if chunks[-1].finish_reason == "stop":
+                assert isinstance(json.loads(_text(chunks)), dict)
+            else:
+                assert _text(chunks).lstrip().startswith("{")
+    finally:
+        await engine.unload_lora(adapter.spec)
+    bad = StructuredOutput(json_schema={"type": "objekt"}, param="tools")
+    with pytest.raises(InvalidParameterError) as info:
+        await _collect(engine, _request(prompt=PROBE, structured=bad))
+    assert info.value.param == "tools"
+    await engine.check_health()
+    assert engine.num_unfinished_requests() == 0
+
+
+@pytest.fixture(scope="module")
+def hf_prompt_logprobs(default_model_path: Path) -> list[float]:
+    """transformers' log-probability of each PROBE token after the ones before it (first one excluded)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path)
+    model = AutoModelForCausalLM.from_pretrained(default_model_path, dtype=torch.float32)
+    ids = tokenizer(PROBE, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits[0]
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return [float(logprobs[i - 1, ids[0, i]]) for i in range(1, ids.shape[1])]
+
+
+async def test_logprobs_and_prompt_logprobs(engine: VLLMEngine, hf_prompt_logprobs: list[float]) -> None:
+    chunks = await _collect(engine, _request(prompt=PROBE, max_tokens=6, logprobs=3, prompt_logprobs=1))
+    generated = [t for c in chunks for t in c.logprobs or []]
+    assert len(generated) == 6 and "".join(t.token for t in generated) == _text(chunks)
+    for t in generated:  # greedy: the chosen token is the most likely one
+        assert t.logprob is not None and t.logprob <= 0.0
+        assert len(t.top) >= 3 and t.top[0][1] == pytest.approx(t.logprob, abs=1e-4)
+    prompt = chunks[0].prompt_logprobs
+    assert prompt is not None and chunks[0].prompt_text == PROBE
+    assert prompt[0].logprob is None and len(prompt) == len(hf_prompt_logprobs) + 1
+    ours = [t.logprob for t in prompt[1:]]
+    assert ours == pytest.approx(hf_prompt_logprobs, abs=2e-2)
+    assert "".join(t.token for t in prompt) == PROBE
+
+
+async def test_token_id_prompts(engine: VLLMEngine) -> None:
+    ids = tuple(engine._tokenizer.encode(PROBE, add_special_tokens=True))
+    request = GenerationRequest(
+        "ids-1", SamplingSettings(max_tokens=PROBE_TOKENS, temperature=0.0), prompt_token_ids=ids
+    )
+    by_ids = await _collect(engine, request)
+    assert _text(by_ids) == _text(await _collect(engine, _request(prompt=PROBE, max_tokens=PROBE_TOKENS)))
+    assert by_ids[0].prompt_text == PROBE and by_ids[0].prompt_tokens == len(ids)
+    with pytest.raises(InvalidParameterError):
+        await _collect(engine, dataclasses.replace(request, request_id="ids-2", prompt_token_ids=(10**7,)))
+    assert not engine.supports_tools()  # SmolLM2's chat template has no tools
+
+
+async def test_tool_history_renders_without_a_tools_template(engine: VLLMEngine) -> None:
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+    }
+    messages = (
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
+    )
+    text, ids = engine._render(_request(messages=messages))
+    assert '"get_weather"' in text and "sunny" in text  # SmolLM2's template would drop the call: kept as text
+    chunks = await _collect(engine, _request(messages=messages, max_tokens=8))
+    assert chunks[0].prompt_tokens == len(ids) and _text(chunks)
+
+
+def test_auto_tool_calls_are_read_by_vllms_tool_parser(default_model_path: Path) -> None:
+    """`parse_tool_calls` drives vLLM's own parser (hermes here; no engine needed, only the tokenizer)."""
+    from transformers import AutoTokenizer
+
+    engine = VLLMEngine(VLLMEngineConfig(model=str(default_model_path), tool_call_parser="hermes"))
+    engine._tokenizer = AutoTokenizer.from_pretrained(default_model_path)
+    engine._tool_parser = engine._pick_tool_parser()
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    text = 'Let me check.<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+    content, calls = engine.parse_tool_calls(text, (tool,))
+    assert content == "Let me check."
+    assert calls == [{"name": "get_weather", "arguments": '{"city": "Paris"}'}]
+    assert engine.parse_tool_calls("no call here", (tool,)) == ("no call here", [])
+    assert not engine.supports_tools()  # the parser alone is not enough: SmolLM2's template has no tools

@@ -41,8 +41,11 @@ SHARED_COLUMNS = {
         "completion_tokens",
         "finish_reason",
         "tags",
+        "response_format",
+        "tools",
+        "tool_calls",
     },
-    "feedback": {"id", "request_id", "created_at", "rating", "thumbs", "correction", "source"},
+    "feedback": {"id", "request_id", "created_at", "rating", "thumbs", "correction", "source", "tags"},
     "scores": {"id", "request_id", "scorer", "score", "details", "created_at"},
     "adapter_versions": {
         "name",
