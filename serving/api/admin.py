@@ -114,9 +114,10 @@ def confine(path: str, roots: list[Path]) -> Path:
 
 
 @get("/admin/adapters")
-async def list_adapters(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+async def list_adapters(request: Request[Any, Any, Any], state: State, all: bool = False) -> dict[str, Any]:
+    """Active versions; `?all=true` also retired and rejected ones (with `rejected_reason`)."""
     _auth(request)
-    versions = await asyncio.to_thread(_registry(state).list)
+    versions = await asyncio.to_thread(_registry(state).list, include_retired=all)
     return {"object": "list", "data": [v.to_dict() for v in versions]}
 
 

@@ -176,4 +176,9 @@ def test_an_adapter_the_engine_refuses_is_rejected(app: App, monkeypatch: pytest
     assert "size mismatch" in message
     (version,) = app.registry.list("broken", include_retired=True)
     assert version.status == "rejected" and version.aliases == ()
+    listed = app.client.get("/admin/adapters", headers={"authorization": f"Bearer {TOKEN}"}).json()["data"]
+    assert listed == []
+    listed = app.client.get("/admin/adapters?all=true", headers={"authorization": f"Bearer {TOKEN}"}).json()
+    (row,) = listed["data"]
+    assert row["status"] == "rejected" and "size mismatch" in row["rejected_reason"]
     assert app.chat("broken").status_code == 404
