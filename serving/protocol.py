@@ -607,11 +607,23 @@ class FeedbackRequest(BaseModel):
     thumbs: Literal[-1, 1] | None = None
     correction: Annotated[str | None, Field(max_length=32_000)] = None
     source: Annotated[str | None, Field(max_length=64)] = None
+    tags: dict[Annotated[str, Field(min_length=1, max_length=64)], str | int | float | bool] | None = None
+    """Labels known only after the answer (the slice, a reference...): they win over the request's metadata
+    for the loop's slicing, datasets and scorers."""
+
+    @field_validator("tags")
+    @classmethod
+    def _few_tags(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(value) > 32:
+            raise ValueError("at most 32 tags")
+        if value is not None and any(isinstance(v, str) and len(v) > 1024 for v in value.values()):
+            raise ValueError("a tag value is at most 1024 characters")
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackRequest:
-        if self.rating is None and self.thumbs is None and not self.correction:
-            raise ValueError("feedback needs at least one of rating, thumbs or correction")
+        if self.rating is None and self.thumbs is None and not self.correction and not self.tags:
+            raise ValueError("feedback needs at least one of rating, thumbs, correction or tags")
         return self
 
 

@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import math
+import re
 import threading
 import time
 import weakref
@@ -72,6 +73,10 @@ def _close_at_exit(ref: weakref.ref[RequestLogWriter]) -> None:
         writer.close(timeout=10.0)
 
 
+_RESPONSE_ID = re.compile(r"^(chatcmpl|cmpl)-[0-9a-f]{32}$")
+"""The shape of the response ids this service issues (`serving.protocol.new_id`)."""
+
+
 @dataclass(slots=True)
 class RequestRecord:
     """One row of `requests` (see COMMON schema); `created_at` defaults to now (UTC)."""
@@ -107,21 +112,23 @@ class RequestRecord:
 
 @dataclass(slots=True)
 class FeedbackRecord:
-    """One row of `feedback`: at least one of rating (0..1), thumbs (+1/-1) or correction."""
+    """One row of `feedback`: at least one of rating (0..1), thumbs (+1/-1), a correction or tags (labels
+    known only after the answer, e.g. the slice)."""
 
     request_id: str
     rating: float | None = None
     thumbs: int | None = None
     correction: str | None = None
     source: str | None = None
+    tags: dict[str, Any] | None = None
     created_at: datetime = field(default_factory=utcnow)
 
     def check(self) -> None:
         """Raise `InvalidRequestError` naming the bad field."""
         if not self.request_id or len(self.request_id) > 64:
             raise InvalidRequestError("feedback needs a request_id of 1-64 characters", param="request_id")
-        if self.rating is None and self.thumbs is None and not self.correction:
-            raise InvalidRequestError("feedback needs a rating, thumbs or a correction")
+        if self.rating is None and self.thumbs is None and not self.correction and not self.tags:
+            raise InvalidRequestError("feedback needs a rating, thumbs, a correction or tags")
         if self.rating is not None and (
             isinstance(self.rating, bool) or not math.isfinite(self.rating) or not 0.0 <= self.rating <= 1.0
         ):
@@ -437,17 +444,28 @@ class RequestLogWriter:
         with self._lock:
             return any(r.id == request_id for r in self._buffer) or self._inflight > 0
 
+    def _await_request(self, request_id: str, wait_s: float) -> bool:
+        """Wait up to `wait_s` for the record of a response id this service may have just returned: pending
+        in this writer (flushed now), or in another replica's writer (it reaches the database within that
+        replica's flush interval). Ids of another shape are not waited for."""
+        if self._is_pending(request_id):
+            return self.flush(wait_s) and self._request_exists(request_id)
+        if not _RESPONSE_ID.match(request_id):
+            return False
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            if self._request_exists(request_id):
+                return True
+        return False
+
     def log_feedback(self, record: FeedbackRecord, *, wait_s: float = 5.0) -> int:
         """Insert feedback synchronously and return its id.
 
         Raises `InvalidRequestError` (bad fields) or `RequestNotFoundError` (no such request logged, also
         after waiting up to `wait_s` for a pending request record to be written)."""
         record.check()
-        if not self._request_exists(record.request_id) and not (
-            self._is_pending(record.request_id)
-            and self.flush(wait_s)
-            and self._request_exists(record.request_id)
-        ):
+        if not self._request_exists(record.request_id) and not self._await_request(record.request_id, wait_s):
             raise RequestNotFoundError(f"no logged request with id {record.request_id!r}", param="request_id")
         with self._db.session() as session:
             row = FeedbackRow(
@@ -457,6 +475,7 @@ class RequestLogWriter:
                 thumbs=record.thumbs,
                 correction=record.correction,
                 source=record.source,
+                tags=record.tags,
             )
             session.add(row)
             session.flush()

@@ -43,10 +43,16 @@ class _Feedback:
         thumbs: int | None,
         correction: str | None,
         source: str | None,
+        tags: dict[str, Any] | None = None,
     ) -> None:
         self.writer.log_feedback(
             FeedbackRecord(
-                request_id=request_id, rating=rating, thumbs=thumbs, correction=correction, source=source
+                request_id=request_id,
+                rating=rating,
+                thumbs=thumbs,
+                correction=correction,
+                source=source,
+                tags=tags,
             )
         )
 

@@ -37,6 +37,7 @@ class FeedbackSink(Protocol):
         thumbs: int | None,
         correction: str | None,
         source: str | None,
+        tags: dict[str, Any] | None = None,
     ) -> None: ...
 
 
@@ -175,6 +176,7 @@ async def feedback(request: Request[Any, Any, Any]) -> dict[str, Any]:
         thumbs=fb.thumbs,
         correction=fb.correction,
         source=fb.source,
+        tags=fb.tags,
     )
     return {"object": "feedback", "id": fb.id, "status": "recorded"}
 
