@@ -283,8 +283,10 @@ def report(
         "",
         f"Zipf / single throughput: **{fmt(throughput_ratio, 2)}**; registering {args.adapters} adapters "
         f"took {fmt(result['register_s'])} s. Cold-load quantiles are estimated from the server's histogram "
-        "(linear within a bucket); a cold load includes fetching, the engine's load and, on a version's "
-        "first load on the replica, the smoke generation.",
+        "(linear within a bucket); a cold load is fetching + hash check + the engine's load (on-demand loads "
+        "skip the smoke generation by default). Machine load average (1/5/15 min) at the start: "
+        f"{load.get('loadavg_1_5_15') if isinstance(load, dict) else load}; the cells ran back to back, so "
+        "other work on the machine shifts their ratio.",
     ]
     return payload, "\n".join(md)
 
