@@ -33,6 +33,14 @@ def _overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def spec_overrides(pairs: list[str] | None, service_url: str | None) -> dict[str, Any]:
+    """The spec keys the command line sets: `--set` pairs, then `--service-url` (which wins)."""
+    overrides = _overrides(pairs)
+    if service_url is not None:
+        overrides["service_url"] = service_url
+    return overrides
+
+
 def _fail(exc: Exception) -> None:
     err.print(f"[red]error:[/red] {exc}")
     raise typer.Exit(2) from exc
@@ -118,7 +126,7 @@ def register(app: typer.Typer) -> None:
         from tuneloop.loop_factory import ControllerFactory
         from tuneloop.settings import SettingsError
 
-        factory = ControllerFactory(spec, config, {**_overrides(set_), "service_url": service_url})
+        factory = ControllerFactory(spec, config, spec_overrides(set_, service_url))
         try:
             _, _, loaded = factory.load()
         except (SpecError, SettingsError) as exc:

@@ -8,7 +8,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from tuneloop.commands.loop import register
+from tuneloop.commands.loop import register, spec_overrides
 
 
 def app() -> typer.Typer:
@@ -61,3 +61,12 @@ def test_loop_without_a_spec_says_what_to_give() -> None:
 def test_status_needs_exactly_one_of_spec_or_adapter() -> None:
     result = CliRunner().invoke(app(), ["status"], terminal_width=200)
     assert result.exit_code == 2 and "give --spec FILE or --adapter NAME" in result.output
+
+
+def test_overrides_from_the_command_line() -> None:
+    assert spec_overrides(["service_url=http://127.0.0.1:9", "canary.weight=0.2"], None) == {
+        "service_url": "http://127.0.0.1:9",
+        "canary.weight": 0.2,
+    }
+    assert spec_overrides(["service_url=http://a"], "http://b") == {"service_url": "http://b"}
+    assert spec_overrides(None, None) == {}
