@@ -311,8 +311,13 @@ class ServingCore:
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         return await asyncio.shield(future)
 
-    def _unavailable(self, ref: VersionRef, reason: str) -> AdapterUnavailableError:
-        if ref.key in self._adapters.rejected:
+    def _unavailable(
+        self, ref: VersionRef, reason: str, *, rejected: bool | None = None
+    ) -> AdapterUnavailableError:
+        """The client's error for `ref`; `rejected` None: as recorded on this replica."""
+        if rejected is None:
+            rejected = ref.key in self._adapters.rejected
+        if rejected:
             return AdapterUnavailableError(
                 f"Adapter version {ref.short} was rejected: {reason}",
                 param="model",
@@ -336,13 +341,13 @@ class ServingCore:
                     ref = await asyncio.to_thread(self.source.fetch, ref)
                 except Exception as exc:  # noqa: BLE001 - the artifact is unavailable: refuse here only
                     await self._refuse(ref, f"artifact check failed: {exc}", reject=False)
-                    raise self._unavailable(ref, ads.failed[key]) from exc
+                    raise self._unavailable(ref, f"artifact check failed: {exc}", rejected=False) from exc
             await self._make_room(key, strict=on_demand)
             smoke = key not in ads.smoked and (self.config.smoke_on_demand or not on_demand)
             error, reject = await self._load_and_smoke(ref, smoke=smoke)
             if error is not None:
                 await self._refuse(ref, error, reject=reject)
-                raise self._unavailable(ref, error)
+                raise self._unavailable(ref, error, rejected=reject)  # a reconcile may have run meanwhile
             if smoke:
                 ads.smoked.add(key)
             ads.loaded[key] = ref
