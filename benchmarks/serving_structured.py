@@ -11,7 +11,8 @@ its own cell (the same bodies sent to both servers; tokens counted from the serv
 1, 8 and 32 (`--quick`: 1 and 4, a few requests). Servers one after the other, each warmed up with both
 kinds first (the grammar backend compiles and caches each schema once):
 * baseline: `python -m vllm.entrypoints.openai.api_server` with LoRA enabled (max_loras 4, rank 16), as
-  tuneloop's engine always runs;
+  tuneloop's engine always runs, and `--enable-auto-tool-choice --tool-call-parser hermes` (vLLM refuses
+  `tool_choice: "required"` without a tool parser, though it then uses its JSON path, not the parser's);
 * tuneloop: `tuneloop serve` with the default model and settings.
 A response is `ok` only when it is a 200 stream ending with `[DONE]` whose JSON (or tool-call arguments)
 parses: a server that returned free text would fail here rather than look fast.
@@ -321,6 +322,15 @@ def build_report(
     return payload, "\n".join(md)
 
 
+def _bare_vllm(model_path: Path, wd: Path, model: str) -> ServerProcess:
+    """vLLM's server as in serving_overhead, plus a tool parser: its `tool_choice: "required"` (the JSON
+    path, which ignores the parser's own format) is refused without one (and the parser is only enabled
+    with auto tool choice)."""
+    server = bare_vllm_server(model_path, wd, served_name=model)
+    server.cmd += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.serving_structured", description=__doc__.split("\n")[0]
@@ -340,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     max_tokens = args.max_tokens or (32 if args.quick else 64)
     env = environment()
     makers: dict[str, Callable[[Path], ServerProcess]] = {
-        "bare-vllm": lambda wd: bare_vllm_server(model_path, wd, served_name=model),
+        "bare-vllm": lambda wd: _bare_vllm(model_path, wd, model),
         "tuneloop": lambda wd: tuneloop_server(model_path, wd)[0],
     }
     runs = {key: run_server(make, model, cells, max_tokens) for key, make in makers.items()}
