@@ -22,7 +22,7 @@ if [ "$#" -gt 0 ]; then
 fi
 # Lint and types first (about 1.5 min): ruff and mypy clean is part of green.
 .venv/bin/ruff check . && .venv/bin/ruff format --check . \
-  && .venv/bin/mypy serving training monitoring evals tuneloop benchmarks
+  && .venv/bin/mypy common serving training monitoring evals tuneloop benchmarks
 lint=$?
 run_pytest -m "not multireplica"
 first=$?

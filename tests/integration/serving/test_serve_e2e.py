@@ -232,8 +232,8 @@ def test_adapter_register_route_swap_rollback(
     v2_ref = done.stdout.strip().splitlines()[-1]
     short2 = "support@" + v2_ref.split("@")[1][:12]
     _wait_served_by(client, "support", short2)
-    with pytest.raises(openai.NotFoundError):  # v1 is no longer deployed
-        chat(client, f"support@{v1['version'][:8]}")
+    # issue 16: a version without an alias is still served, loaded on demand by its version prefix
+    assert chat(client, f"support@{v1['version'][:8]}").headers["x-tuneloop-served-by"] == short1
     r = admin.post("/admin/adapters/support/rollback", json={"alias": "champion"})
     assert r.status_code == 200, r.text
     _wait_served_by(client, "support", short1)
