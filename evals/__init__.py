@@ -1,7 +1,8 @@
 """tuneloop evals: suites, metrics, the runner, the promotion gate, A/B statistics and reports.
 
 Talks to models only over an OpenAI-compatible HTTP endpoint and reads the shared request log with
-SQLAlchemy; never imports serving, training, monitoring or tuneloop. What the monitoring loop calls:
+SQLAlchemy; never imports serving, training, monitoring or tuneloop. What the monitoring loop calls (`gate` is
+imported from `evals.gate`: a package attribute of that name would be shadowed by the submodule):
 
     run = run_suite("support_target", "challenger", "http://127.0.0.1:8000/v1", out_dir=folder)
     decision = gate([champ_target, champ_regression], [chall_target, chall_regression])   # GateDecision
@@ -42,7 +43,6 @@ _EXPORTS = {
     "build_metric": "evals.metrics",
     "builtin_suite_names": "evals.suite",
     "eval_report": "evals.report",
-    "gate": "evals.gate",
     "get_metric_class": "evals.metrics",
     "list_experiments": "evals.ab",
     "load_experiment": "evals.ab",
@@ -93,7 +93,6 @@ __all__ = [
     "build_metric",
     "builtin_suite_names",
     "eval_report",
-    "gate",
     "get_metric_class",
     "list_experiments",
     "load_experiment",

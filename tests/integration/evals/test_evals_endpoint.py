@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from evals import eval_report, gate, run_baselines, run_suite, write_report
-from evals.gate import GatePolicy
+from evals import eval_report, run_baselines, run_suite, write_report
+from evals.gate import GatePolicy, gate
 from evals.runner import RunOptions
 from evals.suite import load_suite
 
