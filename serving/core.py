@@ -223,12 +223,19 @@ class ServingCore:
             return False
         async with self._reconcile_lock:
             generation = await asyncio.to_thread(self.source.generation)
-            if not force and generation == self.snapshot.generation:
+            if not force and generation == self.snapshot.generation and not self._pinned_missing():
                 return False
             state = await asyncio.to_thread(self.source.routing_state)
             await self.apply(state)
             await self._heartbeat()
             return True
+
+    def _pinned_missing(self) -> set[str]:
+        """Desired versions that are neither resident, loading nor refused here: the engine evicted them
+        (its own LRU) or a restart lost them. The poll loop reloads them without waiting for a new
+        registry generation."""
+        ads = self._adapters
+        return ads.pinned - set(ads.loaded) - set(ads.loading) - set(ads.failed)
 
     async def apply(self, state: RoutingState) -> None:
         """Load and pin what is desired (smoke-testing new versions), switch routing (every active

@@ -74,8 +74,9 @@ def loaded_on(rep: dict[str, Any]) -> set[str]:
     return {str(x).split("@")[-1] for x in rep.get("loaded", [])}
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    """Poll `predicate` until it returns something truthy (HTTP errors count as not yet)."""
+def wait_for(predicate: Any, timeout_s: float, what: str, state: Any = None) -> Any:
+    """Poll `predicate` until it returns something truthy (HTTP errors count as not yet); on timeout the
+    error shows `state()` (e.g. what each replica reports) when given."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:
@@ -86,6 +87,11 @@ def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
         except httpx.HTTPError as exc:
             last = repr(exc)
         time.sleep(0.5)
+    if state is not None:
+        try:
+            last = state()
+        except httpx.HTTPError as exc:
+            last = repr(exc)
     raise AssertionError(f"{what} not within {timeout_s:.0f} s (last: {last})")
 
 
@@ -154,16 +160,12 @@ class Load:
                     time.sleep(0.2)
 
 
-@pytest.mark.xfail(
-    reason="known regression, not diagnosed before the stop: since on-demand versions with bounded residency "
-    "(issue 16) this two-replica check failed once locally (see the stop's closing note)",
-    strict=False,
-)
 def test_adapter_reconciles_on_both_replicas(service: Service, adapter_version: str) -> None:
     both = wait_for(
         lambda: reps if len(reps := with_adapter(service, adapter_version)) >= 2 else None,
-        120,
+        240,
         "both replicas report the adapter loaded",
+        state=lambda: replicas(service),
     )
     assert len({r["replica_id"] for r in both}) == 2
     served = set()
@@ -178,11 +180,6 @@ def test_adapter_reconciles_on_both_replicas(service: Service, adapter_version: 
     assert served == {f"support@{adapter_version[:12]}"}
 
 
-@pytest.mark.xfail(
-    reason="known regression, not diagnosed before the stop: since on-demand versions with bounded residency "
-    "(issue 16) this two-replica check failed once locally (see the stop's closing note)",
-    strict=False,
-)
 def test_replica_killed_under_load_is_restarted_and_reloads(service: Service, adapter_version: str) -> None:
     before = {r["replica_id"] for r in replicas(service)}
     victims = replica_processes(service)
@@ -201,6 +198,7 @@ def test_replica_killed_under_load_is_restarted_and_reloads(service: Service, ad
             lambda: [r for r in with_adapter(service, adapter_version) if r["replica_id"] not in before],
             600,
             "a restarted replica reporting the adapter loaded",
+            state=lambda: replicas(service),
         )
         recovered_at = time.monotonic()
         # load continues on both replicas until requests sent after the recovery have completed

@@ -476,6 +476,19 @@ def test_engine_evictions_are_reflected(small: Harness) -> None:
     assert v2.short_ref in small.engine.loaded
 
 
+def test_a_pinned_version_the_engine_evicted_is_reloaded_by_the_next_poll(small: Harness) -> None:
+    v1 = small.registry.register(small.adapter(1), "support", alias="champion")
+    small.reconcile()
+    core = small.runtime.core
+    del small.engine.loaded[v1.short_ref]  # the engine dropped the champion on its own
+    small.client.blocking_portal.call(core._heartbeat)
+    assert core.loaded_keys() == []
+    # same registry generation: only the missing pinned version makes the poll reconcile
+    assert small.client.blocking_portal.call(core.reconcile) is True
+    assert core.loaded_keys() == [v1.ref] and v1.short_ref in small.engine.loaded
+    assert small.client.blocking_portal.call(core.reconcile) is False  # nothing missing: no work
+
+
 def test_a_cold_version_that_fails_to_load_is_rejected_with_a_clear_error(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
