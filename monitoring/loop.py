@@ -459,11 +459,23 @@ class LoopController:
             )
         counts = _count_feedback(self.db_url, s.adapter, tags, since, recipe.min_rating)
         if counts["corrections"] < recipe.min_corrections:
+            waited = (datetime.now(UTC) - datetime.fromisoformat(run.data["triggered_at"])).total_seconds()
+            if waited < recipe.wait_for_corrections_s:
+                message = (
+                    f"waiting for corrections of slice {slice_value!r}: {counts['corrections']} of "
+                    f"{recipe.min_corrections} (recipe.min_corrections)"
+                )
+                if run.data.get("waiting_for") != counts["corrections"]:  # one event per new count
+                    run.data["waiting_for"] = counts["corrections"]
+                    self.store.save(run)
+                    self._event(run, "waiting", message, evidence={"feedback": counts})
+                return TickResult(TRIGGERED, message, run.id)
             self._move(
                 run,
                 FAILED,
                 f"only {counts['corrections']} corrected examples in slice {slice_value!r}; "
-                f"need {recipe.min_corrections} (recipe.min_corrections)",
+                f"need {recipe.min_corrections} (recipe.min_corrections; waited "
+                f"{recipe.wait_for_corrections_s:.0f} s, recipe.wait_for_corrections_s)",
                 {"feedback": counts},
             )
             return TickResult(FAILED, "not enough data", run.id)

@@ -132,6 +132,9 @@ class RecipeSettings(ConfigModel):
     """Mixture weight of the replay rows (1.0 = all of them once)."""
     min_corrections: int = Field(10, ge=1)
     """Corrected answers of the drifted slice needed before training starts (acceptances do not count)."""
+    wait_for_corrections_s: float = Field(1800.0, ge=0)
+    """How long a triggered run waits for `min_corrections` (labels usually arrive after the answers,
+    through `POST /v1/feedback`) before it fails for lack of data; 0 fails at once."""
     include_accepted: bool = True
     """Also train on uncorrected answers users accepted (thumbs up, or rating >= `min_rating`)."""
     min_rating: float = Field(0.8, ge=0, le=1)
