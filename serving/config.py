@@ -84,6 +84,12 @@ class EngineSettings(ConfigModel):
     max_loras: Annotated[int, Field(ge=1, le=64)] = 4
     max_lora_rank: Annotated[int, Field(ge=1, le=512)] = 16
     max_cpu_loras: int | None = None
+    tool_call_parser: str | None = Field(
+        None,
+        description="vLLM tool parser that reads tool calls out of answers for `tool_choice: auto` "
+        "(e.g. hermes, llama3_json, mistral); default: hermes when the chat template uses <tool_call>, "
+        "else none (auto is then refused with a 400; required and named tool choices work for any model)",
+    )
     dtype: str = Field("auto", description="'auto' = float32 on CPU, bfloat16 on CUDA")
     kv_cache_gib: Annotated[int, Field(ge=1)] = 2
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85

@@ -103,6 +103,7 @@ def make_engine(config: ServingConfig, base_path: Path, base_id: str) -> Engine:
             max_loras=e.max_loras,
             max_lora_rank=e.max_lora_rank,
             max_cpu_loras=e.max_cpu_loras,
+            tool_call_parser=e.tool_call_parser,
             dtype=e.dtype,
             cpu_kvcache_space_gib=e.kv_cache_gib,
             gpu_memory_utilization=e.gpu_memory_utilization,

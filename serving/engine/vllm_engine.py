@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from common.settings import did_you_mean
 from serving.engine.base import (
     EngineError,
     GenerationChunk,
@@ -179,6 +180,7 @@ class VLLMEngine:
             return
         if not (Path(self.config.model) / "config.json").is_file():
             raise EngineError(f"Model folder {self.config.model!r} has no config.json.")
+        self._check_tool_parser()
         from vllm.v1.engine.async_llm import AsyncLLM
 
         before = _child_pids()
@@ -287,6 +289,20 @@ class VLLMEngine:
     def template_renders_tools(self) -> bool:
         """Whether the model's chat template has a place for tool definitions."""
         return "tools" in self._chat_template()
+
+    def _check_tool_parser(self) -> None:
+        """A configured `tool_call_parser` must be one vLLM has (checked before the model loads)."""
+        name = self.config.tool_call_parser
+        if not name:
+            return
+        from vllm.tool_parsers import ToolParserManager
+
+        known = ToolParserManager.list_registered()
+        if name not in known:
+            raise EngineError(
+                f"engine.tool_call_parser {name!r} is not a vLLM tool parser{did_you_mean(name, known)}; "
+                f"one of: {', '.join(known)}"
+            )
 
     def _pick_tool_parser(self) -> str | None:
         if self.config.tool_call_parser:
