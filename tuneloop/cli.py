@@ -82,25 +82,15 @@ def _mount_optional() -> None:
 
 
 def _register_trained_adapter(folder: Path, name: str, manifest: dict[str, Any]) -> str:
-    """`tuneloop train --register NAME`: validate + store the adapter as a new version (with its lineage)."""
+    """`tuneloop train --register NAME`: validate + store the adapter as a new version (with its lineage,
+    read from the manifest in `folder` by `register_trained`)."""
     from serving.registry.errors import RegistryError
     from tuneloop.commands.adapters import open_cli_registry
 
     registry, _ = open_cli_registry(None)
-    parent = None
-    parent_info = manifest.get("parent")
-    if isinstance(parent_info, dict) and parent_info.get("sha256"):  # the parent's weights hash = its version
-        parent = next((v.ref for v in registry.list() if v.version == parent_info["sha256"]), None)
-    dataset = manifest.get("dataset") or {}
     try:
-        version = registry.register(
-            folder,
-            name,
-            parent=parent,
-            metadata={"manifest": manifest},
-            dataset_hash=dataset.get("hash") if isinstance(dataset, dict) else None,
-            training_config=manifest.get("config"),
-            actor="train-cli",
+        version = registry.register_trained(
+            folder, name, training_config=manifest.get("config"), actor="train-cli"
         )
     except RegistryError as exc:
         raise RuntimeError(str(exc)) from exc

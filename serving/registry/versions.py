@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy import delete
 
+from common.manifest import dataset_hash, load_manifest, parent_sha256
+from common.manifest import training_config as manifest_config
 from serving.registry.aliases import AliasesMixin, check_alias, record_alias
 from serving.registry.artifacts import check_name
 from serving.registry.errors import AdapterValidationError, ConflictError, ModelNotFoundError
@@ -49,6 +51,37 @@ class VersionsMixin(AliasesMixin):
     def validate(self, folder: str | Path, *, base_fingerprint: str | None = None) -> ValidationReport:
         """Static validation only (nothing stored). Raises `AdapterValidationError`."""
         return validate_adapter(folder, self.spec, adapter_fingerprint=base_fingerprint)
+
+    def register_trained(
+        self,
+        folder: str | Path,
+        name: str,
+        *,
+        parent: str | None = None,
+        training_config: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        alias: str | None = None,
+        actor: str = "cli",
+    ) -> AdapterVersion:
+        """Register a trained adapter folder with the lineage its training manifest records (the one way a
+        training result becomes a version: `tuneloop train --register`, `adapters register`, the loop, the
+        demo). The manifest gives the dataset hash, the training config (unless `training_config` is given)
+        and the parent (unless `parent` is given: the registered version whose weights training started
+        from, when there is one); `metadata` is stored next to the manifest. A folder without a manifest
+        registers like `register`."""
+        manifest = load_manifest(folder)
+        if parent is None and (sha := parent_sha256(manifest)) is not None:
+            parent = next((v.ref for v in self.list(include_retired=True) if v.version == sha), None)
+        return self.register(
+            folder,
+            name,
+            parent=parent,
+            metadata={**({"manifest": manifest} if manifest else {}), **(metadata or {})},
+            dataset_hash=dataset_hash(manifest),
+            training_config=training_config if training_config is not None else manifest_config(manifest),
+            alias=alias,
+            actor=actor,
+        )
 
     def register(
         self,

@@ -105,9 +105,7 @@ def register_cmd(
     from serving.hotswap import swap_alias
 
     registry, settings = open_cli_registry(config)
-    manifest = folder / "tuneloop_manifest.json"
-    meta = json.loads(manifest.read_text()) if manifest.is_file() else None
-    version = registry.register(folder, name, parent=parent, metadata=meta)
+    version = registry.register_trained(folder, name, parent=parent)
     console.print(
         f"registered [bold]{version.short_ref}[/bold] (rank {version.rank}, {version.size_bytes} bytes)"
     )

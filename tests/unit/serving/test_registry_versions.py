@@ -59,6 +59,32 @@ def test_register_stores_artifacts_and_metadata(
     )
 
 
+def test_register_trained_takes_the_lineage_from_the_training_manifest(
+    registry: AdapterRegistry, new_adapter: Callable[..., Path]
+) -> None:
+    import json
+
+    from common.manifest import MANIFEST_FILE
+
+    parent = registry.register(new_adapter(1), "support")
+    folder = new_adapter(2)
+    manifest = {
+        "run_id": "run-7",
+        "parent": {"relation": "continued_from", "sha256": parent.version},
+        "dataset": {"hash": "d" * 64},
+        "config": {"style": "sequential", "train": {"learning_rate": 0.002}},
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+    child = registry.register_trained(folder, "support", metadata={"loop_run": "r1"}, alias="challenger")
+    assert child.parent == parent.ref and child.dataset_hash == "d" * 64
+    assert child.training_config == manifest["config"]
+    assert child.metadata == {"manifest": manifest, "loop_run": "r1"}
+    assert child.aliases == ("challenger",)
+    # a folder without a manifest (not trained here) registers plainly; an explicit parent wins
+    plain = registry.register_trained(new_adapter(3), "support", parent=parent.ref)
+    assert plain.parent == parent.ref and plain.dataset_hash is None and plain.metadata == {}
+
+
 def test_register_is_idempotent_for_identical_weights(
     registry: AdapterRegistry, new_adapter: Callable[..., Path]
 ) -> None:

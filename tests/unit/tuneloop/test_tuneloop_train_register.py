@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from common.manifest import MANIFEST_FILE
 from serving.registry import AdapterRegistry, ArtifactStore
 from serving.registry.testing import SMOLLM2_MODULES, write_adapter
 from serving.store import Database
@@ -26,10 +28,11 @@ def test_registrar_records_parent_and_dataset(tmp_path: Path, monkeypatch: pytes
     )
     child = write_adapter(tmp_path / "c", base_model="SmolLM2-135M-Instruct", seed=2)
     manifest = {"parent": {"sha256": parent.version}, "dataset": {"hash": "d" * 16}, "config": {"name": "x"}}
+    (child / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")  # as training writes it
     ref = cli._register_trained_adapter(child, "support", manifest)
     version = registry.get("support", ref.split("@")[1])
     assert version.parent == parent.ref
-    assert version.dataset_hash == "d" * 16
+    assert version.dataset_hash == "d" * 16 and version.training_config == {"name": "x"}
     bad = write_adapter(tmp_path / "bad", base_model="other/model", seed=3)
     with pytest.raises(RuntimeError, match="base"):
         cli._register_trained_adapter(bad, "support", {})
