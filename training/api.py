@@ -160,7 +160,7 @@ class TrainingJob:
                         [e.to_record() for e in prepared.examples[split]],
                     )
 
-            from training.recipes.lora_sft import RecipeJob
+            from training.recipes.steps import RecipeJob
 
             job = RecipeJob(
                 config=config,
@@ -224,7 +224,7 @@ class TrainingJob:
                 "parent": None
                 if parent is None
                 else {
-                    "relation": "continued_from" if config.style == "sequential" else "initialized_from",
+                    "relation": "initialized_from" if config.style == "transfer" else "continued_from",
                     "path": str(parent.path),
                     "sha256": parent.sha256,
                     "name": (parent.manifest or {}).get("name"),

@@ -34,6 +34,7 @@ __all__ = [
     "HFDatasetSource",
     "LoraSettings",
     "OutputConfig",
+    "PreferenceSettings",
     "RequestLogSource",
     "RuntimeConfig",
     "SourceConfig",
@@ -58,8 +59,14 @@ Template = Literal[
     "translation",
     "code",
     "text",
+    "preference",
+    "kto",
 ]
-Style = Literal["sft", "domain", "multitask", "sequential", "transfer"]
+Style = Literal["sft", "domain", "multitask", "sequential", "transfer", "dpo", "kto"]
+PREFERENCE_STYLES = ("dpo", "kto")
+"""Styles trained on preference records (TRL's DPOTrainer / KTOTrainer) instead of SFT examples."""
+PREFERENCE_TEMPLATES = {"dpo": ("preference",), "kto": ("preference", "kto")}
+"""The record templates each preference style trains on (kto unpairs preference pairs)."""
 
 
 def default_runs_dir() -> Path:
@@ -93,8 +100,11 @@ class _SourceBase(ConfigModel):
     template: Template = "auto"
     """How rows become training examples: chat (a `messages` list), instruction (instruction/input/output),
     completion (prompt/completion plain text), summarization (document/summary), classification (text/label),
-    translation (source/target), code (prompt/code), text (plain text, for domain adaptation). `auto` picks
-    chat when rows have `messages`, completion for prompt/completion rows, else text."""
+    translation (source/target), code (prompt/code), text (plain text, for domain adaptation); for the
+    preference styles: preference (prompt/chosen/rejected pairs, dpo and kto) and kto (prompt/completion/label
+    with label true = desirable, kto only). A prompt is a string or a list of chat messages. `auto` picks chat
+    when rows have `messages`, preference for prompt/chosen/rejected, kto for prompt/completion/label,
+    completion for prompt/completion rows, else text."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Maps a template column to the dataset's column, e.g. {document: article, summary: highlights}."""
     options: TemplateOptions = Field(default_factory=TemplateOptions)
@@ -122,11 +132,15 @@ class HFDatasetSource(_SourceBase):
 
 
 class RequestLogSource(_SourceBase):
-    """Served requests that users corrected or accepted, read from the request log (`requests` + `feedback`).
+    """Served requests with feedback, read from the request log (`requests` + `feedback`).
 
-    A row qualifies when it has a feedback correction (the correction becomes the target), or, with
-    `include_accepted`, a thumbs-up or a rating >= `min_rating` (the served response becomes the target).
-    Shadow copies and failed requests are skipped.
+    `records` says what each request becomes. sft: a request qualifies when it has a feedback correction
+    (the correction becomes the target), or, with `include_accepted`, a thumbs-up or a rating >=
+    `min_rating` (the served response becomes the target). preference (DPO pairs): chosen = the correction,
+    or an accepted answer to the same prompt; rejected = the served answer that was corrected, thumbed down
+    or rated <= `max_rejected_rating`. kto (unpaired): every correction and accepted answer is desirable,
+    every corrected / thumbed-down / badly rated served answer undesirable. The latest correction of a
+    request wins, else its latest thumbs/rating. Shadow copies and failed requests are skipped.
     """
 
     kind: Literal["request_log"] = "request_log"
@@ -148,6 +162,12 @@ class RequestLogSource(_SourceBase):
     """The rating (0..1) from which an answer counts as accepted."""
     limit: int | None = Field(default=None, gt=0)
     """Read at most this many qualifying requests (newest first)."""
+    records: Literal["auto", "sft", "preference", "kto"] = "auto"
+    """What the requests become: sft examples, preference pairs (DPO) or kto records (desirable /
+    undesirable). auto: by the run's style (dpo -> preference, kto -> kto, every other style -> sft)."""
+    max_rejected_rating: float = Field(default=0.3, ge=0, le=1)
+    """preference / kto: a rating (0..1) at or below this marks the served answer as bad (rejected /
+    undesirable), like a thumbs-down."""
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -158,6 +178,8 @@ class RequestLogSource(_SourceBase):
     def _window(self) -> RequestLogSource:
         if self.since and self.until and self.since >= self.until:
             raise ValueError("since must be before until")
+        if self.max_rejected_rating >= self.min_rating:
+            raise ValueError("max_rejected_rating must be below min_rating (a rating cannot be good and bad)")
         return self
 
 
@@ -261,9 +283,10 @@ class TrainConfig(ConfigModel):
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0, lt=1)
     max_grad_norm: float = Field(default=1.0, gt=0)
-    batching: Literal["packed", "grouped", "padded"] = "packed"
+    batching: Literal["auto", "packed", "grouped", "padded"] = "auto"
     """packed: best-fit packing without padding (TRL bfd, position_ids mark boundaries); grouped: batches of
-    similar length; padded: random batches padded to the longest row (the baseline)."""
+    similar length; padded: random batches padded to the longest row (the baseline). auto: packed, except for
+    dpo / kto, which always use padded batches (TRL's preference collators; packed/grouped are refused)."""
     optimizer: Literal[
         "auto", "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"
     ] = "auto"
@@ -291,6 +314,35 @@ class TrainConfig(ConfigModel):
     least 1.0); NaN/inf always stops. null disables the explosion check."""
     logging_steps: int = Field(default=1, gt=0)
     """Log (and check) metrics every N optimizer steps."""
+
+
+class PreferenceSettings(ConfigModel):
+    """Preference tuning (styles dpo and kto, TRL's DPOTrainer / KTOTrainer). The reference model is the
+    starting point: the parent adapter (`init_adapter`) when given, else the base model."""
+
+    beta: float = Field(default=0.1, gt=0, le=10)
+    """How far the adapter may move from the reference: higher beta keeps it closer (the KL penalty's
+    weight; for loss ipo the regularisation tau)."""
+    loss: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
+    """dpo: the preference loss - sigmoid (DPO), ipo (IPO, less prone to overfitting small data), hinge
+    (SLiC), robust (DPO assuming `label_smoothing` of the labels are flipped)."""
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+    """dpo with loss robust: the assumed fraction of flipped preference labels (0.1 is typical)."""
+    sft_weight: float = Field(default=0.0, ge=0, le=100)
+    """dpo: weight of an extra NLL loss on the chosen answers (RPO); keeps the chosen answers likely, which
+    plain DPO on a few pairs can push down together with the rejected ones. 0 disables it."""
+    desirable_weight: float = Field(default=1.0, gt=0, le=100)
+    """kto: weight of the desirable records' loss. Pick the weights so that desirable_weight x
+    #desirable / (undesirable_weight x #undesirable) lies in [1, 4/3] (the KTO paper's advice; the data
+    card counts both)."""
+    undesirable_weight: float = Field(default=1.0, gt=0, le=100)
+    """kto: weight of the undesirable records' loss."""
+
+    @model_validator(mode="after")
+    def _robust(self) -> PreferenceSettings:
+        if self.label_smoothing and self.loss != "robust":
+            raise ValueError("label_smoothing is only used by loss 'robust'")
+        return self
 
 
 class RuntimeConfig(ConfigModel):
@@ -326,18 +378,23 @@ class TrainingConfig(ConfigModel):
     """Run name (letters, digits, '.', '_', '-'); the run id is <name>-<timestamp>-<random>."""
     style: Style = "sft"
     """sft (instruction/chat), domain (continued pre-training on text), multitask (several sources),
-    sequential (continue an existing adapter), transfer (start from another task's adapter)."""
+    sequential (continue an existing adapter), transfer (start from another task's adapter), dpo (preference
+    pairs: prompt, chosen, rejected; TRL DPOTrainer), kto (unpaired desirable / undesirable answers, or pairs
+    split in two; TRL KTOTrainer). dpo and kto start from `init_adapter` when given, else from the base."""
     base_model: ConfigPath | None = None
     """Local folder of the base model (config.json + safetensors). The CLI fills in the default model."""
     base_model_id: str | None = None
     """The id recorded in the manifest and adapter_config.json (default: the folder name)."""
     init_adapter: ConfigPath | None = None
-    """sequential/transfer: the adapter folder to start from (its LoRA shape is kept)."""
+    """sequential/transfer (required), dpo/kto (optional): the adapter folder to start from (its LoRA shape
+    is kept; for dpo/kto it is also the reference model)."""
     quantization: Literal["none", "nf4"] = "none"
     """none: LoRA on full-precision weights; nf4: QLoRA (4-bit NF4 base via bitsandbytes)."""
     lora: LoraSettings = Field(default_factory=lambda: LoraSettings())
     data: DataConfig
     train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+    preference: PreferenceSettings = Field(default_factory=lambda: PreferenceSettings())
+    """dpo / kto settings (beta, loss, weights); refused for other styles when changed from the defaults."""
     runtime: RuntimeConfig = Field(default_factory=lambda: RuntimeConfig())
     output: OutputConfig = Field(default_factory=lambda: OutputConfig())
 
@@ -346,8 +403,9 @@ class TrainingConfig(ConfigModel):
         continues = self.style in ("sequential", "transfer")
         if continues and self.init_adapter is None:
             raise ValueError(f"style '{self.style}' needs init_adapter (the adapter folder to start from)")
-        if not continues and self.init_adapter is not None:
-            raise ValueError("init_adapter is only used by style 'sequential' or 'transfer'")
+        if self.init_adapter is not None and not continues and self.style not in PREFERENCE_STYLES:
+            raise ValueError("init_adapter is only used by style 'sequential', 'transfer', 'dpo' or 'kto'")
+        self._preference_rules()
         if self.style == "multitask" and len(self.data.sources) < 2:
             raise ValueError("style 'multitask' needs at least two data sources")
         if self.style == "domain":
@@ -361,6 +419,54 @@ class TrainingConfig(ConfigModel):
                 "train.early_stopping_patience needs a validation split (data.split.validation > 0)"
             )
         return self
+
+    def _preference_rules(self) -> None:
+        """dpo/kto need preference records; other styles refuse them. Resolves `train.batching: auto` and
+        request-log `records: auto` by the style, so the dumped config says what ran."""
+        preference = self.style in PREFERENCE_STYLES
+        if self.train.batching == "auto":
+            self.train.batching = "padded" if preference else "packed"
+        for source in self.data.sources:
+            if isinstance(source, RequestLogSource) and source.records == "auto":
+                source.records = (
+                    "preference" if self.style == "dpo" else "kto" if self.style == "kto" else "sft"
+                )
+        if not preference:
+            for i, source in enumerate(self.data.sources):
+                kind = source.records if isinstance(source, RequestLogSource) else source.template
+                if kind in ("preference", "kto"):
+                    raise ValueError(
+                        f"data.sources.{i} gives {kind} records, which only styles 'dpo' / 'kto' train on "
+                        f"(this run's style is '{self.style}')"
+                    )
+            if self.preference != PreferenceSettings():
+                raise ValueError(
+                    f"the preference section is only used by styles 'dpo' and 'kto', not '{self.style}'"
+                )
+            return
+        allowed = PREFERENCE_TEMPLATES[self.style]
+        for i, source in enumerate(self.data.sources):
+            kind = source.records if isinstance(source, RequestLogSource) else source.template
+            if kind != "auto" and kind not in allowed:
+                what = "records" if isinstance(source, RequestLogSource) else "template"
+                raise ValueError(
+                    f"style '{self.style}' trains on {' or '.join(allowed)} records: data.sources.{i}.{what} "
+                    f"is '{kind}'"
+                )
+        if self.train.batching != "padded":
+            raise ValueError(
+                f"style '{self.style}' batches padded preference records (TRL's collator): remove "
+                f"train.batching '{self.train.batching}' or set it to padded"
+            )
+        if self.style == "kto" and self.train.batch_size < 2:
+            raise ValueError(
+                "style 'kto' needs train.batch_size >= 2 (its KL estimate pairs each record with another of "
+                "the same micro-batch)"
+            )
+        if self.style == "kto" and self.preference.loss != "sigmoid":
+            raise ValueError("preference.loss is a dpo setting; kto has one loss")
+        if self.style == "kto" and self.preference.sft_weight:
+            raise ValueError("preference.sft_weight is a dpo setting")
 
     @property
     def base_id(self) -> str:

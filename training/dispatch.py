@@ -26,7 +26,7 @@ from typing import Any
 
 from training.config import TrainingConfig
 from training.errors import ConfigError, TrainingCancelled, TrainingError, TrainingTimeout
-from training.recipes.lora_sft import RecipeJob, RecipeOutput
+from training.recipes.steps import RecipeJob, RecipeOutput
 
 __all__ = [
     "DeviceChoice",
@@ -138,6 +138,7 @@ def _warm_imports() -> dict[str, Any]:
     import transformers  # noqa: F401
     import trl  # noqa: F401
 
+    import training.recipes.lora_preference  # noqa: F401
     import training.recipes.lora_sft  # noqa: F401
 
     return {"pid": os.getpid(), "import_s": round(time.perf_counter() - started, 2)}
@@ -167,8 +168,9 @@ def stream_recipe(job: RecipeJob) -> Iterator[Event]:
     events: queue.Queue[Event] = queue.Queue()
 
     def target() -> None:
-        from training.recipes.lora_sft import run
+        from training.recipes import recipe_for
 
+        run = recipe_for(job.config.style)
         try:
             events.put({"type": "_result", "output": run(job, events.put)})
         except BaseException as exc:  # reported to the driver as a structured error
@@ -301,8 +303,9 @@ def run_ray(
 
 def run_local(job: RecipeJob, emit: Callable[[Event], None], token: CancelToken) -> RecipeOutput:
     """Run the recipe in this process (no Ray); cancel/timeout are checked between optimizer steps."""
-    from training.recipes.lora_sft import run
+    from training.recipes import recipe_for
 
+    run = recipe_for(job.config.style)
     deadline = time.monotonic() + job.config.runtime.timeout_s
 
     def should_stop() -> str | None:

@@ -8,7 +8,10 @@ dicts so they cross the Ray boundary unchanged. The driver side turns them into 
 (`MetricsLog`), a live `ProgressView`, and `curves.png` (`plot_curves`).
 
 Event types: `start` {max_steps, epochs, device}, `step` {step, epoch, loss, lr, grad_norm, tokens,
-tokens_per_s, rss_mb, gpu_mem_mb, elapsed_s}, `eval` {step, epoch, eval_loss}, `end` {reason}.
+tokens_per_s, rss_mb, gpu_mem_mb, elapsed_s}, `eval` {step, epoch, eval_loss}, `end` {reason}. Preference
+runs (dpo / kto) add TRL's reward metrics to `step` and `eval` events (`reward_margin`: mean chosen minus
+rejected implicit reward, `reward_accuracy`: share of pairs ranked right, `kl`: kto's KL estimate; eval
+ones prefixed `eval_`), which the summary and the plot show too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ from transformers import TrainerCallback
 __all__ = ["MetricsCallback", "MetricsLog", "ProgressView", "check_divergence", "peak_rss_mb", "plot_curves"]
 
 Event = dict[str, Any]
+PREFERENCE_METRICS = {"rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy", "kl": "kl"}
+"""TRL's preference metrics and their event names."""
+
+
+def _preference_metrics(logs: dict[str, float], prefix: str = "") -> dict[str, float]:
+    return {
+        prefix + name: float(logs[prefix + key])
+        for key, name in PREFERENCE_METRICS.items()
+        if logs.get(prefix + key) is not None
+    }
 
 
 def peak_rss_mb() -> float:
@@ -135,6 +148,7 @@ class MetricsCallback(TrainerCallback):
                     "epoch": float(state.epoch or 0.0),
                     "eval_loss": float(logs["eval_loss"]),
                     "elapsed_s": round(now - self._t0, 3),
+                    **_preference_metrics(logs, "eval_"),
                 }
             )
             return
@@ -163,6 +177,7 @@ class MetricsCallback(TrainerCallback):
                 "rss_mb": round(_rss_mb(), 1),
                 "gpu_mem_mb": _gpu_mem_mb(),
                 "elapsed_s": round(now - self._t0, 3),
+                **_preference_metrics(logs),
             }
         )
         reason = check_divergence(loss, grad_norm, self.first_loss, self.divergence_factor)
@@ -206,12 +221,20 @@ class MetricsLog:
             gpu = [e["gpu_mem_mb"] for e in steps if e.get("gpu_mem_mb")]
             if gpu:
                 out["peak_gpu_mem_mb"] = max(gpu)
+            for name in PREFERENCE_METRICS.values():
+                values = [e[name] for e in steps if e.get(name) is not None]
+                if values:
+                    out[f"{name}_first"], out[f"{name}_last"] = values[0], values[-1]
         if evals:
             out |= {
                 "eval_loss_first": evals[0]["eval_loss"],
                 "eval_loss_last": evals[-1]["eval_loss"],
                 "eval_loss_best": min(e["eval_loss"] for e in evals),
             }
+            for name in PREFERENCE_METRICS.values():
+                values = [e[f"eval_{name}"] for e in evals if e.get(f"eval_{name}") is not None]
+                if values:
+                    out[f"eval_{name}_last"] = values[-1]
         return out
 
 
@@ -226,7 +249,8 @@ def plot_curves(events: list[Event], path: Path, title: str = "") -> bool:
     import matplotlib.pyplot as plt
 
     evals = [e for e in events if e["type"] == "eval"]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    preference = any(e.get("reward_margin") is not None for e in steps)
+    fig, axes = plt.subplots(3 if preference else 2, 2, figsize=(10, 10.5 if preference else 7))
     x = [e["step"] for e in steps]
     ax = axes[0][0]
     ax.plot(x, [e["loss"] for e in steps], label="train loss")
@@ -240,6 +264,17 @@ def plot_curves(events: list[Event], path: Path, title: str = "") -> bool:
     axes[1][0].set_title("grad norm")
     axes[1][1].plot(x, [e["tokens_per_s"] if e["tokens_per_s"] is not None else math.nan for e in steps])
     axes[1][1].set_title("tokens / s")
+    if preference:
+        for ax, name, label in (
+            (axes[2][0], "reward_margin", "reward margin (chosen - rejected)"),
+            (axes[2][1], "reward_accuracy", "reward accuracy"),
+        ):
+            ax.plot(x, [e.get(name, math.nan) for e in steps], label="train")
+            points = [(e["step"], e[f"eval_{name}"]) for e in evals if e.get(f"eval_{name}") is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), "o-", label="validation")
+                ax.legend()
+            ax.set_title(label)
     for row in axes:
         for a in row:
             a.set_xlabel("step")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainingConfig
-from training.data.format import resolve_columns, resolve_template
+from training.data.format import check_template_for_style, resolve_columns, resolve_template
 from training.data.sources import peek_columns, source_label
 from training.errors import ConfigError, DataError, OutOfDiskError
 
@@ -192,6 +192,7 @@ def _check_sources(config: TrainingConfig) -> None:
         if source.kind == "request_log":
             continue
         template = resolve_template(source.template, source.columns, columns, where)
+        check_template_for_style(config.style, template, where)
         resolve_columns(template, source.columns, columns, where)
 
 

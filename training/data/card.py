@@ -55,6 +55,8 @@ class DataCard:
     token_lengths: dict[str, dict[str, float]]
     trainable_tokens: dict[str, int]
     created_at: str
+    preference: dict[str, Any] = field(default_factory=dict)
+    """dpo / kto runs: records per split ({"pairs"} or {"desirable", "undesirable"}); empty for SFT."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +80,11 @@ class DataCard:
                 f"| {s.name} | {s.kind} | {s.template} | {s.weight:g} | {s.rows_read} | {s.rows_kept} | "
                 f"{s.splits.get('train', 0)} | {s.splits.get('validation', 0)} | {s.splits.get('test', 0)} |"
             )
+        if self.preference:
+            lines += ["", f"## Preference records ({self.preference.get('style')})", ""]
+            for split in ("train", "validation", "test"):
+                counts = self.preference.get(split) or {}
+                lines.append(f"- {split}: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
         lines += ["", "## Dropped rows", ""]
         lines += [f"- {reason}: {n}" for reason, n in sorted(self.dropped.items())] or ["- none"]
         lines += ["", "## PII replaced", ""]

@@ -4,6 +4,10 @@ Rules (in this order): broken encodings (U+FFFD, lone surrogates, control charac
 mojibake such as 'Ã©'), empty targets, PII scrubbing (rows are kept, PII replaced), exact duplicates
 (after case/whitespace normalisation) and near-duplicates (MinHash over word 3-grams, confirmed with the
 exact Jaccard similarity). The first occurrence of a duplicate is kept, so results are deterministic.
+
+Preference examples are cleaned the same way: every answer (chosen and rejected) must be non-empty, PII is
+scrubbed in the prompt and every answer, dedupe compares prompt + answers. A kto record that repeats an
+earlier one with the opposite label is dropped as `conflicting_label` (the first verdict is kept).
 """
 
 from __future__ import annotations
@@ -113,13 +117,13 @@ class CleanReport:
 def clean_examples(examples: Iterable[Example], config: CleanConfig, report: CleanReport) -> list[Example]:
     """Apply the cleaning rules; dropped rows are counted in `report.dropped`, PII in `report.pii`."""
     kept: list[Example] = []
-    seen: set[str] = set()
+    seen: dict[str, bool | None] = {}  # dedupe key -> the kept example's kto label
     near = NearDuplicateIndex(config.near_duplicate_threshold) if config.near_duplicates else None
     for example in examples:
         if config.drop_broken_encoding and broken_encoding(example.all_text()):
             report.dropped["broken_encoding"] += 1
             continue
-        if len(example.target_text().strip()) < config.min_chars:
+        if min(len(t.strip()) for t in example.targets()) < config.min_chars:
             report.dropped["empty"] += 1
             continue
         if config.scrub_pii:
@@ -135,9 +139,9 @@ def clean_examples(examples: Iterable[Example], config: CleanConfig, report: Cle
         if config.dedupe:
             key = hashlib.sha256(normalize(example.all_text()).encode()).hexdigest()
             if key in seen:
-                report.dropped["duplicate"] += 1
+                report.dropped["conflicting_label" if seen[key] != example.label else "duplicate"] += 1
                 continue
-            seen.add(key)
+            seen[key] = example.label
             if near is not None and near.add(example.all_text()):
                 report.dropped["near_duplicate"] += 1
                 continue

@@ -7,6 +7,11 @@
 * text: text + EOS cut into chunks of max_seq_length tokens, labels everywhere (domain adaptation).
 
 Rows longer than max_seq_length are dropped (`too_long`) or truncated (`overlong: truncate`).
+
+Preference examples (styles dpo / kto) are not tokenized here: TRL's trainers tokenize them with the same
+chat template in the worker. `encode_preference` measures them (the data card's lengths, the length limit)
+and returns the rows TRL reads: conversational (prompt turns, answers as one assistant message) for chat
+prompts, plain strings otherwise; for kto a preference pair becomes a desirable and an undesirable row.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 from training.data.example import Example, RowRejected
 
-__all__ = ["Encoded", "encode_example", "render_chat"]
+__all__ = ["Encoded", "PreferenceRow", "encode_example", "encode_preference", "render_chat"]
 
 IGNORE = -100
 
@@ -29,6 +34,22 @@ class Encoded:
     @property
     def trainable_tokens(self) -> int:
         return sum(1 for x in self.labels if x != IGNORE)
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceRow:
+    """One row for TRL's DPOTrainer (prompt, chosen, rejected) or KTOTrainer (prompt, completion, label)."""
+
+    record: dict[str, Any]
+    length: int
+    """Tokens of the prompt plus its longest answer."""
+    trainable_tokens: int
+    """Answer tokens (what the preference loss scores)."""
+    conversational: bool
 
 
 def render_chat(
@@ -101,3 +122,50 @@ def encode_example(example: Example, tokenizer: Any, max_len: int, overlong: str
     if encoded.trainable_tokens == 0:
         raise RowRejected("no_target_tokens", "no tokens left to compute the loss on")
     return [encoded]
+
+
+def _measure(example: Example, tokenizer: Any, answer: str) -> tuple[int, int]:
+    """(prompt tokens, prompt + answer tokens) as TRL will tokenize them."""
+    if example.messages:
+        prompt = list(example.messages)
+        before = render_chat(tokenizer, prompt, add_generation_prompt=True)
+        full = render_chat(tokenizer, [*prompt, {"role": "assistant", "content": answer}])
+    else:
+        before = example.prompt
+        full = example.prompt + answer + (tokenizer.eos_token or "")
+    n_prompt = len(tokenizer(before, add_special_tokens=False)["input_ids"])
+    return n_prompt, len(tokenizer(full, add_special_tokens=False)["input_ids"])
+
+
+def encode_preference(
+    example: Example, tokenizer: Any, max_len: int, style: str, overlong: str = "drop"
+) -> list[PreferenceRow]:
+    """The TRL rows of a preference / kto example (kto: a pair becomes two rows). Raises
+    RowRejected('too_long') when the prompt fills max_len, or (overlong: drop) when prompt + answer exceeds
+    it; with truncate TRL keeps the start of longer rows."""
+    conversational = bool(example.messages)
+
+    def answer(text: str) -> Any:
+        return [{"role": "assistant", "content": text}] if conversational else text
+
+    answers = list(example.targets()) if example.kind == "preference" else [example.completion]
+    measured = [_measure(example, tokenizer, a) for a in answers]
+    n_prompt = measured[0][0]
+    longest = max(full for _, full in measured)
+    if n_prompt >= max_len or (overlong == "drop" and longest > max_len):
+        raise RowRejected("too_long", f"{longest} tokens (prompt {n_prompt}) > max_seq_length {max_len}")
+    prompt = example.prompt_content()
+    if example.kind == "preference" and style == "dpo":
+        record = {"prompt": prompt, "chosen": answer(example.chosen), "rejected": answer(example.rejected)}
+        trainable = sum(min(full, max_len) - n_prompt for _, full in measured)
+        return [PreferenceRow(record, min(longest, max_len), trainable, conversational)]
+    labels = [True, False] if example.kind == "preference" else [bool(example.label)]
+    return [
+        PreferenceRow(
+            {"prompt": prompt, "completion": answer(text), "label": label},
+            min(full, max_len),
+            min(full, max_len) - n_prompt,
+            conversational,
+        )
+        for text, label, (_, full) in zip(answers, labels, measured, strict=True)
+    ]

@@ -3,7 +3,10 @@
 A template is registered by name with the columns it needs (`register_template`). Task templates
 (summarization, classification, translation, code, instruction) produce chat examples, so task adapters
 are served through the same chat API and trained with assistant-only loss; `text` feeds domain
-adaptation (continued pre-training) and `completion` plain prompt/completion pairs.
+adaptation (continued pre-training) and `completion` plain prompt/completion pairs. The preference
+templates feed the dpo / kto styles: `preference` (prompt, chosen, rejected) and `kto` (prompt, completion,
+label); their prompt is a string or a list of chat messages ending with a user turn, an answer a string
+(or TRL's conversational form, a list holding one assistant message).
 
 `resolve_columns(source, available)` checks a source's columns against its template before any row is
 read in full, which is how a wrong column name fails in preflight.
@@ -16,11 +19,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from training.config import TemplateOptions
+from training.config import PREFERENCE_TEMPLATES, TemplateOptions
 from training.data.example import Example, Message, RowRejected
 from training.errors import DataError
 
-__all__ = ["TEMPLATES", "Template", "format_row", "register_template", "resolve_columns", "resolve_template"]
+__all__ = [
+    "TEMPLATES",
+    "Template",
+    "check_template_for_style",
+    "format_row",
+    "register_template",
+    "resolve_columns",
+    "resolve_template",
+]
 
 Formatter = Callable[[Mapping[str, Any], TemplateOptions, str], Example]
 
@@ -155,6 +166,79 @@ def _code(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Exam
     return _task(f"{instruction}\n\n{_text(row, 'prompt')}", _text(row, "code"), options, source)
 
 
+def _prompt_turns(row: Mapping[str, Any], options: TemplateOptions) -> tuple[tuple[Message, ...], str]:
+    """A preference prompt: (chat turns, "") or ((), plain text)."""
+    raw = row.get("prompt")
+    if isinstance(raw, str):
+        if not raw.strip():
+            raise RowRejected("empty", "column 'prompt' is empty")
+        return (), raw
+    if not isinstance(raw, list) or not raw:
+        raise RowRejected("empty", "prompt is empty or neither text nor a list of messages")
+    turns = list(_chat({"messages": [*raw, {"role": "assistant", "content": "-"}]}, options, "").messages)
+    turns.pop()  # the placeholder answer
+    if not turns or turns[-1]["role"] != "user":
+        raise RowRejected("bad_prompt", "a chat prompt must end with a user message")
+    return tuple(turns), ""
+
+
+def _answer(row: Mapping[str, Any], key: str) -> str:
+    value = row.get(key)
+    if isinstance(value, list):  # TRL's conversational form: [{"role": "assistant", "content": ...}]
+        if len(value) != 1 or not isinstance(value[0], Mapping) or value[0].get("role") != "assistant":
+            raise RowRejected("bad_value", f"column '{key}' must be text or one assistant message")
+        value = value[0].get("content")
+    return _text({key: value}, key)
+
+
+_LABELS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "desirable": True,
+    "good": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "undesirable": False,
+    "bad": False,
+}
+
+
+def _label(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _LABELS:
+        return _LABELS[value.strip().lower()]
+    raise RowRejected("bad_label", f"label {value!r} is not true/false (desirable/undesirable)")
+
+
+@register_template("preference", required=("prompt", "chosen", "rejected"))
+def _preference(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
+    messages, prompt = _prompt_turns(row, options)
+    chosen, rejected = _answer(row, "chosen"), _answer(row, "rejected")
+    if " ".join(chosen.split()) == " ".join(rejected.split()):
+        raise RowRejected("same_answers", "chosen and rejected are the same answer")
+    return Example(
+        kind="preference", source=source, messages=messages, prompt=prompt, chosen=chosen, rejected=rejected
+    )
+
+
+@register_template("kto", required=("prompt", "completion", "label"))
+def _kto(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
+    messages, prompt = _prompt_turns(row, options)
+    return Example(
+        kind="kto",
+        source=source,
+        messages=messages,
+        prompt=prompt,
+        completion=_answer(row, "completion"),
+        label=_label(row.get("label")),
+    )
+
+
 @register_template("text", required=("text",))
 def _plain_text(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
     return Example(kind="text", source=source, text=_text(row, "text"))
@@ -163,7 +247,8 @@ def _plain_text(row: Mapping[str, Any], options: TemplateOptions, source: str) -
 def resolve_template(
     template: str, columns: Mapping[str, str], available: list[str], where: str = "data source"
 ) -> str:
-    """The template for `auto`: chat if rows have messages, completion for prompt/completion, else text."""
+    """The template for `auto`: chat if rows have messages, preference for prompt/chosen/rejected, kto for
+    prompt/completion/label, completion for prompt/completion, else text."""
     if template != "auto":
         return template
 
@@ -172,14 +257,18 @@ def resolve_template(
 
     if has("messages"):
         return "chat"
+    if has("prompt") and has("chosen") and has("rejected"):
+        return "preference"
+    if has("prompt") and has("completion") and has("label"):
+        return "kto"
     if has("prompt") and has("completion"):
         return "completion"
     if has("text"):
         return "text"
     raise DataError(
         f"{where}: cannot pick a template for columns {available}: expected 'messages' (chat), "
-        "'prompt'+'completion' "
-        "or 'text'; set template: and columns: in the source"
+        "'prompt'+'chosen'+'rejected' (preference), 'prompt'+'completion'+'label' (kto), "
+        "'prompt'+'completion' or 'text'; set template: and columns: in the source"
     )
 
 
@@ -216,3 +305,20 @@ def format_row(
     """Apply a template to one raw row (raises RowRejected with the drop reason)."""
     canonical = {name: row.get(col) for name, col in mapping.items()}
     return TEMPLATES[template].build(canonical, options, source)
+
+
+def check_template_for_style(style: str, template: str, where: str) -> None:
+    """DataError when a source's (resolved) template does not fit the run's style: dpo trains on
+    preference pairs, kto on kto records or pairs, every other style on SFT examples."""
+    allowed = PREFERENCE_TEMPLATES.get(style)
+    if allowed is None and template in ("preference", "kto"):
+        raise DataError(
+            f"{where}: the rows are {template} records (prompt/chosen/rejected or prompt/completion/label); "
+            "train them with style: dpo or kto"
+        )
+    if allowed is not None and template not in allowed:
+        columns = "prompt/chosen/rejected" + (" or prompt/completion/label" if "kto" in allowed else "")
+        raise DataError(
+            f"{where}: style '{style}' trains on {' or '.join(allowed)} records (columns {columns}), "
+            f"but this source is read with template '{template}'"
+        )

@@ -3,6 +3,11 @@
 read sources -> apply templates -> clean (encoding, empty, PII, duplicates) -> cap -> split by content
 hash -> tokenize (assistant-only labels, length limits) -> mixture weights on the train split -> data card.
 
+Styles dpo / kto take the same path with preference records (prompt + chosen/rejected, or prompt +
+completion + label): the same cleaning, PII scrubbing, dedupe, cap, split (by prompt, see
+`Example.split_key`), mixture weights and card; instead of token ids the splits hold the rows TRL's
+DPOTrainer / KTOTrainer read (`encode_preference`), measured with the same tokenizer.
+
 Runs on the driver before any weights load (only the tokenizer is needed), so bad data fails fast and the
 prepared data travels to the training worker as a small Arrow table.
 """
@@ -16,12 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from training.config import TrainingConfig
+from training.config import PREFERENCE_STYLES, TrainingConfig
 from training.data.card import DataCard, SourceStats, length_stats
 from training.data.clean import CleanReport, clean_examples
-from training.data.encode import Encoded, encode_example
+from training.data.encode import Encoded, PreferenceRow, encode_example, encode_preference
 from training.data.example import Example, RowRejected
-from training.data.format import format_row, resolve_columns, resolve_template
+from training.data.format import check_template_for_style, format_row, resolve_columns, resolve_template
 from training.data.sources import read_source, source_label
 from training.data.split import Split, assign_split, repeat_count
 from training.errors import ConfigError, DataError
@@ -31,7 +36,8 @@ __all__ = ["PreparedData", "load_tokenizer", "prepare_data"]
 
 @dataclass
 class PreparedData:
-    """Tokenized splits (columns input_ids, labels, source) plus the formatted held-out examples."""
+    """Tokenized splits (columns input_ids, labels, source; for dpo: prompt, chosen, rejected, source; for
+    kto: prompt, completion, label, source) plus the formatted held-out examples."""
 
     train: Any  # datasets.Dataset
     validation: Any | None  # datasets.Dataset, None when the split is empty
@@ -64,14 +70,21 @@ def _unique_labels(config: TrainingConfig) -> list[str]:
     return labels
 
 
-def _dataset(rows: list[tuple[Encoded, str]]) -> Any:
+Piece = Encoded | PreferenceRow
+
+
+def _dataset(rows: list[tuple[Piece, str]]) -> Any:
     import datasets
 
+    if rows and isinstance(rows[0][0], PreferenceRow):
+        records = [{**p.record, "source": s} for p, s in rows if isinstance(p, PreferenceRow)]
+        return datasets.Dataset.from_list(records)
+    rows_ids = [(e, s) for e, s in rows if isinstance(e, Encoded)]
     return datasets.Dataset.from_dict(
         {
-            "input_ids": [e.input_ids for e, _ in rows],
-            "labels": [e.labels for e, _ in rows],
-            "source": [s for _, s in rows],
+            "input_ids": [e.input_ids for e, _ in rows_ids],
+            "labels": [e.labels for e, _ in rows_ids],
+            "source": [s for _, s in rows_ids],
         }
     )
 
@@ -89,6 +102,7 @@ def prepare_data(config: TrainingConfig, tokenizer: Any) -> PreparedData:
         raw = read_source(source, label)
         where = f"data.sources.{i} ({label})"
         template = resolve_template(source.template, source.columns, raw.columns, where)
+        check_template_for_style(config.style, template, where)
         mapping = resolve_columns(template, source.columns, raw.columns, where)
         stats[label] = SourceStats(
             label, source.kind, template, source.weight, len(raw.rows), details=raw.meta
@@ -108,14 +122,19 @@ def prepare_data(config: TrainingConfig, tokenizer: Any) -> PreparedData:
 
     # 3. Split by content hash, then tokenize.
     examples: dict[str, list[Example]] = {"train": [], "validation": [], "test": []}
-    encoded: dict[str, list[tuple[Encoded, str]]] = {"train": [], "validation": [], "test": []}
+    encoded: dict[str, list[tuple[Piece, str]]] = {"train": [], "validation": [], "test": []}
     train_hashes: list[str] = []  # content hash of each train piece (for mixture weights)
+    preference = config.style in PREFERENCE_STYLES
     for example in cleaned:
         split: Split = assign_split(
-            example.content_hash, data.split.validation, data.split.test, data.split.salt
+            example.split_key, data.split.validation, data.split.test, data.split.salt
         )
         try:
-            pieces = encode_example(example, tokenizer, data.max_seq_length, data.overlong)
+            pieces: list[Piece] = (
+                list(encode_preference(example, tokenizer, data.max_seq_length, config.style, data.overlong))
+                if preference
+                else list(encode_example(example, tokenizer, data.max_seq_length, data.overlong))
+            )
         except RowRejected as rejected:
             report.dropped[rejected.reason] += 1
             continue
@@ -141,11 +160,13 @@ def prepare_data(config: TrainingConfig, tokenizer: Any) -> PreparedData:
         )
 
     # 4. Mixture weights (train split only; validation/test stay one copy per row).
-    weighted: list[tuple[Encoded, str]] = []
+    weighted: list[tuple[Piece, str]] = []
     for (piece, label), piece_hash in zip(encoded["train"], train_hashes, strict=True):
         weighted += [(piece, label)] * repeat_count(piece_hash, weights[label], data.split.salt)
     if not weighted:
         raise DataError("mixture weights removed every training row; raise data.sources[*].weight")
+    if preference:
+        _check_preference_rows(config, encoded, weighted)
 
     card = _card(config, tokenizer, stats, examples, encoded, weighted, report)
     return PreparedData(
@@ -156,13 +177,43 @@ def prepare_data(config: TrainingConfig, tokenizer: Any) -> PreparedData:
     )
 
 
+def _check_preference_rows(
+    config: TrainingConfig, encoded: dict[str, list[tuple[Piece, str]]], weighted: list[tuple[Piece, str]]
+) -> None:
+    """One prompt format per run (TRL tokenizes a dataset as all-chat or all-plain); kto rows in a fixed,
+    seeded order (KTOTrainer samples sequentially: its KL term pairs neighbours of a micro-batch)."""
+    kinds = {p.conversational for rows in encoded.values() for p, _ in rows if isinstance(p, PreferenceRow)}
+    if len(kinds) > 1:
+        raise DataError(
+            "preference records mix chat prompts (message lists) and plain-text prompts; TRL trains one kind "
+            "per run - use one prompt format in every source"
+        )
+    if config.style == "kto":
+        import random
+
+        random.Random(config.train.seed).shuffle(weighted)
+
+
+def _preference_counts(style: str, encoded: dict[str, list[tuple[Piece, str]]]) -> dict[str, Any]:
+    """The card's preference section: records per split (dpo pairs; kto desirable / undesirable)."""
+    out: dict[str, Any] = {"style": style}
+    for split, rows in encoded.items():
+        records = [p.record for p, _ in rows if isinstance(p, PreferenceRow)]
+        if style == "kto":
+            desirable = sum(1 for r in records if r["label"])
+            out[split] = {"desirable": desirable, "undesirable": len(records) - desirable}
+        else:
+            out[split] = {"pairs": len(records)}
+    return out
+
+
 def _card(
     config: TrainingConfig,
     tokenizer: Any,
     stats: dict[str, SourceStats],
     examples: dict[str, list[Example]],
-    encoded: dict[str, list[tuple[Encoded, str]]],
-    weighted: list[tuple[Encoded, str]],
+    encoded: dict[str, list[tuple[Piece, str]]],
+    weighted: list[tuple[Piece, str]],
     report: CleanReport,
 ) -> DataCard:
     digest = hashlib.sha256()
@@ -170,6 +221,8 @@ def _card(
     digest.update(
         f"tok={tokenizer_name}|max={config.data.max_seq_length}|overlong={config.data.overlong}".encode()
     )
+    if config.style in PREFERENCE_STYLES:  # the same records make other rows for dpo and kto
+        digest.update(f"|style={config.style}".encode())
     for split, content_hash in sorted((s, e.content_hash) for s, xs in examples.items() for e in xs):
         digest.update(f"\n{split}:{content_hash}".encode())
     trainable: Counter[str] = Counter()
@@ -184,7 +237,8 @@ def _card(
         train_rows_after_weighting=len(weighted),
         dropped=dict(report.dropped),
         pii_replaced=dict(report.pii),
-        token_lengths={k: length_stats([len(p.input_ids) for p, _ in v]) for k, v in encoded.items()},
+        token_lengths={k: length_stats([p.length for p, _ in v]) for k, v in encoded.items()},
         trainable_tokens=dict(trainable),
         created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        preference=_preference_counts(config.style, encoded) if config.style in PREFERENCE_STYLES else {},
     )

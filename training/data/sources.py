@@ -303,7 +303,14 @@ def _request_log_query(source: RequestLogSource) -> Any:
 
     r, f = requests_table, feedback_table
     qualifies = sa.and_(f.c.correction.is_not(None), f.c.correction != "")
-    if source.include_accepted:
+    if source.records in ("preference", "kto"):  # negatives count too
+        qualifies = sa.or_(
+            qualifies,
+            f.c.thumbs != 0,
+            f.c.rating >= source.min_rating,
+            f.c.rating <= source.max_rejected_rating,
+        )
+    elif source.include_accepted:
         qualifies = sa.or_(qualifies, f.c.thumbs > 0, f.c.rating >= source.min_rating)
     conditions = [r.c.status_code == 200, r.c.shadow_of.is_(None), qualifies]
     if source.since is not None:
@@ -344,6 +351,9 @@ def _read_request_log(source: RequestLogSource) -> RawRows:
             records = [dict(r._mapping) for r in conn.execute(_request_log_query(source))]
     finally:
         engine.dispose()
+    database = engine.url.render_as_string(hide_password=True)
+    if source.records in ("preference", "kto"):
+        return _preference_records(source, records, database)
 
     # Tags sent with the feedback (labels known after the answer) win over the request's own.
     late: dict[str, list[Any]] = {}
@@ -393,7 +403,86 @@ def _read_request_log(source: RequestLogSource) -> RawRows:
         source="request_log",
         rows=rows,
         columns=_columns(rows),
-        meta={"database": engine.url.render_as_string(hide_password=True), "qualifying_requests": len(order)},
+        meta={"database": database, "qualifying_requests": len(order)},
+    )
+
+
+def _decoded_prompt(rec: dict[str, Any]) -> list[dict[str, Any]] | str | None:
+    """A logged prompt as messages (chat endpoint) or text; None when a chat prompt does not parse."""
+    if rec["endpoint"] != "chat.completions":
+        return str(rec["prompt"])
+    try:
+        messages = json.loads(rec["prompt"])
+    except (TypeError, json.JSONDecodeError):
+        return None
+    return messages if isinstance(messages, list) else None
+
+
+def _preference_records(source: RequestLogSource, records: list[dict[str, Any]], database: str) -> RawRows:
+    """records: preference / kto - one FeedbackAnswer per request (latest correction, latest verdict), then
+    the rules of `training.data.preference`."""
+    from training.data.preference import FeedbackAnswer, kto_rows, preference_rows, verdict
+
+    late: dict[str, list[Any]] = {}
+    for rec in records:
+        late.setdefault(rec["id"], []).append(rec.get("feedback_tags"))
+    merged: dict[str, dict[str, Any]] = {}  # request id -> {rec, correction, verdict}; newest request first
+    for rec in records:  # feedback of one request comes oldest first: later rows win
+        if any(merged_tags(rec.get("tags"), late[rec["id"]]).get(k) != v for k, v in source.tags.items()):
+            continue
+        entry = merged.setdefault(rec["id"], {"rec": rec, "correction": None, "verdict": None})
+        if rec.get("correction"):
+            entry["correction"] = rec["correction"]
+        judged = verdict(
+            rec.get("thumbs"),
+            rec.get("rating"),
+            min_rating=source.min_rating,
+            max_rejected_rating=source.max_rejected_rating,
+        )
+        if judged is not None:
+            entry["verdict"] = judged
+    answers: list[FeedbackAnswer] = []
+    unreadable = 0
+    for entry in list(merged.values())[: source.limit] if source.limit else merged.values():
+        rec = entry["rec"]
+        prompt = _decoded_prompt(rec)
+        if prompt is None or rec.get("response") is None:
+            unreadable += 1
+            continue
+        answers.append(
+            FeedbackAnswer(
+                request_id=rec["id"],
+                prompt=prompt,
+                response=rec["response"],
+                correction=entry["correction"],
+                verdict=entry["verdict"],
+            )
+        )
+    build = preference_rows if source.records == "preference" else kto_rows
+    rows, counts = build(answers, include_accepted=source.include_accepted)
+    if not rows:
+        hint = (
+            "; thumbed-down answers without a correction or an accepted answer to the same prompt make no "
+            "pair - style kto trains on them"
+            if source.records == "preference" and counts.get("unpaired_rejected")
+            else ""
+        )
+        raise DataError(
+            f"request log {source.database_url!r} gives no {source.records} records: {len(answers)} requests "
+            f"with feedback matched the filters (served_name={source.served_name!r}, tags={source.tags}, "
+            f"since={source.since}, until={source.until}; {dict(counts) or 'nothing usable'}){hint}"
+        )
+    return RawRows(
+        source="request_log",
+        rows=rows,
+        columns=_columns(rows),
+        meta={
+            "database": database,
+            "records": source.records,
+            "requests_with_feedback": len(answers),
+            "unreadable_prompts": unreadable,
+            **dict(sorted(counts.items())),
+        },
     )
 
 
@@ -403,6 +492,10 @@ def _peek_request_log(source: RequestLogSource) -> list[str]:
         _check_tables(engine, source.database_url)
     finally:
         engine.dispose()
+    if source.records == "preference":
+        return ["prompt", "chosen", "rejected"]
+    if source.records == "kto":
+        return ["prompt", "completion", "label"]
     return ["messages", "prompt", "completion"]
 
 

@@ -1,0 +1,160 @@
+"""LoRA / QLoRA preference tuning (styles dpo and kto) with TRL's DPOTrainer / KTOTrainer - the recipe,
+top to bottom.
+
+    run(job, emit, should_stop) -> RecipeOutput
+      1. runtime: threads, seeds, device
+      2. tokenizer + base model (fp32 on CPU, bf16 on GPU; 4-bit NF4 via bitsandbytes for QLoRA)
+      3. adapter: a fresh LoRA, or the parent adapter (`init_adapter`, e.g. the champion) loaded trainable;
+         the reference model is the starting point - TRL keeps a frozen "ref" copy of a parent adapter, or
+         disables a fresh one (= the base model), so no second model is loaded
+      4. trainer: DPOConfig / KTOConfig from the config (beta, loss, weights; the same schedule, eval,
+         checkpoints, early stopping and metrics callback as SFT - NaN / explosion stops the run)
+      5. train (resuming from the latest checkpoint when asked), final validation loss
+      6. save the trained adapter only (safetensors) and return its bytes - the driver writes the artifact
+
+The data arrives as TRL rows (dpo: prompt/chosen/rejected; kto: prompt/completion/label, kto rows in a
+seeded order because KTOTrainer samples sequentially), prepared, cleaned and split by
+`training.data.pipeline`; TRL tokenizes them with the base model's chat template. Runs the same
+in-process and inside a Ray worker; it never touches the final run folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+from training.config import TrainingConfig
+from training.monitor import MetricsCallback, peak_rss_mb
+from training.recipes.steps import (
+    RecipeJob,
+    RecipeOutput,
+    adapter_bytes,
+    attach_adapter,
+    fp32_trainable_on_cpu,
+    hardware_info,
+    load_base_model,
+    prepare_checkpoints,
+    run_outcome,
+    setup_runtime,
+    trainer_arguments,
+)
+
+__all__ = ["preference_arguments", "run"]
+
+
+def preference_arguments(config: TrainingConfig, job: RecipeJob) -> Any:
+    """TRL DPOConfig (style dpo) or KTOConfig (style kto) for this run."""
+    p = config.preference
+    common = trainer_arguments(config, job)
+    if config.style == "kto":
+        from trl import KTOConfig
+
+        return KTOConfig(
+            **common,
+            beta=p.beta,
+            desirable_weight=p.desirable_weight,
+            undesirable_weight=p.undesirable_weight,
+        )
+    from trl import DPOConfig
+
+    losses: list[str] = [p.loss]
+    weights = [1.0]
+    if p.sft_weight:
+        losses, weights = [p.loss, "sft"], [1.0, p.sft_weight]
+    return DPOConfig(
+        **common,
+        beta=p.beta,
+        loss_type=losses,
+        loss_weights=weights,
+        label_smoothing=p.label_smoothing,
+    )
+
+
+def _trainer_class(style: str) -> Any:
+    if style == "kto":
+        from trl import KTOTrainer
+
+        return KTOTrainer
+    from trl import DPOTrainer
+
+    return DPOTrainer
+
+
+# --------------------------------------------------------------------------------------------- recipe
+
+
+def run(
+    job: RecipeJob,
+    emit: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], str | None] = lambda: None,
+) -> RecipeOutput:
+    """Train one adapter on preferences; raises TrainingDiverged / TrainingCancelled / TrainingTimeout /
+    TrainingError."""
+    config, device = job.config, job.device
+
+    # 1. Runtime
+    setup_runtime(config, device)
+    emit(
+        {
+            "type": "log",
+            "message": f"{config.style} on {device.upper()} ({hardware_info(device).get('gpu', 'cpu')}), "
+            f"beta {config.preference.beta:g}, reference: "
+            + ("the parent adapter" if config.init_adapter is not None else "the base model"),
+        }
+    )
+
+    # 2-3. Tokenizer, base model, adapter (the reference is its starting point)
+    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback
+
+    tokenizer = AutoTokenizer.from_pretrained(str(config.base_model))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = attach_adapter(load_base_model(config, device), config)
+
+    # 4. Trainer
+    monitor = MetricsCallback(emit, should_stop, config.train.divergence_factor, device)
+    callbacks: list[Any] = [monitor]
+    if config.train.early_stopping_patience and job.validation is not None:
+        callbacks.append(
+            EarlyStoppingCallback(config.train.early_stopping_patience, config.train.early_stopping_threshold)
+        )
+    resume = prepare_checkpoints(config, job, emit)
+    trainer = _trainer_class(config.style)(
+        model=model,
+        args=preference_arguments(config, job),
+        train_dataset=job.train,
+        eval_dataset=job.validation,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # events replace the trainer's stdout dicts
+    fp32_trainable_on_cpu(trainer, device)
+
+    # 5. Train
+    started, cpu_started = time.perf_counter(), time.process_time()
+    output = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - started
+    train_cpu_seconds = time.process_time() - cpu_started
+    stop_reason, final_eval = run_outcome(trainer, monitor, config, job)
+
+    # 6. Save the trained adapter (bytes; the driver writes the artifact), drop checkpoints
+    files = adapter_bytes(trainer.model, config)
+    if not config.output.keep_checkpoints:
+        shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+    hardware = hardware_info(device) | {"peak_rss_mb": round(peak_rss_mb(), 1)}
+    emit({"type": "end", "reason": stop_reason, "step": int(trainer.state.global_step)})
+    return RecipeOutput(
+        adapter_files=files,
+        stop_reason=stop_reason,
+        final_eval_loss=final_eval,
+        train_seconds=round(train_seconds, 2),
+        hardware=hardware,
+        resumed_from=resume,
+        extra={
+            "trainer_train_loss": float(output.training_loss),
+            "global_step": int(trainer.state.global_step),
+            "train_cpu_seconds": round(train_cpu_seconds, 2),
+        },
+    )
