@@ -107,7 +107,7 @@ def main() -> None:
                 (train if label != "security" else traffic).extend(rows[:3])
                 traffic.extend(rows[3:])
             else:
-                heldout.extend(variants(label, i, template, 4, rng))
+                heldout.extend(variants(label, i, template, 10, rng))
     (HERE / "data").mkdir(exist_ok=True)
     with (HERE / "data" / "train.jsonl").open("w", encoding="utf-8") as fh:  # the first champion's data
         for row in train:
