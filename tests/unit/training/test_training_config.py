@@ -214,3 +214,78 @@ def test_override_errors_are_config_errors(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"cannot override 'name\.x': 'name' is not a section"):
         apply_overrides({"name": "n"}, {"name.x": 1})
+
+
+# ------------------------------------------------------------------------------------ dpo / kto styles
+
+PAIRS = {"name": "x", "data": {"sources": [{"path": "pairs.jsonl"}]}}
+LOG = {"kind": "request_log", "database_url": "sqlite:///log.db"}
+
+
+def test_preference_styles_resolve_batching_and_request_log_records() -> None:
+    dpo = parse_config({**PAIRS, "style": "dpo", "data": {"sources": [{"path": "p.jsonl"}, LOG]}})
+    assert dpo.train.batching == "padded" and dpo.data.sources[1].records == "preference"
+    assert dpo.preference.beta == 0.1 and dpo.preference.loss == "sigmoid"
+    kto = parse_config({**PAIRS, "style": "kto", "data": {"sources": [LOG]}})
+    assert kto.data.sources[0].records == "kto"
+    sft = parse_config({"name": "x", "data": {"sources": [LOG]}})
+    assert sft.data.sources[0].records == "sft" and sft.train.batching == "packed"
+    # the resolved values survive a round trip (the manifest's config is valid input)
+    assert parse_config(dpo.to_plain()).to_plain() == dpo.to_plain()
+    # a parent adapter (the champion) is the starting point and the reference model
+    assert parse_config({**PAIRS, "style": "kto", "init_adapter": "/a"}).init_adapter == Path("/a")
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"style": "dpo", "train": {"batching": "packed"}}, "batches padded preference records"),
+        ({"style": "kto", "train": {"batch_size": 1}}, "batch_size >= 2"),
+        ({"style": "kto", "preference": {"loss": "ipo"}}, "preference.loss is a dpo setting"),
+        ({"style": "kto", "preference": {"sft_weight": 0.5}}, "sft_weight is a dpo setting"),
+        ({"preference": {"beta": 0.5}}, "only used by styles 'dpo' and 'kto'"),
+        ({"style": "dpo", "preference": {"beta": 0}}, "preference.beta"),
+        ({"style": "dpo", "preference": {"label_smoothing": 0.1}}, "only used by loss 'robust'"),
+        ({"style": "dpo", "preference": {"loss": "kto"}}, "preference.loss"),
+        ({"style": "dpo", "preference": {"betta": 0.2}}, "did you mean 'beta'"),
+        (
+            {"style": "dpo", "data": {"sources": [{"path": "p.jsonl", "template": "kto"}]}},
+            "template is 'kto'",
+        ),
+        (
+            {"style": "dpo", "data": {"sources": [{"path": "p.jsonl", "template": "chat"}]}},
+            "template is 'chat'",
+        ),
+        ({"style": "dpo", "data": {"sources": [{**LOG, "records": "sft"}]}}, "records is 'sft'"),
+        ({"data": {"sources": [{"path": "p.jsonl", "template": "preference"}]}}, "only styles 'dpo' / 'kto'"),
+        ({"data": {"sources": [{**LOG, "records": "kto"}]}}, "only styles 'dpo' / 'kto'"),
+        (
+            {"style": "kto", "data": {"sources": [{**LOG, "min_rating": 0.5, "max_rejected_rating": 0.5}]}},
+            "max_rejected_rating must be below min_rating",
+        ),
+    ],
+)
+def test_preference_rules(patch: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_config({**PAIRS, **patch})
+
+
+def test_kto_accepts_pairs_and_robust_dpo_takes_label_smoothing() -> None:
+    kto = parse_config(
+        {**PAIRS, "style": "kto", "data": {"sources": [{"path": "p", "template": "preference"}]}}
+    )
+    assert kto.data.sources[0].template == "preference"
+    robust = parse_config(
+        {**PAIRS, "style": "dpo", "preference": {"loss": "robust", "label_smoothing": 0.1, "sft_weight": 1}}
+    )
+    assert robust.preference.label_smoothing == 0.1
+
+
+def test_recipe_registry_covers_every_style() -> None:
+    from typing import get_args
+
+    from training.config import Style
+    from training.recipes import RECIPES
+
+    assert set(RECIPES) == set(get_args(Style))
+    assert RECIPES["dpo"] == RECIPES["kto"] == "training.recipes.lora_preference"
