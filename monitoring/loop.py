@@ -20,16 +20,26 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from common.log_schema import merged_tags
+from monitoring.canary import (
+    Action,
+    ArmHealth,
+    ArmScores,
+    CanaryObservation,
+    CanaryPolicy,
+    CanaryState,
+    StepData,
+)
 from monitoring.drift.base import DriftReport, InputDriftDetector, QualityDriftDetector
 from monitoring.drift.checks import check_input_drift, check_quality_drift, detector_for_threshold
 from monitoring.errors import DriftInputError
@@ -37,6 +47,7 @@ from monitoring.loop_store import LockHeldError, LoopRun, LoopStore
 from monitoring.metrics import LoopMetrics
 from monitoring.policy import LoopState, TrainingRecord
 from monitoring.scorers.batch import score_batch
+from monitoring.scorers.heuristics import DEFAULT_REFUSAL_PATTERNS
 from monitoring.spec import LoopSpec
 from monitoring.store import (
     feedback_table,
@@ -607,21 +618,23 @@ class LoopController:
             self._cleanup_challenger(run)
             self._move(run, REJECTED, f"gate failed: {gate_result['summary']}", {"gate": gate_result})
             return TickResult(REJECTED, "gate failed", run.id)
-        exp_name = f"{s.adapter}-canary-{run.id[-6:]}"
-        arms = [(f"{s.adapter}@champion", 1 - s.canary.weight), (f"{s.adapter}@challenger", s.canary.weight)]
-        if self.champion() is None:
-            arms[0] = (self.registry.base_model_id, 1 - s.canary.weight)
-        self.registry.create_experiment(
-            exp_name, arms, intercept=s.adapter, description=f"canary of loop run {run.id}"
-        )
-        run.data["experiment"] = exp_name
+        policy = CanaryPolicy.from_settings(s.canary)
+        run.data["canary"] = {
+            "weights": list(policy.steps),
+            "champion_arm": f"{s.adapter}@champion" if self.champion() else self.registry.base_model_id,
+            "challenger_arm": f"{s.adapter}@challenger",
+            "state": policy.start().to_dict(),
+            "steps": [],
+        }
         run.data["canary_started_at"] = datetime.now(UTC).isoformat()
+        exp_name = self._start_canary_step(run, 0)
+        plan = " → ".join(f"{w:.0%}" for w in policy.steps)
         self._move(
             run,
             CANARY,
-            f"gate passed; canary {exp_name}: {s.canary.weight:.0%} of '{s.adapter}' "
-            "traffic to the challenger",
-            {"gate": gate_result, "experiment": exp_name},
+            f"gate passed; canary {plan} → promote: step 1 sends {policy.steps[0]:.0%} of '{s.adapter}' "
+            f"traffic to the challenger ({exp_name})",
+            {"gate": gate_result, "experiment": exp_name, "canary": _canary_settings(policy)},
         )
         return TickResult(CANARY, "canary started", run.id)
 
@@ -677,50 +690,115 @@ class LoopController:
         result["report_dir"] = str(out_dir)
         return result
 
+    def _start_canary_step(self, run: LoopRun, index: int) -> str:
+        """Route the step's share of the adapter's traffic to the challenger: an experiment per step
+        (arms are pinned at creation, so a new weight is a new experiment). Idempotent: a step whose
+        experiment already runs (a loop that died right after creating it) keeps it."""
+        s, canary = self.spec, run.data["canary"]
+        weight = canary["weights"][index]
+        name = f"{s.adapter}-canary-{run.id[-6:]}" + (f"-s{index + 1}" if index else "")
+        existing = {e.name: e for e in self.registry.list_experiments()}
+        if name not in existing:
+            self.registry.create_experiment(
+                name,
+                [(canary["champion_arm"], 1 - weight), (canary["challenger_arm"], weight)],
+                intercept=s.adapter,
+                description=f"canary of loop run {run.id}, step {index + 1} ({weight:.0%})",
+            )
+        if len(canary["steps"]) <= index:
+            canary["steps"].append(
+                {
+                    "step": index + 1,
+                    "weight": weight,
+                    "experiment": name,
+                    "started_at": datetime.now(UTC).isoformat(),
+                }
+            )
+        run.data["experiment"] = name
+        return name
+
+    def _canary_plan(self, run: LoopRun) -> dict[str, Any]:
+        """The run's canary record; a run started before progressive canaries (one experiment, no
+        `canary` record) becomes a one-step canary at that experiment's weight."""
+        if "canary" not in run.data:
+            exp = self.registry.get_experiment(run.data["experiment"])
+            total = sum(a.weight for a in exp.arms)
+            challenger = next(a for a in exp.arms if a.model.endswith("@challenger"))
+            champion = next(a for a in exp.arms if a is not challenger)
+            run.data["canary"] = {
+                "weights": [challenger.weight / total],
+                "champion_arm": champion.model,
+                "challenger_arm": challenger.model,
+                "state": CanaryState().to_dict(),
+                "steps": [
+                    {
+                        "step": 1,
+                        "weight": challenger.weight / total,
+                        "experiment": exp.name,
+                        "started_at": run.data["canary_started_at"],
+                    }
+                ],
+            }
+        canary: dict[str, Any] = run.data["canary"]
+        return canary
+
     def _canary(self, run: LoopRun) -> TickResult:
+        """One look at the canary: the rule of `monitoring.canary` on the request log; wait, advance to
+        the next weight, promote, or roll back. Every step's end is an event with its statistics."""
         from serving.hotswap import swap_alias
 
         s = self.spec
-        exp = run.data["experiment"]
+        canary = self._canary_plan(run)
+        policy = replace(CanaryPolicy.from_settings(s.canary), steps=tuple(canary["weights"]))
+        state = CanaryState.from_dict(canary["state"])
         score_batch(self.db_url, scorers=s.scorers, slice_keys=self._slice_keys)
-        arms = _arm_scores(self.db_url, exp, s.canary.scorer)
+        champ_arm, chall_arm = canary["champion_arm"], canary["challenger_arm"]
+        experiments = [step["experiment"] for step in canary["steps"]]
+        steps, chall_health, champ_health = _canary_observations(
+            self.db_url, experiments, s.canary.scorer, champ_arm, chall_arm
+        )
         started = datetime.fromisoformat(run.data["canary_started_at"])
         elapsed = (datetime.now(UTC) - started).total_seconds()
-        champ_arm = f"{s.adapter}@champion"
-        chall_arm = f"{s.adapter}@challenger"
-        if self.champion() is None:
-            champ_arm = self.registry.base_model_id
-        n_champ, n_chall = len(arms.get(champ_arm, [])), len(arms.get(chall_arm, []))
-        enough = min(n_champ, n_chall) >= s.canary.min_requests_per_arm
-        if not enough and elapsed < s.canary.timeout_s:
-            return TickResult(
-                CANARY, f"canary: {n_champ} champion / {n_chall} challenger scored requests", run.id
-            )
-        ab: dict[str, Any] = {"arms": {k: {"n": len(v), "mean": _mean(v)} for k, v in arms.items()}}
+        decision = policy.decide(state, CanaryObservation(steps, chall_health, champ_health, elapsed))
+        canary["state"] = decision.state.to_dict()
+        canary["last_look"] = decision.statistics
+        totals = decision.statistics
+        ab: dict[str, Any] = {
+            "arms": {
+                champ_arm: {"n": totals["n_total"]["champion"], "mean": totals["mean_total"]["champion"]},
+                chall_arm: {"n": totals["n_total"]["challenger"], "mean": totals["mean_total"]["challenger"]},
+            }
+        }
+        run.data["ab"] = ab
+        if decision.action == Action.WAIT:
+            self.store.save(run)  # the test's running bounds survive a restart
+            return TickResult(CANARY, decision.message, run.id)
+        record = canary["steps"][decision.step]
+        record.update(
+            {
+                "ended_at": datetime.now(UTC).isoformat(),
+                "decision": str(decision.action),
+                **decision.statistics,
+            }
+        )
+        if decision.action == Action.ADVANCE:
+            self._event(run, "canary_step", decision.message, evidence=decision.statistics)
+            self.registry.stop_experiment(run.data["experiment"])
+            self._start_canary_step(run, decision.step + 1)
+            self.store.save(run)
+            return TickResult(CANARY, decision.message, run.id)
         try:
             from evals.ab import ab_report
 
-            report = ab_report(exp, self.db_url, control=champ_arm)
-            ab["report"] = report.to_dict()
-        except Exception as exc:  # noqa: BLE001 - the decision below needs only the arm means
+            ab["report"] = ab_report(run.data["experiment"], self.db_url, control=champ_arm).to_dict()
+        except Exception as exc:  # noqa: BLE001 - the decision is made; the report is for people
             ab["report_error"] = str(exc)
-        run.data["ab"] = ab
-        self.registry.stop_experiment(exp)
-        champ_mean, chall_mean = _mean(arms.get(champ_arm, [])), _mean(arms.get(chall_arm, []))
-        if not enough:
+        evidence = {"canary": canary, "ab": ab}
+        if decision.action == Action.ROLLBACK:
             self._cleanup_challenger(run)
-            self._move(run, ROLLED_BACK, f"canary timed out with {n_champ}/{n_chall} scored requests", ab)
-            return TickResult(ROLLED_BACK, "canary timed out", run.id)
-        if chall_mean < champ_mean - s.canary.margin:
-            self._cleanup_challenger(run)
-            self._move(
-                run,
-                ROLLED_BACK,
-                f"canary: challenger {chall_mean:.3f} vs champion {champ_mean:.3f} "
-                f"({s.canary.scorer}); rolled back",
-                ab,
-            )
-            return TickResult(ROLLED_BACK, "canary worse: rolled back", run.id)
+            self._move(run, ROLLED_BACK, decision.message, evidence)
+            return TickResult(ROLLED_BACK, f"canary: rolled back ({decision.reason})", run.id)
+        self.registry.stop_experiment(run.data["experiment"])
         version = run.data["challenger"].split("@", 1)[1]
         swap = swap_alias(
             self.registry,
@@ -737,9 +815,9 @@ class LoopController:
         self._move(
             run,
             PROMOTED,
-            f"promoted {run.data['challenger'][: len(s.adapter) + 13]} to "
-            f"{s.adapter}@champion (canary {chall_mean:.3f} vs {champ_mean:.3f})",
-            {"ab": ab, "swap": swap.to_dict()},
+            f"promoted {run.data['challenger'][: len(s.adapter) + 13]} to {s.adapter}@champion "
+            f"({decision.message})",
+            {**evidence, "swap": swap.to_dict()},
         )
         return TickResult(PROMOTED, "promoted", run.id)
 
@@ -862,26 +940,82 @@ def _count_feedback(
     return {"corrections": len(corrected), "accepted": len(accepted - corrected)}
 
 
-def _arm_scores(db_url: str, experiment: str, scorer: str) -> dict[str, list[float]]:
+def _canary_settings(policy: CanaryPolicy) -> dict[str, Any]:
+    return {
+        "steps": list(policy.steps),
+        "alpha": policy.alpha,
+        "mde": policy.mde,
+        "min_requests_per_step": policy.min_requests_per_step,
+        "max_requests_per_step": policy.max_requests_per_step,
+        "guardrails": asdict(policy.guardrails),
+        "srm_p_value": policy.srm_p_value,
+        "timeout_s": policy.timeout_s,
+    }
+
+
+_REFUSAL = [re.compile(p, re.IGNORECASE) for p in DEFAULT_REFUSAL_PATTERNS]
+
+
+def _empty_or_refusal(response: str | None) -> bool:
+    head = (response or "")[:400]
+    return not head.strip() or any(p.search(head) for p in _REFUSAL)
+
+
+def _canary_observations(
+    db_url: str, experiments: list[str], scorer: str, champion_arm: str, challenger_arm: str
+) -> tuple[list[StepData], ArmHealth, ArmHealth]:
+    """From the request log: per step (one experiment each, in order) the arms' `scorer` scores and
+    routed requests; over all steps each arm's health (errors, empty/refused answers, latencies)."""
     import sqlalchemy as sa
 
-    with opened(db_url) as engine:
-        req, sc = requests_table, scores_table
-        q = (
-            sa.select(req.c.arm, sc.c.score)
-            .select_from(sc.join(req, req.c.id == sc.c.request_id))
-            .where(req.c.experiment == experiment, sc.c.scorer == scorer, req.c.shadow_of.is_(None))
+    req, sc = requests_table, scores_table
+    primary = (req.c.experiment.in_(experiments), req.c.shadow_of.is_(None))
+    scores_q = (
+        sa.select(req.c.experiment, req.c.arm, sc.c.score)
+        .select_from(sc.join(req, req.c.id == sc.c.request_id))
+        .where(*primary, sc.c.scorer == scorer)
+    )
+    requests_q = sa.select(
+        req.c.experiment, req.c.arm, req.c.status_code, req.c.response, req.c.latency_ms
+    ).where(*primary)
+    with opened(db_url) as engine, engine.connect() as conn:
+        score_rows = conn.execute(scores_q).all()
+        request_rows = conn.execute(requests_q).all()
+    scores: dict[tuple[str, str], list[float]] = {}
+    for exp, arm, score in score_rows:
+        scores.setdefault((str(exp), str(arm)), []).append(float(score))
+    routed: Counter[tuple[str, str]] = Counter()
+    health: dict[str, dict[str, Any]] = {
+        arm: {"requests": 0, "errors": 0, "empty": 0, "latencies": []}
+        for arm in (champion_arm, challenger_arm)
+    }
+    for exp, arm, status, response, latency in request_rows:
+        routed[(str(exp), str(arm))] += 1
+        h = health.get(str(arm))
+        if h is None:
+            continue
+        h["requests"] += 1
+        if status != 200:
+            h["errors"] += 1
+            continue
+        h["empty"] += _empty_or_refusal(response)
+        if latency is not None:
+            h["latencies"].append(float(latency))
+    steps = [
+        StepData(
+            champion=ArmScores.of(scores.get((exp, champion_arm), [])),
+            challenger=ArmScores.of(scores.get((exp, challenger_arm), [])),
+            routed_champion=routed[(exp, champion_arm)],
+            routed_challenger=routed[(exp, challenger_arm)],
         )
-        with engine.connect() as conn:
-            rows = conn.execute(q).all()
-    out: dict[str, list[float]] = {}
-    for arm, score in rows:
-        out.setdefault(str(arm), []).append(float(score))
-    return out
+        for exp in experiments
+    ]
 
+    def arm_health(arm: str) -> ArmHealth:
+        h = health[arm]
+        return ArmHealth(h["requests"], h["errors"], h["empty"], tuple(h["latencies"]))
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+    return steps, arm_health(challenger_arm), arm_health(champion_arm)
 
 
 def _primary(run: Any) -> float | None:

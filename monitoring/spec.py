@@ -8,7 +8,7 @@ canary. Relative paths resolve against the spec file's folder. `docs/loop.md` do
 `examples/` and `tuneloop/demo_spec.yaml` are complete specs.
 
     spec = load_spec("loop.yaml")                    # LoopSpec, or SpecError listing every problem
-    spec = load_spec("loop.yaml", overrides={"canary.weight": 0.2})
+    spec = load_spec("loop.yaml", overrides={"canary.steps": [0.1, 0.5]})
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from monitoring.policy import POLICIES_DIR, TriggerPolicy, load_policy, policy_n
 __all__ = [
     "CanarySettings",
     "GateSettings",
+    "GuardrailSettings",
     "LoopSpec",
     "RecipeSettings",
     "SpecError",
@@ -182,19 +183,95 @@ class GateSettings(ConfigModel):
     """Eval requests in flight against the service."""
 
 
-class CanarySettings(ConfigModel):
-    """The live canary: a share of the adapter's traffic goes to the challenger before promotion."""
+class GuardrailSettings(ConfigModel):
+    """Caps on the challenger's health during the canary (over all its steps); a tripped one rolls back at
+    once. A cap trips when the challenger's one-sided (1 - `canary.alpha`) lower confidence bound is above
+    it and the challenger is worse than the champion on it; None switches one off."""
 
-    weight: float = Field(0.3, gt=0, lt=1)
-    """Share of the adapter's live traffic the challenger gets during the canary."""
-    min_requests_per_arm: int = Field(20, ge=1)
-    """Scored requests each arm needs before the canary is decided."""
+    max_error_rate: float | None = Field(0.05, ge=0, le=1)
+    """Share of the challenger's requests that fail (status other than 200)."""
+    max_p99_latency_ms: float | None = Field(None, gt=0)
+    """The challenger's 99th-percentile latency (None: off — latency depends on the hardware; set it)."""
+    max_empty_rate: float | None = Field(0.1, ge=0, le=1)
+    """Share of the challenger's answers that are empty or a refusal (`refusal` scorer's phrases)."""
+    min_requests: int = Field(10, ge=1)
+    """Requests the challenger must have served before a guardrail may trip."""
+
+
+class CanarySettings(ConfigModel):
+    """The live canary: the challenger takes a growing share of the adapter's traffic, step by step; each
+    step is decided by an always-valid sequential test on `scorer`, guardrails and an SRM check
+    (`monitoring/canary.py` and docs/loop.md#canary give the exact rule)."""
+
+    steps: list[float] = Field(default_factory=lambda: [0.05, 0.2, 0.5], min_length=1)
+    """The challenger's share of the adapter's traffic in each step (increasing, each in (0, 1)); after the
+    last step the challenger is promoted (100 %)."""
     scorer: str = "reference"
     """Score used to compare the arms (must be produced by the scorers on live traffic)."""
-    margin: float = Field(0.05, ge=0, le=1)
-    """Promote unless the challenger's mean score is worse than the champion's by more than this."""
-    timeout_s: float = Field(900.0, gt=0)
-    """Give up (roll back) when the arms have not collected enough scored requests by then."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    """Error rate of the sequential test: the chance to roll back a challenger as good as the champion, and
+    to promote one worse by `mde` or more."""
+    mde: float = Field(0.05, gt=0, le=1)
+    """Minimum detectable effect (score points): a challenger worse than the champion by this much must not
+    be promoted; one within it counts as not worse. The canary's length grows as 1/mde^2."""
+    min_requests_per_step: int = Field(20, ge=2)
+    """Scored requests the challenger serves in a step before the step may advance (and per arm before the
+    test starts)."""
+    max_requests_per_step: int | None = Field(100, ge=2)
+    """A step before the last advances after this many scored challenger requests without evidence of harm
+    (None: only on the test's verdict). The last step runs until the test decides."""
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    """Error, latency and empty-answer caps that roll back at once."""
+    srm_p_value: float | None = Field(0.001, gt=0, lt=1)
+    """Roll back when the arms' request counts in a step do not match its split (always-valid sample ratio
+    mismatch test, p below this; None: off)."""
+    timeout_s: float = Field(7200.0, gt=0)
+    """Roll back when the canary has not promoted by then (size it with the traffic: a step at 5 % needs
+    about 20 x `min_requests_per_step` requests)."""
+    weight: float | None = Field(None, gt=0, lt=1)
+    """Old single-step form: the same as `steps: [weight]`."""
+    min_requests_per_arm: int | None = Field(None, ge=2)
+    """Old name of `min_requests_per_step`."""
+    margin: float | None = Field(None, gt=0, le=1)
+    """Old name of `mde`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_keys(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for old, new, convert in (
+            ("weight", "steps", lambda v: [v]),
+            ("min_requests_per_arm", "min_requests_per_step", lambda v: v),
+            ("margin", "mde", lambda v: v),
+        ):
+            if out.get(old) is None:
+                continue
+            if out.get(new) is not None:
+                raise ValueError(f"give {new!r} or its old form {old!r}, not both")
+            out[new] = convert(out[old])
+        return out
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increase(cls, value: list[float]) -> list[float]:
+        if any(not 0 < w < 1 for w in value):
+            raise ValueError(
+                f"each step is the challenger's share, in (0, 1) (100 % is the promotion): {value}"
+            )
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError(f"steps must increase: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_above_minimum(self) -> CanarySettings:
+        if self.max_requests_per_step is not None and self.max_requests_per_step < self.min_requests_per_step:
+            raise ValueError(
+                f"max_requests_per_step ({self.max_requests_per_step}) is below min_requests_per_step "
+                f"({self.min_requests_per_step})"
+            )
+        return self
 
 
 DEFAULT_SCORERS: list[Any] = [
@@ -300,5 +377,5 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Loop
 
 
 def load_spec(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> LoopSpec:
-    """Read and validate a loop spec file; `overrides` are dotted keys (`canary.weight: 0.2`)."""
+    """Read and validate a loop spec file; `overrides` are dotted keys (`canary.mde: 0.1`)."""
     return load_config_file(LoopSpec, path, what="loop spec", overrides=overrides, error=SpecError)

@@ -18,6 +18,7 @@ from monitoring.policy import BudgetPolicy, InputDriftRule, QualityDriftRule, Tr
 from monitoring.spec import (
     CanarySettings,
     GateSettings,
+    GuardrailSettings,
     LoopSpec,
     RecipeSettings,
     SuiteSettings,
@@ -36,6 +37,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("recipe", RecipeSettings),
     ("gate", GateSettings),
     ("canary", CanarySettings),
+    ("canary.guardrails", GuardrailSettings),
     ("policy", TriggerPolicy),
     ("policy.input_drift", InputDriftRule),
     ("policy.quality_drift", QualityDriftRule),

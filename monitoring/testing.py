@@ -89,6 +89,7 @@ class LoopWorld:
         experiment: str | None = None,
         arm: str | None = None,
         at: datetime | None = None,
+        status_code: int = 200,
     ) -> str:
         self.n += 1
         rid = f"chatcmpl-{os.getpid()}-{self.n:05d}"
@@ -117,8 +118,10 @@ class LoopWorld:
                     experiment=experiment,
                     arm=arm,
                     prompt=json.dumps([{"role": "user", "content": q}]),
-                    response="It takes 3 days." if correct else "I am not sure.",
-                    status_code=200,
+                    response=(
+                        None if status_code != 200 else ("It takes 3 days." if correct else "I am not sure.")
+                    ),
+                    status_code=status_code,
                     stream=False,
                     finish_reason="stop",
                     tags={"intent": intent, "reference": "3 days"},
@@ -135,18 +138,28 @@ class LoopWorld:
             )
         return rid
 
-    def canary_traffic(self, experiment: str, challenger_version: str, *, challenger_better: bool) -> None:
-        """Six scored refund requests per canary arm; the better arm answers every one correctly."""
-        for _ in range(6):
-            self.request(
-                "refunds", correct=not challenger_better, experiment=experiment, arm="support@champion"
-            )
+    def canary_traffic(
+        self,
+        experiment: str,
+        challenger_version: str,
+        *,
+        challenger_better: bool,
+        per_arm: int = 40,
+        champion_arm: str = "support@champion",
+        status_code: int = 200,
+    ) -> None:
+        """`per_arm` scored refund requests per canary arm; the better arm answers every one correctly
+        (with the world's canary settings, 40 per arm settle it either way). `status_code` other than 200
+        makes the challenger's requests fail (for the guardrails)."""
+        for _ in range(per_arm):
+            self.request("refunds", correct=not challenger_better, experiment=experiment, arm=champion_arm)
             self.request(
                 "refunds",
                 correct=challenger_better,
                 version=challenger_version,
                 experiment=experiment,
                 arm="support@challenger",
+                status_code=status_code,
             )
 
     def submit(self, config: dict[str, Any]) -> FakeJob:
@@ -192,7 +205,8 @@ class LoopWorld:
             "suites": {"target": "general_qa"},
             "recipe": {"min_corrections": 5},
             "state_dir": str(self.tmp / "loop"),
-            "canary": {"min_requests_per_arm": 5},
+            # one 50 % step, decided on tens of requests (canary_traffic sends 40 per arm)
+            "canary": {"steps": [0.5], "min_requests_per_step": 5, "mde": 0.2},
         }
         for key, value in kw.items():
             section, _, field = key.partition("__")

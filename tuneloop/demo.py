@@ -48,7 +48,8 @@ class DemoOptions:
     base_model: str = "default"
     seed: int = 0
     phase_a_requests: int = 80
-    canary_weight: float = 0.5
+    canary_steps: tuple[float, ...] | None = None
+    """The canary's weight steps (None: the demo spec's, 25 % → 50 % → promote)."""
     timeout_s: float = 1800.0
     concurrency: int = 4
     correction_rate: float = 1.0
@@ -288,8 +289,8 @@ def _run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
                 "recipe.training": training_recipe(
                     opts.retrain_epochs, opts.retrain_learning_rate, home / "runs"
                 ),
-                "canary.weight": opts.canary_weight,
-            },
+            }
+            | ({"canary.steps": list(opts.canary_steps)} if opts.canary_steps else {}),
         )
         events: list[tuple[float, str, str]] = []
 
@@ -389,6 +390,7 @@ def _summarise(
     out["gate_summary"] = gate.get("summary")
     out["suites"] = gate.get("suites", {})
     out["ab"] = {k: v for k, v in (run.data.get("ab") or {}).get("arms", {}).items()}
+    out["canary_steps"] = canary_step_rows(run.data.get("canary") or {})
     out["challenger"] = run.data.get("challenger")
     champion = controller.champion()
     out["champion_after"] = champion.ref if champion else None
@@ -404,6 +406,32 @@ def _summarise(
         for r in run.data.get("drift_reports", [])
     ]
     return out
+
+
+def canary_step_rows(canary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per canary step the run went through (the loop's `canary` record): weight, scored requests
+    and mean score per arm, the always-valid interval and p-value of the test, the decision."""
+    rows = []
+    for step in canary.get("steps", []):
+        n, mean = step.get("n") or {}, step.get("mean") or {}
+        rows.append(
+            {
+                "step": step.get("step"),
+                "weight": step.get("weight"),
+                "n_champion": n.get("champion"),
+                "n_challenger": n.get("challenger"),
+                "mean_champion": mean.get("champion"),
+                "mean_challenger": mean.get("challenger"),
+                "estimate": step.get("estimate"),
+                "ci_low": step.get("ci_low"),
+                "ci_high": step.get("ci_high"),
+                "p_value": step.get("p_value"),
+                "e_value": step.get("e_value"),
+                "decision": step.get("decision", "running"),
+                "reason": step.get("reason"),
+            }
+        )
+    return rows
 
 
 def _print_summary(console: Console, s: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """The demo's HTML report: quality timeline per served version, drift statistic against its threshold,
-the loop's events, and before/after quality per suite and slice. Self-contained (plots inlined as PNG)."""
+the loop's events, the canary's steps, and before/after quality per suite and slice. Self-contained (plots
+inlined as PNG)."""
 
 from __future__ import annotations
 
@@ -129,6 +130,22 @@ def write_demo_report(path: Path, summary: dict[str, Any], db_url: str, controll
         for e in events
         if e.kind != "check"
     )
+    canary_rows = "".join(
+        f"<tr><td>{esc(str(r.get('step')))}</td><td>{_pct(r.get('weight'))}</td>"
+        f"<td>{esc(str(r.get('n_champion')))} / {esc(str(r.get('n_challenger')))}</td>"
+        f"<td>{_f(r.get('mean_champion'))}</td><td>{_f(r.get('mean_challenger'))}</td>"
+        f"<td>{_signed(r.get('estimate'))} [{_signed(r.get('ci_low'))}, {_signed(r.get('ci_high'))}]</td>"
+        f"<td>{_p(r.get('p_value'))}</td><td>{_f(r.get('e_value'))}</td>"
+        f"<td>{esc(str(r.get('decision')))} ({esc(str(r.get('reason') or ''))})</td></tr>"
+        for r in summary.get("canary_steps") or []
+    )
+    canary_table = (
+        "<table><tr><th>step</th><th>challenger share</th><th>scored requests (champion / challenger)</th>"
+        "<th>champion mean</th><th>challenger mean</th><th>Δ (always-valid CI, whole canary)</th>"
+        f"<th>p-value</th><th>e-value</th><th>decision</th></tr>{canary_rows}</table>"
+        if canary_rows
+        else "<p>no canary steps recorded</p>"
+    )
     t = summary.get("timings", {})
     outcome_class = "ok" if summary.get("outcome") == "promoted" else "bad"
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>tuneloop demo report</title>
@@ -143,6 +160,10 @@ Traffic: {summary["traffic"]["ok"]} served, {summary["traffic"]["failed"]} faile
 <h2>Before / after (gate evals, champion vs challenger)</h2>
 <table><tr><th>suite (metric)</th><th>champion</th><th>challenger</th><th>Δ points</th></tr>{rows}</table>
 <p>{esc(str(summary.get("gate_summary") or ""))}</p>
+<h2>Canary steps</h2>
+<p>Each step is decided by the always-valid sequential test (mSPRT) on the live score, guardrails and a
+sample-ratio check (<code>monitoring/canary.py</code>); the interval and p-value cover all steps so far.</p>
+{canary_table}
 <h2>Live quality per served version</h2>
 {f'<img src="{quality_img}" width="900">' if quality_img else "<p>no scored traffic</p>"}
 <table><tr><th>version</th><th colspan="4">mean live score per slice</th></tr>{slice_rows}</table>
@@ -158,6 +179,20 @@ Traffic: {summary["traffic"]["ok"]} served, {summary["traffic"]["failed"]} faile
 
 def _f(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, int | float) else "?"
+
+
+def _pct(x: Any) -> str:
+    return f"{x:.0%}" if isinstance(x, int | float) else "?"
+
+
+def _signed(x: Any) -> str:
+    return f"{x:+.3f}" if isinstance(x, int | float) else "?"
+
+
+def _p(x: Any) -> str:
+    if not isinstance(x, int | float):
+        return "?"
+    return "<0.001" if x < 0.001 else f"{x:.2g}"
 
 
 def _d(a: Any, b: Any) -> str:

@@ -54,6 +54,19 @@ class SequentialResult:
     path: SequentialPath
 
 
+def mixture_statistics(
+    estimate: np.ndarray | float, variance: np.ndarray | float, tau2: np.ndarray | float, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mSPRT at one look, from an effect estimate d ~ N(theta, V) and the mixing variance tau^2:
+    (log Lambda against theta = 0, radius r of the always-valid confidence interval d +/- r at level
+    alpha). Vectorised; the caller keeps the running minimum p-value / intersection over its looks."""
+    d, v, t2 = (np.asarray(x, dtype=float) for x in (estimate, variance, tau2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_lambda = 0.5 * np.log(v / (v + t2)) + t2 * d**2 / (2 * v * (v + t2))
+        radius = np.sqrt(2 * v * (v + t2) / t2 * (np.log(1 / alpha) + 0.5 * np.log((v + t2) / v)))
+    return log_lambda, radius
+
+
 def msprt_paths(
     is_treatment: np.ndarray,
     values: np.ndarray,
@@ -89,16 +102,7 @@ def msprt_paths(
         variance = np.maximum(v_t / n_t + v_c / n_c, 1e-12)
         tau2 = np.maximum(tau_rel**2 * var_pooled, 1e-12)
         d = m_t - m_c
-        log_lambda = 0.5 * np.log(variance / (variance + tau2)) + tau2 * d**2 / (
-            2 * variance * (variance + tau2)
-        )
-        radius = np.sqrt(
-            2
-            * variance
-            * (variance + tau2)
-            / tau2
-            * (np.log(1 / alpha) + 0.5 * np.log((variance + tau2) / variance))
-        )
+        log_lambda, radius = mixture_statistics(d, variance, tau2, alpha)
     active = (n_t >= burn_in) & (n_c >= burn_in)
     p_step = np.where(active, np.minimum(1.0, np.exp(-log_lambda)), 1.0)
     p_running = np.minimum.accumulate(p_step, axis=1)

@@ -28,7 +28,7 @@ def _overrides(pairs: list[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"--set {pair!r}: use KEY=VALUE (dotted keys, e.g. canary.weight=0.2)")
+            raise typer.BadParameter(f"--set {pair!r}: use KEY=VALUE (dotted keys, e.g. canary.mde=0.1)")
         out[key.strip()] = yaml.safe_load(value)
     return out
 
@@ -77,8 +77,9 @@ def describe_spec(spec: Any) -> list[str]:
     )
     c = spec.canary
     lines.append(
-        f"canary: {c.weight:.0%} of traffic, >= {c.min_requests_per_arm} scored requests per arm on "
-        f"{c.scorer!r}, margin {c.margin:g}"
+        f"canary: {' → '.join(f'{w:.0%}' for w in c.steps)} of traffic then promote; "
+        f"{c.min_requests_per_step} to {c.max_requests_per_step or 'any number of'} scored requests per step "
+        f"on {c.scorer!r}, mde {c.mde:g}, alpha {c.alpha:g}"
     )
     lines.append(f"state: {spec.resolved_state_dir()}")
     return lines

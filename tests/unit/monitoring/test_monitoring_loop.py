@@ -113,6 +113,81 @@ def test_worse_canary_rolls_back(world: LoopWorld) -> None:
     assert world.registry.get("support", "champion").version == world.v1.version
 
 
+def test_progressive_canary_advances_step_by_step_then_promotes(world: LoopWorld) -> None:
+    c = world.controller(canary__steps=[0.2, 0.5], canary__max_requests_per_step=10)
+    c.store.acquire()
+    drift(world)
+    assert run_until(c, (CANARY,)) == CANARY
+    run = c.store.open_run()
+    assert run is not None
+    first = run.data["experiment"]
+    arms = {a.model: a.weight for a in world.registry.get_experiment(first).arms}
+    assert arms == {"support@champion": pytest.approx(0.8), "support@challenger": pytest.approx(0.2)}
+    challenger = world.registry.get("support", "challenger")
+    for i in range(50):  # a 20 % step: 10 challenger, 40 champion requests; the challenger is better
+        on_challenger = i % 5 == 0
+        world.request(
+            "refunds",
+            correct=on_challenger,
+            version=challenger.version if on_challenger else None,
+            experiment=first,
+            arm="support@challenger" if on_challenger else "support@champion",
+        )
+    assert c.tick().state == CANARY  # step 1 ends: not worse by mde (or its budget), on to 50 %
+    run = c.store.open_run()
+    assert run is not None
+    second = run.data["experiment"]
+    assert second == f"{first}-s2" and not world.registry.get_experiment(first).is_active
+    assert {a.model: a.weight for a in world.registry.get_experiment(second).arms}[
+        "support@challenger"
+    ] == 0.5
+    step_event = next(e for e in c.store.events() if e.kind == "canary_step")
+    assert step_event.evidence["step"] == 1 and step_event.evidence["weight"] == 0.2
+    assert step_event.evidence["n"] == {"champion": 40, "challenger": 10}
+    assert {"ci_low", "ci_high", "p_value", "e_value", "srm_p_value", "guardrails"} <= set(
+        step_event.evidence
+    )
+    world.canary_traffic(second, challenger.version, challenger_better=True)
+    assert c.tick().state == PROMOTED
+    assert world.registry.get("support", "champion").version == challenger.version
+    done = c.store.runs(limit=1)[0]
+    steps = done.data["canary"]["steps"]
+    assert [(s["step"], s["weight"], s["decision"]) for s in steps] == [
+        (1, 0.2, "advance"),
+        (2, 0.5, "promote"),
+    ]
+    assert done.data["ab"]["arms"]["support@challenger"]["n"] == 50
+    promoted = [e for e in c.store.events() if e.to_state == PROMOTED][0]
+    assert promoted.evidence["canary"]["steps"][1]["reason"] == "non_inferior"
+
+
+def test_a_failing_challenger_trips_the_error_guardrail(world: LoopWorld) -> None:
+    c = world.controller()
+    c.store.acquire()
+    drift(world)
+    assert run_until(c, (CANARY,)) == CANARY
+    exp = c.store.open_run().data["experiment"]  # type: ignore[union-attr]
+    challenger = world.registry.get("support", "challenger")
+    world.canary_traffic(exp, challenger.version, challenger_better=True, per_arm=12, status_code=500)
+    assert c.tick().state == ROLLED_BACK
+    final = [e for e in c.store.events() if e.to_state == ROLLED_BACK][0]
+    assert "guardrail tripped: error_rate" in final.message
+    assert final.evidence["canary"]["last_look"]["reason"] == "guardrail"
+    assert world.registry.get("support", "champion").version == world.v1.version
+    assert not world.registry.get_experiment(exp).is_active
+
+
+def test_a_canary_that_sees_no_decision_times_out(world: LoopWorld) -> None:
+    c = world.controller(canary__timeout_s=0.01)
+    c.store.acquire()
+    drift(world)
+    assert run_until(c, (CANARY,)) == CANARY
+    assert c.tick().state == ROLLED_BACK
+    assert [e for e in c.store.events() if e.to_state == ROLLED_BACK][0].evidence["canary"]["last_look"][
+        "reason"
+    ] == "timeout"
+
+
 def test_failed_training_keeps_the_champion_and_backs_off(world: LoopWorld) -> None:
     world.train_ok = False
     c = world.controller()
