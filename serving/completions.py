@@ -28,18 +28,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from serving.api.errors import api_error
 from serving.core import ServingCore
 from serving.engine.base import (
-    EngineError,
     GenerationChunk,
     GenerationRequest,
-    InvalidParameterError,
-    PromptTooLongError,
     SamplingSettings,
     StructuredOutput,
     TokenLogprob,
 )
-from serving.errors import APIError, BadRequestError, InternalServerError, ServiceUnavailableError
+from serving.errors import APIError, BadRequestError, ServiceUnavailableError
 from serving.protocol import ChatCompletionRequest, CompletionRequest, NamedToolChoice, new_id, now_s
 from serving.request_log import RequestRecord
 from serving.router import Target
@@ -115,6 +113,11 @@ class Prepared:
     echo_only: bool = False  # completions echo with max_tokens=0
     response_format_log: str | None = None
     tools_log: str | None = None
+
+    @property
+    def prompt_param(self) -> str:
+        """The request field that holds the prompt (named by context-length errors)."""
+        return "messages" if self.endpoint == "chat.completions" else "prompt"
 
 
 class CompletionService:
@@ -363,25 +366,15 @@ class CompletionService:
             if prep.tool_mode != "none":
                 for index in range(prep.n * len(prep.requests)):
                     self._read_tool_calls(prep, run, index)
-        except PromptTooLongError as exc:
-            status, error = 400, str(exc)
-            raise BadRequestError(str(exc), param="messages", code="context_length_exceeded") from exc
-        except APIError as exc:
-            status, error = exc.status_code, exc.message
-            raise
-        except EngineError as exc:
-            status, error = 500, str(exc)
-            raise InternalServerError(f"The engine failed: {exc}") from exc
-        except ValueError as exc:  # the engine refused the request's parameters: the client's to fix
-            status, error = 400, str(exc)
-            raise _bad_request(exc) from exc
         except asyncio.CancelledError:
             status, error = 499, "client disconnected"
             raise
         except Exception as exc:
-            status, error = 500, repr(exc)
-            log.exception("request %s failed", prep.id)
-            raise InternalServerError("The server failed while generating.") from exc
+            err = api_error(exc, prompt_param=prep.prompt_param)
+            status, error = err.status_code, _log_text(exc, err)
+            if err is exc:
+                raise
+            raise err from exc
         finally:
             self._finish(prep, run, status, error, shadow_of)
         return self._body(prep, run)
@@ -456,25 +449,13 @@ class CompletionService:
                     }
                 )
             yield b"data: [DONE]\n\n"
-        except PromptTooLongError as exc:
-            status, error = 400, str(exc)
-            yield _sse(BadRequestError(str(exc), code="context_length_exceeded").to_body())
-        except APIError as exc:
-            status, error = exc.status_code, exc.message
-            yield _sse(exc.to_body())
-        except EngineError as exc:
-            status, error = 500, str(exc)
-            yield _sse(InternalServerError(f"The engine failed: {exc}").to_body())
-        except ValueError as exc:
-            status, error = 400, str(exc)
-            yield _sse(_bad_request(exc).to_body())
         except (asyncio.CancelledError, GeneratorExit):
             status, error = 499, "client disconnected"
             raise
-        except Exception as exc:
-            status, error = 500, repr(exc)
-            log.exception("stream %s failed", prep.id)
-            yield _sse(InternalServerError("The server failed while generating.").to_body())
+        except Exception as exc:  # the headers are sent: the error is the stream's last event
+            err = api_error(exc, prompt_param=prep.prompt_param)
+            status, error = err.status_code, _log_text(exc, err)
+            yield _sse(err.to_body())
         finally:
             self._finish(prep, run, status, error, None)
 
@@ -691,10 +672,9 @@ def _sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _bad_request(exc: ValueError) -> BadRequestError:
-    """A parameter the engine refused: a 400 naming it when the engine said which."""
-    param = exc.param if isinstance(exc, InvalidParameterError) else None
-    return BadRequestError(str(exc), param=param, code="invalid_value")
+def _log_text(exc: Exception, err: APIError) -> str:
+    """The request log's `error` for a failed request (the exception's repr for an unexpected one)."""
+    return repr(exc) if err.unexpected else str(exc)
 
 
 def _call_id() -> str:

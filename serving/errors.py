@@ -1,8 +1,8 @@
 """Errors a client can cause (or suffer) and their OpenAI-style envelopes.
 
 Every exception here knows its HTTP status, OpenAI error `type` and `code`; the HTTP layer turns any
-of them into `{"error": {"message", "type", "param", "code"}}`. Errors raised by the registry carry a
-`status_code` too and are mapped the same way (see `serving.api.errors`).
+of them into `{"error": {"message", "type", "param", "code"}}`. Every other exception (the registry's,
+the engine's, the database's) is mapped to one of these by `serving.api.errors.api_error`, in one place.
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ class APIError(Exception):
     status_code: int = 500
     error_type: str = "server_error"
     code: str | None = None
+    headers: dict[str, str] | None = None
+    """Extra response headers (e.g. `retry-after`)."""
+    unexpected: bool = False
+    """True when this stands for an exception nobody anticipated (a bug: logged with its traceback)."""
 
     def __init__(
         self,
@@ -24,6 +28,7 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
         status_code: int | None = None,
+        error_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -32,6 +37,8 @@ class APIError(Exception):
             self.code = code
         if status_code is not None:
             self.status_code = status_code
+        if error_type is not None:
+            self.error_type = error_type
 
     def to_body(self) -> dict[str, Any]:
         return envelope(self.message, self.error_type, self.param, self.code)

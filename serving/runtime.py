@@ -21,7 +21,6 @@ from serving.engine.base import Engine
 from serving.logging_setup import register_database_url, register_secret
 from serving.models import base_model_fingerprint, base_model_module_names, resolve_base_model
 from serving.registry.artifacts import ArtifactStore
-from serving.registry.errors import RegistryError
 from serving.registry.registry import AdapterRegistry
 from serving.registry.validation import base_module_shapes
 from serving.registry_source import RegistrySource
@@ -104,6 +103,7 @@ def make_engine(config: ServingConfig, base_path: Path, base_id: str) -> Engine:
             max_lora_rank=e.max_lora_rank,
             max_cpu_loras=e.max_cpu_loras,
             tool_call_parser=e.tool_call_parser,
+            scheduling_policy=e.scheduling_policy,
             dtype=e.dtype,
             cpu_kvcache_space_gib=e.kv_cache_gib,
             gpu_memory_utilization=e.gpu_memory_utilization,
@@ -209,7 +209,6 @@ class ServingRuntime:
             },
             api_keys=api_keys,
             request_log_stats=self._log_stats,
-            domain_errors=(RegistryError,),
             max_body_bytes=self.config.max_body_bytes,
             max_messages=self.config.max_messages,
             max_prompt_chars=self.config.max_prompt_chars,

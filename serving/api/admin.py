@@ -17,7 +17,7 @@ from litestar.datastructures import State
 from litestar.params import PathParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serving.api.errors import validation_error
+from serving.api.errors import api_error, validation_error
 from serving.api.ingress import bearer_token
 from serving.errors import APIError, AuthenticationError, BadRequestError, PermissionDeniedError
 from serving.hotswap import rollback_alias, swap_alias
@@ -290,12 +290,10 @@ def _vllm_error(
     return Response(body, status_code=status, media_type="application/json")
 
 
-def _vllm_failure(exc: Exception) -> Response[Any]:
-    if isinstance(exc, APIError):
-        return _vllm_error(exc.message, exc.status_code, param=exc.param)
-    if isinstance(exc, RegistryError):
-        return _vllm_error(exc.message, exc.status_code, param=exc.param)
-    raise exc
+def _vllm_failure(exc: APIError | RegistryError) -> Response[Any]:
+    """`api_error`'s status and message in vLLM's envelope (which names the domain error's `param` too)."""
+    err = api_error(exc)
+    return _vllm_error(err.message, err.status_code, param=exc.param)
 
 
 def _split_lora_name(lora_name: str) -> tuple[str, str]:

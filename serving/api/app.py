@@ -10,10 +10,9 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 from litestar.handlers import BaseRouteHandler
 
-from serving.api.errors import handle_api_error, handle_domain_error, handle_http_exception, handle_unexpected
+from serving.api.errors import handle_error
 from serving.api.ingress import RequestContextMiddleware, add_request_id_header
 from serving.api.openai import ROUTES, FeedbackSink
 from serving.api.openapi import openapi_config
@@ -21,7 +20,6 @@ from serving.api.ratelimit import TokenBucketLimiter
 from serving.completions import CompletionService
 from serving.config import RateLimitSettings
 from serving.core import ServingCore
-from serving.errors import APIError
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 DEFAULT_MAX_MESSAGES = 256
@@ -36,7 +34,6 @@ def build_http_app(
     admin_state: dict[str, Any] | None = None,
     api_keys: Sequence[str] = (),
     request_log_stats: Callable[[], dict[str, int]] | None = None,
-    domain_errors: Sequence[type[Exception]] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY,
     max_messages: int = DEFAULT_MAX_MESSAGES,
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
@@ -45,13 +42,6 @@ def build_http_app(
     on_shutdown: Sequence[Callable[[], Any]] = (),
 ) -> Litestar:
     """The app. `api_keys` empty = open inference API; `rate_limit` None/disabled = no rate limit."""
-    handlers: dict[Any, Any] = {
-        APIError: handle_api_error,
-        HTTPException: handle_http_exception,
-        Exception: handle_unexpected,
-    }
-    for exc_type in domain_errors:
-        handlers[exc_type] = handle_domain_error
     state = {
         "core": core,
         "completions": CompletionService(core),
@@ -67,7 +57,7 @@ def build_http_app(
     }
     return Litestar(
         route_handlers=[*ROUTES, *admin_routes],
-        exception_handlers=handlers,
+        exception_handlers={Exception: handle_error},
         state=State(state),
         middleware=[RequestContextMiddleware],
         before_send=[add_request_id_header],

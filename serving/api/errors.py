@@ -1,4 +1,14 @@
-"""Map every error to an OpenAI-style JSON envelope with the right status (never a 500 for client input)."""
+"""One mapping from every exception to an HTTP status and the OpenAI error envelope.
+
+`api_error(exc)` is the table: it turns any exception into an `APIError` (status, `type`, `param`,
+`code`, message, extra headers). The Litestar exception handler (`handle_error`), the non-streamed
+completion path (which raises the mapped error) and the streamed path (which writes the mapped error as
+the last SSE event) all use it, so a given failure answers the same way on every path.
+
+The registry's errors (also the request log's) name their status (`status_code`) but render no
+envelope here; the engine's and the database's errors get theirs from this table. Client input is
+never a 500.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +21,20 @@ from litestar.exceptions import NotFoundException as LitestarNotFound
 from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from serving.errors import APIError, BadRequestError, envelope
+from serving.engine.base import EngineError, InvalidParameterError, PromptTooLongError
+from serving.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from serving.registry import errors as registry
 
 log = logging.getLogger("tuneloop.serving")
+
+__all__ = ["api_error", "error_type_for", "handle_error", "validation_error"]
 
 _TYPES = {
     400: "invalid_request_error",
@@ -28,15 +49,80 @@ _TYPES = {
 }
 
 
-def error_response(
-    status: int,
-    message: str,
-    error_type: str | None = None,
-    param: str | None = None,
-    code: str | None = None,
-) -> Response[dict[str, object]]:
-    etype = error_type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return Response(envelope(message, etype, param, code), status_code=status, media_type="application/json")
+def error_type_for(status: int) -> str:
+    """OpenAI's error `type` for an HTTP status."""
+    return _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+def _with_status(status: int, message: str, *, code: str | None = None) -> APIError:
+    return APIError(message, code=code, status_code=status, error_type=error_type_for(status))
+
+
+def _internal(exc: BaseException, message: str = "Internal server error.") -> APIError:
+    err = InternalServerError(message)
+    err.unexpected = True
+    log.error("unhandled error: %r", exc, exc_info=exc)
+    return err
+
+
+def api_error(exc: BaseException, *, prompt_param: str | None = None) -> APIError:
+    """The `APIError` the client gets for `exc` (itself when it already is one).
+
+    `prompt_param` is set while a completion runs (the request's prompt field, `messages` or `prompt`):
+    then the engine's errors are mapped too — a prompt over the context length or a parameter the engine
+    refused is the client's to fix (400), any other engine failure is the server's (500). Outside a
+    completion a `ValueError` is a bug (500), not the client's fault.
+    """
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, registry.RegistryError):
+        # The registry's `param` names its own arguments (e.g. `request_id`), not the request's fields,
+        # so it is not sent; the code and the message are.
+        status = exc.status_code
+        if status >= 500 and not getattr(exc, "expose", False):
+            return _internal(exc)
+        if status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc)
+        return _with_status(status, exc.message, code=exc.code or None)
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    if isinstance(exc, OperationalError | InterfaceError):  # database down / connection lost: retryable
+        log.error("database unavailable: %s", str(exc).splitlines()[0])
+        message = "The database is unavailable; retry later."
+        err = ServiceUnavailableError(message, code="database_unavailable")
+        err.headers = {"retry-after": "5"}
+        return err
+    if prompt_param is not None:
+        if isinstance(exc, PromptTooLongError):
+            return BadRequestError(str(exc), param=prompt_param, code="context_length_exceeded")
+        if isinstance(exc, EngineError):
+            return InternalServerError(f"The engine failed: {exc}")
+        if isinstance(exc, ValueError):  # the engine refused the request's parameters
+            param = exc.param if isinstance(exc, InvalidParameterError) else None
+            return BadRequestError(str(exc), param=param, code="invalid_value")
+        return _internal(exc, "The server failed while generating.")
+    return _internal(exc)
+
+
+def _http_error(exc: HTTPException) -> APIError:
+    """Litestar's own errors (no such route, wrong method, body too large, bad query parameter...)."""
+    status = exc.status_code
+    if isinstance(exc, LitestarNotFound):
+        return NotFoundError("Not found: no such route.", code="not_found")
+    if isinstance(exc, NotAuthorizedException):
+        return AuthenticationError(exc.detail or "Unauthorized.")
+    if status >= 500:
+        log.error("http error %s: %s", status, exc.detail)
+        return _with_status(status, "Internal server error.")
+    return _with_status(status, exc.detail or "Bad request.")
+
+
+def handle_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Litestar's exception handler for every exception: `api_error(exc)` as a JSON response."""
+    err = api_error(exc)
+    return Response(
+        err.to_body(), status_code=err.status_code, media_type="application/json", headers=err.headers
+    )
 
 
 _TYPE_TAGS = frozenset(
@@ -96,44 +182,3 @@ def validation_error(exc: ValidationError) -> BadRequestError:
         msg = msg[len("Value error, ") :]
     where = f"'{loc}': " if loc else ""
     return BadRequestError(f"Invalid value for {where}{msg}", param=loc or None, code="invalid_value")
-
-
-def handle_api_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
-    assert isinstance(exc, APIError)
-    return Response(exc.to_body(), status_code=exc.status_code, media_type="application/json")
-
-
-def handle_domain_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
-    """Errors from the registry/store that carry a `status_code` (4xx) and a message."""
-    status = int(getattr(exc, "status_code", 500))
-    code = getattr(exc, "code", None)
-    if status >= 500 and not getattr(exc, "expose", False):
-        log.exception("internal error", exc_info=exc)
-        return error_response(500, "Internal server error.")
-    if status >= 500:  # an operational condition whose message helps the operator (e.g. disk full)
-        log.error("%s: %s", type(exc).__name__, exc)
-    return error_response(status, str(exc), code=str(code) if code else None)
-
-
-def handle_http_exception(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
-    assert isinstance(exc, HTTPException)
-    status = exc.status_code
-    if isinstance(exc, LitestarNotFound):
-        return error_response(404, "Not found: no such route.", code="not_found")
-    if isinstance(exc, NotAuthorizedException):
-        return error_response(401, exc.detail or "Unauthorized.", code="invalid_api_key")
-    if status >= 500:
-        log.error("http error %s: %s", status, exc.detail)
-        return error_response(status, "Internal server error.")
-    return error_response(status, exc.detail or "Bad request.")
-
-
-def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
-    if isinstance(exc, OperationalError | InterfaceError):  # database down / connection lost: retryable
-        log.error("database unavailable: %s", str(exc).splitlines()[0])
-        message = "The database is unavailable; retry later."
-        response = error_response(503, message, "service_unavailable", code="database_unavailable")
-        response.headers["retry-after"] = "5"
-        return response
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "Internal server error.")

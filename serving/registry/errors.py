@@ -1,7 +1,8 @@
 """Typed errors of the adapter registry and the request log.
 
 Every error carries a human `message`, a machine `code` and the HTTP `status_code` the API layer
-answers with; `openai_error()` renders the OpenAI error envelope body.
+answers with (`serving.api.errors.api_error` reads it; nothing else does). `openai_error()` renders the
+envelope for callers outside HTTP.
 """
 
 from __future__ import annotations
@@ -125,3 +126,4 @@ class StorageFullError(ArtifactError):
     status_code = 507
     code = "insufficient_storage"
     expose = True
+    """Its message is sent to the client (other 5xx registry errors answer 'Internal server error.')."""
