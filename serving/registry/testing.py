@@ -15,13 +15,35 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-__all__ = ["SMOLLM2_BASE", "SMOLLM2_MODULES", "write_adapter"]
+__all__ = ["SMOLLM2_BASE", "SMOLLM2_CONFIG", "SMOLLM2_MODULES", "SMOLLM2_SHAPES", "write_adapter"]
 
 SMOLLM2_BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """The base model id test adapters name by default."""
 
 SMOLLM2_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
 """Short names of SmolLM2's (Llama architecture) linear modules."""
+
+SMOLLM2_CONFIG: dict[str, Any] = {
+    "model_type": "llama",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "vocab_size": 49152,
+}
+"""The shape fields of SmolLM2-135M's config.json (hidden 576, 9 heads x 64, 3 kv heads x 64, MLP 1536)."""
+
+SMOLLM2_SHAPES: dict[str, tuple[int, int]] = {
+    "q_proj": (576, 576),
+    "k_proj": (576, 192),
+    "v_proj": (576, 192),
+    "o_proj": (576, 576),
+    "gate_proj": (576, 1536),
+    "up_proj": (576, 1536),
+    "down_proj": (1536, 576),
+}
+"""(in, out) features of SmolLM2-135M's linear modules: what `module_shapes` takes for loadable adapters."""
 
 _MLP = {"gate_proj", "up_proj", "down_proj"}
 

@@ -27,7 +27,7 @@ import pytest
 from reliability_harness import BASE, LiveServer, adapter_folder, admin_headers, build_runtime, make_config
 
 from serving.registry.artifacts import WEIGHTS_FILE
-from serving.registry.testing import write_adapter
+from serving.registry.testing import SMOLLM2_CONFIG, SMOLLM2_SHAPES, write_adapter
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 
@@ -156,30 +156,12 @@ def test_replica_starting_with_a_corrupt_champion_serves_everything_else(
 
 # --------------------------------------------------------------------------- adapter fuzz over the admin API
 
-SMOLLM2_CONFIG = {
-    "model_type": "llama",
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "head_dim": 64,
-    "vocab_size": 49152,
-}
-REAL_SHAPES = {
-    "q_proj": (576, 576),
-    "k_proj": (576, 192),
-    "v_proj": (576, 192),
-    "o_proj": (576, 576),
-    "gate_proj": (576, 1536),
-    "up_proj": (576, 1536),
-    "down_proj": (1536, 576),
-}
 Q = "base_model.model.model.layers.0.self_attn.q_proj"
 
 
 def _fitting(folder: Path, seed: int = 0, **kwargs: Any) -> Path:
-    kwargs.setdefault("target_modules", tuple(REAL_SHAPES))
-    shapes = {**REAL_SHAPES, **kwargs.pop("shapes", {})}
+    kwargs.setdefault("target_modules", tuple(SMOLLM2_SHAPES))
+    shapes = {**SMOLLM2_SHAPES, **kwargs.pop("shapes", {})}
     return write_adapter(folder, base_model=BASE, layers=1, module_shapes=shapes, seed=seed, **kwargs)
 
 
@@ -230,7 +212,9 @@ BAD_ADAPTERS: dict[str, Callable[[Path], Path]] = {
     ),
     "rank_too_large": lambda f: _fitting(f, r=64),
     "unknown_module": lambda f: _fitting(f, target_modules=("q_proj", "c_attn")),
-    "other_base": lambda f: write_adapter(f, base_model="meta-llama/Llama-3-8B", module_shapes=REAL_SHAPES),
+    "other_base": lambda f: write_adapter(
+        f, base_model="meta-llama/Llama-3-8B", module_shapes=SMOLLM2_SHAPES
+    ),
     "dora": lambda f: _fitting(f, config_overrides={"use_dora": True}),
     # malformed
     "nan_weights": lambda f: _fitting(

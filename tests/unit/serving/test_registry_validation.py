@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from serving.registry import AdapterValidationError, BaseModelSpec, SmokeResult, sha256_file, validate_adapter
-from serving.registry.testing import SMOLLM2_MODULES, write_adapter
+from serving.registry.testing import SMOLLM2_CONFIG, SMOLLM2_MODULES, SMOLLM2_SHAPES, write_adapter
 from serving.registry.validation import base_module_shapes, module_shapes_from_config
 
 SPEC = BaseModelSpec.create("HuggingFaceTB/SmolLM2-135M-Instruct", SMOLLM2_MODULES, max_lora_rank=16)
@@ -181,35 +181,17 @@ def test_spec_requires_modules() -> None:
 
 
 # ----------------------------------------------------------------------------- tensor shapes vs the base
-# SmolLM2-135M: hidden 576, 9 heads x 64, 3 kv heads x 64 (k/v out 192), intermediate 1536.
-SMOLLM2_CONFIG = {
-    "model_type": "llama",
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "head_dim": 64,
-    "vocab_size": 49152,
-}
-REAL_SHAPES = {
-    "q_proj": (576, 576),
-    "k_proj": (576, 192),
-    "v_proj": (576, 192),
-    "o_proj": (576, 576),
-    "gate_proj": (576, 1536),
-    "up_proj": (576, 1536),
-    "down_proj": (1536, 576),
-}
+# SmolLM2-135M shapes (serving.registry.testing): what a loadable adapter must match.
 SHAPED = BaseModelSpec.create(
     SPEC.model_id, SMOLLM2_MODULES, 16, module_shapes=module_shapes_from_config(SMOLLM2_CONFIG)
 )
-ALL_MODULES = tuple(REAL_SHAPES)
+ALL_MODULES = tuple(SMOLLM2_SHAPES)
 
 
 def shaped_adapter(folder: Path, **kwargs: Any) -> Path:
     kwargs.setdefault("target_modules", ALL_MODULES)
     return write_adapter(
-        folder, layers=1, module_shapes={**REAL_SHAPES, **kwargs.pop("shapes", {})}, **kwargs
+        folder, layers=1, module_shapes={**SMOLLM2_SHAPES, **kwargs.pop("shapes", {})}, **kwargs
     )
 
 
