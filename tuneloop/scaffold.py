@@ -907,10 +907,16 @@ README.md lists every command in order (serve, train, alias, eval, loop).
             if per_slice
             else "   # slices have < 30 held-out examples: too few to show non-inferiority one by one"
         ),
-        "canary:                        # live: a share of the adapter's traffic tries the challenger",
-        "  weight: 0.3",
-        "  min_requests_per_arm: 20",
-        "  margin: 0.05",
+        "canary:                        # live: the challenger's share grows step by step, each step",
+        "                               # decided by an always-valid sequential test (docs/loop.md#the-canary)",
+        "  steps: [0.1, 0.25, 0.5]      # then promoted (100 %)",
+        "  alpha: 0.05",
+        "  mde: 0.1                     # a challenger 10 points worse must not be promoted (5 % error);",
+        "                               # the canary's length grows as 1/mde^2",
+        "  min_requests_per_step: 20    # scored challenger requests before a step may advance",
+        "  max_requests_per_step: 100   # an early step advances after this many without evidence of harm",
+        "  guardrails: {max_error_rate: 0.05, max_empty_rate: 0.1}   # roll back at once beyond these",
+        "  timeout_s: 7200",
         f"state_dir: ./{STATE_DIR}/loop      # eval results and reports of the loop's runs",
     ]
     return "\n".join(lines) + "\n"
