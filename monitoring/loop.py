@@ -577,18 +577,13 @@ class LoopController:
         s = self.spec
         if "challenger" not in run.data:
             adapter_dir = Path(run.data["training"]["adapter_dir"])
-            manifest_path = adapter_dir.parent / "tuneloop_manifest.json"
-            if not manifest_path.is_file():
-                manifest_path = adapter_dir / "tuneloop_manifest.json"
-            manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
             champion = self.champion()
-            version = self.registry.register(
+            version = self.registry.register_trained(
                 adapter_dir,
                 s.adapter,
                 parent=champion.ref if champion else None,
-                dataset_hash=(manifest.get("dataset") or {}).get("hash"),
                 training_config=run.data["training_config"],
-                metadata={"loop_run": run.id, "manifest": manifest},
+                metadata={"loop_run": run.id},
                 actor="loop",
             )
             swap_alias(

@@ -247,7 +247,7 @@ def _run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         result.raise_for_status()
         timings["initial_training_s"] = time.monotonic() - t
         assert result.adapter_dir is not None
-        v1 = registry.register(
+        v1 = registry.register_trained(
             result.adapter_dir,
             ADAPTER,
             training_config=cfg,
