@@ -38,7 +38,25 @@ from serving.engine.base import (
     TokenLogprob,
 )
 from serving.errors import APIError, BadRequestError, ServiceUnavailableError
-from serving.protocol import ChatCompletionRequest, CompletionRequest, NamedToolChoice, new_id, now_s
+from serving.protocol import (
+    CalledFunction,
+    ChatChoice,
+    ChatChoiceMessage,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatLogprobs,
+    ChatTokenLogprob,
+    ChatToolCall,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    NamedToolChoice,
+    TopLogprob,
+    Usage,
+    new_id,
+    now_s,
+)
 from serving.request_log import RequestRecord
 from serving.router import Target
 
@@ -352,8 +370,10 @@ class CompletionService:
 
         asyncio.get_running_loop().create_task(run_shadow())
 
-    async def run_to_completion(self, prep: Prepared, shadow_of: str | None = None) -> dict[str, Any]:
-        """Run a non-streaming request; returns the OpenAI response body."""
+    async def run_to_completion(
+        self, prep: Prepared, shadow_of: str | None = None
+    ) -> ChatCompletionResponse | CompletionResponse:
+        """Run a non-streaming request; returns the OpenAI response."""
         if shadow_of is None:
             self._start_shadow(prep)
         run = _Run(prep.id, prep.endpoint, prep.target, echo_only=prep.echo_only)
@@ -431,7 +451,7 @@ class CompletionService:
                         {
                             "index": index,
                             "text": text,
-                            "logprobs": _completion_logprobs(tokens, offsets, index)
+                            "logprobs": _completion_logprobs(tokens, offsets, index).model_dump()
                             if prep.top_logprobs is not None
                             else None,
                             "finish_reason": run.finish.get(index) if chunk.finish_reason else None,
@@ -445,7 +465,7 @@ class CompletionService:
                         "created": created,
                         "model": model,
                         "choices": [],
-                        "usage": _usage(run),
+                        "usage": _usage(run).model_dump(),
                     }
                 )
             yield b"data: [DONE]\n\n"
@@ -515,10 +535,8 @@ class CompletionService:
             return []
         logprobs = None
         if prep.top_logprobs is not None:
-            logprobs = {
-                "content": [_chat_logprob(t, prep.top_logprobs) for t in chunk.logprobs or []],
-                "refusal": None,
-            }
+            content = [_chat_logprob(t, prep.top_logprobs) for t in chunk.logprobs or []]
+            logprobs = ChatLogprobs(content=content).model_dump()
         return [_delta(index, {"content": chunk.text} if chunk.text else {}, logprobs, chunk.finish_reason)]
 
     def _read_tool_calls(self, prep: Prepared, run: _Run, index: int) -> None:
@@ -608,64 +626,55 @@ class CompletionService:
             )
         )
 
-    def _body(self, prep: Prepared, run: _Run) -> dict[str, Any]:
+    def _body(self, prep: Prepared, run: _Run) -> ChatCompletionResponse | CompletionResponse:
         n_choices = prep.n * len(prep.requests)
         model = prep.target.served_by
-        choices: list[dict[str, Any]] = []
         if prep.endpoint == "chat.completions":
+            chat_choices = []
             for i in range(n_choices):
                 calls = run.tool_calls.get(i, [])
-                message: dict[str, Any] = {"role": "assistant", "content": run.texts.get(i, "")}
+                message = ChatChoiceMessage(content=run.texts.get(i, ""))
                 if calls:
-                    message["content"] = run.texts.get(i) or None if prep.tool_mode == "auto" else None
-                    message["tool_calls"] = [
-                        {"id": _call_id(), "type": "function", "function": c} for c in calls
-                    ]
+                    message = ChatChoiceMessage(
+                        content=run.texts.get(i) or None if prep.tool_mode == "auto" else None,
+                        tool_calls=[ChatToolCall(id=_call_id(), function=CalledFunction(**c)) for c in calls],
+                    )
                 logprobs = None
                 if prep.top_logprobs is not None:
                     content = [_chat_logprob(t, prep.top_logprobs) for t in run.logprobs.get(i, [])]
-                    logprobs = {"content": content, "refusal": None}
-                choices.append(
-                    {
-                        "index": i,
-                        "message": message,
-                        "logprobs": logprobs,
-                        "finish_reason": run.finish.get(i, "stop"),
-                    }
+                    logprobs = ChatLogprobs(content=content)
+                chat_choices.append(
+                    ChatChoice(
+                        index=i, message=message, logprobs=logprobs, finish_reason=run.finish.get(i, "stop")
+                    )
                 )
-            obj = "chat.completion"
-        else:
-            for i in range(n_choices):
-                text = run.texts.get(i, "")
-                tokens = run.logprobs.get(i, [])
-                if prep.echo:
-                    prompt_text, prompt_lps = run.prompts.get(i, ("", None))
-                    text = prompt_text + text
-                    tokens = list(prompt_lps or []) + tokens
-                logprobs = _completion_logprobs(tokens, {}, i) if prep.top_logprobs is not None else None
-                choices.append(
-                    {
-                        "index": i,
-                        "text": text,
-                        "logprobs": logprobs,
-                        "finish_reason": run.finish.get(i, "stop"),
-                    }
+            return ChatCompletionResponse(
+                id=prep.id, created=now_s(), model=model, choices=chat_choices, usage=_usage(run)
+            )
+        text_choices = []
+        for i in range(n_choices):
+            text = run.texts.get(i, "")
+            tokens = run.logprobs.get(i, [])
+            if prep.echo:
+                prompt_text, prompt_lps = run.prompts.get(i, ("", None))
+                text = prompt_text + text
+                tokens = list(prompt_lps or []) + tokens
+            text_choices.append(
+                CompletionChoice(
+                    index=i,
+                    text=text,
+                    logprobs=_completion_logprobs(tokens, {}, i) if prep.top_logprobs is not None else None,
+                    finish_reason=run.finish.get(i, "stop"),
                 )
-            obj = "text_completion"
-        return {
-            "id": prep.id,
-            "object": obj,
-            "created": now_s(),
-            "model": model,
-            "choices": choices,
-            "usage": _usage(run),
-            "system_fingerprint": None,
-        }
+            )
+        return CompletionResponse(
+            id=prep.id, created=now_s(), model=model, choices=text_choices, usage=_usage(run)
+        )
 
 
-def _usage(run: _Run) -> dict[str, int]:
+def _usage(run: _Run) -> Usage:
     c = run.total_completion_tokens
-    return {"prompt_tokens": run.prompt_tokens, "completion_tokens": c, "total_tokens": run.prompt_tokens + c}
+    return Usage(prompt_tokens=run.prompt_tokens, completion_tokens=c, total_tokens=run.prompt_tokens + c)
 
 
 def _sse(obj: dict[str, Any]) -> bytes:
@@ -687,28 +696,28 @@ def _delta(
     return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
 
-def _chat_logprob(t: TokenLogprob, top: int) -> dict[str, Any]:
+def _chat_logprob(t: TokenLogprob, top: int) -> ChatTokenLogprob:
     """One token in OpenAI's chat `logprobs.content` shape, with `top` alternatives."""
-    return {
-        "token": t.token,
-        "logprob": t.logprob if t.logprob is not None else 0.0,
-        "bytes": list(t.token.encode()),
-        "top_logprobs": [
-            {"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in t.top[:top]
-        ],
-    }
+    return ChatTokenLogprob(
+        token=t.token,
+        logprob=t.logprob if t.logprob is not None else 0.0,
+        bytes=list(t.token.encode()),
+        top_logprobs=[TopLogprob(token=tok, logprob=lp, bytes=list(tok.encode())) for tok, lp in t.top[:top]],
+    )
 
 
-def _completion_logprobs(tokens: list[TokenLogprob], offsets: dict[int, int], index: int) -> dict[str, Any]:
+def _completion_logprobs(
+    tokens: list[TokenLogprob], offsets: dict[int, int], index: int
+) -> CompletionLogprobs:
     """OpenAI's completions `logprobs` (tokens, token_logprobs, top_logprobs, text_offset); `offsets` carries
     each choice's running text offset across stream chunks."""
-    out: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    out = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
     offset = offsets.get(index, 0)
     for t in tokens:
-        out["tokens"].append(t.token)
-        out["token_logprobs"].append(t.logprob)
-        out["top_logprobs"].append(dict(t.top) if t.logprob is not None else None)
-        out["text_offset"].append(offset)
+        out.tokens.append(t.token)
+        out.token_logprobs.append(t.logprob)
+        out.top_logprobs.append(dict(t.top) if t.logprob is not None else None)
+        out.text_offset.append(offset)
         offset += len(t.token)
     offsets[index] = offset
     return out

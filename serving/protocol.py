@@ -29,7 +29,16 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 MAX_N = 8
 MAX_STOP = 4
@@ -537,23 +546,70 @@ def field_error(param: str, message: str) -> FieldError:
 
 
 # ---------------------------------------------------------------------------------------- responses
+# What this server answers, field for field (the HTTP layer serializes these models as they are).
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob]
+    refusal: None = None
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CalledFunction(BaseModel):
+    name: str
+    arguments: str
+
+
+class ChatToolCall(BaseModel):
+    """A tool call in an answer (the model wrote the name and arguments: nothing is checked here)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatChoiceMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[ChatToolCall] | None = None
+    """Left out of the JSON when there are none (as before: clients test for the key)."""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_tool_calls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.tool_calls is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatChoice(BaseModel):
     index: int
     message: ChatChoiceMessage
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None
-    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -569,8 +625,8 @@ class ChatCompletionResponse(BaseModel):
 class CompletionChoice(BaseModel):
     index: int
     text: str
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None
-    logprobs: dict[str, Any] | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -583,6 +639,9 @@ class CompletionResponse(BaseModel):
     system_fingerprint: str | None = None
 
 
+ModelKind = Literal["base", "adapter", "alias", "version", "experiment"]
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -590,13 +649,32 @@ class ModelCard(BaseModel):
     owned_by: str = "tuneloop"
     root: str | None = None
     parent: str | None = None
-    kind: Literal["base", "adapter", "alias", "version", "experiment"]
+    kind: ModelKind
     version: str | None = None
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class FeedbackResponse(BaseModel):
+    object: Literal["feedback"] = "feedback"
+    id: str
+    status: Literal["recorded"] = "recorded"
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope: `{"error": {"message", "type", "param", "code"}}`."""
+
+    error: ErrorDetail
 
 
 class FeedbackRequest(BaseModel):

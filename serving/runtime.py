@@ -13,8 +13,7 @@ from typing import Any
 
 from litestar import Litestar
 
-from serving.api.admin import ADMIN_ROUTES
-from serving.api.app import build_http_app
+from serving.api.app import Admin, RequestLimits, build_http_app
 from serving.config import ServingConfig
 from serving.core import CoreConfig, ServingCore
 from serving.engine.base import Engine
@@ -200,18 +199,10 @@ class ServingRuntime:
         return build_http_app(
             self.core,
             feedback=_Feedback(self.request_log),
-            admin_routes=ADMIN_ROUTES,
-            admin_state={
-                "registry": self.registry,
-                "admin_token": admin_token,
-                "import_roots": roots,
-                "swap_timeout_s": self.config.swap_timeout_s,
-            },
+            admin=Admin(self.registry, admin_token, tuple(roots), self.config.swap_timeout_s),
             api_keys=api_keys,
             request_log_stats=self._log_stats,
-            max_body_bytes=self.config.max_body_bytes,
-            max_messages=self.config.max_messages,
-            max_prompt_chars=self.config.max_prompt_chars,
+            limits=RequestLimits.from_config(self.config),
             rate_limit=self.config.rate_limit,
             access_log=self.config.access_log,
         )

@@ -1,28 +1,37 @@
 """Admin API (`/admin/...`): adapters, aliases (hot-swap, rollback), experiments, replicas.
 
-Protected by a bearer token separate from inference keys; with no admin token configured the admin API
-answers 403 to everything. Registration over HTTP only accepts adapter folders under the configured
-import roots (paths are resolved, so `..` and symlinks cannot escape them).
+Protected by a bearer token separate from inference keys (`AdminTokenGuard`); with no admin token
+configured the admin API answers 403 to everything. Registration over HTTP only accepts adapter folders
+under the configured import roots (paths are resolved, so `..` and symlinks cannot escape them).
+Handlers get the registry and its settings as the `admin` dependency (`Admin`) and typed bodies
+(`serving.api.bodies.JSONBody`); the vLLM-compatible endpoints at the end keep vLLM's own body rules
+(unknown fields ignored) and error shape, so they parse their bodies themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from litestar import Request, Response, delete, get, post, put
-from litestar.datastructures import State
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from litestar.params import PathParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from serving.api.bodies import JSONBody
 from serving.api.errors import api_error, validation_error
 from serving.api.ingress import bearer_token
+from serving.api.openai import ERROR_RESPONSES
+from serving.core import ServingCore
 from serving.errors import APIError, AuthenticationError, BadRequestError, PermissionDeniedError
 from serving.hotswap import rollback_alias, swap_alias
 from serving.registry.artifacts import check_name
-from serving.registry.errors import NotFoundError, RegistryError
+from serving.registry.errors import ModelNotFoundError, NotFoundError, RegistryError
 from serving.registry.registry import CHAMPION, AdapterRegistry, check_alias
 from serving.router import is_version_prefix
 
@@ -30,24 +39,39 @@ Name = Annotated[str, PathParameter()]
 T = TypeVar("T", bound=BaseModel)
 
 
-def _auth(request: Request[Any, Any, Any]) -> None:
-    token: str | None = request.app.state.get("admin_token")
-    if not token:
-        raise PermissionDeniedError(
-            "The admin API is disabled: no admin token is configured.", code="admin_disabled"
-        )
-    given = bearer_token(request.headers.get("authorization"))
-    if not given or not hmac.compare_digest(given.encode(), token.encode()):
-        raise AuthenticationError("Incorrect or missing admin token.")
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """What the admin routes work with (the `admin` dependency)."""
+
+    registry: AdapterRegistry
+    token: str | None
+    """The admin bearer token; None = the admin API is disabled (403)."""
+    import_roots: Sequence[Path]
+    """Folders HTTP registration may read adapters from."""
+    swap_timeout_s: float
+
+    def check(self, authorization: str | None) -> None:
+        """403 when the admin API is disabled, 401 unless `authorization` carries the admin token."""
+        if not self.token:
+            raise PermissionDeniedError(
+                "The admin API is disabled: no admin token is configured.", code="admin_disabled"
+            )
+        given = bearer_token(authorization)
+        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise AuthenticationError("Incorrect or missing admin token.")
 
 
-def _registry(state: State) -> AdapterRegistry:
-    return state["registry"]
+class AdminTokenGuard:
+    """Runs `Admin.check` before anything else of an admin route (body parsing included)."""
 
+    def __init__(self, admin: Admin) -> None:
+        self.admin = admin
 
-async def _sync_local(state: State) -> None:
-    """Apply a registry change on this replica now (others follow on their next poll)."""
-    await state["core"].reconcile()
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self  # immutable; Litestar deep-copies routers, and the registry cannot be copied
+
+    async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        self.admin.check(connection.headers.get("authorization"))
 
 
 class RegisterBody(BaseModel):
@@ -86,15 +110,7 @@ class ExperimentBody(BaseModel):
     intercept: str | None = None
 
 
-async def _body(request: Request[Any, Any, Any], model: type[T]) -> T:
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw or b"")
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
-
-
-def confine(path: str, roots: list[Path]) -> Path:
+def confine(path: str, roots: Sequence[Path]) -> Path:
     """The resolved folder, if it lies under one of the import roots; else a 400."""
     try:
         resolved = Path(path).expanduser().resolve()
@@ -113,48 +129,44 @@ def confine(path: str, roots: list[Path]) -> Path:
     )
 
 
-@get("/admin/adapters")
-async def list_adapters(request: Request[Any, Any, Any], state: State, all: bool = False) -> dict[str, Any]:
+@get("/admin/adapters", responses=ERROR_RESPONSES)
+async def list_adapters(admin: Admin, all: bool = False) -> dict[str, Any]:
     """Active versions; `?all=true` also retired and rejected ones (with `rejected_reason`)."""
-    _auth(request)
-    versions = await asyncio.to_thread(_registry(state).list, include_retired=all)
+    versions = await asyncio.to_thread(admin.registry.list, include_retired=all)
     return {"object": "list", "data": [v.to_dict() for v in versions]}
 
 
-@post("/admin/adapters", status_code=201)
-async def register_adapter(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    _auth(request)
-    body = await _body(request, RegisterBody)
-    folder = confine(body.path, state["import_roots"])
-    reg = _registry(state)
+@post(
+    "/admin/adapters", dto=JSONBody[RegisterBody], return_dto=None, status_code=201, responses=ERROR_RESPONSES
+)
+async def register_adapter(data: RegisterBody, admin: Admin, core: ServingCore) -> dict[str, Any]:
+    folder = confine(data.path, admin.import_roots)
+    reg = admin.registry
     version = await asyncio.to_thread(
-        reg.register, folder, body.name, metadata=body.metadata, parent=body.parent, actor="admin-api"
+        reg.register, folder, data.name, metadata=data.metadata, parent=data.parent, actor="admin-api"
     )
     result: dict[str, Any] = {"adapter": version.to_dict()}
-    if body.alias:
+    if data.alias:
         swap = await asyncio.to_thread(
             swap_alias,
             reg,
-            body.name,
-            body.alias,
+            data.name,
+            data.alias,
             version.version,
             actor="admin-api",
             reason="registered",
-            timeout_s=state["swap_timeout_s"],
+            timeout_s=admin.swap_timeout_s,
         )
         result["swap"] = swap.to_dict()
-    await _sync_local(state)
+    await core.reconcile()  # applied on this replica now; the others follow on their next poll
     return result
 
 
-@get("/admin/adapters/{name:str}")
-async def show_adapter(request: Request[Any, Any, Any], state: State, name: Name) -> dict[str, Any]:
-    _auth(request)
-    reg = _registry(state)
+@get("/admin/adapters/{name:str}", responses=ERROR_RESPONSES)
+async def show_adapter(admin: Admin, name: Name) -> dict[str, Any]:
+    reg = admin.registry
     versions = await asyncio.to_thread(reg.list, name, include_retired=True)
     if not versions:
-        from serving.registry.errors import ModelNotFoundError
-
         raise ModelNotFoundError(f"no adapter named {name!r}")
     history = await asyncio.to_thread(reg.alias_history, name)
     return {
@@ -164,87 +176,92 @@ async def show_adapter(request: Request[Any, Any, Any], state: State, name: Name
     }
 
 
-@put("/admin/adapters/{name:str}/aliases/{alias:str}")
+@put(
+    "/admin/adapters/{name:str}/aliases/{alias:str}",
+    dto=JSONBody[AliasBody],
+    return_dto=None,
+    responses=ERROR_RESPONSES,
+)
 async def move_alias(
-    request: Request[Any, Any, Any], state: State, name: Name, alias: Name
+    data: AliasBody, admin: Admin, core: ServingCore, name: Name, alias: Name
 ) -> dict[str, Any]:
-    _auth(request)
-    body = await _body(request, AliasBody)
     swap = await asyncio.to_thread(
         swap_alias,
-        _registry(state),
+        admin.registry,
         name,
         alias,
-        body.version,
+        data.version,
         actor="admin-api",
-        reason=body.reason,
-        timeout_s=state["swap_timeout_s"],
+        reason=data.reason,
+        timeout_s=admin.swap_timeout_s,
     )
-    await _sync_local(state)
+    await core.reconcile()
     return swap.to_dict()
 
 
-@post("/admin/adapters/{name:str}/rollback", status_code=200)
-async def rollback(request: Request[Any, Any, Any], state: State, name: Name) -> dict[str, Any]:
-    _auth(request)
-    body = await _body(request, RollbackBody)
+@post(
+    "/admin/adapters/{name:str}/rollback",
+    dto=JSONBody[RollbackBody],
+    return_dto=None,
+    status_code=200,
+    responses=ERROR_RESPONSES,
+)
+async def rollback(data: RollbackBody, admin: Admin, core: ServingCore, name: Name) -> dict[str, Any]:
     swap = await asyncio.to_thread(
         rollback_alias,
-        _registry(state),
+        admin.registry,
         name,
-        body.alias,
+        data.alias,
         actor="admin-api",
-        reason=body.reason,
-        timeout_s=state["swap_timeout_s"],
+        reason=data.reason,
+        timeout_s=admin.swap_timeout_s,
     )
-    await _sync_local(state)
+    await core.reconcile()
     return swap.to_dict()
 
 
-@delete("/admin/adapters/{name:str}/versions/{version:str}", status_code=200)
-async def remove_version(
-    request: Request[Any, Any, Any], state: State, name: Name, version: Name
-) -> dict[str, Any]:
-    _auth(request)
-    removed = await asyncio.to_thread(_registry(state).remove, name, version)
+@delete("/admin/adapters/{name:str}/versions/{version:str}", status_code=200, responses=ERROR_RESPONSES)
+async def remove_version(admin: Admin, name: Name, version: Name) -> dict[str, Any]:
+    removed = await asyncio.to_thread(admin.registry.remove, name, version)
     return {"removed": removed.to_dict()}
 
 
-@get("/admin/experiments")
-async def list_experiments(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    _auth(request)
-    exps = await asyncio.to_thread(_registry(state).list_experiments)
+@get("/admin/experiments", responses=ERROR_RESPONSES)
+async def list_experiments(admin: Admin) -> dict[str, Any]:
+    exps = await asyncio.to_thread(admin.registry.list_experiments)
     return {"object": "list", "data": [e.to_dict() for e in exps]}
 
 
-@post("/admin/experiments", status_code=201)
-async def create_experiment(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    _auth(request)
-    body = await _body(request, ExperimentBody)
+@post(
+    "/admin/experiments",
+    dto=JSONBody[ExperimentBody],
+    return_dto=None,
+    status_code=201,
+    responses=ERROR_RESPONSES,
+)
+async def create_experiment(data: ExperimentBody, admin: Admin, core: ServingCore) -> dict[str, Any]:
     exp = await asyncio.to_thread(
-        _registry(state).create_experiment,
-        body.name,
-        [(a.model, a.weight) for a in body.arms],
-        shadow=body.shadow,
-        description=body.description,
-        intercept=body.intercept,
+        admin.registry.create_experiment,
+        data.name,
+        [(a.model, a.weight) for a in data.arms],
+        shadow=data.shadow,
+        description=data.description,
+        intercept=data.intercept,
     )
-    await _sync_local(state)
+    await core.reconcile()
     return exp.to_dict()
 
 
-@post("/admin/experiments/{name:str}/stop", status_code=200)
-async def stop_experiment(request: Request[Any, Any, Any], state: State, name: Name) -> dict[str, Any]:
-    _auth(request)
-    exp = await asyncio.to_thread(_registry(state).stop_experiment, name)
-    await _sync_local(state)
+@post("/admin/experiments/{name:str}/stop", status_code=200, responses=ERROR_RESPONSES)
+async def stop_experiment(admin: Admin, core: ServingCore, name: Name) -> dict[str, Any]:
+    exp = await asyncio.to_thread(admin.registry.stop_experiment, name)
+    await core.reconcile()
     return exp.to_dict()
 
 
-@get("/admin/replicas")
-async def replicas(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    _auth(request)
-    live = await asyncio.to_thread(_registry(state).live_replicas)
+@get("/admin/replicas", responses=ERROR_RESPONSES)
+async def replicas(admin: Admin) -> dict[str, Any]:
+    live = await asyncio.to_thread(admin.registry.live_replicas)
     return {"object": "list", "data": [r.to_dict() for r in live]}
 
 
@@ -312,15 +329,17 @@ async def _vllm_json(request: Request[Any, Any, Any], model: type[T]) -> T:
 
 
 @post("/v1/load_lora_adapter", status_code=200)
-async def vllm_load_lora_adapter(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+async def vllm_load_lora_adapter(
+    request: Request[Any, Any, Any], admin: Admin, core: ServingCore
+) -> Response[Any]:
     try:
-        _auth(request)
+        admin.check(request.headers.get("authorization"))
         body = await _vllm_json(request, VLLMLoadBody)
         if not body.lora_name or not body.lora_path:
             return _vllm_error(
                 "Both 'lora_name' and 'lora_path' must be provided.", 400, err_type="InvalidUserInput"
             )
-        reg = _registry(state)
+        reg = admin.registry
         if reg.is_base_name(body.lora_name) or reg.spec.matches(body.lora_name):
             return _vllm_error(
                 f"The lora adapter '{body.lora_name}' conflicts with a served base model.",
@@ -335,7 +354,7 @@ async def vllm_load_lora_adapter(request: Request[Any, Any, Any], state: State) 
                 err_type="InvalidUserInput",
             )
         check_alias(alias)
-        folder = confine(body.lora_path, state["import_roots"])
+        folder = confine(body.lora_path, admin.import_roots)
         current = await asyncio.to_thread(_alias_version, reg, name, alias)
         if current is not None and not body.load_inplace:
             return _vllm_error(
@@ -354,9 +373,9 @@ async def vllm_load_lora_adapter(request: Request[Any, Any, Any], state: State) 
                 version.version,
                 actor="vllm-api",
                 reason="load_lora_adapter",
-                timeout_s=state["swap_timeout_s"],
+                timeout_s=admin.swap_timeout_s,
             )
-        await _sync_local(state)
+        await core.reconcile()
     except (APIError, RegistryError) as exc:
         return _vllm_failure(exc)
     return Response(
@@ -367,15 +386,17 @@ async def vllm_load_lora_adapter(request: Request[Any, Any, Any], state: State) 
 
 
 @post("/v1/unload_lora_adapter", status_code=200)
-async def vllm_unload_lora_adapter(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+async def vllm_unload_lora_adapter(
+    request: Request[Any, Any, Any], admin: Admin, core: ServingCore
+) -> Response[Any]:
     try:
-        _auth(request)
+        admin.check(request.headers.get("authorization"))
         body = await _vllm_json(request, VLLMUnloadBody)
         if not body.lora_name:
             return _vllm_error(
                 "'lora_name' needs to be provided to unload a LoRA adapter.", 400, err_type="InvalidUserInput"
             )
-        reg = _registry(state)
+        reg = admin.registry
         not_found = _vllm_error(f"The lora adapter '{body.lora_name}' cannot be found.", 404)
         try:
             name, ref = _split_lora_name(body.lora_name)
@@ -393,7 +414,7 @@ async def vllm_unload_lora_adapter(request: Request[Any, Any, Any], state: State
                 )
             except NotFoundError:
                 return not_found
-        await _sync_local(state)
+        await core.reconcile()
     except (APIError, RegistryError) as exc:
         return _vllm_failure(exc)
     return Response(
@@ -409,7 +430,7 @@ def _alias_version(registry: AdapterRegistry, name: str, alias: str) -> str | No
 
 
 VLLM_ROUTES = [vllm_load_lora_adapter, vllm_unload_lora_adapter]
-
+"""Check the admin token themselves: their errors have vLLM's shape, not OpenAI's."""
 
 ADMIN_ROUTES = [
     list_adapters,
@@ -422,5 +443,5 @@ ADMIN_ROUTES = [
     create_experiment,
     stop_experiment,
     replicas,
-    *VLLM_ROUTES,
 ]
+"""Behind `AdminTokenGuard`."""

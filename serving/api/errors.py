@@ -13,12 +13,13 @@ never a 500.
 from __future__ import annotations
 
 import logging
+from functools import cache
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.exceptions import NotFoundException as LitestarNotFound
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from serving.engine.base import EngineError, InvalidParameterError, PromptTooLongError
@@ -34,7 +35,7 @@ from serving.registry import errors as registry
 
 log = logging.getLogger("tuneloop.serving")
 
-__all__ = ["api_error", "error_type_for", "handle_error", "validation_error"]
+__all__ = ["api_error", "empty_body_error", "error_type_for", "handle_error", "validation_error"]
 
 _TYPES = {
     400: "invalid_request_error",
@@ -109,12 +110,34 @@ def _http_error(exc: HTTPException) -> APIError:
     status = exc.status_code
     if isinstance(exc, LitestarNotFound):
         return NotFoundError("Not found: no such route.", code="not_found")
+    if isinstance(exc, ValidationException) and _body_missing(exc):
+        return empty_body_error()
     if isinstance(exc, NotAuthorizedException):
         return AuthenticationError(exc.detail or "Unauthorized.")
     if status >= 500:
         log.error("http error %s: %s", status, exc.detail)
         return _with_status(status, "Internal server error.")
     return _with_status(status, exc.detail or "Bad request.")
+
+
+def _body_missing(exc: ValidationException) -> bool:
+    """Litestar's answer to a typed body parameter without a body (`serving.api.bodies` got no bytes)."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    return any(isinstance(e, dict) and e.get("key") == "data" and e.get("source") == "body" for e in extra)
+
+
+@cache
+def _empty_body_message() -> str:
+    try:
+        TypeAdapter(Any).validate_json(b"")
+    except ValidationError as exc:
+        return validation_error(exc).message
+    raise AssertionError("an empty body parsed as JSON")  # pragma: no cover
+
+
+def empty_body_error() -> BadRequestError:
+    """The 400 for a request without a body: the same as for any other body that is not JSON."""
+    return BadRequestError(_empty_body_message(), code="invalid_json")
 
 
 def handle_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -18,8 +18,9 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import cast
 
 from litestar.types import (
     ASGIApp,
@@ -38,6 +39,7 @@ from serving.logging_setup import RequestContext, bind_request, new_request_id, 
 
 __all__ = [
     "EXEMPT_PATHS",
+    "IngressSettings",
     "REQUEST_ID_HEADER",
     "RequestContextMiddleware",
     "add_request_id_header",
@@ -102,14 +104,29 @@ async def add_request_id_header(message: Message, scope: Scope) -> None:
     message["headers"] = headers
 
 
-def _client_id(scope: Scope, state: Any) -> tuple[str, str]:
+@dataclass(frozen=True, slots=True)
+class IngressSettings:
+    """What `RequestContextMiddleware` needs (given when the app is built)."""
+
+    api_keys: frozenset[str] = frozenset()
+    """Inference keys: a request with a valid one is rate-limited per key, others per client IP."""
+    limiter: TokenBucketLimiter | None = None
+    """None = no rate limit."""
+    trust_forwarded_for: bool = False
+    """Count the first `x-forwarded-for` address as the client (behind a trusted proxy only)."""
+    access_log: bool = False
+    on_rate_limited: Callable[[str], None] | None = None
+    """Called with the client kind (`key` / `ip`) of each refused request (the metrics counter)."""
+
+
+def _client_id(scope: Scope, settings: IngressSettings) -> tuple[str, str]:
     """(kind, identity) the rate limit counts against: a valid API key's fingerprint, else the client IP."""
-    keys: frozenset[str] = state.get("api_keys", frozenset())
+    keys = settings.api_keys
     token = bearer_token(_header(scope, b"authorization"))
     if keys and token and key_matches(token, keys):
         return "key", "key:" + hashlib.sha256(token.encode()).hexdigest()[:16]
     ip = ""
-    if state.get("trust_forwarded_for"):
+    if settings.trust_forwarded_for:
         ip = (_header(scope, b"x-forwarded-for") or "").split(",")[0].strip()
     if not ip:
         client = scope.get("client")
@@ -144,8 +161,9 @@ async def _send_429(send: Send, retry_after: int, limit: int) -> None:
 class RequestContextMiddleware:
     """ASGI middleware (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, settings: IngressSettings) -> None:
         self.app = app
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -153,20 +171,19 @@ class RequestContextMiddleware:
             return
         scope = cast(HTTPScope, scope)
         ctx = request_context(scope)
-        state = scope["app"].state
+        settings = self.settings
         with bind_request(ctx):
-            limiter: TokenBucketLimiter | None = state.get("rate_limiter")
+            limiter = settings.limiter
             if limiter is not None and scope["path"] not in EXEMPT_PATHS:
-                kind, client = _client_id(scope, state)
+                kind, client = _client_id(scope, settings)
                 decision = limiter.acquire(client)
                 if not decision.allowed:
-                    core = state.get("core")
-                    if core is not None:
-                        core.metrics.rate_limited.labels(kind=kind).inc()
+                    if settings.on_rate_limited is not None:
+                        settings.on_rate_limited(kind)
                     log.info("rate limited %s %s (%s)", scope["method"], scope["path"], kind)
                     await _send_429(send, decision.retry_after_s, decision.limit)
                     return
-            if not state.get("access_log"):
+            if not settings.access_log:
                 await self.app(scope, receive, send)
                 return
             await self._logged(scope, receive, send, ctx)

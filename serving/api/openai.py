@@ -1,33 +1,66 @@
-"""OpenAI-compatible routes: chat completions, completions, models, feedback, health, metrics.
+"""OpenAI-compatible routes: chat completions, completions, models, feedback; health, readiness, metrics.
 
-Routes are thin: parse + validate the body (400 naming the field on failure), then hand over to
-`CompletionService`. Every completion response carries `x-tuneloop-served-by: name@version` and an
-id that `POST /v1/feedback` accepts.
+Routes are thin and typed: the body arrives as a validated request model (`serving.api.bodies.JSONBody`:
+a 400 naming the field otherwise), the services arrive as dependencies (`Provide`, see
+`serving.api.app`), the inference key is checked by a guard before anything is parsed, and the answer
+is a response model (or the SSE stream). Every completion response carries
+`x-tuneloop-served-by: name@version` and an id that `POST /v1/feedback` accepts.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Protocol, TypeVar
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter
 from litestar.response import Stream
-from pydantic import BaseModel, ValidationError
 
-from serving.api.errors import validation_error
+from serving.api.bodies import JSONBody
 from serving.api.ingress import adopt_request_id, bearer_token, key_matches
 from serving.completions import REQUEST_ID_HEADER, SERVED_BY_HEADER, CompletionService
+from serving.config import ServingConfig
 from serving.core import ServingCore
 from serving.errors import AuthenticationError, BadRequestError, NotFoundError, ServiceUnavailableError
 from serving.metrics import CONTENT_TYPE
-from serving.protocol import ChatCompletionRequest, CompletionRequest, FeedbackRequest, now_s
+from serving.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelCard,
+    ModelList,
+    now_s,
+)
+
+__all__ = [
+    "ERROR_RESPONSES",
+    "INFERENCE_ROUTES",
+    "ROUTES",
+    "SERVICE_ROUTES",
+    "USER_HEADER",
+    "EventStream",
+    "FeedbackSink",
+    "InferenceKeyGuard",
+    "LogStats",
+    "RequestLimits",
+]
 
 USER_HEADER = "x-tuneloop-user"
-T = TypeVar("T", bound=BaseModel)
+
+LogStats = Callable[[], dict[str, int]]
+"""The request log's counters (`pending`, `dropped`, `spilled`, ...) for `/metrics`."""
 
 
+@runtime_checkable  # Litestar checks a dependency's value against the parameter's type
 class FeedbackSink(Protocol):
     def record_feedback(
         self,
@@ -41,6 +74,63 @@ class FeedbackSink(Protocol):
     ) -> None: ...
 
 
+def _config_default(name: str) -> int:
+    default = ServingConfig.model_fields[name].default
+    assert isinstance(default, int)
+    return default
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """How much one request may carry; the defaults are `ServingConfig`'s (stated there, once)."""
+
+    max_body_bytes: int = _config_default("max_body_bytes")
+    max_messages: int = _config_default("max_messages")
+    max_prompt_chars: int = _config_default("max_prompt_chars")
+
+    @classmethod
+    def from_config(cls, config: ServingConfig) -> RequestLimits:
+        return cls(config.max_body_bytes, config.max_messages, config.max_prompt_chars)
+
+    def check(self, req: ChatCompletionRequest | CompletionRequest) -> None:
+        """400 for more messages or prompt characters than allowed (before any tokenization)."""
+        if isinstance(req, ChatCompletionRequest):
+            if len(req.messages) > self.max_messages:
+                raise BadRequestError(
+                    f"Too many messages: {len(req.messages)} "
+                    f"(this server accepts at most {self.max_messages}).",
+                    param="messages",
+                    code="too_many_messages",
+                )
+            chars, param = sum(len(m.text()) for m in req.messages), "messages"
+        else:
+            chars, param = req.prompt_chars(), "prompt"
+        if chars > self.max_prompt_chars:
+            raise BadRequestError(
+                f"The prompt is too long: {chars} characters "
+                f"(this server accepts at most {self.max_prompt_chars}).",
+                param=param,
+                code="prompt_too_long",
+            )
+
+
+class InferenceKeyGuard:
+    """401 unless the bearer token is one of the inference keys (none configured = open API).
+
+    The admin token is not an inference key unless `admin_token_as_api_key` put it in the set.
+    """
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.keys = frozenset(keys)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self  # immutable; Litestar deep-copies routers, and the registry cannot be copied
+
+    async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if self.keys and not key_matches(bearer_token(connection.headers.get("authorization")), self.keys):
+            raise AuthenticationError("Incorrect or missing API key. Send 'Authorization: Bearer <key>'.")
+
+
 class EventStream(Stream):
     """A Stream whose own media type wins over the route's default (JSON) one."""
 
@@ -49,141 +139,133 @@ class EventStream(Stream):
         return super().to_asgi_response(*args, **kwargs)
 
 
-def _core(state: State) -> ServingCore:
-    return state["core"]
+_ERRORS = {
+    400: "The request is invalid (the message and `param` name the field).",
+    401: "Missing or wrong API key / admin token.",
+    404: "No such model, adapter, experiment or route.",
+    409: "Conflicts with the current state (e.g. an adapter refused while loading).",
+    413: "Request body too large.",
+    429: "Rate limit exceeded.",
+    503: "Not ready, or a dependency is unavailable.",
+}
+ERROR_RESPONSES: dict[int, ResponseSpec] = {
+    status: ResponseSpec(ErrorResponse, description=text, generate_examples=False)
+    for status, text in _ERRORS.items()
+}
+"""The OpenAI error envelope, documented for every operation's 4xx/5xx answers."""
 
 
-def check_inference_key(request: Request[Any, Any, Any]) -> None:
-    """401 unless the bearer token is one of the inference keys (none configured = open API).
-
-    The admin token is not an inference key unless `admin_token_as_api_key` put it in the set.
-    """
-    keys: frozenset[str] = request.app.state.get("api_keys", frozenset())
-    if not keys:
-        return
-    if not key_matches(bearer_token(request.headers.get("authorization")), keys):
-        raise AuthenticationError("Incorrect or missing API key. Send 'Authorization: Bearer <key>'.")
+def _completion_responses(
+    model: type[ChatCompletionResponse | CompletionResponse],
+) -> dict[int, ResponseSpec]:
+    description = "The completion (with `stream: true`: server-sent events of chunks, ending `data: [DONE]`)."
+    return {200: ResponseSpec(model, description=description, generate_examples=False), **ERROR_RESPONSES}
 
 
-def check_request_size(state: State, req: ChatCompletionRequest | CompletionRequest) -> None:
-    """400 for more messages or prompt characters than this server accepts (before any tokenization)."""
-    max_chars: int = state.get("max_prompt_chars", 200_000)
-    if isinstance(req, ChatCompletionRequest):
-        max_messages: int = state.get("max_messages", 256)
-        if len(req.messages) > max_messages:
-            raise BadRequestError(
-                f"Too many messages: {len(req.messages)} (this server accepts at most {max_messages}).",
-                param="messages",
-                code="too_many_messages",
-            )
-        chars, param = sum(len(m.text()) for m in req.messages), "messages"
-    else:
-        chars, param = req.prompt_chars(), "prompt"
-    if chars > max_chars:
-        raise BadRequestError(
-            f"The prompt is too long: {chars} characters (this server accepts at most {max_chars}).",
-            param=param,
-            code="prompt_too_long",
-        )
-
-
-async def _parse(request: Request[Any, Any, Any], model: type[T]) -> T:
-    body = await request.body()
-    try:
-        return model.model_validate_json(body or b"")
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
-
-
-async def _complete(request: Request[Any, Any, Any], req: ChatCompletionRequest | CompletionRequest) -> Any:
-    check_request_size(request.app.state, req)
-    service: CompletionService = request.app.state["completions"]
-    prep = await service.prepare(req, request.headers.get(USER_HEADER))
+async def _complete(
+    request: Request[Any, Any, Any],
+    req: ChatCompletionRequest | CompletionRequest,
+    completions: CompletionService,
+    limits: RequestLimits,
+) -> Response[ChatCompletionResponse | CompletionResponse] | EventStream:
+    limits.check(req)
+    prep = await completions.prepare(req, request.headers.get(USER_HEADER))
     adopt_request_id(request.scope, prep.id)
     headers = {SERVED_BY_HEADER: prep.target.served_by, REQUEST_ID_HEADER: prep.id}
     if prep.target.experiment:
         headers["x-tuneloop-experiment"] = prep.target.experiment
     if prep.stream:
         return EventStream(
-            service.stream(prep),
+            completions.stream(prep),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache"},
         )
-    body = await service.run_to_completion(prep)
+    body = await completions.run_to_completion(prep)
     return Response(body, headers=headers, media_type="application/json")
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any]) -> Any:
-    check_inference_key(request)
-    return await _complete(request, await _parse(request, ChatCompletionRequest))
+@post(
+    "/v1/chat/completions",
+    dto=JSONBody[ChatCompletionRequest],
+    return_dto=None,
+    status_code=200,
+    responses=_completion_responses(ChatCompletionResponse),
+)
+async def chat_completions(
+    request: Request[Any, Any, Any],
+    data: ChatCompletionRequest,
+    completions: CompletionService,
+    limits: RequestLimits,
+) -> Response[ChatCompletionResponse | CompletionResponse] | EventStream:
+    return await _complete(request, data, completions, limits)
 
 
-@post("/v1/completions", status_code=200)
-async def completions(request: Request[Any, Any, Any]) -> Any:
-    check_inference_key(request)
-    return await _complete(request, await _parse(request, CompletionRequest))
+@post(
+    "/v1/completions",
+    dto=JSONBody[CompletionRequest],
+    return_dto=None,
+    status_code=200,
+    responses=_completion_responses(CompletionResponse),
+)
+async def text_completions(
+    request: Request[Any, Any, Any],
+    data: CompletionRequest,
+    completions: CompletionService,
+    limits: RequestLimits,
+) -> Response[ChatCompletionResponse | CompletionResponse] | EventStream:
+    return await _complete(request, data, completions, limits)
 
 
-def _model_cards(core: ServingCore) -> list[dict[str, Any]]:
+def _model_cards(core: ServingCore) -> list[ModelCard]:
     created = now_s()
-    cards = []
-    for model_id, kind, version in core.snapshot.model_names():
-        cards.append(
-            {
-                "id": model_id,
-                "object": "model",
-                "created": created,
-                "owned_by": "tuneloop",
-                "root": core.config.base_id,
-                "parent": None if kind == "base" else core.config.base_id,
-                "kind": kind,
-                "version": version,
-            }
+    base = core.config.base_id
+    return [
+        ModelCard(
+            id=model_id,
+            created=created,
+            root=base,
+            parent=None if kind == "base" else base,
+            kind=kind,
+            version=version,
         )
-    return cards
+        for model_id, kind, version in core.snapshot.model_names()
+    ]
 
 
-@get("/v1/models")
-async def list_models(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    check_inference_key(request)
-    return {"object": "list", "data": _model_cards(_core(state))}
+@get("/v1/models", responses=ERROR_RESPONSES)
+async def list_models(core: ServingCore) -> ModelList:
+    return ModelList(data=_model_cards(core))
 
 
-@get("/v1/models/{model_id:path}")
-async def get_model(
-    request: Request[Any, Any, Any], state: State, model_id: Annotated[str, PathParameter()]
-) -> dict[str, Any]:
-    check_inference_key(request)
+@get("/v1/models/{model_id:path}", responses=ERROR_RESPONSES)
+async def get_model(core: ServingCore, model_id: Annotated[str, PathParameter()]) -> ModelCard:
     model_id = model_id.lstrip("/")
-    for card in _model_cards(_core(state)):
-        if card["id"] == model_id:
+    for card in _model_cards(core):
+        if card.id == model_id:
             return card
     raise NotFoundError(f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
 
 
-@post("/v1/feedback", status_code=200)
-async def feedback(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    check_inference_key(request)
-    fb = await _parse(request, FeedbackRequest)
-    sink: FeedbackSink | None = request.app.state.get("feedback")
-    if sink is None:
+@post(
+    "/v1/feedback", dto=JSONBody[FeedbackRequest], return_dto=None, status_code=200, responses=ERROR_RESPONSES
+)
+async def feedback(data: FeedbackRequest, feedback_sink: FeedbackSink | None) -> FeedbackResponse:
+    if feedback_sink is None:
         raise ServiceUnavailableError("Feedback storage is not configured on this server.")
     await asyncio.to_thread(
-        sink.record_feedback,
-        fb.id,
-        rating=fb.rating,
-        thumbs=fb.thumbs,
-        correction=fb.correction,
-        source=fb.source,
-        tags=fb.tags,
+        feedback_sink.record_feedback,
+        data.id,
+        rating=data.rating,
+        thumbs=data.thumbs,
+        correction=data.correction,
+        source=data.source,
+        tags=data.tags,
     )
-    return {"object": "feedback", "id": fb.id, "status": "recorded"}
+    return FeedbackResponse(id=data.id)
 
 
 @get("/health")
-async def health(state: State) -> Response[dict[str, Any]]:
-    core = _core(state)
+async def health(core: ServingCore) -> Response[dict[str, Any]]:
     try:
         await core.engine.check_health()
     except Exception as exc:  # noqa: BLE001 - reported, not raised
@@ -192,8 +274,7 @@ async def health(state: State) -> Response[dict[str, Any]]:
 
 
 @get("/ready")
-async def ready(state: State) -> Response[dict[str, Any]]:
-    core = _core(state)
+async def ready(core: ServingCore) -> Response[dict[str, Any]]:
     body = {
         "ready": core.ready,
         "replica": core.replica_id,
@@ -205,10 +286,8 @@ async def ready(state: State) -> Response[dict[str, Any]]:
 
 
 @get("/metrics", media_type=CONTENT_TYPE)
-async def metrics(state: State) -> Response[bytes]:
-    core = _core(state)
-    log_stats = state.get("request_log_stats")
-    if callable(log_stats):
+async def metrics(core: ServingCore, log_stats: LogStats | None) -> Response[bytes]:
+    if log_stats is not None:
         stats = log_stats()
         core.metrics.log_pending.set(stats.get("pending", 0))
         core.metrics.log_dropped.set(stats.get("dropped", 0))
@@ -216,4 +295,9 @@ async def metrics(state: State) -> Response[bytes]:
     return Response(core.metrics.render(), media_type=CONTENT_TYPE)
 
 
-ROUTES = [chat_completions, completions, list_models, get_model, feedback, health, ready, metrics]
+INFERENCE_ROUTES = [chat_completions, text_completions, list_models, get_model, feedback]
+"""Behind the inference key (`InferenceKeyGuard`)."""
+SERVICE_ROUTES = [health, ready, metrics]
+"""Open: probes and Prometheus."""
+ROUTES = [*INFERENCE_ROUTES, *SERVICE_ROUTES]
+"""Every route of this module."""

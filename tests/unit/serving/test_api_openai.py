@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from litestar.testing import TestClient
 
-from serving.api.app import build_http_app
+from serving.api.app import RequestLimits, build_http_app
 from serving.core import CoreConfig, ServingCore
 from serving.engine.fake import FakeEngine
 
@@ -138,7 +138,7 @@ def test_body_too_large_is_413() -> None:
     engine = FakeEngine("fake-base")
     core = ServingCore(engine, None, CoreConfig(base_id="fake-base"))
     asyncio.run(core.start())
-    with TestClient(build_http_app(core, max_body_bytes=2048)) as c:
+    with TestClient(build_http_app(core, limits=RequestLimits(max_body_bytes=2048))) as c:
         r = c.post("/v1/chat/completions", json=chat(messages=[{"role": "user", "content": "x" * 5000}]))
         assert r.status_code == 413
         assert r.json()["error"]["type"] == "invalid_request_error"

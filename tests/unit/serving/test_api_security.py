@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from serving.api.admin import ADMIN_ROUTES
-from serving.api.app import build_http_app
+from serving.api.app import Admin, RequestLimits, build_http_app
 from serving.api.ratelimit import TokenBucketLimiter
 from serving.config import RateLimitSettings, SecretSourceError, ServingConfig
 from serving.core import CoreConfig, ServingCore
@@ -34,13 +33,8 @@ class _EmptyRegistry:
 def _app(**kw: Any) -> Any:
     core = ServingCore(FakeEngine("fake-base", max_model_len=64), None, CoreConfig(base_id="fake-base"))
     asyncio.run(core.start())
-    admin_state = {
-        "registry": _EmptyRegistry(),
-        "admin_token": ADMIN,
-        "import_roots": [],
-        "swap_timeout_s": 1,
-    }
-    return build_http_app(core, admin_routes=ADMIN_ROUTES, admin_state=admin_state, **kw)
+    admin = Admin(_EmptyRegistry(), ADMIN, import_roots=(), swap_timeout_s=1)  # type: ignore[arg-type]
+    return build_http_app(core, admin=admin, **kw)
 
 
 @pytest.fixture()
@@ -247,7 +241,7 @@ def test_forwarded_for_is_used_only_when_trusted() -> None:
 
 
 def test_request_size_limits_are_clear_400s() -> None:
-    with TestClient(_app(max_messages=3, max_prompt_chars=40)) as c:
+    with TestClient(_app(limits=RequestLimits(max_messages=3, max_prompt_chars=40))) as c:
         many = [{"role": "user", "content": "hi"}] * 4
         r = c.post("/v1/chat/completions", json=chat(messages=many))
         assert r.status_code == 400
@@ -268,7 +262,7 @@ def test_request_size_limits_are_clear_400s() -> None:
 
 
 def test_body_over_max_body_bytes_is_413_before_parsing() -> None:
-    with TestClient(_app(max_body_bytes=2048)) as c:
+    with TestClient(_app(limits=RequestLimits(max_body_bytes=2048))) as c:
         r = c.post(
             "/v1/completions", content=b"{" + b" " * 4096, headers={"content-type": "application/json"}
         )

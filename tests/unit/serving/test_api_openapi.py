@@ -1,0 +1,227 @@
+"""The OpenAPI document comes from the routes' types, and the answers are what the types say.
+
+* every JSON-body route documents its request model (the model's own JSON schema: unknown fields
+  refused, patterns kept) and every typed route its response model and the OpenAI error envelope;
+* real answers (through the app on the fake engine) validate against the response models, round-trip
+  through them unchanged, and validate against the served document's schemas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from pydantic import BaseModel
+
+from serving.api.admin import AliasBody, ExperimentBody, RegisterBody, RollbackBody
+from serving.api.app import Admin, build_http_app
+from serving.core import CoreConfig, ServingCore
+from serving.engine.fake import FakeEngine
+from serving.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelCard,
+    ModelList,
+)
+
+jsonschema = pytest.importorskip("jsonschema")
+referencing = pytest.importorskip("referencing")
+
+ADMIN = "admin-token-0123456789"
+BODIES: dict[tuple[str, str], type[BaseModel]] = {
+    ("/v1/chat/completions", "post"): ChatCompletionRequest,
+    ("/v1/completions", "post"): CompletionRequest,
+    ("/v1/feedback", "post"): FeedbackRequest,
+    ("/admin/adapters", "post"): RegisterBody,
+    ("/admin/adapters/{name}/aliases/{alias}", "put"): AliasBody,
+    ("/admin/adapters/{name}/rollback", "post"): RollbackBody,
+    ("/admin/experiments", "post"): ExperimentBody,
+}
+ANSWERS: dict[tuple[str, str], type[BaseModel]] = {
+    ("/v1/chat/completions", "post"): ChatCompletionResponse,
+    ("/v1/completions", "post"): CompletionResponse,
+    ("/v1/models", "get"): ModelList,
+    ("/v1/models/{model_id}", "get"): ModelCard,
+    ("/v1/feedback", "post"): FeedbackResponse,
+}
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+class _Sink:
+    def record_feedback(self, request_id: str, **kwargs: Any) -> None:
+        pass
+
+
+class _NoRegistry:
+    def list(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:  # type: ignore[type-arg]
+    core = ServingCore(FakeEngine("fake-base", max_model_len=256), None, CoreConfig(base_id="fake-base"))
+    asyncio.run(core.start())
+    admin = Admin(_NoRegistry(), ADMIN, import_roots=(), swap_timeout_s=1)  # type: ignore[arg-type]
+    with TestClient(build_http_app(core, feedback=_Sink(), admin=admin)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def doc(client: TestClient) -> dict[str, Any]:  # type: ignore[type-arg]
+    r = client.get("/schema/openapi.json")
+    assert r.status_code == 200
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if isinstance(op, dict) and "responses" in op:
+                yield path, method, op
+
+
+def _ref_name(schema: dict[str, Any]) -> str:
+    ref = schema["$ref"]
+    assert ref.startswith("#/components/schemas/")
+    return str(ref.rsplit("/", 1)[1])
+
+
+def test_every_json_body_is_documented_by_its_model(doc: dict[str, Any]) -> None:
+    with_body = {(path, method) for path, method, op in _operations(doc) if "requestBody" in op}
+    assert with_body == set(BODIES)
+    schemas = doc["components"]["schemas"]
+    for key, model in BODIES.items():
+        op = doc["paths"][key[0]][key[1]]
+        assert op["requestBody"]["required"] is True
+        name = _ref_name(op["requestBody"]["content"]["application/json"]["schema"])
+        assert name == model.__name__
+        own = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        own.pop("$defs", None)
+        assert schemas[name] == own  # the validator's own schema, not a lossy re-derivation
+        assert schemas[name]["additionalProperties"] is False
+
+
+def test_nested_request_models_keep_what_the_validator_enforces(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    assert schemas["JsonSchemaSpec"]["properties"]["name"]["pattern"] == "^[A-Za-z0-9_-]+$"
+    assert schemas["UserMessage"]["additionalProperties"] is False
+    assert set(ChatCompletionRequest.model_json_schema()["required"]) <= set(
+        schemas["ChatCompletionRequest"]["required"]
+    )
+
+
+def test_typed_answers_and_errors_are_documented(doc: dict[str, Any]) -> None:
+    for (path, method), model in ANSWERS.items():
+        responses = doc["paths"][path][method]["responses"]
+        assert _ref_name(responses["200"]["content"]["application/json"]["schema"]) == model.__name__
+    for path, method, op in _operations(doc):
+        if path.startswith(("/v1/", "/admin/")):
+            assert op["security"] == [{"bearer": []}], (path, method)
+        if (path, method) in BODIES or (path, method) in ANSWERS or path.startswith("/admin/"):
+            for status in ("400", "401", "404", "429", "503"):
+                schema = op["responses"][status]["content"]["application/json"]["schema"]
+                assert _ref_name(schema) == "ErrorResponse", (path, method, status)
+    assert doc["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+
+
+def test_every_reference_resolves(doc: dict[str, Any]) -> None:
+    names = set(doc["components"]["schemas"])
+
+    def walk(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                yield node["$ref"]
+            for value in node.values():
+                yield from walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from walk(value)
+
+    refs = set(walk(doc))
+    assert refs and {r.rsplit("/", 1)[1] for r in refs} <= names
+
+
+def _validator(doc: dict[str, Any], name: str) -> Any:
+    resource = referencing.Resource.from_contents(
+        doc, default_specification=referencing.jsonschema.DRAFT202012
+    )
+    registry = referencing.Registry().with_resource("urn:doc", resource)
+    return jsonschema.Draft202012Validator({"$ref": f"urn:doc#/components/schemas/{name}"}, registry=registry)
+
+
+def _chat(**kw: Any) -> dict[str, Any]:
+    return {
+        "model": "fake-base",
+        "messages": [{"role": "user", "content": "hello there"}],
+        "max_tokens": 8,
+        **kw,
+    }
+
+
+CASES: list[tuple[str, str, dict[str, Any] | None, type[BaseModel]]] = [
+    ("post", "/v1/chat/completions", _chat(), ChatCompletionResponse),
+    ("post", "/v1/chat/completions", _chat(n=2, logprobs=True, top_logprobs=2), ChatCompletionResponse),
+    (
+        "post",
+        "/v1/chat/completions",
+        _chat(tools=[TOOL], tool_choice="required", max_tokens=200),
+        ChatCompletionResponse,
+    ),
+    (
+        "post",
+        "/v1/completions",
+        {"model": "fake-base", "prompt": ["a b", "c"], "max_tokens": 4},
+        CompletionResponse,
+    ),
+    (
+        "post",
+        "/v1/completions",
+        {"model": "fake-base", "prompt": "one two", "echo": True, "logprobs": 1, "max_tokens": 0},
+        CompletionResponse,
+    ),
+    ("get", "/v1/models", None, ModelList),
+    ("get", "/v1/models/fake-base", None, ModelCard),
+    ("post", "/v1/feedback", {"id": "chatcmpl-0123", "thumbs": 1}, FeedbackResponse),
+    ("post", "/v1/chat/completions", {"model": "fake-base", "messages": [], "x": 1}, ErrorResponse),
+    ("get", "/v1/models/nope", None, ErrorResponse),
+    ("post", "/v1/feedback", None, ErrorResponse),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "model"), CASES)
+def test_answers_are_their_models(
+    client: TestClient,  # type: ignore[type-arg]
+    doc: dict[str, Any],
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    model: type[BaseModel],
+) -> None:
+    r = client.request(method.upper(), path, json=body)
+    assert (r.status_code < 300) == (model is not ErrorResponse), r.text
+    data = r.json()
+    assert model.model_validate(data).model_dump(mode="json") == data  # nothing lost, nothing added
+    _validator(doc, model.__name__).validate(data)
+
+
+def test_tool_calls_key_only_when_there_are_calls(client: TestClient) -> None:  # type: ignore[type-arg]
+    plain = client.post("/v1/chat/completions", json=_chat()).json()["choices"][0]["message"]
+    assert set(plain) == {"role", "content"}
+    called = client.post(
+        "/v1/chat/completions", json=_chat(tools=[TOOL], tool_choice="required", max_tokens=200)
+    ).json()["choices"][0]["message"]
+    assert set(called) == {"role", "content", "tool_calls"} and called["content"] is None
