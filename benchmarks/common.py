@@ -635,6 +635,7 @@ def tuneloop_server(
     ray_worker_niceness: int | None = 0,
     num_replicas: int = 1,
     replica_num_cpus: float | None = None,
+    engine: dict[str, Any] | None = None,
 ) -> tuple[ServerProcess, TuneloopSetup]:
     """`tuneloop serve` with its own home under `workdir` (defaults otherwise), not started yet.
 
@@ -644,6 +645,7 @@ def tuneloop_server(
     `RAY_worker_niceness` (default 15) nicer than the raylet; `ray_worker_niceness=0` keeps them at
     `nice`, the priority a bare vLLM baseline runs at (None: Ray's default). `num_replicas` model replicas
     (each its own vLLM engine), each reserving `replica_num_cpus` Ray CPUs (None: tuneloop's default).
+    `engine` adds or overrides `serving.engine` settings (e.g. `{"scheduling_policy": "fcfs"}`).
     """
     import yaml
 
@@ -663,6 +665,7 @@ def tuneloop_server(
                 "kv_cache_gib": kv_cache_gib,
                 "max_loras": max_loras,
                 "max_lora_rank": max_lora_rank,
+                **(engine or {}),
             },
         },
         "host": "127.0.0.1",

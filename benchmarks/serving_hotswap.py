@@ -25,7 +25,13 @@ Measured:
 * throughput during the swaps relative to a steady period without swaps measured just before (same run);
 * peak RSS of the service's whole process tree during the load.
 
-Run: `python -m benchmarks.serving_hotswap` (~4 minutes on 2 cores; `--quick` for a smoke run).
+Baseline in the same run (issue 16 item 5): the whole measurement first with vLLM's first-come-first-served
+scheduler (`engine.scheduling_policy: fcfs`), then with tuneloop's default `priority`, under which staging's
+smoke generation overtakes queued client requests; the comparison says how much sooner the new version
+serves.
+
+Run: `python -m benchmarks.serving_hotswap` (~8 minutes on 2 cores; `--quick` for a smoke run;
+`--scheduling-policy priority` for one run only).
 Writes benchmarks/results/serving_hotswap.json and .md.
 """
 
@@ -107,6 +113,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--swaps", type=int, default=None, help="alias moves before the rollback (default 10)")
     p.add_argument("--steady", type=float, default=None, help="seconds of steady load first (default 30)")
     p.add_argument("--max-tokens", type=int, default=None, help="output tokens per load request (default 64)")
+    p.add_argument(
+        "--scheduling-policy",
+        choices=("priority", "fcfs", "both"),
+        default="both",
+        help="vLLM scheduler of the service (engine.scheduling_policy); both (default): fcfs first as the "
+        "baseline, then priority (tuneloop's default: smoke tests overtake queued client requests)",
+    )
     add_quiet_args(p)
     add_priority_args(p)
     p.add_argument(
@@ -548,6 +561,108 @@ def report(
     return payload, "\n".join(md)
 
 
+def run_once(model_path: Path, args: argparse.Namespace, cfg: dict[str, Any], policy: str) -> dict[str, Any]:
+    """Start a service with vLLM's `policy` scheduler, make two adapters, measure the swaps under load."""
+    with workdir("tuneloop-bench-hotswap-") as wd:
+        log(f"[{policy}] making adapters")
+        made = {
+            v: make_peft_adapter(
+                model_path,
+                wd / "adapters" / v,
+                seed=10 + i,
+                r=16,
+                target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+            )
+            for i, v in enumerate(("v1", "v2"))
+        }
+        server, setup = tuneloop_server(
+            model_path,
+            wd,
+            nice=args.nice,
+            ray_worker_niceness=args.ray_worker_niceness,
+            engine={"scheduling_policy": policy},
+        )
+        folders = {
+            v: Path(shutil.copytree(src, setup.incoming / f"{ADAPTER}-{v}")) for v, src in made.items()
+        }
+        log(f"[{policy}] starting tuneloop (load average {machine_load()['loadavg_1_5_15']})")
+        try:
+            server.start()
+            log(f"[{policy}] tuneloop ready in {server.start_s:.1f} s")
+            return asyncio.run(measure(server, folders, args, cfg))
+        except BaseException:
+            log(f"tuneloop failed; log tail:\n{server.log_tail()}")
+            raise
+        finally:
+            server.stop()
+
+
+def comparison(payloads: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """fcfs (baseline) vs priority scheduling, measured in the same run: time to the new version."""
+
+    def first_swap_ms(p: dict[str, Any]) -> float | None:
+        changes = p["result"]["changes"]
+        return changes[0]["to_first_new_response_ms"] if changes else None
+
+    rows: list[list[Any]] = []
+    out: dict[str, Any] = {}
+    for policy, p in payloads.items():
+        s = p["summary"]
+        out[policy] = {
+            "first_swap_to_new_ms": first_swap_ms(p),
+            "to_first_new_ms_median": s["to_first_new_ms_median"],
+            "to_first_new_ms_max": s["to_first_new_ms_max"],
+            "server_staged_ms_max": max(
+                (c["server_staged_ms"] or 0 for c in p["result"]["changes"]), default=None
+            ),
+            "failed_requests": s["failed_requests"],
+            "tokens_per_s_steady": p["result"]["steady"]["tokens_per_s"],
+        }
+        o = out[policy]
+        rows.append(
+            [
+                policy,
+                fmt(o["first_swap_to_new_ms"], 0),
+                fmt(o["to_first_new_ms_median"], 0),
+                fmt(o["to_first_new_ms_max"], 0),
+                fmt(o["server_staged_ms_max"], 0),
+                fmt(o["tokens_per_s_steady"]),
+                o["failed_requests"],
+            ]
+        )
+    md = [
+        "## fcfs (baseline) vs priority scheduling",
+        "",
+        "Same machine, same run, one after the other. With `priority` (tuneloop's default), staging's smoke "
+        "generation is submitted ahead of queued client requests (vLLM priority scheduling).",
+        "",
+        md_table(
+            [
+                "scheduler",
+                "first swap → new version ms",
+                "median ms",
+                "max ms",
+                "max server staging ms",
+                "steady tokens/s",
+                "failed",
+            ],
+            rows,
+        ),
+    ]
+    if {"fcfs", "priority"} <= set(out):
+        a, b = out["fcfs"]["to_first_new_ms_max"], out["priority"]["to_first_new_ms_max"]
+        ratio = (a / b) if a and b else None
+        out["max_to_new_ratio_fcfs_over_priority"] = ratio
+        t_a, t_b = out["fcfs"]["tokens_per_s_steady"], out["priority"]["tokens_per_s_steady"]
+        out["steady_throughput_ratio_priority_over_fcfs"] = (t_b / t_a) if t_a and t_b else None
+        md += [
+            "",
+            f"Worst swap → new version: fcfs / priority = **{fmt(ratio, 2)}×**; steady throughput "
+            f"priority / fcfs = {fmt(out['steady_throughput_ratio_priority_over_fcfs'], 3)}.",
+        ]
+    return out, md
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exit_cleanly_on_sigterm()
@@ -564,36 +679,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     env = environment()
     load = machine_load()
-    with workdir("tuneloop-bench-hotswap-") as wd:
-        log("making adapters")
-        made = {
-            v: make_peft_adapter(
-                model_path,
-                wd / "adapters" / v,
-                seed=10 + i,
-                r=16,
-                target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-            )
-            for i, v in enumerate(("v1", "v2"))
-        }
-        server, setup = tuneloop_server(
-            model_path, wd, nice=args.nice, ray_worker_niceness=args.ray_worker_niceness
-        )
-        folders = {
-            v: Path(shutil.copytree(src, setup.incoming / f"{ADAPTER}-{v}")) for v, src in made.items()
-        }
-        log(f"starting tuneloop (load average {load['loadavg_1_5_15']})")
-        try:
-            server.start()
-            log(f"tuneloop ready in {server.start_s:.1f} s")
-            result = asyncio.run(measure(server, folders, args, cfg))
-        except BaseException:
-            log(f"tuneloop failed; log tail:\n{server.log_tail()}")
-            raise
-        finally:
-            server.stop()
-    payload, md = report(result, cfg, env, load, args.quick)
-    return publish_results(NAME, payload, md, quick=args.quick, override=args.name)
+    policies = ["fcfs", "priority"] if args.scheduling_policy == "both" else [args.scheduling_policy]
+    payloads: dict[str, dict[str, Any]] = {}
+    sections: list[str] = []
+    for policy in policies:
+        result = run_once(model_path, args, cfg, policy)
+        payloads[policy], md = report(result, cfg, env, load, args.quick)
+        sections += [
+            "",
+            md.replace("\n## ", "\n### ").replace("# Hot-swap under load", f"## scheduler: {policy}", 1),
+        ]
+    summary, head = comparison(payloads)
+    title = f"# Hot-swap under load{' (quick smoke run)' if args.quick else ''}"
+    payload = {"benchmark": NAME, "quick": args.quick, "comparison": summary, "runs": payloads}
+    return publish_results(
+        NAME, payload, "\n".join([title, "", *head, *sections]), quick=args.quick, override=args.name
+    )
 
 
 if __name__ == "__main__":

@@ -84,6 +84,12 @@ class EngineSettings(ConfigModel):
     max_loras: Annotated[int, Field(ge=1, le=64)] = 4
     max_lora_rank: Annotated[int, Field(ge=1, le=512)] = 16
     max_cpu_loras: int | None = None
+    scheduling_policy: Literal["priority", "fcfs"] = Field(
+        "priority",
+        description="vLLM's scheduler: 'priority' lets the service's control generations (staging smoke "
+        "tests) overtake queued client requests, so swap time does not grow with load; client requests keep "
+        "first-come-first-served order among themselves",
+    )
     tool_call_parser: str | None = Field(
         None,
         description="vLLM tool parser that reads tool calls out of answers for `tool_choice: auto` "

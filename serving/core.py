@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from serving.engine.base import (
+    CONTROL_PRIORITY,
     Engine,
     EngineError,
     GenerationChunk,
@@ -502,6 +503,7 @@ class ServingCore:
             sampling=SamplingSettings(max_tokens=self.config.smoke_max_tokens, temperature=0.0),
             messages=({"role": "user", "content": self.config.smoke_prompt},),
             lora=lora,
+            priority=CONTROL_PRIORITY,  # ahead of queued client requests: a swap does not wait for the queue
         )
         text, tokens = "", 0
         async for chunk in self.raw_engine.generate(req):

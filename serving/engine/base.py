@@ -115,6 +115,13 @@ class GenerationRequest:
     lora: LoRASpec | None = None
     prompt_token_ids: tuple[int, ...] | None = None
     tools: tuple[dict[str, Any], ...] | None = None
+    priority: int = 0
+    """Scheduling priority (vLLM's: lower runs first). Client requests use 0; the service's own control
+    generations (adapter smoke tests) use `CONTROL_PRIORITY` so they do not queue behind user traffic."""
+
+
+CONTROL_PRIORITY = -10
+"""Priority of the service's control generations (staging smoke tests): ahead of every client request."""
 
 
 @dataclass(slots=True)

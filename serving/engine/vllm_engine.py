@@ -88,6 +88,10 @@ class VLLMEngineConfig:
     `VLLM_CPU_OMP_THREADS_BIND` is set."""
     cpu_slot_key: str = ""
     """Names the service whose replicas share the slots (engines of one service on one machine)."""
+    scheduling_policy: Literal["priority", "fcfs"] = "priority"
+    """vLLM's scheduler: "priority" lets control generations (`GenerationRequest.priority`, e.g. staging's
+    smoke test) overtake waiting client requests, so a swap does not wait for the queue; client requests
+    all have priority 0 and keep first-come-first-served order among themselves."""
     tool_call_parser: str | None = None
     """vLLM tool parser for `tool_choice: auto` (as `vllm serve --tool-call-parser`, e.g. "hermes");
     None: "hermes" when the chat template renders tools and emits `<tool_call>`, else `auto` is refused."""
@@ -145,6 +149,7 @@ class VLLMEngine:
             "seed": cfg.seed,
             "disable_log_stats": not cfg.log_stats,
             "enable_lora": cfg.enable_lora,
+            "scheduling_policy": cfg.scheduling_policy,
         }
         if cfg.enable_lora:
             kwargs.update(max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank)
@@ -449,6 +454,7 @@ class VLLMEngine:
             params,
             request.request_id,
             lora_request=lora_request,
+            priority=request.priority if self.config.scheduling_policy == "priority" else 0,
         )
         try:
             async for output in stream:

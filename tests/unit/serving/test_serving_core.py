@@ -476,6 +476,19 @@ def test_engine_evictions_are_reflected(small: Harness) -> None:
     assert v2.short_ref in small.engine.loaded
 
 
+def test_smoke_generations_run_ahead_of_client_requests(small: Harness) -> None:
+    from serving.engine.base import CONTROL_PRIORITY
+
+    v1 = small.registry.register(small.adapter(1), "support", alias="champion")
+    small.reconcile()  # a pinned version: loaded and smoke-tested
+    assert small.chat("support").status_code == 200
+    smoke = [r for r in small.engine.requests if r.request_id.startswith("smoke-")]
+    clients = [r for r in small.engine.requests if not r.request_id.startswith("smoke-")]
+    assert smoke and all(r.priority == CONTROL_PRIORITY < 0 for r in smoke)
+    assert smoke[0].lora is not None and smoke[0].lora.name == v1.short_ref
+    assert clients and all(r.priority == 0 for r in clients)
+
+
 def test_a_pinned_version_the_engine_evicted_is_reloaded_by_the_next_poll(small: Harness) -> None:
     v1 = small.registry.register(small.adapter(1), "support", alias="champion")
     small.reconcile()
