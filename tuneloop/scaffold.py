@@ -898,7 +898,7 @@ README.md lists every command in order (serve, train, alias, eval, loop).
         "  replay_weight: 2.0           # twice: a few dozen corrections of one slice otherwise pull the",
         "                               # other slices' answers towards it (measured: examples/ticket_triage)",
         "  min_corrections: 20          # corrected answers of the drifted slice before training starts;",
-        "                               # a triggered run waits for them (wait_for_corrections_s, 30 min)",
+        "                               # a triggered run waits for them (wait_for_corrections_s)",
         "gate:",
         "  margin: null                 # null: the regression suite's gate.margin (sized to its examples)",
         f"  regression_per_slice: {'true' if per_slice else 'false'}"
@@ -908,7 +908,7 @@ README.md lists every command in order (serve, train, alias, eval, loop).
             else "   # slices have < 30 held-out examples: too few to show non-inferiority one by one"
         ),
         "canary:                        # live: the challenger's share grows step by step, each step",
-        "                               # decided by an always-valid sequential test (docs/loop.md#the-canary)",
+        "                               # decided by an always-valid sequential test (docs/loop.md)",
         "  steps: [0.1, 0.25, 0.5]      # then promoted (100 %)",
         "  alpha: 0.05",
         "  mde: 0.1                     # a challenger 10 points worse must not be promoted (5 % error);",
