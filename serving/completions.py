@@ -42,12 +42,16 @@ from serving.protocol import (
     CalledFunction,
     ChatChoice,
     ChatChoiceMessage,
+    ChatChunkChoice,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatDelta,
     ChatLogprobs,
     ChatTokenLogprob,
     ChatToolCall,
     CompletionChoice,
+    CompletionChunk,
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
@@ -408,30 +412,20 @@ class CompletionService:
         model = prep.target.served_by
         status, error = 200, None
         chat = prep.endpoint == "chat.completions"
-        obj = "chat.completion.chunk" if chat else "text_completion"
         offsets: dict[int, int] = {}  # completions: text_offset of the next token, per choice
         named_started: set[int] = set()
 
-        def event(choice: dict[str, Any]) -> bytes:
-            return _sse(
-                {"id": prep.id, "object": obj, "created": created, "model": model, "choices": [choice]}
-            )
+        def event(choice: ChatChunkChoice | CompletionChoice) -> bytes:
+            if isinstance(choice, ChatChunkChoice):
+                return _sse(ChatCompletionChunk(id=prep.id, created=created, model=model, choices=[choice]))
+            return _sse(CompletionChunk(id=prep.id, created=created, model=model, choices=[choice]))
 
         try:
             with self.core.lease(prep.target):
                 if chat:
                     for i in range(prep.n * len(prep.requests)):
-                        yield event(
-                            {
-                                "index": i,
-                                "delta": {
-                                    "role": "assistant",
-                                    "content": None if prep.tool_mode != "none" else "",
-                                },
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        )
+                        content = None if prep.tool_mode != "none" else ""
+                        yield event(_delta(i, {"role": "assistant", "content": content}, None, None))
                 async for index, chunk in self._chunks(prep, run):
                     first = index not in run.prompts and chunk.prompt_text is not None
                     run.add(chunk, index)
@@ -448,26 +442,18 @@ class CompletionService:
                     if not text and not chunk.finish_reason:
                         continue
                     yield event(
-                        {
-                            "index": index,
-                            "text": text,
-                            "logprobs": _completion_logprobs(tokens, offsets, index).model_dump()
+                        CompletionChoice(
+                            index=index,
+                            text=text,
+                            logprobs=_completion_logprobs(tokens, offsets, index)
                             if prep.top_logprobs is not None
                             else None,
-                            "finish_reason": run.finish.get(index) if chunk.finish_reason else None,
-                        }
+                            finish_reason=run.finish.get(index) if chunk.finish_reason else None,
+                        )
                     )
             if prep.include_usage:
-                yield _sse(
-                    {
-                        "id": prep.id,
-                        "object": obj,
-                        "created": created,
-                        "model": model,
-                        "choices": [],
-                        "usage": _usage(run).model_dump(),
-                    }
-                )
+                last = ChatCompletionChunk if chat else CompletionChunk
+                yield _sse(last(id=prep.id, created=created, model=model, choices=[], usage=_usage(run)))
             yield b"data: [DONE]\n\n"
         except (asyncio.CancelledError, GeneratorExit):
             status, error = 499, "client disconnected"
@@ -481,11 +467,11 @@ class CompletionService:
 
     def _chat_deltas(
         self, prep: Prepared, run: _Run, index: int, chunk: GenerationChunk, named_started: set[int]
-    ) -> list[dict[str, Any]]:
+    ) -> list[ChatChunkChoice]:
         """The chat stream choices (`delta`s) one engine chunk makes."""
         done = chunk.finish_reason is not None
         if prep.tool_mode == "named":
-            deltas: list[dict[str, Any]] = []
+            deltas: list[ChatChunkChoice] = []
             if index not in named_started:
                 named_started.add(index)
                 call = {"name": prep.tool_name, "arguments": ""}
@@ -535,8 +521,9 @@ class CompletionService:
             return []
         logprobs = None
         if prep.top_logprobs is not None:
-            content = [_chat_logprob(t, prep.top_logprobs) for t in chunk.logprobs or []]
-            logprobs = ChatLogprobs(content=content).model_dump()
+            logprobs = ChatLogprobs(
+                content=[_chat_logprob(t, prep.top_logprobs) for t in chunk.logprobs or []]
+            )
         return [_delta(index, {"content": chunk.text} if chunk.text else {}, logprobs, chunk.finish_reason)]
 
     def _read_tool_calls(self, prep: Prepared, run: _Run, index: int) -> None:
@@ -677,8 +664,9 @@ def _usage(run: _Run) -> Usage:
     return Usage(prompt_tokens=run.prompt_tokens, completion_tokens=c, total_tokens=run.prompt_tokens + c)
 
 
-def _sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+def _sse(obj: ChatCompletionChunk | CompletionChunk | dict[str, Any]) -> bytes:
+    data = obj if isinstance(obj, dict) else obj.model_dump(mode="json")
+    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
 def _log_text(exc: Exception, err: APIError) -> str:
@@ -691,9 +679,12 @@ def _call_id() -> str:
 
 
 def _delta(
-    index: int, delta: dict[str, Any], logprobs: dict[str, Any] | None, finish: str | None
-) -> dict[str, Any]:
-    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+    index: int, delta: dict[str, Any], logprobs: ChatLogprobs | None, finish: str | None
+) -> ChatChunkChoice:
+    """A chat stream choice; `delta` holds only what this event adds (the keys it names are sent)."""
+    return ChatChunkChoice(
+        index=index, delta=ChatDelta.model_validate(delta), logprobs=logprobs, finish_reason=finish
+    )
 
 
 def _chat_logprob(t: TokenLogprob, top: int) -> ChatTokenLogprob:

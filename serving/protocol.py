@@ -639,6 +639,73 @@ class CompletionResponse(BaseModel):
     system_fingerprint: str | None = None
 
 
+# ---------------------------------------------------------------------------------------- stream chunks
+class _Partial(BaseModel):
+    """Serialized with only the fields that were set: a stream delta names only what it adds."""
+
+    @model_serializer(mode="wrap")
+    def _only_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        keep = self.model_fields_set | set(self.model_extra or ())
+        return {k: v for k, v in data.items() if k in keep}
+
+
+class FunctionDelta(_Partial):
+    model_config = ConfigDict(extra="allow")  # vLLM's incremental tool-call reader writes these too
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(_Partial):
+    model_config = ConfigDict(extra="allow")
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta | None = None
+
+
+class ChatDelta(_Partial):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(BaseModel):
+    """A streamed event: `usage` only in the last one (with `stream_options.include_usage`)."""
+
+    @model_serializer(mode="wrap")
+    def _usage_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("usage") is None:
+            data.pop("usage", None)
+        return data
+
+
+class ChatCompletionChunk(_Chunk):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChunk(_Chunk):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
 ModelKind = Literal["base", "adapter", "alias", "version", "experiment"]
 
 

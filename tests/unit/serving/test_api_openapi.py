@@ -3,12 +3,14 @@
 * every JSON-body route documents its request model (the model's own JSON schema: unknown fields
   refused, patterns kept) and every typed route its response model and the OpenAI error envelope;
 * real answers (through the app on the fake engine) validate against the response models, round-trip
-  through them unchanged, and validate against the served document's schemas.
+  through them unchanged, and validate against the served document's schemas; streamed events are
+  their chunk models, round-tripped unchanged too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +23,10 @@ from serving.api.app import Admin, build_http_app
 from serving.core import CoreConfig, ServingCore
 from serving.engine.fake import FakeEngine
 from serving.protocol import (
+    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    CompletionChunk,
     CompletionRequest,
     CompletionResponse,
     ErrorResponse,
@@ -225,3 +229,52 @@ def test_tool_calls_key_only_when_there_are_calls(client: TestClient) -> None:  
         "/v1/chat/completions", json=_chat(tools=[TOOL], tool_choice="required", max_tokens=200)
     ).json()["choices"][0]["message"]
     assert set(called) == {"role", "content", "tool_calls"} and called["content"] is None
+
+
+STREAMS: list[tuple[str, dict[str, Any], type[BaseModel]]] = [
+    ("/v1/chat/completions", _chat(stream_options={"include_usage": True}), ChatCompletionChunk),
+    ("/v1/chat/completions", _chat(n=2, logprobs=True, top_logprobs=1), ChatCompletionChunk),
+    (
+        "/v1/chat/completions",
+        _chat(tools=[TOOL], tool_choice="required", max_tokens=200),
+        ChatCompletionChunk,
+    ),
+    (
+        "/v1/chat/completions",
+        _chat(
+            tools=[TOOL],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            max_tokens=200,
+        ),
+        ChatCompletionChunk,
+    ),
+    (
+        "/v1/completions",
+        {"model": "fake-base", "prompt": "one two", "echo": True, "logprobs": 1, "max_tokens": 4},
+        CompletionChunk,
+    ),
+    (
+        "/v1/completions",
+        {"model": "fake-base", "prompt": "x", "stream_options": {"include_usage": True}},
+        CompletionChunk,
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "model"), STREAMS)
+def test_streamed_events_are_their_chunk_models(
+    client: TestClient,  # type: ignore[type-arg]
+    path: str,
+    body: dict[str, Any],
+    model: type[BaseModel],
+) -> None:
+    r = client.post(path, json={**body, "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    for event in events[:-1]:
+        data = json.loads(event)
+        assert model.model_validate(data).model_dump(mode="json") == data  # same keys, same values
+    usage = [json.loads(e) for e in events[:-1] if "usage" in json.loads(e)]
+    assert len(usage) == (1 if body.get("stream_options") else 0)
+    assert all(u["choices"] == [] for u in usage)
