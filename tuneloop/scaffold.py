@@ -896,7 +896,7 @@ README.md lists every command in order (serve, train, alias, eval, loop).
         "  training: ./recipe.yaml      # the retraining recipe (a copy of the shipped one; see its header)",
         "  replay: ./data/train.jsonl   # the first adapter's training data, mixed in against forgetting",
         "  replay_weight: 2.0           # twice: a few dozen corrections of one slice otherwise pull the",
-        "                               # other slices' answers towards it (measured: examples/ticket_triage)",
+        "                               # other slices' answers to it (measured: examples/ticket_triage)",
         "  min_corrections: 20          # corrected answers of the drifted slice before training starts;",
         "                               # a triggered run waits for them (wait_for_corrections_s)",
         "gate:",
