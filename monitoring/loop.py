@@ -501,7 +501,12 @@ class LoopController:
         if self.base_model_path is not None:
             config["base_model"] = str(self.base_model_path)
             config["base_model_id"] = self.registry.base_model_id
-        if champion is not None:
+        preference = recipe.style()  # dpo / kto: kept; the champion is the start and the reference
+        if preference is not None:
+            config["style"] = preference
+            if champion is not None:
+                config["init_adapter"] = str(self.registry.local_path(champion))
+        elif champion is not None:
             config["style"] = "sequential"
             config["init_adapter"] = str(self.registry.local_path(champion))
         else:

@@ -13,6 +13,7 @@ canary. Relative paths resolve against the spec file's folder. `docs/loop.md` do
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,18 @@ __all__ = [
     "parse_spec",
 ]
 
-DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "lora_retrain.yaml"
+RECIPES_DIR = Path(__file__).parent / "recipes"
+DEFAULT_RECIPE = RECIPES_DIR / "lora_retrain.yaml"
+PREFERENCE_STYLES = ("dpo", "kto")
+"""Recipe styles the loop keeps as they are (preference tuning from the champion); any other style is
+replaced by supervised fine-tuning (`sequential` from the champion, `multitask` with replay, else `sft`)."""
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the retraining recipes in monitoring/recipes/ (usable as `recipe.training: <name>`)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
 """The shipped retraining recipe: LoRA r=16 on every linear layer, packed rows, 3 epochs at 2e-3 — measured
 to learn a new slice of a few dozen corrections on 2 CPU cores in a few minutes (see docs/loop.md)."""
 
@@ -123,9 +135,10 @@ class RecipeSettings(ConfigModel):
     """How a retraining is built: the training-config template, the data mix and the minimum data."""
 
     training: dict[str, Any] | ConfigPath = DEFAULT_RECIPE
-    """A training config (`training/README.md`, `training.config.TrainingConfig` fields) as a file or inline;
-    the loop fills in the name, base model, parent adapter, style and data sources. Default: the shipped
-    `monitoring/recipes/lora_retrain.yaml`."""
+    """A training config (`training/README.md`, `training.config.TrainingConfig` fields) as a file, inline, or
+    a shipped recipe's name (`lora_retrain`: supervised; `dpo_retrain`, `kto_retrain`: preference tuning
+    from feedback); the loop fills in the name, base model, parent adapter, data sources and (except for
+    styles dpo / kto, which it keeps) the style. Default: `lora_retrain`."""
     replay: ConfigPath | None = None
     """Earlier training data (chat JSONL or any file source the training config accepts) mixed in against
     forgetting."""
@@ -144,12 +157,40 @@ class RecipeSettings(ConfigModel):
     @field_validator("training", mode="before")
     @classmethod
     def _recipe_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and value in shipped_recipes():
+            return RECIPES_DIR / f"{value}.yaml"
         if isinstance(value, str | Path):
             path = expand_path(value, _base_dir(info))
             if not path.is_file():
-                raise ValueError(f"training recipe file not found: {path}")
+                hint = did_you_mean(str(value), shipped_recipes())
+                raise ValueError(
+                    f"training recipe file not found: {path}{hint} (or a shipped recipe: "
+                    f"{', '.join(shipped_recipes())})"
+                )
             return path
         return value
+
+    @model_validator(mode="after")
+    def _preference_replay(self) -> RecipeSettings:
+        style = self.template().get("style")
+        if style in PREFERENCE_STYLES and self.replay is not None and self.replay.suffix == ".jsonl":
+            first = self.replay.read_text(encoding="utf-8").lstrip().split("\n", 1)[0]
+            try:
+                keys = set(json.loads(first)) if first.startswith("{") else set()
+            except json.JSONDecodeError:
+                keys = set()  # the training run reports a broken file with its line number
+            if "messages" in keys and not keys & {"chosen", "label"}:
+                raise ValueError(
+                    f"recipe style {style!r} trains on preference records, but the replay file {self.replay} "
+                    "holds chat records (SFT data): give a preference/KTO file or drop `replay`"
+                )
+        return self
+
+    def style(self) -> str | None:
+        """The recipe's own training style when it sets one the loop keeps (dpo, kto), else None: the loop
+        then trains supervised (sequential from the champion, multitask with replay)."""
+        style = self.template().get("style")
+        return str(style) if style in PREFERENCE_STYLES else None
 
     def template(self) -> dict[str, Any]:
         """The training-config template as a mapping; relative paths in a recipe file are made absolute
