@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
@@ -20,6 +20,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter
 from litestar.response import Stream
+from pydantic import BaseModel
 
 from serving.api.bodies import JSONBody
 from serving.api.ingress import adopt_request_id, bearer_token, key_matches
@@ -48,6 +49,9 @@ __all__ = [
     "SERVICE_ROUTES",
     "USER_HEADER",
     "EventStream",
+    "Healthy",
+    "Readiness",
+    "Unhealthy",
     "FeedbackSink",
     "InferenceKeyGuard",
     "LogStats",
@@ -264,25 +268,51 @@ async def feedback(data: FeedbackRequest, feedback_sink: FeedbackSink | None) ->
     return FeedbackResponse(id=data.id)
 
 
-@get("/health")
-async def health(core: ServingCore) -> Response[dict[str, Any]]:
+class Healthy(BaseModel):
+    status: Literal["ok"] = "ok"
+    replica: str
+
+
+class Unhealthy(BaseModel):
+    status: Literal["unhealthy"] = "unhealthy"
+    reason: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    replica: str
+    generation: int
+    """The registry generation this replica has applied."""
+    loaded_adapters: list[str]
+    failed_adapters: dict[str, str]
+    """Versions this replica refused -> why."""
+
+
+@get(
+    "/health",
+    responses={
+        200: ResponseSpec(Healthy, description="The engine answers."),
+        503: ResponseSpec(Unhealthy, description="The engine failed its health check."),
+    },
+)
+async def health(core: ServingCore) -> Response[Healthy | Unhealthy]:
     try:
         await core.engine.check_health()
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        return Response({"status": "unhealthy", "reason": str(exc)}, status_code=503)
-    return Response({"status": "ok", "replica": core.replica_id}, status_code=200)
+        return Response(Unhealthy(reason=str(exc)), status_code=503)
+    return Response(Healthy(replica=core.replica_id), status_code=200)
 
 
-@get("/ready")
-async def ready(core: ServingCore) -> Response[dict[str, Any]]:
-    body = {
-        "ready": core.ready,
-        "replica": core.replica_id,
-        "generation": core.snapshot.generation,
-        "loaded_adapters": core.loaded_keys(),
-        "failed_adapters": core.failed_keys(),
-    }
-    return Response(body, status_code=200 if core.ready else 503)
+@get("/ready", responses={503: ResponseSpec(Readiness, description="Starting or draining.")})
+async def ready(core: ServingCore) -> Response[Readiness]:
+    report = Readiness(
+        ready=core.ready,
+        replica=core.replica_id,
+        generation=core.snapshot.generation,
+        loaded_adapters=core.loaded_keys(),
+        failed_adapters=core.failed_keys(),
+    )
+    return Response(report, status_code=200 if core.ready else 503)
 
 
 @get("/metrics", media_type=CONTENT_TYPE)

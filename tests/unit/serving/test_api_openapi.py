@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from serving.api.admin import AliasBody, ExperimentBody, RegisterBody, RollbackBody
 from serving.api.app import Admin, build_http_app
+from serving.api.openai import Healthy, Readiness
 from serving.core import CoreConfig, ServingCore
 from serving.engine.fake import FakeEngine
 from serving.protocol import (
@@ -55,6 +56,8 @@ ANSWERS: dict[tuple[str, str], type[BaseModel]] = {
     ("/v1/models", "get"): ModelList,
     ("/v1/models/{model_id}", "get"): ModelCard,
     ("/v1/feedback", "post"): FeedbackResponse,
+    ("/health", "get"): Healthy,
+    ("/ready", "get"): Readiness,
 }
 TOOL = {
     "type": "function",
@@ -135,7 +138,7 @@ def test_typed_answers_and_errors_are_documented(doc: dict[str, Any]) -> None:
     for path, method, op in _operations(doc):
         if path.startswith(("/v1/", "/admin/")):
             assert op["security"] == [{"bearer": []}], (path, method)
-        if (path, method) in BODIES or (path, method) in ANSWERS or path.startswith("/admin/"):
+        if ((path, method) in BODIES or (path, method) in ANSWERS) and path.startswith(("/v1/", "/admin/")):
             for status in ("400", "401", "404", "429", "503"):
                 schema = op["responses"][status]["content"]["application/json"]["schema"]
                 assert _ref_name(schema) == "ErrorResponse", (path, method, status)
@@ -200,6 +203,8 @@ CASES: list[tuple[str, str, dict[str, Any] | None, type[BaseModel]]] = [
     ("get", "/v1/models", None, ModelList),
     ("get", "/v1/models/fake-base", None, ModelCard),
     ("post", "/v1/feedback", {"id": "chatcmpl-0123", "thumbs": 1}, FeedbackResponse),
+    ("get", "/health", None, Healthy),
+    ("get", "/ready", None, Readiness),
     ("post", "/v1/chat/completions", {"model": "fake-base", "messages": [], "x": 1}, ErrorResponse),
     ("get", "/v1/models/nope", None, ErrorResponse),
     ("post", "/v1/feedback", None, ErrorResponse),
