@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from serving.protocol import ErrorDetail, ErrorResponse
+
 
 class APIError(Exception):
     """Base class: an error with an HTTP status and an OpenAI error envelope."""
@@ -47,7 +49,9 @@ class APIError(Exception):
 def envelope(
     message: str, error_type: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    """The JSON body of an error (its shape is `serving.protocol.ErrorResponse`)."""
+    detail = ErrorDetail(message=message, type=error_type, param=param, code=code)
+    return ErrorResponse(error=detail).model_dump()
 
 
 class BadRequestError(APIError):

@@ -24,9 +24,8 @@ from litestar.params import PathParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.api.bodies import JSONBody
-from serving.api.errors import api_error, validation_error
+from serving.api.errors import ERROR_RESPONSES, api_error, validation_error
 from serving.api.ingress import bearer_token
-from serving.api.openai import ERROR_RESPONSES
 from serving.core import ServingCore
 from serving.errors import APIError, AuthenticationError, BadRequestError, PermissionDeniedError
 from serving.hotswap import rollback_alias, swap_alias

@@ -5,6 +5,8 @@
 completion path (which raises the mapped error) and the streamed path (which writes the mapped error as
 the last SSE event) all use it, so a given failure answers the same way on every path.
 
+`ERROR_RESPONSES` documents the envelope (`serving.protocol.ErrorResponse`) for the OpenAPI document.
+
 The registry's errors (also the request log's) name their status (`status_code`) but render no
 envelope here; the engine's and the database's errors get theirs from this table. Client input is
 never a 500.
@@ -19,6 +21,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.exceptions import NotFoundException as LitestarNotFound
+from litestar.openapi import ResponseSpec
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -31,11 +34,19 @@ from serving.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from serving.protocol import ErrorResponse
 from serving.registry import errors as registry
 
 log = logging.getLogger("tuneloop.serving")
 
-__all__ = ["api_error", "empty_body_error", "error_type_for", "handle_error", "validation_error"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "api_error",
+    "empty_body_error",
+    "error_type_for",
+    "handle_error",
+    "validation_error",
+]
 
 _TYPES = {
     400: "invalid_request_error",
@@ -48,6 +59,22 @@ _TYPES = {
     415: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+
+_ERRORS = {
+    400: "The request is invalid (the message and `param` name the field).",
+    401: "Missing or wrong API key / admin token.",
+    404: "No such model, adapter, experiment or route.",
+    409: "Conflicts with the current state (e.g. an adapter refused while loading).",
+    413: "Request body too large.",
+    429: "Rate limit exceeded.",
+    503: "Not ready, or a dependency is unavailable.",
+}
+ERROR_RESPONSES: dict[int, ResponseSpec] = {
+    status: ResponseSpec(ErrorResponse, description=text, generate_examples=False)
+    for status, text in _ERRORS.items()
+}
+"""The OpenAI error envelope, documented for every operation's 4xx/5xx answers."""
 
 
 def error_type_for(status: int) -> str:

@@ -23,6 +23,7 @@ from litestar.response import Stream
 from pydantic import BaseModel
 
 from serving.api.bodies import JSONBody
+from serving.api.errors import ERROR_RESPONSES
 from serving.api.ingress import adopt_request_id, bearer_token, key_matches
 from serving.completions import REQUEST_ID_HEADER, SERVED_BY_HEADER, CompletionService
 from serving.config import ServingConfig
@@ -34,7 +35,6 @@ from serving.protocol import (
     ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
-    ErrorResponse,
     FeedbackRequest,
     FeedbackResponse,
     ModelCard,
@@ -43,7 +43,6 @@ from serving.protocol import (
 )
 
 __all__ = [
-    "ERROR_RESPONSES",
     "INFERENCE_ROUTES",
     "ROUTES",
     "SERVICE_ROUTES",
@@ -141,22 +140,6 @@ class EventStream(Stream):
     def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["media_type"] = self.media_type
         return super().to_asgi_response(*args, **kwargs)
-
-
-_ERRORS = {
-    400: "The request is invalid (the message and `param` name the field).",
-    401: "Missing or wrong API key / admin token.",
-    404: "No such model, adapter, experiment or route.",
-    409: "Conflicts with the current state (e.g. an adapter refused while loading).",
-    413: "Request body too large.",
-    429: "Rate limit exceeded.",
-    503: "Not ready, or a dependency is unavailable.",
-}
-ERROR_RESPONSES: dict[int, ResponseSpec] = {
-    status: ResponseSpec(ErrorResponse, description=text, generate_examples=False)
-    for status, text in _ERRORS.items()
-}
-"""The OpenAI error envelope, documented for every operation's 4xx/5xx answers."""
 
 
 def _completion_responses(
