@@ -25,9 +25,9 @@ import jinja2
 import numpy as np
 
 from evals import plots
-from evals.ab import ABReport
+from evals.ab import ABReport, ArmComparison, ArmSummary, OutcomeComparison
 from evals.compare import paired_deltas
-from evals.gate import GateDecision
+from evals.gate import GateCheck, GateDecision
 from evals.results import RunResult, dumps_json
 
 
@@ -173,6 +173,35 @@ def _clip(text: str | None, n: int = 220) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+@dataclass(frozen=True)
+class _EvalView:
+    """The runs being reported, grouped by suite (first run = baseline), with each run's display label."""
+
+    runs: Sequence[RunResult]
+    suites: dict[str, list[RunResult]]
+    labels: dict[int, str]
+    confidence: float
+    n_resamples: int
+
+    def label(self, run: RunResult) -> str:
+        return self.labels[id(run)]
+
+    @property
+    def confidence_pct(self) -> int:
+        return int(self.confidence * 100)
+
+
+@dataclass
+class _SuiteDeltas:
+    """One suite's paired comparisons: the table, the primary metric's forest rows, and the raw data."""
+
+    base: RunResult
+    table: Table
+    forest: list[plots.DeltaRow] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
 def eval_report(
     runs: Sequence[RunResult],
     *,
@@ -184,31 +213,62 @@ def eval_report(
     """Side-by-side report of eval runs; the first run of each suite is the baseline for deltas."""
     if not runs:
         raise ValueError("no runs to report")
-    label = _display_labels(runs)
     suites: dict[str, list[RunResult]] = {}
     for run in runs:
         suites.setdefault(run.suite, []).append(run)
-    sections: list[Section] = []
+    view = _EvalView(runs, suites, _display_labels(runs), confidence, n_resamples)
     data: dict[str, Any] = {
         "kind": "eval",
         "generated_at": _now(),
         "confidence": confidence,
-        "runs": [],
+        "runs": [_run_data(view, run) for run in runs],
         "comparisons": [],
         "examples": [],
         "gate": decision.to_dict() if decision else None,
     }
-    notes: list[str] = []
+    sections = [_runs_section(view)]
+    if decision is not None:
+        sections.append(_gate_section(decision))
+    sections.append(_metrics_section(view))
+    deltas = [
+        _suite_deltas(view, suite, suite_runs) for suite, suite_runs in suites.items() if len(suite_runs) > 1
+    ]
+    for suite_deltas in deltas:
+        data["comparisons"].extend(suite_deltas.comparisons)
+        data["examples"].extend(suite_deltas.examples)
+    if deltas:
+        sections.append(_deltas_section(view, deltas))
+    sections.append(_distributions_section(view))
+    if data["examples"]:
+        sections.append(_examples_section(data["examples"]))
+    failures = _failures_section(runs)
+    if failures is not None:
+        sections.append(failures)
+    names = ", ".join(dict.fromkeys(view.label(r) for r in runs))
+    return Report(
+        title=title or f"Eval report: {', '.join(suites)}",
+        subtitle=f"Runs: {names}",
+        verdict=decision.summary if decision else None,
+        verdict_ok=decision.passed if decision else None,
+        sections=sections,
+        data=data,
+        notes=_incomplete_notes(runs),
+    )
 
-    # Runs overview
+
+def _latency_p50(run: RunResult) -> float:
+    lat = _latencies(run)
+    return float(np.percentile(lat, 50)) if lat else float("nan")
+
+
+def _runs_section(view: _EvalView) -> Section:
+    """The overview: one row per run (what was asked, what answered, who served it, how fast)."""
     overview = Table(
         "Runs",
         ["run", "suite", "model", "shots", "answered", "failed", "served by", "latency p50 (ms)", "complete"],
         [],
     )
-    for run in runs:
-        lat = _latencies(run)
-        p50 = float(np.percentile(lat, 50)) if lat else float("nan")
+    for run in view.runs:
         served = ", ".join(f"{k} ×{v}" for k, v in sorted(run.served_by().items())) or "–"
         overview.rows.append(
             [
@@ -219,70 +279,58 @@ def eval_report(
                 f"{run.n_ok}/{run.planned}",
                 str(run.n_failed),
                 served,
-                fmt(p50, 1),
+                fmt(_latency_p50(run), 1),
                 "yes" if run.complete else "NO",
             ]
         )
-        data["runs"].append(
-            {
-                "run_id": run.run_id,
-                "suite": run.suite,
-                "model": run.model,
-                "label": label[id(run)],
-                "k_shot": run.k_shot,
-                "planned": run.planned,
-                "n_ok": run.n_ok,
-                "n_failed": run.n_failed,
-                "complete": run.complete,
-                "stop_reason": run.stop_reason,
-                "served_by": run.served_by(),
-                "errors": run.error_counts(),
-                "latency_ms_p50": p50,
-                "latency_ms_mean": float(np.mean(lat)) if lat else float("nan"),
-                "metrics": {m: {s: vars(v) for s, v in per.items()} for m, per in run.summaries.items()},
-                "thresholds": run.threshold_results,
-            }
-        )
-        if not run.complete:
-            notes.append(
-                f"{run.run_id}: incomplete ({run.n_ok}/{run.planned} answered)"
-                + (f" — {run.stop_reason}" if run.stop_reason else "")
-            )
-    sections.append(
-        Section(
-            "Runs",
-            "Each run is one model on one suite; failed examples are excluded from "
-            "metrics and from paired comparisons.",
-            [overview],
-        )
+    return Section(
+        "Runs",
+        "Each run is one model on one suite; failed examples are excluded from "
+        "metrics and from paired comparisons.",
+        [overview],
     )
 
-    # Gate decision
-    if decision is not None:
-        sections.append(_gate_section(decision))
 
-    # Metrics per suite
-    metric_section = Section(
-        "Metrics", f"Values with {int(confidence * 100)}% bootstrap confidence intervals."
-    )
-    panels = []
-    for suite, suite_runs in suites.items():
-        metrics = list(suite_runs[0].metric_kinds)
-        table = Table(f"{suite}", ["metric", *[label[id(r)] for r in suite_runs]], [])
-        bars: dict[str, list[plots.BarValue]] = {}
-        for metric in metrics:
-            row = [metric]
-            for run in suite_runs:
-                summary = run.summaries.get(metric, {}).get(RunResult.ALL)
-                if summary is None:
-                    row.append("–")
-                    continue
-                row.append(f"{fmt(summary.value)} {fmt_ci(summary.low, summary.high)}")
-                bars.setdefault(metric, []).append(
-                    plots.BarValue(label[id(run)], summary.value, summary.low, summary.high)
-                )
-            table.rows.append(row)
-        metric_section.tables.append(table)
+def _run_data(view: _EvalView, run: RunResult) -> dict[str, Any]:
+    """One run's entry in the JSON's `runs` list (unformatted numbers)."""
+    lat = _latencies(run)
+    return {
+        "run_id": run.run_id,
+        "suite": run.suite,
+        "model": run.model,
+        "label": view.label(run),
+        "k_shot": run.k_shot,
+        "planned": run.planned,
+        "n_ok": run.n_ok,
+        "n_failed": run.n_failed,
+        "complete": run.complete,
+        "stop_reason": run.stop_reason,
+        "served_by": run.served_by(),
+        "errors": run.error_counts(),
+        "latency_ms_p50": _latency_p50(run),
+        "latency_ms_mean": float(np.mean(lat)) if lat else float("nan"),
+        "metrics": {m: {s: vars(v) for s, v in per.items()} for m, per in run.summaries.items()},
+        "thresholds": run.threshold_results,
+    }
+
+
+def _incomplete_notes(runs: Sequence[RunResult]) -> list[str]:
+    """The "read first" notes: runs that stopped before answering every example."""
+    return [
+        f"{run.run_id}: incomplete ({run.n_ok}/{run.planned} answered)"
+        + (f" — {run.stop_reason}" if run.stop_reason else "")
+        for run in runs
+        if not run.complete
+    ]
+
+
+def _metrics_section(view: _EvalView) -> Section:
+    """Per suite, each metric's value with its CI for every run, plus one bar panel per scale."""
+    section = Section("Metrics", f"Values with {view.confidence_pct}% bootstrap confidence intervals.")
+    panels: list[tuple[str, dict[str, list[plots.BarValue]]]] = []
+    for suite, suite_runs in view.suites.items():
+        table, bars = _suite_metric_table(view, suite, suite_runs)
+        section.tables.append(table)
         # 0-100 metrics (BLEU, chrF) get their own panel so 0-1 metrics stay readable.
         small = {m: b for m, b in bars.items() if all(abs(x.value) <= 1.5 for x in b if np.isfinite(x.value))}
         large = {m: b for m, b in bars.items() if m not in small}
@@ -291,7 +339,7 @@ def eval_report(
         if large:
             panels.append((f"{suite} (0-100 scale)", large))
     if panels:
-        metric_section.figures.append(
+        section.figures.append(
             FigureImage(
                 "metric_bars",
                 "Metrics with confidence intervals",
@@ -299,97 +347,127 @@ def eval_report(
                 plots.metric_bars(panels),
             )
         )
-    sections.append(metric_section)
+    return section
 
-    # Paired deltas per slice
-    delta_section = Section(
+
+def _suite_metric_table(
+    view: _EvalView, suite: str, suite_runs: list[RunResult]
+) -> tuple[Table, dict[str, list[plots.BarValue]]]:
+    """One suite's metric table (metric × run) and the bar values behind its plot panel."""
+    table = Table(f"{suite}", ["metric", *[view.label(r) for r in suite_runs]], [])
+    bars: dict[str, list[plots.BarValue]] = {}
+    for metric in list(suite_runs[0].metric_kinds):
+        row = [metric]
+        for run in suite_runs:
+            summary = run.summaries.get(metric, {}).get(RunResult.ALL)
+            if summary is None:
+                row.append("–")
+                continue
+            row.append(f"{fmt(summary.value)} {fmt_ci(summary.low, summary.high)}")
+            bars.setdefault(metric, []).append(
+                plots.BarValue(view.label(run), summary.value, summary.low, summary.high)
+            )
+        table.rows.append(row)
+    return table, bars
+
+
+_DELTA_HEADERS = [
+    "candidate",
+    "metric",
+    "slice",
+    "baseline",
+    "candidate value",
+    "delta",
+    "CI",
+    "pairs",
+    "P(better)",
+]
+
+
+def _suite_deltas(view: _EvalView, suite: str, suite_runs: list[RunResult]) -> _SuiteDeltas:
+    """Every later run of a suite against its first: paired deltas per metric and slice, biggest swings."""
+    base = suite_runs[0]
+    out = _SuiteDeltas(base, Table(f"{suite}: deltas vs {view.label(base)}", list(_DELTA_HEADERS), []))
+    for cand in suite_runs[1:]:
+        for metric in cand.metric_kinds:
+            deltas = _paired_deltas(view.labels, base, cand, metric, view.confidence, view.n_resamples)
+            out.comparisons.extend(deltas)
+            for d in deltas:
+                out.table.rows.append(_delta_row(view.label(cand), metric, d))
+                if metric == base.primary_metric:
+                    out.forest.append(_delta_forest_row(view.label(cand), d))
+        out.examples.extend(
+            {"suite": suite, "baseline": view.label(base), "candidate": view.label(cand), **s}
+            for s in _example_swings(base, cand, base.primary_metric)
+        )
+    return out
+
+
+def _delta_row(candidate: str, metric: str, d: dict[str, Any]) -> list[str]:
+    return [
+        candidate,
+        metric,
+        _scope(d["scope"]),
+        fmt(d["baseline_value"]),
+        fmt(d["candidate_value"]),
+        fmt_delta(d["delta"]),
+        fmt_ci(d["low"], d["high"]),
+        str(d["n_pairs"]),
+        fmt(d["prob_improvement"], 2),
+    ]
+
+
+def _ci_side(low: float, high: float) -> bool | None:
+    """True if the CI is above 0, False if below, None if it straddles 0 or is undefined."""
+    if not np.isfinite(low):
+        return None
+    return True if low > 0 else (False if high < 0 else None)
+
+
+def _delta_forest_row(candidate: str, d: dict[str, Any]) -> plots.DeltaRow:
+    return plots.DeltaRow(
+        f"{candidate} · {_scope(d['scope'])}",
+        d["delta"],
+        d["low"],
+        d["high"],
+        None,
+        _ci_side(d["low"], d["high"]),
+    )
+
+
+def _deltas_section(view: _EvalView, deltas: list[_SuiteDeltas]) -> Section:
+    """The per-slice deltas: one table per suite with a forest plot of its primary metric."""
+    section = Section(
         "Per-slice deltas",
         "Candidate minus the suite's first run, paired on the same "
         "examples (paired bootstrap CI). Positive is better for every metric shown.",
     )
-    for suite, suite_runs in suites.items():
-        if len(suite_runs) < 2:
-            continue
-        base = suite_runs[0]
-        rows: list[plots.DeltaRow] = []
-        table = Table(
-            f"{suite}: deltas vs {label[id(base)]}",
-            [
-                "candidate",
-                "metric",
-                "slice",
-                "baseline",
-                "candidate value",
-                "delta",
-                "CI",
-                "pairs",
-                "P(better)",
-            ],
-            [],
-        )
-        for cand in suite_runs[1:]:
-            for metric in cand.metric_kinds:
-                deltas = _paired_deltas(label, base, cand, metric, confidence, n_resamples)
-                data["comparisons"].extend(deltas)
-                for d in deltas:
-                    table.rows.append(
-                        [
-                            label[id(cand)],
-                            metric,
-                            _scope(d["scope"]),
-                            fmt(d["baseline_value"]),
-                            fmt(d["candidate_value"]),
-                            fmt_delta(d["delta"]),
-                            fmt_ci(d["low"], d["high"]),
-                            str(d["n_pairs"]),
-                            fmt(d["prob_improvement"], 2),
-                        ]
-                    )
-                    if metric == base.primary_metric:
-                        passed = (
-                            None
-                            if not np.isfinite(d["low"])
-                            else (True if d["low"] > 0 else (False if d["high"] < 0 else None))
-                        )
-                        rows.append(
-                            plots.DeltaRow(
-                                f"{label[id(cand)]} · {_scope(d['scope'])}",
-                                d["delta"],
-                                d["low"],
-                                d["high"],
-                                None,
-                                passed,
-                            )
-                        )
-            data["examples"].extend(
-                {"suite": suite, "baseline": label[id(base)], "candidate": label[id(cand)], **s}
-                for s in _example_swings(base, cand, base.primary_metric)
-            )
-        delta_section.tables.append(table)
-        if rows:
-            delta_section.figures.append(
-                FigureImage(
-                    f"deltas_{suite}",
-                    f"{suite}: {base.primary_metric} deltas by slice",
-                    f"Dots: candidate - {label[id(base)]}; lines: {int(confidence * 100)}% paired CI. "
-                    "Green: CI above 0, "
-                    "red: CI below 0, grey: inconclusive.",
-                    plots.delta_forest(
-                        rows,
-                        title=f"{suite}: {base.primary_metric} vs {label[id(base)]}",
-                        xlabel=f"delta {base.primary_metric}",
-                    ),
-                )
-            )
-    if delta_section.tables:
-        sections.append(delta_section)
+    for suite_deltas in deltas:
+        section.tables.append(suite_deltas.table)
+        if suite_deltas.forest:
+            section.figures.append(_delta_forest_figure(view, suite_deltas.base, suite_deltas.forest))
+    return section
 
-    # Distributions
+
+def _delta_forest_figure(view: _EvalView, base: RunResult, rows: list[plots.DeltaRow]) -> FigureImage:
+    suite, metric, base_label = base.suite, base.primary_metric, view.label(base)
+    return FigureImage(
+        f"deltas_{suite}",
+        f"{suite}: {metric} deltas by slice",
+        f"Dots: candidate - {base_label}; lines: {view.confidence_pct}% paired CI. "
+        "Green: CI above 0, "
+        "red: CI below 0, grey: inconclusive.",
+        plots.delta_forest(rows, title=f"{suite}: {metric} vs {base_label}", xlabel=f"delta {metric}"),
+    )
+
+
+def _distributions_section(view: _EvalView) -> Section:
+    """Per-example score histograms of each suite's primary metric, and one latency histogram."""
     dist = Section("Distributions", "Per-example scores of each suite's primary metric, and request latency.")
-    for suite, suite_runs in suites.items():
+    for suite, suite_runs in view.suites.items():
         primary = suite_runs[0].primary_metric
         series: dict[str, list[float]] = {
-            label[id(r)]: [
+            view.label(r): [
                 float(score)
                 for e in r.examples
                 if primary in e.metrics and (score := e.metrics[primary].score) is not None
@@ -397,21 +475,18 @@ def eval_report(
             for r in suite_runs
         }
         if any(series.values()):
+            title = f"{suite}: {primary} per example"
             dist.figures.append(
                 FigureImage(
                     f"scores_{suite}",
-                    f"{suite}: {primary} per example",
+                    title,
                     "",
-                    plots.distributions(
-                        series,
-                        title=f"{suite}: {primary} per example",
-                        xlabel=primary,
-                        ylabel="share of examples",
-                    ),
+                    plots.distributions(series, title=title, xlabel=primary, ylabel="share of examples"),
                 )
             )
     latency = {
-        f"{label[id(r)]} · {r.suite}" if len(suites) > 1 else label[id(r)]: _latencies(r) for r in runs
+        f"{view.label(r)} · {r.suite}" if len(view.suites) > 1 else view.label(r): _latencies(r)
+        for r in view.runs
     }
     if any(latency.values()):
         dist.figures.append(
@@ -428,68 +503,56 @@ def eval_report(
                 ),
             )
         )
-    sections.append(dist)
+    return dist
 
-    # Examples
-    if data["examples"]:
-        table = Table(
-            "Biggest per-example changes",
+
+def _examples_section(examples: list[dict[str, Any]]) -> Section:
+    """The biggest per-example wins and losses on the primary metric, with both answers."""
+    table = Table(
+        "Biggest per-example changes",
+        [
+            "suite",
+            "example",
+            "slice",
+            "delta",
+            "prompt",
+            "reference",
+            "baseline answer",
+            "candidate answer",
+        ],
+        [
             [
-                "suite",
-                "example",
-                "slice",
-                "delta",
-                "prompt",
-                "reference",
-                "baseline answer",
-                "candidate answer",
-            ],
-            [],
-        )
-        for s in data["examples"]:
-            table.rows.append(
-                [
-                    s["suite"],
-                    s["id"],
-                    s["slice"] or "–",
-                    fmt_delta(s["delta"]),
-                    _clip(s["prompt"]),
-                    _clip(s["reference"], 80),
-                    _clip(s["baseline"]),
-                    _clip(s["candidate"]),
-                ]
-            )
-        sections.append(
-            Section("Examples", "Where the candidate gained or lost most on the primary metric.", [table])
-        )
+                s["suite"],
+                s["id"],
+                s["slice"] or "–",
+                fmt_delta(s["delta"]),
+                _clip(s["prompt"]),
+                _clip(s["reference"], 80),
+                _clip(s["baseline"]),
+                _clip(s["candidate"]),
+            ]
+            for s in examples
+        ],
+    )
+    return Section("Examples", "Where the candidate gained or lost most on the primary metric.", [table])
 
-    # Errors
+
+def _failures_section(runs: Sequence[RunResult]) -> Section | None:
+    """Requests that failed after retries, counted per run and message; None when there were none."""
     error_rows = [
         [r.run_id, msg or "(no message)", str(n)] for r in runs for msg, n in r.error_counts().items()
     ]
-    if error_rows:
-        sections.append(
-            Section(
-                "Failures",
-                "Requests that failed after retries (not scored).",
-                [Table("Errors", ["run", "error", "count"], error_rows)],
-            )
-        )
-
-    verdict = decision.summary if decision else None
-    names = ", ".join(dict.fromkeys(label[id(r)] for r in runs))
-    return Report(
-        title=title or f"Eval report: {', '.join(suites)}",
-        subtitle=f"Runs: {names}",
-        verdict=verdict,
-        verdict_ok=decision.passed if decision else None,
-        sections=sections,
-        data=data,
-        notes=notes,
+    if not error_rows:
+        return None
+    return Section(
+        "Failures",
+        "Requests that failed after retries (not scored).",
+        [Table("Errors", ["run", "error", "count"], error_rows)],
     )
 
 
 def _gate_section(decision: GateDecision) -> Section:
+    """The promotion gate: every check with its evidence, and a forest plot of the paired deltas."""
     table = Table(
         "Checks",
         [
@@ -505,38 +568,9 @@ def _gate_section(decision: GateDecision) -> Section:
             "result",
             "reason",
         ],
-        [],
+        [_gate_row(c) for c in decision.checks],
     )
-    rows: list[plots.DeltaRow] = []
-    for c in decision.checks:
-        ci = fmt_ci(c.ci_low, c.ci_high) if c.ci_low is not None else "–"
-        table.rows.append(
-            [
-                c.kind,
-                c.scope,
-                c.metric,
-                fmt(c.champion),
-                fmt(c.challenger),
-                fmt_delta(c.delta),
-                ci,
-                str(c.n_pairs),
-                fmt_delta(c.bound) if c.bound is not None else "–",
-                "pass" if c.passed else "FAIL",
-                c.reason,
-            ]
-        )
-        if c.kind in ("improvement", "non_inferiority") and c.delta is not None:
-            bound = c.bound if c.higher_is_better else (-c.bound if c.bound is not None else None)
-            rows.append(
-                plots.DeltaRow(
-                    f"{c.kind.replace('_', '-')} · {c.scope}",
-                    c.delta,
-                    c.ci_low or float("nan"),
-                    c.ci_high or float("nan"),
-                    bound,
-                    c.passed,
-                )
-            )
+    rows = [row for c in decision.checks if (row := _gate_forest_row(c)) is not None]
     section = Section(
         "Promotion gate",
         f"Challenger {decision.challenger.get('model')} vs champion "
@@ -557,12 +591,76 @@ def _gate_section(decision: GateDecision) -> Section:
     return section
 
 
+def _gate_row(c: GateCheck) -> list[str]:
+    return [
+        c.kind,
+        c.scope,
+        c.metric,
+        fmt(c.champion),
+        fmt(c.challenger),
+        fmt_delta(c.delta),
+        fmt_ci(c.ci_low, c.ci_high) if c.ci_low is not None else "–",
+        str(c.n_pairs),
+        fmt_delta(c.bound) if c.bound is not None else "–",
+        "pass" if c.passed else "FAIL",
+        c.reason,
+    ]
+
+
+def _gate_forest_row(c: GateCheck) -> plots.DeltaRow | None:
+    """A delta check (improvement, non-inferiority) as a forest row, its bound flipped for lower-is-better."""
+    if c.kind not in ("improvement", "non_inferiority") or c.delta is None:
+        return None
+    bound = c.bound if c.higher_is_better else (-c.bound if c.bound is not None else None)
+    return plots.DeltaRow(
+        f"{c.kind.replace('_', '-')} · {c.scope}",
+        c.delta,
+        c.ci_low or float("nan"),
+        c.ci_high or float("nan"),
+        bound,
+        c.passed,
+    )
+
+
 # ---------------------------------------------------------------- A/B report
 
 
 def ab_document(report: ABReport, *, title: str | None = None) -> Report:
     """The HTML/Markdown/JSON document for a live A/B analysis."""
-    sections: list[Section] = []
+    sections = [_ab_arms_section(report)]
+    sections += [_ab_tests_section(report, comparison) for comparison in report.comparisons]
+    if report.srm is not None:
+        sections.append(_ab_srm_section(report.srm))
+    figures = _ab_figures(report)
+    if figures:
+        sections.append(Section("Plots", "", figures=figures))
+    return Report(
+        title=title or f"A/B experiment: {report.experiment}",
+        subtitle=f"Control: {report.control}; primary outcome: {report.primary or '–'}",
+        verdict=report.recommendation,
+        verdict_ok=_ab_verdict_ok(report),
+        sections=sections,
+        data={"kind": "ab", **report.to_dict()},
+        notes=list(report.problems),
+    )
+
+
+def _ab_verdict_ok(report: ABReport) -> bool | None:
+    """False with problems; True once the primary outcome is sequentially better; else undecided."""
+    if report.problems:
+        return False
+    if any(
+        o.sequential_rejected and o.outcome == report.primary and o.verdict == "treatment better"
+        for c in report.comparisons
+        for o in c.outcomes
+    ):
+        return True
+    return None
+
+
+def _ab_arms_section(report: ABReport) -> Section:
+    """Per-arm traffic, outcome rates, score means and latency, one row per arm."""
+    scores = _score_names(report)
     arm_table = Table(
         "Arms",
         [
@@ -574,115 +672,112 @@ def ab_document(report: ABReport, *, title: str | None = None) -> Report:
             "feedback rate",
             "thumbs-up",
             "rating",
-            *[n for n in _score_names(report)],
+            *scores,
             "latency p50",
             "latency p95",
             "completion tokens",
         ],
-        [],
+        [_ab_arm_row(report, arm, scores) for arm in report.arms],
     )
-    for arm in report.arms:
-        v = arm.values
-        arm_table.rows.append(
-            [
-                arm.arm + (" (control)" if arm.arm == report.control else ""),
-                str(arm.requests),
-                fmt(arm.share),
-                ", ".join(f"{k} ×{n}" for k, n in sorted(arm.served.items())),
-                fmt(v["error_rate"]),
-                fmt(v["feedback_rate"]),
-                f"{fmt(v['thumbs_up_rate'])} (n={arm.counts['thumbs_up_rate']})",
-                f"{fmt(v['rating'])} (n={arm.counts['rating']})",
-                *[f"{fmt(v[n])} (n={arm.counts[n]})" for n in _score_names(report)],
-                fmt(v["latency_p50_ms"], 1),
-                fmt(v["latency_p95_ms"], 1),
-                fmt(v["completion_tokens"], 1),
-            ]
-        )
-    sections.append(
-        Section(
-            "Arms",
-            f"Requests from {report.first_request} to {report.last_request}; shadow copies excluded.",
-            [arm_table],
-        )
+    return Section(
+        "Arms",
+        f"Requests from {report.first_request} to {report.last_request}; shadow copies excluded.",
+        [arm_table],
     )
-    for comparison in report.comparisons:
-        table = Table(
-            f"{comparison.arm} vs {comparison.control}",
-            [
-                "outcome",
-                "control",
-                "treatment",
-                "diff",
-                f"{int((1 - report.alpha) * 100)}% CI",
-                "test",
-                "p",
-                "always-valid p",
-                "sequential bound",
-                "n (c/t)",
-                "verdict",
-            ],
-            [],
-        )
-        for o in comparison.outcomes:
-            table.rows.append(
-                [
-                    o.outcome + (" ★" if o.outcome == report.primary else ""),
-                    fmt(o.control),
-                    fmt(o.treatment),
-                    fmt_delta(o.diff),
-                    fmt_ci(o.ci_low, o.ci_high),
-                    o.test,
-                    f"{o.p_value:.3g}",
-                    f"{o.sequential_p:.3g}",
-                    fmt_ci(o.sequential_low, o.sequential_high),
-                    f"{o.n_control}/{o.n_treatment}",
-                    o.verdict,
-                ]
-            )
-        note = ""
-        if comparison.sample_size:
-            s = comparison.sample_size
-            note = (
-                f"Sample size: a fixed-horizon test of {s['outcome']} needs {s['n_per_arm']} "
-                "requests per arm "
-                f"to detect {fmt_delta(s['mde'])} with power {s['power']:.0%} at alpha {s['alpha']:g}."
-            )
-        table.note = note
-        section = Section(
-            f"Tests: {comparison.arm} vs {comparison.control}",
-            "★ = primary outcome. Fixed-horizon p-values are valid only at a pre-planned sample size; "
-            "the always-valid p-value and sequential bound (mSPRT) stay valid however often the "
-            "report is read.",
-            [table],
-        )
-        sections.append(section)
-    if report.srm is not None:
-        srm = report.srm
-        sections.append(
-            Section(
-                "Sample ratio",
-                "",
-                [
-                    Table(
-                        "Sample ratio mismatch check",
-                        ["arm", "observed", "expected share", "observed share"],
-                        [
-                            [
-                                arm,
-                                str(n),
-                                fmt(srm["expected_share"][arm]),
-                                fmt(n / max(1, sum(srm["observed"].values()))),
-                            ]
-                            for arm, n in srm["observed"].items()
-                        ],
-                        note=f"chi2 = {srm['chi2']:.3f}, p = {srm['p_value']:.3g} "
-                        f"(mismatch if p < {srm['threshold']:g}): "
-                        + ("MISMATCH" if srm["mismatch"] else "consistent with the configured split"),
-                    )
-                ],
-            )
-        )
+
+
+def _ab_arm_row(report: ABReport, arm: ArmSummary, scores: list[str]) -> list[str]:
+    v = arm.values
+    return [
+        arm.arm + (" (control)" if arm.arm == report.control else ""),
+        str(arm.requests),
+        fmt(arm.share),
+        ", ".join(f"{k} ×{n}" for k, n in sorted(arm.served.items())),
+        fmt(v["error_rate"]),
+        fmt(v["feedback_rate"]),
+        f"{fmt(v['thumbs_up_rate'])} (n={arm.counts['thumbs_up_rate']})",
+        f"{fmt(v['rating'])} (n={arm.counts['rating']})",
+        *[f"{fmt(v[n])} (n={arm.counts[n]})" for n in scores],
+        fmt(v["latency_p50_ms"], 1),
+        fmt(v["latency_p95_ms"], 1),
+        fmt(v["completion_tokens"], 1),
+    ]
+
+
+def _ab_tests_section(report: ABReport, comparison: ArmComparison) -> Section:
+    """One treatment arm against control: every outcome's test, CI and sequential bound."""
+    table = Table(
+        f"{comparison.arm} vs {comparison.control}",
+        [
+            "outcome",
+            "control",
+            "treatment",
+            "diff",
+            f"{int((1 - report.alpha) * 100)}% CI",
+            "test",
+            "p",
+            "always-valid p",
+            "sequential bound",
+            "n (c/t)",
+            "verdict",
+        ],
+        [_ab_outcome_row(report, o) for o in comparison.outcomes],
+        note=_sample_size_note(comparison.sample_size),
+    )
+    return Section(
+        f"Tests: {comparison.arm} vs {comparison.control}",
+        "★ = primary outcome. Fixed-horizon p-values are valid only at a pre-planned sample size; "
+        "the always-valid p-value and sequential bound (mSPRT) stay valid however often the "
+        "report is read.",
+        [table],
+    )
+
+
+def _ab_outcome_row(report: ABReport, o: OutcomeComparison) -> list[str]:
+    return [
+        o.outcome + (" ★" if o.outcome == report.primary else ""),
+        fmt(o.control),
+        fmt(o.treatment),
+        fmt_delta(o.diff),
+        fmt_ci(o.ci_low, o.ci_high),
+        o.test,
+        f"{o.p_value:.3g}",
+        f"{o.sequential_p:.3g}",
+        fmt_ci(o.sequential_low, o.sequential_high),
+        f"{o.n_control}/{o.n_treatment}",
+        o.verdict,
+    ]
+
+
+def _sample_size_note(s: dict[str, Any] | None) -> str:
+    if not s:
+        return ""
+    return (
+        f"Sample size: a fixed-horizon test of {s['outcome']} needs {s['n_per_arm']} "
+        "requests per arm "
+        f"to detect {fmt_delta(s['mde'])} with power {s['power']:.0%} at alpha {s['alpha']:g}."
+    )
+
+
+def _ab_srm_section(srm: dict[str, Any]) -> Section:
+    """The sample-ratio-mismatch check: observed against configured shares, with its chi-squared test."""
+    total = max(1, sum(srm["observed"].values()))
+    table = Table(
+        "Sample ratio mismatch check",
+        ["arm", "observed", "expected share", "observed share"],
+        [
+            [arm, str(n), fmt(srm["expected_share"][arm]), fmt(n / total)]
+            for arm, n in srm["observed"].items()
+        ],
+        note=f"chi2 = {srm['chi2']:.3f}, p = {srm['p_value']:.3g} "
+        f"(mismatch if p < {srm['threshold']:g}): "
+        + ("MISMATCH" if srm["mismatch"] else "consistent with the configured split"),
+    )
+    return Section("Sample ratio", "", [table])
+
+
+def _ab_figures(report: ABReport) -> list[FigureImage]:
+    """Cumulative effect of the primary outcome, its per-request distribution, and latency (when known)."""
     figures = []
     if report.paths and report.primary:
         figures.append(
@@ -703,14 +798,15 @@ def ab_document(report: ABReport, *, title: str | None = None) -> Report:
             )
         )
     if report.primary and report.primary in report.distributions:
+        title = f"{report.primary} per request"
         figures.append(
             FigureImage(
                 "primary_distribution",
-                f"{report.primary} per request",
+                title,
                 "",
                 plots.distributions(
                     report.distributions[report.primary],
-                    title=f"{report.primary} per request",
+                    title=title,
                     xlabel=report.primary,
                     ylabel="share of requests",
                 ),
@@ -732,27 +828,7 @@ def ab_document(report: ABReport, *, title: str | None = None) -> Report:
                 ),
             )
         )
-    if figures:
-        sections.append(Section("Plots", "", figures=figures))
-    verdict_ok = None
-    if report.problems:
-        verdict_ok = False
-    elif any(
-        o.sequential_rejected and o.outcome == report.primary and o.verdict == "treatment better"
-        for c in report.comparisons
-        for o in c.outcomes
-    ):
-        verdict_ok = True
-    data = {"kind": "ab", **report.to_dict()}
-    return Report(
-        title=title or f"A/B experiment: {report.experiment}",
-        subtitle=f"Control: {report.control}; primary outcome: {report.primary or '–'}",
-        verdict=report.recommendation,
-        verdict_ok=verdict_ok,
-        sections=sections,
-        data=data,
-        notes=list(report.problems),
-    )
+    return figures
 
 
 def _score_names(report: ABReport) -> list[str]:
