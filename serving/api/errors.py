@@ -7,8 +7,8 @@ the last SSE event) all use it, so a given failure answers the same way on every
 
 `ERROR_RESPONSES` documents the envelope (`serving.protocol.ErrorResponse`) for the OpenAPI document.
 
-The registry's errors (also the request log's) name their status (`status_code`) but render no
-envelope here; the engine's and the database's errors get theirs from this table. Client input is
+The registry's errors (also the request log's) know nothing of HTTP: `REGISTRY_STATUS` gives each family
+its status; the engine's and the database's errors get theirs from `api_error` too. Client input is
 never a 500.
 """
 
@@ -41,10 +41,12 @@ log = logging.getLogger("tuneloop.serving")
 
 __all__ = [
     "ERROR_RESPONSES",
+    "REGISTRY_STATUS",
     "api_error",
     "empty_body_error",
     "error_type_for",
     "handle_error",
+    "registry_status",
     "validation_error",
 ]
 
@@ -93,6 +95,19 @@ def _internal(exc: BaseException, message: str = "Internal server error.") -> AP
     return err
 
 
+REGISTRY_STATUS: tuple[tuple[type[registry.RegistryError], int], ...] = (
+    (registry.InvalidRequestError, 400),
+    (registry.NotFoundError, 404),
+    (registry.ConflictError, 409),
+    (registry.StorageFullError, 507),
+)
+"""The HTTP status of each registry / request-log error family (first match; anything else is a 500)."""
+
+
+def registry_status(exc: registry.RegistryError) -> int:
+    return next((status for family, status in REGISTRY_STATUS if isinstance(exc, family)), 500)
+
+
 def api_error(exc: BaseException, *, prompt_param: str | None = None) -> APIError:
     """The `APIError` the client gets for `exc` (itself when it already is one).
 
@@ -106,7 +121,7 @@ def api_error(exc: BaseException, *, prompt_param: str | None = None) -> APIErro
     if isinstance(exc, registry.RegistryError):
         # The registry's `param` names its own arguments (e.g. `request_id`), not the request's fields,
         # so it is not sent; the code and the message are.
-        status = exc.status_code
+        status = registry_status(exc)
         if status >= 500 and not getattr(exc, "expose", False):
             return _internal(exc)
         if status >= 500:

@@ -1,21 +1,16 @@
 """Typed errors of the adapter registry and the request log.
 
-Every error carries a human `message`, a machine `code` and the HTTP `status_code` the API layer
-answers with (`serving.api.errors.api_error` reads it; nothing else does). `openai_error()` renders the
-envelope for callers outside HTTP.
+Every error carries a human `message` and a machine `code`; none knows about HTTP: the API layer's one
+table (`serving.api.errors.REGISTRY_STATUS`) gives each family its status.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 
 class RegistryError(Exception):
     """Base class: something the registry refused or could not do."""
 
-    status_code: int = 500
     code: str = "registry_error"
-    error_type: str = "server_error"
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
@@ -24,24 +19,11 @@ class RegistryError(Exception):
             self.code = code
         self.param = param
 
-    def openai_error(self) -> dict[str, Any]:
-        """`{"error": {"message", "type", "param", "code"}}` as OpenAI-compatible servers answer."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
 
 class InvalidRequestError(RegistryError):
-    """The caller sent something malformed (400)."""
+    """The caller sent something malformed."""
 
-    status_code = 400
     code = "invalid_request"
-    error_type = "invalid_request_error"
 
 
 class InvalidNameError(InvalidRequestError):
@@ -71,11 +53,9 @@ class AmbiguousVersionError(InvalidRequestError):
 
 
 class NotFoundError(RegistryError):
-    """Something named does not exist (404)."""
+    """Something named does not exist."""
 
-    status_code = 404
     code = "not_found"
-    error_type = "invalid_request_error"
 
 
 class ModelNotFoundError(NotFoundError):
@@ -106,24 +86,21 @@ class RequestNotFoundError(NotFoundError):
 
 
 class ConflictError(RegistryError):
-    """The change conflicts with the current state (409), e.g. removing a version an alias points at."""
+    """The change conflicts with the current state, e.g. removing a version an alias points at."""
 
-    status_code = 409
     code = "conflict"
-    error_type = "invalid_request_error"
 
 
 class ArtifactError(RegistryError):
-    """The artifact store failed or holds something unexpected (500)."""
+    """The artifact store failed or holds something unexpected."""
 
     code = "artifact_error"
 
 
 class StorageFullError(ArtifactError):
     """The adapter store ran out of space (ENOSPC/EDQUOT) while writing a version; nothing was stored.
-    An operational condition, not a bug: the API answers 507 with this message."""
+    An operational condition, not a bug: its message is shown to the client."""
 
-    status_code = 507
     code = "insufficient_storage"
     expose = True
     """Its message is sent to the client (other 5xx registry errors answer 'Internal server error.')."""

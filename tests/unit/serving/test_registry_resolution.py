@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.api.errors import api_error, registry_status
 from serving.registry import (
     AdapterRegistry,
     AliasNotFoundError,
@@ -34,7 +35,7 @@ def test_adapter_name_rules(registry: AdapterRegistry, new_adapter: Callable[...
     b = registry.register(new_adapter(2), "support", alias="challenger")
     with pytest.raises(AliasNotFoundError, match="no 'champion'") as info:
         registry.resolve("support")  # no champion: never guess a version
-    assert info.value.status_code == 404 and info.value.code == "model_not_found"
+    assert registry_status(info.value) == 404 and info.value.code == "model_not_found"
     registry.set_alias("support", "champion", a.version)
     plain = registry.resolve("support")
     assert (plain.kind, plain.name, plain.alias, plain.served_version) == (
@@ -56,13 +57,13 @@ def test_adapter_name_rules(registry: AdapterRegistry, new_adapter: Callable[...
         with pytest.raises(ModelNotFoundError):
             registry.resolve(unknown)
     error = pytest.raises(ModelNotFoundError, registry.resolve, "gpt-4").value
-    assert error.openai_error() == {
-        "error": {
-            "message": error.message,
-            "type": "invalid_request_error",
-            "param": "model",
-            "code": "model_not_found",
-        }
+    assert (error.code, error.param) == ("model_not_found", "model")
+    envelope = api_error(error).to_body()["error"]  # the API's one table renders it
+    assert envelope == {
+        "message": error.message,
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "model_not_found",
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from serving.api.errors import registry_status
 from serving.registry import AdapterValidationError, BaseModelSpec, SmokeResult, sha256_file, validate_adapter
 from serving.registry.testing import SMOLLM2_CONFIG, SMOLLM2_MODULES, SMOLLM2_SHAPES, write_adapter
 from serving.registry.validation import base_module_shapes, module_shapes_from_config
@@ -22,7 +23,7 @@ def refused(folder: Path, code: str, spec: BaseModelSpec = SPEC, **kwargs: str) 
     with pytest.raises(AdapterValidationError) as info:
         validate_adapter(folder, spec, **kwargs)
     assert info.value.code == code, info.value.message
-    assert info.value.status_code == 400
+    assert registry_status(info.value) == 400
     assert info.value.message
     return info.value
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import event
 
 import serving.registry.artifacts as artifacts_module
+from serving.api.errors import registry_status
 from serving.registry import (
     AdapterRegistry,
     AdapterValidationError,
@@ -216,7 +217,7 @@ def test_ambiguous_prefix(registry: AdapterRegistry, new_adapter: Callable[..., 
             )
     with pytest.raises(AmbiguousVersionError) as info:
         registry.get("support", "abcdef")
-    assert len(info.value.candidates) == 2 and info.value.status_code == 400
+    assert len(info.value.candidates) == 2 and registry_status(info.value) == 400
     with pytest.raises(AmbiguousVersionError):
         registry.resolve("support@abcdef")
     assert registry.get("support", "abcdef0").version == "abcdef" + "0" * 58

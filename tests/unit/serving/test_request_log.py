@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from serving.api.errors import registry_status
 from serving.registry import InvalidRequestError, RequestNotFoundError
 from serving.request_log import FeedbackRecord, RequestLogWriter
 from serving.store import Database, FeedbackRow, RequestRow, create_schema
@@ -193,7 +194,7 @@ def test_feedback(db: Database) -> None:
         ]
     with pytest.raises(RequestNotFoundError) as info:
         writer.log_feedback(FeedbackRecord("chatcmpl-missing", thumbs=1))
-    assert info.value.status_code == 404
+    assert registry_status(info.value) == 404
     for bad in (
         FeedbackRecord("chatcmpl-00000001"),
         FeedbackRecord("chatcmpl-00000001", rating=1.5),
