@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
@@ -40,8 +41,43 @@ DEFAULT_LOOP_STATES: tuple[str, ...] = (
 TrainingOutcome = Literal["started", "passed", "failed"]
 
 
+@dataclass(frozen=True)
+class _MetricNamespace:
+    """Declares metrics under one namespace on one registry (so each declaration states only what differs)."""
+
+    namespace: str
+    registry: CollectorRegistry
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, documentation, list(labels), namespace=self.namespace, registry=self.registry)
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(name, documentation, list(labels), namespace=self.namespace, registry=self.registry)
+
+
+_DRIFT_LABELS = ("detector", "kind", "subject")
+_SCORE_LABELS = ("served_name", "served_version", "scorer")
+
+
 class LoopMetrics:
     """The loop's metrics. One instance per loop process; every method is thread-safe."""
+
+    # drift, per detector / kind / subject
+    drift_statistic: Gauge
+    drift_threshold: Gauge
+    drift_p_value: Gauge
+    drift_detected: Gauge
+    drift_checks: Counter
+    # scores, per served version and scorer
+    score_mean: Gauge
+    score_count: Gauge
+    scores_written: Counter
+    scoring_failures: Counter
+    # loop state and trainings
+    loop_state: EnumMetric
+    state_seconds: Gauge
+    state_seconds_total: Counter
+    trainings: Counter
 
     def __init__(
         self,
@@ -57,102 +93,68 @@ class LoopMetrics:
         self.states = tuple(states)
         self._clock = clock
         self._lock = threading.Lock()
-        ns = namespace
-        self.drift_statistic = Gauge(
-            "drift_statistic",
-            "Latest drift statistic (MMD^2, AUC, or drop in mean score)",
-            ["detector", "kind", "subject"],
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.drift_threshold = Gauge(
-            "drift_threshold",
-            "Critical value of the latest drift statistic",
-            ["detector", "kind", "subject"],
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.drift_p_value = Gauge(
-            "drift_p_value",
-            "p-value of the latest drift check (NaN when the detector has none)",
-            ["detector", "kind", "subject"],
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.drift_detected = Gauge(
-            "drift_detected",
-            "1 when the latest check of this detector and subject found drift",
-            ["detector", "kind", "subject"],
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.drift_checks = Counter(
-            "drift_checks",
-            "Drift checks run",
-            ["detector", "kind"],
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.score_mean = Gauge(
-            "score_mean",
-            "Mean score over the latest scoring window",
-            ["served_name", "served_version", "scorer"],
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.score_count = Gauge(
-            "score_count",
-            "Number of scores in the latest scoring window",
-            ["served_name", "served_version", "scorer"],
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.scores_written = Counter(
-            "scores_written",
-            "Score rows written by the scorers",
-            ["scorer"],
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.scoring_failures = Counter(
-            "scoring_failures",
-            "Requests a scorer failed on",
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.loop_state = EnumMetric(
-            "loop_state",
-            "Current state of the monitoring loop",
-            states=list(self.states),
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.state_seconds = Gauge(
-            "loop_time_in_state_seconds",
-            "Seconds spent in the current loop state so far",
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.state_seconds_total = Counter(
-            "loop_state_seconds",
-            "Seconds spent in each loop state (completed stays)",
-            ["state"],
-            namespace=ns,
-            registry=self.registry,
-        )
-        self.trainings = Counter(
-            "trainings",
-            "Trainings by outcome (started, passed the gate, failed)",
-            ["outcome"],
-            namespace=ns,
-            registry=self.registry,
-        )
-        for outcome in ("started", "passed", "failed"):
-            self.trainings.labels(outcome=outcome)
+        declare = _MetricNamespace(namespace, self.registry)
+        self._declare_drift(declare)
+        self._declare_scores(declare)
+        self._declare_loop(declare)
         self._state = self.states[0]
         self._entered = self._clock()
         self.loop_state.state(self._state)
         self.state_seconds.set_function(self._seconds_in_state)
+
+    def _declare_drift(self, declare: _MetricNamespace) -> None:
+        """The latest drift check per detector, kind and subject, and checks run."""
+        self.drift_statistic = declare.gauge(
+            "drift_statistic", "Latest drift statistic (MMD^2, AUC, or drop in mean score)", _DRIFT_LABELS
+        )
+        self.drift_threshold = declare.gauge(
+            "drift_threshold", "Critical value of the latest drift statistic", _DRIFT_LABELS
+        )
+        self.drift_p_value = declare.gauge(
+            "drift_p_value",
+            "p-value of the latest drift check (NaN when the detector has none)",
+            _DRIFT_LABELS,
+        )
+        self.drift_detected = declare.gauge(
+            "drift_detected",
+            "1 when the latest check of this detector and subject found drift",
+            _DRIFT_LABELS,
+        )
+        self.drift_checks = declare.counter("drift_checks", "Drift checks run", ["detector", "kind"])
+
+    def _declare_scores(self, declare: _MetricNamespace) -> None:
+        """The latest scoring window per served version and scorer, rows written and failures."""
+        self.score_mean = declare.gauge(
+            "score_mean", "Mean score over the latest scoring window", _SCORE_LABELS
+        )
+        self.score_count = declare.gauge(
+            "score_count", "Number of scores in the latest scoring window", _SCORE_LABELS
+        )
+        self.scores_written = declare.counter(
+            "scores_written", "Score rows written by the scorers", ["scorer"]
+        )
+        self.scoring_failures = declare.counter("scoring_failures", "Requests a scorer failed on")
+
+    def _declare_loop(self, declare: _MetricNamespace) -> None:
+        """The loop state (enum, seconds in it, totals per state) and trainings by outcome (all 3 shown)."""
+        self.loop_state = EnumMetric(
+            "loop_state",
+            "Current state of the monitoring loop",
+            states=list(self.states),
+            namespace=declare.namespace,
+            registry=declare.registry,
+        )
+        self.state_seconds = declare.gauge(
+            "loop_time_in_state_seconds", "Seconds spent in the current loop state so far"
+        )
+        self.state_seconds_total = declare.counter(
+            "loop_state_seconds", "Seconds spent in each loop state (completed stays)", ["state"]
+        )
+        self.trainings = declare.counter(
+            "trainings", "Trainings by outcome (started, passed the gate, failed)", ["outcome"]
+        )
+        for outcome in ("started", "passed", "failed"):
+            self.trainings.labels(outcome=outcome)
 
     # ------------------------------------------------------------------ state
 
