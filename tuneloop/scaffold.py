@@ -553,14 +553,82 @@ def _validate_adapter(name: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Split:
+    """Which records train the first adapter and which are held out, for which suite."""
+
+    slice_sizes: Counter[str | None]
+    named: list[str]
+    """The named slices, sorted."""
+    target_slice: str | None
+    train: list[Record]
+    held: list[Record]
+    target: list[Record]
+    regression: list[Record]
+
+    def regression_size(self, slice_name: str) -> int:
+        return sum(1 for r in self.regression if r.slice == slice_name)
+
+
+@dataclass(frozen=True)
+class _ProjectPlan:
+    """Everything `scaffold` decides before it writes a file."""
+
+    folder: Path
+    records: list[Record]
+    slice_key: str | None
+    slice_key_detected: bool
+    task: Task
+    labels: list[str]
+    split: _Split
+    warnings: list[str]
+    metrics: list[str]
+    primary: str
+    live_metric: str
+    metric_reason: str
+    system: str | None
+    per_row_system: bool
+    recipe: dict[str, Any]
+
+
+@dataclass
+class _ProjectFolder:
+    """The folder being written, and every file written into it (for `InitResult.files`)."""
+
+    path: Path
+    written: list[Path] = field(default_factory=list)
+
+    def put(self, rel: str, text: str) -> None:
+        path = self.path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        self.written.append(path)
+
+    def put_jsonl(self, rel: str, rows: Sequence[dict[str, Any]]) -> None:
+        _write_jsonl(self.path / rel, rows)
+        self.written.append(self.path / rel)
+
+
 def scaffold(opts: InitOptions) -> InitResult:
     """Read the examples, split them, write the project folder and load every file back.
 
     Raises InitError (bad data, bad options, a non-empty folder without `force`, or a written file that
     does not load: the loader's message is kept)."""
-    from common.settings import read_yaml_mapping
-    from monitoring.spec import DEFAULT_RECIPE
+    plan = _plan_project(opts)
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    folder = _ProjectFolder(plan.folder)
+    _write_data(folder, plan)
+    _write_suite_specs(folder, opts, plan)
+    _write_configs(folder, opts, plan)
+    result = _init_result(opts, plan)
+    folder.put("README.md", _readme(result, opts.data.name))
+    result.files = sorted(folder.written)
+    validate_project(plan.folder)
+    return result
 
+
+def _plan_project(opts: InitOptions) -> _ProjectPlan:
+    """Check the options and folder, read the data, then decide task, labels, split, metrics and recipe."""
     _validate_adapter(opts.adapter)
     folder = (opts.folder or Path(f"{opts.adapter}-loop")).expanduser().resolve()
     _check_folder(folder, opts.force)
@@ -569,9 +637,60 @@ def scaffold(opts: InitOptions) -> InitResult:
     labels = sorted({r.answer for r in records}) if task == "classification" else []
     if task == "classification" and len(labels) < 2:
         raise InitError(f"{opts.data}: classification needs at least 2 labels, found {labels}")
+    split, warnings = _split(opts, records, slice_key)
+    metrics, primary, live_metric, metric_reason = _choose_metric(task, records)
+    system, per_row_system = _shared_system(records) if task == "chat" else (None, False)
+    multi_turn = sum(1 for r in split.held if r.history)
+    if multi_turn:
+        warnings.append(
+            f"{multi_turn} held-out record(s) are multi-turn: the suites ask only their last user turn"
+        )
+    return _ProjectPlan(
+        folder=folder,
+        records=records,
+        slice_key=slice_key,
+        slice_key_detected=detected,
+        task=task,
+        labels=labels,
+        split=split,
+        warnings=warnings,
+        metrics=metrics,
+        primary=primary,
+        live_metric=live_metric,
+        metric_reason=metric_reason,
+        system=system,
+        per_row_system=per_row_system,
+        recipe=_retrain_recipe(records),
+    )
 
+
+def _split(opts: InitOptions, records: list[Record], slice_key: str | None) -> tuple[_Split, list[str]]:
+    """Hold out examples: the target slice's for the target suite, the others' for the regression suite."""
     slice_sizes = Counter(r.slice for r in records)
     named = sorted(s for s in slice_sizes if s is not None)
+    target_slice = _target_slice(opts, slice_key, slice_sizes, named)
+    train, held, warnings = split_records(records, opts.seed)
+    target = [r for r in held if target_slice is not None and r.slice == target_slice]
+    regression = [r for r in held if target_slice is None or r.slice != target_slice]
+    if len(named) == 1:
+        warnings.append(f"only one slice ({named[0]!r}): no target suite, the gate checks regression only")
+    if not regression:
+        raise InitError("no examples left for the regression suite: add examples of other slices")
+    for label, suite in (("target", target), ("regression", regression)):
+        if suite and len(suite) < 10:
+            warnings.append(
+                f"the {label} suite has {len(suite)} examples: too few for the gate to show a difference "
+                "with confidence; more examples"
+                + (" of that slice" if label == "target" else "")
+                + " make it decisive"
+            )
+    return _Split(slice_sizes, named, target_slice, train, held, target, regression), warnings
+
+
+def _target_slice(
+    opts: InitOptions, slice_key: str | None, slice_sizes: Counter[str | None], named: list[str]
+) -> str | None:
+    """The slice the loop must improve: the one asked for, else the smallest eligible one (2+ slices)."""
     target_slice: str | None = None
     if opts.target_slice is not None:
         if slice_key is None:
@@ -592,160 +711,139 @@ def scaffold(opts: InitOptions) -> InitResult:
             f"target slice {target_slice!r} has {slice_sizes[target_slice]} example(s); "
             f"at least {MIN_SLICE_FOR_SUITE} are needed to hold some out for the target suite"
         )
+    return target_slice
 
-    train, held, warnings = split_records(records, opts.seed)
-    target = [r for r in held if target_slice is not None and r.slice == target_slice]
-    regression = [r for r in held if target_slice is None or r.slice != target_slice]
-    if len(named) == 1:
-        warnings.append(f"only one slice ({named[0]!r}): no target suite, the gate checks regression only")
-    if not regression:
-        raise InitError("no examples left for the regression suite: add examples of other slices")
-    for label, suite in (("target", target), ("regression", regression)):
-        if suite and len(suite) < 10:
-            warnings.append(
-                f"the {label} suite has {len(suite)} examples: too few for the gate to show a difference "
-                "with confidence; more examples"
-                + (" of that slice" if label == "target" else "")
-                + " make it decisive"
-            )
-    metrics, primary, live_metric, metric_reason = _choose_metric(task, records)
-    system, per_row_system = _shared_system(records) if task == "chat" else (None, False)
-    multi_turn = sum(1 for r in held if r.history)
-    if multi_turn:
-        warnings.append(
-            f"{multi_turn} held-out record(s) are multi-turn: the suites ask only their last user turn"
-        )
+
+def _retrain_recipe(records: Sequence[Record]) -> dict[str, Any]:
+    """The shipped recipe, its max_seq_length fitted to the data and its runs kept in the state folder."""
+    from common.settings import read_yaml_mapping
+    from monitoring.spec import DEFAULT_RECIPE
 
     recipe = read_yaml_mapping(DEFAULT_RECIPE, what="training recipe")
     seq = _max_seq_length(records, int(recipe.get("data", {}).get("max_seq_length", 192)))
     recipe.setdefault("data", {})["max_seq_length"] = seq
     recipe["output"] = {"runs_dir": f"{STATE_DIR}/runs"}
+    return recipe
 
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
 
-    def put(rel: str, text: str) -> None:
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-
-    train_rows = [_chat_record(r, task, labels) for r in train]
-    _write_jsonl(folder / "data" / "train.jsonl", train_rows)
-    written.append(folder / "data" / "train.jsonl")
-    has_target = bool(target)
-    if has_target:
-        _write_jsonl(
-            folder / "suites" / "target.jsonl", [_suite_row(r, task, per_row_system) for r in target]
+def _write_data(folder: _ProjectFolder, plan: _ProjectPlan) -> None:
+    """data/train.jsonl (chat records) and the suites' held-out rows; a stale target suite is removed."""
+    split, task = plan.split, plan.task
+    folder.put_jsonl("data/train.jsonl", [_chat_record(r, task, plan.labels) for r in split.train])
+    if split.target:
+        folder.put_jsonl(
+            "suites/target.jsonl", [_suite_row(r, task, plan.per_row_system) for r in split.target]
         )
-        written.append(folder / "suites" / "target.jsonl")
     else:
         for stale in ("suites/target.yaml", "suites/target.jsonl"):
-            (folder / stale).unlink(missing_ok=True)  # from an earlier init with --force
-    _write_jsonl(
-        folder / "suites" / "regression.jsonl", [_suite_row(r, task, per_row_system) for r in regression]
+            (folder.path / stale).unlink(missing_ok=True)  # from an earlier init with --force
+    folder.put_jsonl(
+        "suites/regression.jsonl", [_suite_row(r, task, plan.per_row_system) for r in split.regression]
     )
-    written.append(folder / "suites" / "regression.jsonl")
 
-    what = "label" if task == "classification" else "answer"
+
+def _write_suite_specs(folder: _ProjectFolder, opts: InitOptions, plan: _ProjectPlan) -> None:
+    """suites/target.yaml (when there is a target slice) and suites/regression.yaml, each commented."""
     origin = f"from {opts.data.name} (seed {opts.seed}); none of its prompts is in data/train.jsonl."
-    if has_target:
-        put(
-            "suites/target.yaml",
-            _suite_yaml(
-                name=f"{opts.adapter}_target",
-                role="target",
-                task=task,
-                description=f"Held-out {slice_key}={target_slice} examples: the slice the loop must improve.",
-                comment=(
-                    f"Target suite: {len(target)} held-out examples of the slice "
-                    f"{slice_key}={target_slice!r}, "
-                    f"{origin}\n"
-                    "A retrained adapter is promoted only if it is better here than the champion. The "
-                    "slice's other examples are in data/train.jsonl:\nthe first adapter learns it too; the "
-                    "loop retrains when its traffic drifts or its answers get corrected.\n"
-                    f"Run: tuneloop eval run suites/target.yaml --model {opts.adapter} --config settings.yaml"
-                ),
-                labels=labels,
-                system=system,
-                per_row_system=per_row_system,
-                metrics=metrics,
-                primary=primary,
-                has_slices=slice_key is not None,
-                n=len(target),
-            ),
+    split, slice_key, target_slice = plan.split, plan.slice_key, plan.split.target_slice
+    if split.target:
+        comment = (
+            f"Target suite: {len(split.target)} held-out examples of the slice "
+            f"{slice_key}={target_slice!r}, "
+            f"{origin}\n"
+            "A retrained adapter is promoted only if it is better here than the champion. The "
+            "slice's other examples are in data/train.jsonl:\nthe first adapter learns it too; the "
+            "loop retrains when its traffic drifts or its answers get corrected.\n"
+            f"Run: tuneloop eval run suites/target.yaml --model {opts.adapter} --config settings.yaml"
         )
+        description = f"Held-out {slice_key}={target_slice} examples: the slice the loop must improve."
+        folder.put("suites/target.yaml", _role_suite_yaml(opts, plan, "target", description, comment))
     if slice_key is None:
         others = "all slices (the data has none)"
     else:
         others = "every slice" if target_slice is None else f"every slice but {target_slice!r}"
-    put(
-        "suites/regression.yaml",
-        _suite_yaml(
-            name=f"{opts.adapter}_regression",
-            role="regression",
-            task=task,
-            description=f"Held-out examples of {others}: must not get worse.",
-            comment=(
-                f"Regression suite: {len(regression)} held-out examples of {others}, {origin}\n"
-                f"A retrained adapter must not get worse here by more than gate.margin ({what}s checked "
-                f"with {primary}).\n"
-                f"Run: tuneloop eval run suites/regression.yaml --model {opts.adapter} --config settings.yaml"
-            ),
-            labels=labels,
-            system=system,
-            per_row_system=per_row_system,
-            metrics=metrics,
-            primary=primary,
-            has_slices=slice_key is not None,
-            n=len(regression),
-        ),
+    what = "label" if plan.task == "classification" else "answer"
+    comment = (
+        f"Regression suite: {len(split.regression)} held-out examples of {others}, {origin}\n"
+        f"A retrained adapter must not get worse here by more than gate.margin ({what}s checked "
+        f"with {plan.primary}).\n"
+        f"Run: tuneloop eval run suites/regression.yaml --model {opts.adapter} --config settings.yaml"
+    )
+    description = f"Held-out examples of {others}: must not get worse."
+    folder.put("suites/regression.yaml", _role_suite_yaml(opts, plan, "regression", description, comment))
+
+
+def _role_suite_yaml(
+    opts: InitOptions,
+    plan: _ProjectPlan,
+    role: Literal["target", "regression"],
+    description: str,
+    comment: str,
+) -> str:
+    """The suite YAML of one role (target or regression), with what the plan decided for both."""
+    return _suite_yaml(
+        name=f"{opts.adapter}_{role}",
+        role=role,
+        task=plan.task,
+        description=description,
+        comment=comment,
+        labels=plan.labels,
+        system=plan.system,
+        per_row_system=plan.per_row_system,
+        metrics=plan.metrics,
+        primary=plan.primary,
+        has_slices=plan.slice_key is not None,
+        n=len(plan.split.target if role == "target" else plan.split.regression),
     )
 
-    put("recipe.yaml", _recipe_yaml(recipe))
-    put("train.yaml", _train_yaml(opts.adapter, recipe))
-    state = folder / STATE_DIR
-    put("settings.yaml", _settings_yaml(state))
-    small_slices = [s for s in named if s != target_slice and sum(1 for r in regression if r.slice == s) < 30]
-    put(
+
+def _write_configs(folder: _ProjectFolder, opts: InitOptions, plan: _ProjectPlan) -> None:
+    """recipe.yaml, train.yaml, settings.yaml and loop.yaml."""
+    split = plan.split
+    folder.put("recipe.yaml", _recipe_yaml(plan.recipe))
+    folder.put("train.yaml", _train_yaml(opts.adapter, plan.recipe))
+    folder.put("settings.yaml", _settings_yaml(plan.folder / STATE_DIR))
+    small_slices = [s for s in split.named if s != split.target_slice and split.regression_size(s) < 30]
+    folder.put(
         "loop.yaml",
         _loop_yaml(
             adapter=opts.adapter,
-            slice_key=slice_key,
-            target_slice=target_slice,
-            has_target=has_target,
-            live_metric=live_metric,
-            per_slice=bool(named) and not small_slices,
+            slice_key=plan.slice_key,
+            target_slice=split.target_slice,
+            has_target=bool(split.target),
+            live_metric=plan.live_metric,
+            per_slice=bool(split.named) and not small_slices,
             data_name=opts.data.name,
         ),
     )
-    result = InitResult(
-        folder=folder,
-        task=task,
-        metric=primary,
-        metric_reason=metric_reason,
-        slice_key=slice_key,
-        slice_key_detected=detected,
-        target_slice=target_slice if has_target else None,
-        n_examples=len(records),
-        n_train=len(train),
-        n_target=len(target),
-        n_regression=len(regression),
+
+
+def _init_result(opts: InitOptions, plan: _ProjectPlan) -> InitResult:
+    """The summary of what was decided (files are added once written)."""
+    split = plan.split
+    return InitResult(
+        folder=plan.folder,
+        task=plan.task,
+        metric=plan.primary,
+        metric_reason=plan.metric_reason,
+        slice_key=plan.slice_key,
+        slice_key_detected=plan.slice_key_detected,
+        target_slice=split.target_slice if split.target else None,
+        n_examples=len(plan.records),
+        n_train=len(split.train),
+        n_target=len(split.target),
+        n_regression=len(split.regression),
         slices={
             (s if s is not None else "(all)"): (
-                sum(1 for r in train if r.slice == s),
-                sum(1 for r in held if r.slice == s),
+                sum(1 for r in split.train if r.slice == s),
+                sum(1 for r in split.held if r.slice == s),
             )
-            for s in sorted(slice_sizes, key=lambda x: "" if x is None else x)
+            for s in sorted(split.slice_sizes, key=lambda x: "" if x is None else x)
         },
-        labels=labels,
-        warnings=warnings,
-        commands=_commands(opts.adapter, has_target),
+        labels=plan.labels,
+        warnings=plan.warnings,
+        commands=_commands(opts.adapter, bool(split.target)),
     )
-    put("README.md", _readme(result, opts.data.name))
-    result.files = sorted(written)
-    validate_project(folder)
-    return result
 
 
 def _commands(adapter: str, has_target: bool) -> list[tuple[str, str]]:
