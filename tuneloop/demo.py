@@ -26,13 +26,19 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
 
 from evals.datasets.support_desk import INTENTS, SYSTEM_PROMPT, SupportTicket, chat_records, generate_tickets
 from tuneloop.demo_output import LibraryNoise, fmt_loss, print_summary, tidy_numbers
+
+if TYPE_CHECKING:
+    from monitoring.loop import LoopController
+    from monitoring.loop_store import LoopRun
+    from serving.config import ServingConfig
+    from serving.registry import AdapterRegistry
 
 DEMO_SPEC = Path(__file__).with_name("demo_loop.yaml")
 """The demo's loop spec (adapter, slices, policy, suites, gate, canary); run-time paths are set here."""
@@ -176,28 +182,80 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         return _run_demo(opts, console)
 
 
+@dataclass
+class _DemoRun:
+    """One demo run's shared facts: options, where the service answers, the data, and what was measured."""
+
+    opts: DemoOptions
+    console: Console
+    t0: float
+    """`time.monotonic()` when the run started (every timing is relative to it)."""
+    url: str
+    base_path: Path
+    db_url: str
+    replay: Path
+    """data/replay.jsonl: the old-world chat records (first training, and the loop's replay)."""
+    old: list[SupportTicket]
+    new: list[SupportTicket]
+    timings: dict[str, float] = field(default_factory=dict)
+    events: list[tuple[float, str, str]] = field(default_factory=list)
+
+    @property
+    def home(self) -> Path:
+        return self.opts.home
+
+    def since_start(self) -> float:
+        return time.monotonic() - self.t0
+
+
 def _run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
-    from monitoring.loop import CANARY, TERMINAL, TRAINING, LoopController
-    from monitoring.spec import load_spec
-    from serving.config import ServingConfig
-    from serving.hotswap import swap_alias
+    """The story in order: service up, first champion, normal traffic, drift and the loop, summary."""
+    # every step's modules load before anything starts, so a broken install fails before the service does
+    import monitoring.loop  # noqa: F401
+    import monitoring.spec  # noqa: F401
+    import serving.hotswap  # noqa: F401
+    import training.api  # noqa: F401
     from serving.models import resolve_base_model
     from serving.runtime import open_registry
-    from training.api import train
-    from tuneloop.commands.serve import start_local_serve, stop_local_serve, wait_ready
+    from tuneloop.commands.serve import stop_local_serve
 
     t0 = time.monotonic()
-    timings: dict[str, float] = {}
     home = opts.home
     home.mkdir(parents=True, exist_ok=True)
     (home / "data").mkdir(exist_ok=True)
-    url = f"http://127.0.0.1:{opts.port}"
-
     console.rule("[bold]tuneloop demo[/bold]: Lumen Home support desk")
     console.print(f"[dim]library output: {home / 'demo.log'}[/dim]", soft_wrap=True, highlight=False)
     with console.status("Preparing the default model…"):
         base_path = resolve_base_model(opts.base_model)
-    serving = ServingConfig(
+    service_config = _serving_config(home, base_path)
+    old, new = _tickets(opts.seed)
+    replay = _write_replay(home, old)
+    url = f"http://127.0.0.1:{opts.port}"
+    demo = _DemoRun(
+        opts, console, t0, url, base_path, service_config.resolved_database_url(), replay, old, new
+    )
+    _start_service(demo, service_config)
+    _, registry = open_registry(service_config, base_path, base_path.name)
+    summary: dict[str, Any] = {"home": str(home), "log": str(home / "demo.log")}
+    try:
+        _train_first_champion(demo, registry)
+        customers = Customers(url, opts.seed, opts.correction_rate)
+        rng = random.Random(opts.seed)
+        _serve_normal_traffic(demo, customers, rng)
+        controller, final_run = _drift_and_loop(demo, registry, customers, rng)
+        summary.update(_summarise(controller, final_run, customers, demo.timings, demo.events, registry))
+        _write_outputs(demo, summary, controller)
+        return summary
+    finally:
+        with console.status("Stopping the service (draining)…"):
+            stop_local_serve(home=home)
+
+
+def _serving_config(home: Path, base_path: Path) -> ServingConfig:
+    """The demo's service: the base model on vLLM CPU, a small KV cache, quick registry polls."""
+    from serving.config import ServingConfig
+
+    return ServingConfig(
         base_model=str(base_path),
         home=home,
         replica_num_cpus=0.5,
@@ -209,166 +267,201 @@ def _run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             "max_lora_rank": 16,
         },
     )
-    db_url = serving.resolved_database_url()
-    old, new = _tickets(opts.seed)
+
+
+def _write_replay(home: Path, old: list[SupportTicket]) -> Path:
+    """The old world's tickets as chat records in <home>/data/replay.jsonl."""
     replay = home / "data" / "replay.jsonl"
     with replay.open("w", encoding="utf-8") as fh:
         for rec in chat_records(old):
             fh.write(json.dumps({"messages": rec["messages"]}) + "\n")
+    return replay
 
-    with console.status("Starting Ray + Serve + vLLM (CPU)…"):
-        start_local_serve(serving.model_dump(mode="json"), "127.0.0.1", opts.port)
-        wait_ready(url, 900)
+
+def _start_service(demo: _DemoRun, serving: ServingConfig) -> None:
+    """Start Ray + Serve + vLLM and wait until it answers; SIGTERM then unwinds through the cleanup."""
+    from tuneloop.commands.serve import start_local_serve, wait_ready
+
+    with demo.console.status("Starting Ray + Serve + vLLM (CPU)…"):
+        start_local_serve(serving.model_dump(mode="json"), "127.0.0.1", demo.opts.port)
+        wait_ready(demo.url, 900)
     if threading.current_thread() is threading.main_thread():
         # ray.init replaced the SIGTERM handler with one that exits at once (leaving vLLM processes
         # behind); unwind through the cleanup below instead
         signal.signal(signal.SIGTERM, _interrupt)
-    timings["service_ready_s"] = time.monotonic() - t0
-    console.print(f"[green]✓[/green] service ready at {url}/v1 in {timings['service_ready_s']:.0f} s")
-    _, registry = open_registry(serving, base_path, base_path.name)
-    summary: dict[str, Any] = {"home": str(home), "log": str(home / "demo.log")}
-    try:
-        # 1. the first champion
-        console.print(
-            f"[bold]1.[/bold] Training the first '{ADAPTER}' adapter on {len(old)} tickets "
-            f"({', '.join(OLD_WORLD)}) — LoRA on CPU through Ray"
-        )
-        cfg = training_recipe(opts.initial_epochs, opts.initial_learning_rate, home / "runs")
-        cfg.update(
-            {
-                "name": "support-v1",
-                "base_model": str(base_path),
-                "base_model_id": base_path.name,
-                "data": {**cfg["data"], "sources": [{"kind": "file", "path": str(replay)}]},
-            }
-        )
-        t = time.monotonic()
-        result = train(cfg, use_ray=True, progress=True)
-        result.raise_for_status()
-        timings["initial_training_s"] = time.monotonic() - t
-        assert result.adapter_dir is not None
-        v1 = registry.register_trained(
-            result.adapter_dir,
-            ADAPTER,
-            training_config=cfg,
-            metadata={"run_id": result.run_id, "metrics": result.metrics},
-            actor="demo",
-        )
-        swap_alias(registry, ADAPTER, "champion", v1.version, actor="demo", reason="initial champion")
-        console.print(
-            f"[green]✓[/green] {v1.short_ref} is {ADAPTER}@champion "
-            f"(loss {fmt_loss(result.metrics.get('train_loss_first'))} → "
-            f"{fmt_loss(result.metrics.get('train_loss_last'))})"
-        )
+    demo.timings["service_ready_s"] = demo.since_start()
+    demo.console.print(
+        f"[green]✓[/green] service ready at {demo.url}/v1 in {demo.timings['service_ready_s']:.0f} s"
+    )
 
-        # the replica picks up a brand-new adapter name on its next registry poll: wait for it
-        wait_served(url, ADAPTER, v1.version, timeout_s=120)
 
-        # 2. normal traffic
-        customers = Customers(url, opts.seed, opts.correction_rate)
-        rng = random.Random(opts.seed)
-        phase_a = [rng.choice(old) for _ in range(opts.phase_a_requests)]
-        console.print(f"[bold]2.[/bold] Serving {len(phase_a)} support requests (shipping/account/billing)…")
-        t = time.monotonic()
-        asyncio.run(customers.run(phase_a, opts.concurrency))
-        timings["phase_a_s"] = time.monotonic() - t
-        console.print(f"[green]✓[/green] {customers.stats.ok} served, {customers.stats.failed} failed")
-        for err in customers.stats.errors[:3]:
-            console.print(f"   [red]failed:[/red] {err}")
+def _train_first_champion(demo: _DemoRun, registry: AdapterRegistry) -> None:
+    """Step 1: train `support` on the old world, register it as the champion, wait until it is served."""
+    from serving.hotswap import swap_alias
+    from training.api import train
 
-        # 3. the loop starts watching; the world changes
-        spec = load_spec(
-            DEMO_SPEC,
-            overrides={
-                "database_url": db_url,
-                "service_url": url,
-                "state_dir": str(home / "loop"),
-                "windows.reference_size": min(opts.phase_a_requests, 80),
-                "recipe.replay": str(replay),
-                "recipe.replay_weight": opts.replay_weight,
-                "recipe.training": training_recipe(
-                    opts.retrain_epochs, opts.retrain_learning_rate, home / "runs"
-                ),
-            }
-            | ({"canary.steps": list(opts.canary_steps)} if opts.canary_steps else {}),
-        )
-        events: list[tuple[float, str, str]] = []
+    demo.console.print(
+        f"[bold]1.[/bold] Training the first '{ADAPTER}' adapter on {len(demo.old)} tickets "
+        f"({', '.join(OLD_WORLD)}) — LoRA on CPU through Ray"
+    )
+    cfg = training_recipe(demo.opts.initial_epochs, demo.opts.initial_learning_rate, demo.home / "runs")
+    cfg.update(
+        {
+            "name": "support-v1",
+            "base_model": str(demo.base_path),
+            "base_model_id": demo.base_path.name,
+            "data": {**cfg["data"], "sources": [{"kind": "file", "path": str(demo.replay)}]},
+        }
+    )
+    t = time.monotonic()
+    result = train(cfg, use_ray=True, progress=True)
+    result.raise_for_status()
+    demo.timings["initial_training_s"] = time.monotonic() - t
+    assert result.adapter_dir is not None
+    v1 = registry.register_trained(
+        result.adapter_dir,
+        ADAPTER,
+        training_config=cfg,
+        metadata={"run_id": result.run_id, "metrics": result.metrics},
+        actor="demo",
+    )
+    swap_alias(registry, ADAPTER, "champion", v1.version, actor="demo", reason="initial champion")
+    demo.console.print(
+        f"[green]✓[/green] {v1.short_ref} is {ADAPTER}@champion "
+        f"(loss {fmt_loss(result.metrics.get('train_loss_first'))} → "
+        f"{fmt_loss(result.metrics.get('train_loss_last'))})"
+    )
+    # the replica picks up a brand-new adapter name on its next registry poll: wait for it
+    wait_served(demo.url, ADAPTER, v1.version, timeout_s=120)
 
-        def on_event(kind: str, message: str, evidence: dict[str, Any]) -> None:
-            events.append((time.monotonic() - t0, kind, message))
-            console.print(f"   [cyan]loop[/cyan] {tidy_numbers(message)}")
 
-        controller = LoopController(spec, registry, base_model_path=base_path, on_event=on_event)
-        stop_loop = threading.Event()
-        loop_state = {"state": "watching", "last": ""}
+def _serve_normal_traffic(demo: _DemoRun, customers: Customers, rng: random.Random) -> None:
+    """Step 2: old-world requests only; customers rate the answers and correct the wrong ones."""
+    phase_a = [rng.choice(demo.old) for _ in range(demo.opts.phase_a_requests)]
+    demo.console.print(f"[bold]2.[/bold] Serving {len(phase_a)} support requests (shipping/account/billing)…")
+    t = time.monotonic()
+    asyncio.run(customers.run(phase_a, demo.opts.concurrency))
+    demo.timings["phase_a_s"] = time.monotonic() - t
+    demo.console.print(f"[green]✓[/green] {customers.stats.ok} served, {customers.stats.failed} failed")
+    for err in customers.stats.errors[:3]:
+        demo.console.print(f"   [red]failed:[/red] {err}")
 
-        def on_tick(r: Any) -> None:
-            loop_state["state"], loop_state["last"] = r.state, r.message
 
-        loop_thread = threading.Thread(
-            target=controller.run,
-            args=(stop_loop,),
-            kwargs={"on_tick": on_tick},
-            daemon=True,
-            name="tuneloop-loop",
-        )
-        loop_thread.start()
-        drift_at = time.monotonic()
-        timings["drift_injected_at_s"] = drift_at - t0
-        console.print(
-            "[bold]3.[/bold] The world changes: a refund policy launches; refund questions join the traffic"
-        )
-        stop_traffic, pause_traffic = threading.Event(), threading.Event()
-        mixed = []
-        for i in range(4000):
-            mixed.append(rng.choice(new) if i % 2 == 0 else rng.choice(old))
+def _drift_and_loop(
+    demo: _DemoRun, registry: AdapterRegistry, customers: Customers, rng: random.Random
+) -> tuple[LoopController, LoopRun | None]:
+    """Steps 3-4: start the loop, let refund questions join the traffic, wait for the loop's outcome."""
+    controller = _loop_controller(demo, registry)
+    stop_loop = threading.Event()
+    loop_state = {"state": "watching", "last": ""}
 
-        def traffic() -> None:
-            asyncio.run(customers.run(mixed, opts.concurrency, stop_traffic, pause_traffic))
+    def on_tick(r: Any) -> None:
+        loop_state["state"], loop_state["last"] = r.state, r.message
 
-        traffic_thread = threading.Thread(target=traffic, daemon=True, name="demo-traffic")
-        traffic_thread.start()
-        deadline = time.monotonic() + opts.timeout_s
-        last_state = ""
-        final_run = None
-        while time.monotonic() < deadline:
-            state = loop_state["state"]
-            # keep the two cores for training and evals: customers wait while the loop trains or gates
-            if state in (TRAINING, "dataset_built", "trained", "gating"):
-                pause_traffic.set()
-            else:
-                pause_traffic.clear()
-            if state != last_state:
-                last_state = state
-                if state == CANARY:
-                    timings.setdefault("canary_started_s", time.monotonic() - t0)
-            if state in TERMINAL:
-                final_run = controller.store.runs(limit=1)[0]
-                break
-            if not loop_thread.is_alive():
-                console.print(
-                    f"[red]the loop stopped unexpectedly; see {home / 'demo.log'}[/red]", soft_wrap=True
-                )
-                break
-            time.sleep(1)
-        stop_traffic.set()
-        stop_loop.set()
-        loop_thread.join(60)
-        traffic_thread.join(60)
-        timings["drift_to_outcome_s"] = time.monotonic() - drift_at
-        timings["total_s"] = time.monotonic() - t0
-        summary.update(_summarise(controller, final_run, customers, timings, events, registry))
-        report_path = home / "demo-report.html"
-        from tuneloop.demo_report import write_demo_report
+    loop_thread = threading.Thread(
+        target=controller.run,
+        args=(stop_loop,),
+        kwargs={"on_tick": on_tick},
+        daemon=True,
+        name="tuneloop-loop",
+    )
+    loop_thread.start()
+    drift_at = time.monotonic()
+    demo.timings["drift_injected_at_s"] = drift_at - demo.t0
+    demo.console.print(
+        "[bold]3.[/bold] The world changes: a refund policy launches; refund questions join the traffic"
+    )
+    stop_traffic, pause_traffic = threading.Event(), threading.Event()
+    mixed = [rng.choice(demo.new) if i % 2 == 0 else rng.choice(demo.old) for i in range(4000)]
 
-        write_demo_report(report_path, summary, db_url, controller)
-        summary["report"] = str(report_path)
-        (home / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        _print_summary(console, summary)
-        return summary
-    finally:
-        with console.status("Stopping the service (draining)…"):
-            stop_local_serve(home=home)
+    def traffic() -> None:
+        asyncio.run(customers.run(mixed, demo.opts.concurrency, stop_traffic, pause_traffic))
+
+    traffic_thread = threading.Thread(target=traffic, daemon=True, name="demo-traffic")
+    traffic_thread.start()
+    final_run = _wait_for_outcome(demo, controller, loop_state, loop_thread, pause_traffic)
+    stop_traffic.set()
+    stop_loop.set()
+    loop_thread.join(60)
+    traffic_thread.join(60)
+    demo.timings["drift_to_outcome_s"] = time.monotonic() - drift_at
+    demo.timings["total_s"] = demo.since_start()
+    return controller, final_run
+
+
+def _loop_controller(demo: _DemoRun, registry: AdapterRegistry) -> LoopController:
+    """The demo spec with this run's paths and options; every loop event is printed and kept."""
+    from monitoring.loop import LoopController
+    from monitoring.spec import load_spec
+
+    opts = demo.opts
+    spec = load_spec(
+        DEMO_SPEC,
+        overrides={
+            "database_url": demo.db_url,
+            "service_url": demo.url,
+            "state_dir": str(demo.home / "loop"),
+            "windows.reference_size": min(opts.phase_a_requests, 80),
+            "recipe.replay": str(demo.replay),
+            "recipe.replay_weight": opts.replay_weight,
+            "recipe.training": training_recipe(
+                opts.retrain_epochs, opts.retrain_learning_rate, demo.home / "runs"
+            ),
+        }
+        | ({"canary.steps": list(opts.canary_steps)} if opts.canary_steps else {}),
+    )
+
+    def on_event(kind: str, message: str, evidence: dict[str, Any]) -> None:
+        demo.events.append((demo.since_start(), kind, message))
+        demo.console.print(f"   [cyan]loop[/cyan] {tidy_numbers(message)}")
+
+    return LoopController(spec, registry, base_model_path=demo.base_path, on_event=on_event)
+
+
+def _wait_for_outcome(
+    demo: _DemoRun,
+    controller: LoopController,
+    loop_state: dict[str, str],
+    loop_thread: threading.Thread,
+    pause_traffic: threading.Event,
+) -> LoopRun | None:
+    """Poll the loop each second until it ends (its run record), dies or times out (None).
+
+    Customers wait while the loop trains or gates, to keep the two cores for training and evals."""
+    from monitoring.loop import CANARY, TERMINAL, TRAINING
+
+    deadline = time.monotonic() + demo.opts.timeout_s
+    last_state = ""
+    while time.monotonic() < deadline:
+        state = loop_state["state"]
+        if state in (TRAINING, "dataset_built", "trained", "gating"):
+            pause_traffic.set()
+        else:
+            pause_traffic.clear()
+        if state != last_state:
+            last_state = state
+            if state == CANARY:
+                demo.timings.setdefault("canary_started_s", demo.since_start())
+        if state in TERMINAL:
+            return controller.store.runs(limit=1)[0]
+        if not loop_thread.is_alive():
+            demo.console.print(
+                f"[red]the loop stopped unexpectedly; see {demo.home / 'demo.log'}[/red]", soft_wrap=True
+            )
+            return None
+        time.sleep(1)
+    return None
+
+
+def _write_outputs(demo: _DemoRun, summary: dict[str, Any], controller: LoopController) -> None:
+    """Step 5: the HTML report, demo-summary.json and the terminal summary."""
+    from tuneloop.demo_report import write_demo_report
+
+    report_path = demo.home / "demo-report.html"
+    write_demo_report(report_path, summary, demo.db_url, controller)
+    summary["report"] = str(report_path)
+    (demo.home / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _print_summary(demo.console, summary)
 
 
 def _summarise(
