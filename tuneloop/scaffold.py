@@ -222,6 +222,29 @@ def read_examples(path: Path, slice_key: str | None = None) -> tuple[list[Record
 
     Raises InitError for a missing or empty file, a malformed JSON line (with its number), rows of
     neither shape (their line numbers), rows without the named slice field, or too few examples."""
+    rows, bad = _json_objects(path)
+    records = _parse_records(rows, bad)
+    if bad:
+        shown = "\n  ".join(bad[:8]) + (f"\n  … and {len(bad) - 8} more" if len(bad) > 8 else "")
+        raise InitError(
+            f"{path}: {len(bad)} row(s) cannot be used:\n  {shown}\n"
+            'Each line must be a chat record {"messages": [..., {"role": "assistant", ...}]} or a pair '
+            f'{{"input": ..., "label": ...}} (input keys: {", ".join(INPUT_KEYS)}; '
+            f"output keys: {', '.join(OUTPUT_KEYS)})"
+        )
+    records, slice_key, detected = _with_slices(path, rows, records, slice_key)
+    if len(records) < MIN_EXAMPLES:
+        raise InitError(
+            f"{path}: {len(records)} usable example(s); at least {MIN_EXAMPLES} are needed to hold out "
+            "suites that can tell a better adapter from noise (a few hundred are better)"
+        )
+    return records, slice_key, detected
+
+
+def _json_objects(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """(line number, object) per non-blank line, and the lines that hold JSON but not an object.
+
+    Raises InitError for a missing, non-UTF-8 or empty file and for the first line that is not JSON."""
     if not path.is_file():
         raise InitError(f"data file not found: {path}")
     try:
@@ -243,6 +266,11 @@ def read_examples(path: Path, slice_key: str | None = None) -> tuple[list[Record
         rows.append((number, value))
     if not rows and not bad:
         raise InitError(f"{path} is empty: give one JSON example per line")
+    return rows, bad
+
+
+def _parse_records(rows: list[tuple[int, dict[str, Any]]], bad: list[str]) -> list[Record]:
+    """Each row as a chat record or an input/label pair; rows of neither shape are added to `bad`."""
     records: list[Record] = []
     for number, row in rows:
         if "messages" in row:
@@ -258,14 +286,13 @@ def read_examples(path: Path, slice_key: str | None = None) -> tuple[list[Record
             bad.append(f"line {number}: neither a chat record nor an input/label pair (keys: {keys})")
             continue
         records.append(pair)
-    if bad:
-        shown = "\n  ".join(bad[:8]) + (f"\n  … and {len(bad) - 8} more" if len(bad) > 8 else "")
-        raise InitError(
-            f"{path}: {len(bad)} row(s) cannot be used:\n  {shown}\n"
-            'Each line must be a chat record {"messages": [..., {"role": "assistant", ...}]} or a pair '
-            f'{{"input": ..., "label": ...}} (input keys: {", ".join(INPUT_KEYS)}; '
-            f"output keys: {', '.join(OUTPUT_KEYS)})"
-        )
+    return records
+
+
+def _with_slices(
+    path: Path, rows: list[tuple[int, dict[str, Any]]], records: list[Record], slice_key: str | None
+) -> tuple[list[Record], str | None, bool]:
+    """The records with their slice: under `slice_key`, or the first of SLICE_KEYS every row has."""
     detected = False
     if slice_key is None:
         slice_key = next(
@@ -284,11 +311,6 @@ def read_examples(path: Path, slice_key: str | None = None) -> tuple[list[Record
         records = [
             Record(**{**r.__dict__, "slice": _slice_value(by_line[r.line], slice_key)}) for r in records
         ]
-    if len(records) < MIN_EXAMPLES:
-        raise InitError(
-            f"{path}: {len(records)} usable example(s); at least {MIN_EXAMPLES} are needed to hold out "
-            "suites that can tell a better adapter from noise (a few hundred are better)"
-        )
     return records, slice_key, detected
 
 
@@ -945,6 +967,7 @@ def _loop_yaml(
     per_slice: bool,
     data_name: str,
 ) -> str:
+    """loop.yaml, commented: what is watched, how a challenger is gated, how it is canaried."""
     head = _header(
         f"""
 The loop spec for '{adapter}' (written by tuneloop init from {data_name}). Every field: docs/loop.md.
@@ -954,7 +977,19 @@ Run the loop:    tuneloop loop --spec loop.yaml --config settings.yaml   (with `
 README.md lists every command in order (serve, train, alias, eval, loop).
 """
     )
-    lines = [head, f"adapter: {adapter}                # clients send model: {adapter} (its champion)"]
+    lines = [
+        head,
+        *_loop_watch_lines(adapter, slice_key, live_metric),
+        *_loop_gate_lines(slice_key, target_slice, has_target, per_slice),
+        *_LOOP_CANARY_LINES,
+        f"state_dir: ./{STATE_DIR}/loop      # eval results and reports of the loop's runs",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _loop_watch_lines(adapter: str, slice_key: str | None, live_metric: str) -> list[str]:
+    """What the loop watches: the adapter, its slices, the traffic windows, the policy and the scorers."""
+    lines = [f"adapter: {adapter}                # clients send model: {adapter} (its champion)"]
     lines.append("service_url: http://127.0.0.1:8000   # the running service (settings.yaml host/port)")
     if slice_key is not None:
         lines.append(
@@ -963,7 +998,7 @@ README.md lists every command in order (serve, train, alias, eval, loop).
         )
     else:
         lines.append("# slice_key: topic     # no slices in the data: the loop retrains on all feedback")
-    lines += [
+    return lines + [
         "windows:                       # prompts compared: the champion's first vs its newest traffic",
         "  reference_size: 200",
         "  live_size: 200",
@@ -980,15 +1015,21 @@ README.md lists every command in order (serve, train, alias, eval, loop).
         "  - empty",
         "  - refusal",
         "quality_scorer: reference      # the score stream watched for a quality drop",
-        "suites:                        # the offline gate: challenger vs champion (paired bootstrap)",
     ]
+
+
+def _loop_gate_lines(
+    slice_key: str | None, target_slice: str | None, has_target: bool, per_slice: bool
+) -> list[str]:
+    """How a challenger is made and gated: the suites, the retraining recipe and the gate."""
+    lines = ["suites:                        # the offline gate: challenger vs champion (paired bootstrap)"]
     if has_target:
         lines.append(
             f"  target: ./suites/target.yaml          # held-out {slice_key}={target_slice}: must improve"
         )
     else:
         lines.append("  # target: ./suites/target.yaml        # no target slice (no slices, or one): add one")
-    lines += [
+    return lines + [
         "  regression: ./suites/regression.yaml  # held-out examples of the other slices: must not regress",
         "recipe:",
         "  training: ./recipe.yaml      # the retraining recipe (a copy of the shipped one; see its header)",
@@ -1005,19 +1046,22 @@ README.md lists every command in order (serve, train, alias, eval, loop).
             if per_slice
             else "   # slices have < 30 held-out examples: too few to show non-inferiority one by one"
         ),
-        "canary:                        # live: the challenger's share grows step by step, each step",
-        "                               # decided by an always-valid sequential test (docs/loop.md)",
-        "  steps: [0.1, 0.25, 0.5]      # then promoted (100 %)",
-        "  alpha: 0.05",
-        "  mde: 0.1                     # a challenger 10 points worse must not be promoted (5 % error);",
-        "                               # the canary's length grows as 1/mde^2",
-        "  min_requests_per_step: 20    # scored challenger requests before a step may advance",
-        "  max_requests_per_step: 100   # an early step advances after this many without evidence of harm",
-        "  guardrails: {max_error_rate: 0.05, max_empty_rate: 0.1}   # roll back at once beyond these",
-        "  timeout_s: 7200",
-        f"state_dir: ./{STATE_DIR}/loop      # eval results and reports of the loop's runs",
     ]
-    return "\n".join(lines) + "\n"
+
+
+_LOOP_CANARY_LINES = (
+    "canary:                        # live: the challenger's share grows step by step, each step",
+    "                               # decided by an always-valid sequential test (docs/loop.md)",
+    "  steps: [0.1, 0.25, 0.5]      # then promoted (100 %)",
+    "  alpha: 0.05",
+    "  mde: 0.1                     # a challenger 10 points worse must not be promoted (5 % error);",
+    "                               # the canary's length grows as 1/mde^2",
+    "  min_requests_per_step: 20    # scored challenger requests before a step may advance",
+    "  max_requests_per_step: 100   # an early step advances after this many without evidence of harm",
+    "  guardrails: {max_error_rate: 0.05, max_empty_rate: 0.1}   # roll back at once beyond these",
+    "  timeout_s: 7200",
+)
+"""loop.yaml's canary section: the steps and the sequential test that decides each one."""
 
 
 def _readme(result: InitResult, data_name: str) -> str:
