@@ -150,73 +150,31 @@ class CompletionService:
     async def prepare(
         self, req: ChatCompletionRequest | CompletionRequest, user_header: str | None
     ) -> Prepared:
+        """Validate `req` against the engine (context length, tools), route it and build one engine request
+        per prompt. Raises the client's `APIError`s (400 / 503)."""
         if not self.core.ready:
             raise ServiceUnavailableError("The server is not ready (starting or draining).")
         user = req.user or user_header
         target, shadow = self.core.route(req.model, user)
         chat = isinstance(req, ChatCompletionRequest)
-        endpoint: Endpoint = "chat.completions" if chat else "completions"
         rid = new_id("chatcmpl" if chat else "cmpl")
-        lora = target.version.lora() if target.version else None
-        requested = req.requested_max_tokens()
         max_len = self.core.engine.max_model_len
+        requested = req.requested_max_tokens()
         if requested is not None and requested >= max_len:
             raise BadRequestError(
                 f"max_tokens={requested} is larger than this model's context length ({max_len}).",
                 param="max_tokens",
                 code="invalid_value",
             )
-        prompts: list[tuple[str | list[int] | None, tuple[dict[str, Any], ...] | None]]
-        prompt_log: str
-        tool_mode: ToolMode = "none"
-        tool_name: str | None = None
-        tools: tuple[dict[str, Any], ...] | None = None
-        structured: StructuredOutput | None = None
-        schema, json_object = req.json_format()
-        if schema is not None or json_object:
-            structured = StructuredOutput(json_schema=schema, json_object=json_object)
-        echo = echo_only = False
-        if isinstance(req, ChatCompletionRequest):
-            messages = req.engine_messages()
-            prompts = [(None, messages)]
-            prompt_log = json.dumps(list(messages), ensure_ascii=False)
-            default_max = self.core.config.default_max_tokens
-            top_logprobs = (req.top_logprobs or 0) if req.logprobs else None
-            choice = req.effective_tool_choice()
-            if req.tools and choice != "none":
-                tools = tuple(t.model_dump(exclude_none=True) for t in req.tools)
-                if isinstance(choice, NamedToolChoice):
-                    tool_mode, tool_name = "named", choice.function.name
-                else:
-                    tool_mode = choice
-                tool_schema = req.tool_schema()
-                if tool_schema is not None:
-                    structured = StructuredOutput(json_schema=tool_schema, param="tools")
-                elif not self.core.engine.supports_tools():
-                    raise BadRequestError(
-                        f"tool_choice 'auto' needs a model whose chat template supports tools and a tool "
-                        f"parser; {self.core.engine.model_id} has neither. Use tool_choice 'required' or a "
-                        f"named function (the arguments are then constrained by the function's JSON schema).",
-                        param="tool_choice",
-                        code="invalid_value",
-                    )
-        else:
-            prompts = [(p, None) for p in req.prompts()]
-            texts = req.prompts()
-            prompt_log = (
-                texts[0]
-                if len(texts) == 1 and isinstance(texts[0], str)
-                else json.dumps(texts, ensure_ascii=False)
-            )
-            default_max = self.core.config.default_completion_max_tokens
-            top_logprobs = req.logprobs
-            echo = req.echo
-            echo_only = req.echo and req.max_tokens == 0
-            if echo_only:
-                requested = 1  # generate one token (vLLM needs one) and answer only the prompt
+        shape = (
+            self._chat_shape(req) if isinstance(req, ChatCompletionRequest) else self._completion_shape(req)
+        )
+        if shape.echo_only:
+            requested = 1  # generate one token (vLLM needs one) and answer only the prompt
+        lora = target.version.lora() if target.version else None
         gen_requests: list[GenerationRequest] = []
         total_prompt_tokens = 0
-        for i, (prompt, chat_messages) in enumerate(prompts):
+        for i, (prompt, chat_messages) in enumerate(shape.prompts):
             probe = GenerationRequest(
                 request_id=f"{rid}-{i}",
                 sampling=SamplingSettings(),
@@ -224,80 +182,82 @@ class CompletionService:
                 prompt_token_ids=tuple(prompt) if isinstance(prompt, list) else None,
                 messages=chat_messages,
                 lora=lora,
-                tools=tools,
+                tools=shape.tools,
             )
             prompt_tokens = await self.core.engine.count_prompt_tokens(probe)
-            room = max_len - prompt_tokens
-            if room <= 0:
-                raise BadRequestError(
-                    f"This model's maximum context length is {max_len} tokens; "
-                    f"the prompt has {prompt_tokens}.",
-                    param="messages" if chat else "prompt",
-                    code="context_length_exceeded",
-                )
-            max_tokens = requested if requested is not None else min(default_max, room)
-            if prompt_tokens + max_tokens > max_len:
-                raise BadRequestError(
-                    f"This model's maximum context length is {max_len} tokens; "
-                    f"the prompt has {prompt_tokens} "
-                    f"tokens and max_tokens is {max_tokens}. Reduce the prompt or max_tokens.",
-                    param="max_tokens",
-                    code="context_length_exceeded",
-                )
+            max_tokens = _max_tokens(prompt_tokens, requested, shape.default_max, max_len, chat=chat)
             total_prompt_tokens += prompt_tokens
-            sampling = SamplingSettings(
-                max_tokens=max_tokens,
-                temperature=req.temperature,
-                top_p=req.top_p,
-                n=req.n,
-                stop=req.stop_tuple(),
-                seed=req.seed,
-                presence_penalty=req.presence_penalty,
-                frequency_penalty=req.frequency_penalty,
-                top_k=req.top_k,
-                min_p=req.min_p,
-                repetition_penalty=req.repetition_penalty,
-                logit_bias=req.logit_bias_ids(),
-                ignore_eos=req.ignore_eos,
-                min_tokens=req.min_tokens,
-                logprobs=top_logprobs,
-                prompt_logprobs=top_logprobs if echo else None,
-                structured=structured,
-                skip_special_tokens=tool_mode != "auto",  # tool-call markers may be special tokens
-            )
-            gen_requests.append(
-                GenerationRequest(
-                    request_id=f"{rid}-{i}",
-                    sampling=sampling,
-                    prompt=probe.prompt,
-                    prompt_token_ids=probe.prompt_token_ids,
-                    messages=chat_messages,
-                    lora=lora,
-                    tools=tools,
-                )
-            )
+            gen_requests.append(dataclasses.replace(probe, sampling=_sampling(req, shape, max_tokens)))
         return Prepared(
             id=rid,
-            endpoint=endpoint,
+            endpoint="chat.completions" if chat else "completions",
             model=req.model,
             target=target,
             shadow=shadow,
             requests=gen_requests,
             n=req.n,
             user=user,
-            prompt_log=prompt_log,
+            prompt_log=shape.prompt_log,
             tags=dict(req.metadata) if req.metadata else None,
             stream=req.stream,
             include_usage=req.include_usage(),
             prompt_tokens=total_prompt_tokens,
-            tool_mode=tool_mode,
-            tool_name=tool_name,
-            tools=tools,
-            top_logprobs=top_logprobs,
-            echo=echo,
-            echo_only=echo_only,
+            tool_mode=shape.tool_mode,
+            tool_name=shape.tool_name,
+            tools=shape.tools,
+            top_logprobs=shape.top_logprobs,
+            echo=shape.echo,
+            echo_only=shape.echo_only,
             response_format_log=req.format_log(),
             tools_log=req.tools_log() if isinstance(req, ChatCompletionRequest) else None,
+        )
+
+    def _chat_shape(self, req: ChatCompletionRequest) -> _Shape:
+        """A chat request's prompt, defaults, log-probabilities and tools (how tool calls are produced)."""
+        messages = req.engine_messages()
+        shape = _Shape(
+            prompts=[(None, messages)],
+            prompt_log=json.dumps(list(messages), ensure_ascii=False),
+            default_max=self.core.config.default_max_tokens,
+            top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            structured=_structured(req),
+        )
+        choice = req.effective_tool_choice()
+        if not req.tools or choice == "none":
+            return shape
+        shape.tools = tuple(t.model_dump(exclude_none=True) for t in req.tools)
+        if isinstance(choice, NamedToolChoice):
+            shape.tool_mode, shape.tool_name = "named", choice.function.name
+        else:
+            shape.tool_mode = choice
+        tool_schema = req.tool_schema()
+        if tool_schema is not None:  # required / named: the arguments are constrained by the schema
+            shape.structured = StructuredOutput(json_schema=tool_schema, param="tools")
+        elif not self.core.engine.supports_tools():
+            raise BadRequestError(
+                f"tool_choice 'auto' needs a model whose chat template supports tools and a tool "
+                f"parser; {self.core.engine.model_id} has neither. Use tool_choice 'required' or a "
+                f"named function (the arguments are then constrained by the function's JSON schema).",
+                param="tool_choice",
+                code="invalid_value",
+            )
+        return shape
+
+    def _completion_shape(self, req: CompletionRequest) -> _Shape:
+        """A completions request's prompts (text or token ids), defaults, log-probabilities and echo."""
+        texts = req.prompts()
+        return _Shape(
+            prompts=[(p, None) for p in texts],
+            prompt_log=(
+                texts[0]
+                if len(texts) == 1 and isinstance(texts[0], str)
+                else json.dumps(texts, ensure_ascii=False)
+            ),
+            default_max=self.core.config.default_completion_max_tokens,
+            top_logprobs=req.logprobs,
+            structured=_structured(req),
+            echo=req.echo,
+            echo_only=req.echo and req.max_tokens == 0,
         )
 
     # ------------------------------------------------------------------ run
@@ -657,6 +617,80 @@ class CompletionService:
         return CompletionResponse(
             id=prep.id, created=now_s(), model=model, choices=text_choices, usage=_usage(run)
         )
+
+
+@dataclass
+class _Shape:
+    """What `prepare` reads off a request before counting tokens: its prompts and how to sample them."""
+
+    prompts: list[tuple[str | list[int] | None, tuple[dict[str, Any], ...] | None]]
+    """(text or token ids, chat messages) per prompt."""
+    prompt_log: str
+    default_max: int
+    top_logprobs: int | None
+    structured: StructuredOutput | None
+    echo: bool = False
+    echo_only: bool = False
+    tool_mode: ToolMode = "none"
+    tool_name: str | None = None
+    tools: tuple[dict[str, Any], ...] | None = None
+
+
+def _structured(req: ChatCompletionRequest | CompletionRequest) -> StructuredOutput | None:
+    """The `response_format` as the engine's structured-output constraint (None: free text)."""
+    schema, json_object = req.json_format()
+    if schema is None and not json_object:
+        return None
+    return StructuredOutput(json_schema=schema, json_object=json_object)
+
+
+def _max_tokens(
+    prompt_tokens: int, requested: int | None, default_max: int, max_len: int, *, chat: bool
+) -> int:
+    """The request's max_tokens (default: what fits, up to `default_max`); 400 when the prompt leaves no
+    room or prompt + max_tokens exceeds the context length."""
+    room = max_len - prompt_tokens
+    if room <= 0:
+        raise BadRequestError(
+            f"This model's maximum context length is {max_len} tokens; the prompt has {prompt_tokens}.",
+            param="messages" if chat else "prompt",
+            code="context_length_exceeded",
+        )
+    max_tokens = requested if requested is not None else min(default_max, room)
+    if prompt_tokens + max_tokens > max_len:
+        raise BadRequestError(
+            f"This model's maximum context length is {max_len} tokens; the prompt has {prompt_tokens} "
+            f"tokens and max_tokens is {max_tokens}. Reduce the prompt or max_tokens.",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    return max_tokens
+
+
+def _sampling(
+    req: ChatCompletionRequest | CompletionRequest, shape: _Shape, max_tokens: int
+) -> SamplingSettings:
+    """Every sampling field of the request, as the engine takes them."""
+    return SamplingSettings(
+        max_tokens=max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        n=req.n,
+        stop=req.stop_tuple(),
+        seed=req.seed,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        top_k=req.top_k,
+        min_p=req.min_p,
+        repetition_penalty=req.repetition_penalty,
+        logit_bias=req.logit_bias_ids(),
+        ignore_eos=req.ignore_eos,
+        min_tokens=req.min_tokens,
+        logprobs=shape.top_logprobs,
+        prompt_logprobs=shape.top_logprobs if shape.echo else None,
+        structured=shape.structured,
+        skip_special_tokens=shape.tool_mode != "auto",  # tool-call markers may be special tokens
+    )
 
 
 def _usage(run: _Run) -> Usage:
