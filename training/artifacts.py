@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from common.manifest import MANIFEST_FILE
 from training.errors import ArtifactError, OutOfDiskError
 
 __all__ = [
@@ -50,7 +51,6 @@ __all__ = [
 ]
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-MANIFEST_FILE = "tuneloop_manifest.json"
 MANIFEST_SCHEMA = "tuneloop.training_manifest/v1"
 _PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "ray")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.manifest import load_manifest
 from training.config import TrainingConfig
 from training.data.format import check_template_for_style, resolve_columns, resolve_template
 from training.data.sources import peek_columns, source_label
@@ -151,8 +152,7 @@ def _check_parent(config: TrainingConfig, base_fp: str) -> ParentAdapter | None:
         raise ConfigError(
             f"{folder} is a {adapter_cfg.get('peft_type')} adapter; only LoRA can be continued", key=key
         )
-    manifest_file = folder / "tuneloop_manifest.json"
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8")) if manifest_file.is_file() else None
+    manifest = load_manifest(folder) or None
     parent_fp = (manifest or {}).get("base_model", {}).get("fingerprint")
     parent_base = str(adapter_cfg.get("base_model_name_or_path") or "")
     if parent_fp is not None:
