@@ -20,24 +20,21 @@ in-process and inside a Ray worker; it never touches the final run folder.
 
 from __future__ import annotations
 
-import shutil
-import time
 from collections.abc import Callable
 from typing import Any
 
 from training.config import TrainingConfig
-from training.monitor import MetricsCallback, peak_rss_mb
+from training.monitor import MetricsCallback
 from training.recipes.steps import (
     RecipeJob,
     RecipeOutput,
-    adapter_bytes,
     attach_adapter,
     fp32_trainable_on_cpu,
     hardware_info,
     load_base_model,
     prepare_checkpoints,
-    run_outcome,
     setup_runtime,
+    train_and_save,
     trainer_arguments,
 )
 
@@ -132,29 +129,5 @@ def run(
     trainer.remove_callback(PrinterCallback)  # events replace the trainer's stdout dicts
     fp32_trainable_on_cpu(trainer, device)
 
-    # 5. Train
-    started, cpu_started = time.perf_counter(), time.process_time()
-    output = trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.perf_counter() - started
-    train_cpu_seconds = time.process_time() - cpu_started
-    stop_reason, final_eval = run_outcome(trainer, monitor, config, job)
-
-    # 6. Save the trained adapter (bytes; the driver writes the artifact), drop checkpoints
-    files = adapter_bytes(trainer.model, config)
-    if not config.output.keep_checkpoints:
-        shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
-    hardware = hardware_info(device) | {"peak_rss_mb": round(peak_rss_mb(), 1)}
-    emit({"type": "end", "reason": stop_reason, "step": int(trainer.state.global_step)})
-    return RecipeOutput(
-        adapter_files=files,
-        stop_reason=stop_reason,
-        final_eval_loss=final_eval,
-        train_seconds=round(train_seconds, 2),
-        hardware=hardware,
-        resumed_from=resume,
-        extra={
-            "trainer_train_loss": float(output.training_loss),
-            "global_step": int(trainer.state.global_step),
-            "train_cpu_seconds": round(train_cpu_seconds, 2),
-        },
-    )
+    # 5. Train, 6. save the adapter (bytes; the driver writes the artifact), drop checkpoints
+    return train_and_save(trainer, monitor, config, job, device, resume, emit)

@@ -1,8 +1,9 @@
 """Steps every LoRA recipe shares, as plain functions the recipes compose (torchtune style): the job a
 recipe receives and the output it returns, runtime setup (threads, seeds), the base model (fp32 CPU / bf16
 GPU / NF4 for QLoRA), a fresh or parent adapter, the TrainingArguments every trainer gets from the config,
-checkpoints and resume, the end-of-run checks (divergence, cancel, timeout, final validation loss) and the
-adapter bytes. `lora_sft` and `lora_preference` are the recipes.
+checkpoints and resume, the end-of-run checks (divergence, cancel, timeout, final validation loss), the
+adapter bytes, and training + saving once a recipe has built its trainer. `lora_sft` and
+`lora_preference` are the recipes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 from training.config import TrainingConfig
 from training.errors import TrainingCancelled, TrainingDiverged, TrainingError, TrainingTimeout
+from training.monitor import peak_rss_mb
 
 __all__ = [
     "ADAPTER_FILES",
@@ -34,6 +37,7 @@ __all__ = [
     "prepare_checkpoints",
     "run_outcome",
     "setup_runtime",
+    "train_and_save",
     "trainer_arguments",
     "use_gradient_checkpointing",
 ]
@@ -293,3 +297,39 @@ def adapter_bytes(model: Any, config: TrainingConfig) -> dict[str, bytes]:
             "adapter_config.json": (json.dumps(adapter_cfg, indent=2, sort_keys=True) + "\n").encode(),
             "adapter_model.safetensors": (folder / "adapter_model.safetensors").read_bytes(),
         }
+
+
+def train_and_save(
+    trainer: Any,
+    monitor: Any,
+    config: TrainingConfig,
+    job: RecipeJob,
+    device: str,
+    resume: str | None,
+    emit: Callable[[dict[str, Any]], None],
+) -> RecipeOutput:
+    """Every recipe's last two steps: train (timed, wall and CPU), check the outcome (`run_outcome`), take
+    the adapter's bytes (the driver writes the artifact), drop checkpoints unless kept, report the end."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    output = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - started
+    train_cpu_seconds = time.process_time() - cpu_started
+    stop_reason, final_eval = run_outcome(trainer, monitor, config, job)
+    files = adapter_bytes(trainer.model, config)
+    if not config.output.keep_checkpoints:
+        shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+    hardware = hardware_info(device) | {"peak_rss_mb": round(peak_rss_mb(), 1)}
+    emit({"type": "end", "reason": stop_reason, "step": int(trainer.state.global_step)})
+    return RecipeOutput(
+        adapter_files=files,
+        stop_reason=stop_reason,
+        final_eval_loss=final_eval,
+        train_seconds=round(train_seconds, 2),
+        hardware=hardware,
+        resumed_from=resume,
+        extra={
+            "trainer_train_loss": float(output.training_loss),
+            "global_step": int(trainer.state.global_step),
+            "train_cpu_seconds": round(train_cpu_seconds, 2),
+        },
+    )
