@@ -1,9 +1,9 @@
 """Shared fixtures of the training integration tests: a tiny training config (a handful of optimizer steps
-on ~40 short support conversations)."""
+on ~40 short support conversations) and a local Ray cluster per test module (`ray_cluster`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +46,14 @@ def make_tiny_config(base: Path, runs: Path, **changes: Any) -> dict[str, Any]:
 def tiny_config() -> TinyConfig:
     """`tiny_config(base_model, runs_dir, **changes)` -> a small training config mapping."""
     return make_tiny_config
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +21,6 @@ pytestmark = pytest.mark.integration
 
 def leftovers(runs: Path, keep: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
     return sorted(p.name for p in runs.iterdir() if p.name not in keep and p.name != ".checkpoints")
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
