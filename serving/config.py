@@ -26,6 +26,11 @@ from pydantic import Field
 from common.home import tuneloop_home
 from common.settings import ConfigModel
 
+DEFAULT_MAX_TOKENS = 256
+"""Tokens a request may generate when it names no `max_tokens` (chat; `ServingConfig.default_max_tokens`)."""
+POLL_INTERVAL_S = 0.2
+"""Seconds between polls of the registry's generation (`ServingConfig.poll_interval_s`)."""
+
 
 class SecretSourceError(ValueError):
     """A secret's source (environment variable or `*_FILE`) is missing, empty or inconsistent."""
@@ -171,8 +176,8 @@ class ServingConfig(ConfigModel):
         "tuneloop_request_log_dropped; 0 turns spilling off",
     )
     adapter_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
-    poll_interval_s: Annotated[float, Field(gt=0)] = 0.2
-    default_max_tokens: Annotated[int, Field(ge=1)] = 256
+    poll_interval_s: Annotated[float, Field(gt=0)] = POLL_INTERVAL_S
+    default_max_tokens: Annotated[int, Field(ge=1)] = DEFAULT_MAX_TOKENS
     swap_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 
     def resolved_database_url(self) -> str:

@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from serving.config import DEFAULT_MAX_TOKENS, POLL_INTERVAL_S
 from serving.engine.base import (
     CONTROL_PRIORITY,
     Engine,
@@ -94,11 +95,11 @@ class RequestSink(Protocol):
 class CoreConfig:
     base_id: str
     base_aliases: tuple[str, ...] = ()  # names of the base besides `serving.router.base_names(base_id)`
-    poll_interval_s: float = 0.2
+    poll_interval_s: float = POLL_INTERVAL_S
     heartbeat_interval_s: float = 1.0
     smoke_prompt: str = "Hello"
     smoke_max_tokens: int = 4
-    default_max_tokens: int = 256
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
     default_completion_max_tokens: int = 16
     max_resident: int | None = None
     """Versions resident at most (LRU beyond; the engine's `max_cpu_loras`); None: no bound. Pinned
