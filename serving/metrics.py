@@ -23,10 +23,18 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ServingMetrics:
+    """The serving layer's Prometheus series, registered in a registry of this replica's own."""
+
     def __init__(self, replica_id: str = "local") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.replica_id = replica_id
-        r = self.registry
+        self._define_request_metrics(self.registry)
+        self._define_adapter_metrics(self.registry)
+        self._define_routing_and_log_metrics(self.registry)
+        self._define_rate_limit_metrics(self.registry)
+
+    def _define_request_metrics(self, r: CollectorRegistry) -> None:
+        """Requests, errors, tokens and latencies, per served version."""
         self.requests = Counter(
             "tuneloop_requests",
             "Requests finished, by served version and HTTP status.",
@@ -67,6 +75,9 @@ class ServingMetrics:
             registry=r,
         )
         self.inflight = Gauge("tuneloop_inflight_requests", "Requests in flight.", ["served_by"], registry=r)
+
+    def _define_adapter_metrics(self, r: CollectorRegistry) -> None:
+        """Adapter residency on this replica: loaded, pinned, evicted, and how long cold loads take."""
         self.loaded_adapters = Gauge(
             "tuneloop_loaded_adapters", "Adapter versions loaded in the engine of this replica.", registry=r
         )
@@ -117,6 +128,9 @@ class ServingMetrics:
             buckets=COLD_LOAD_BUCKETS,
             registry=r,
         )
+
+    def _define_routing_and_log_metrics(self, r: CollectorRegistry) -> None:
+        """The registry generation routed by, and the request log's backlog (memory, spill folder, drops)."""
         self.routing_generation = Gauge(
             "tuneloop_routing_generation", "Registry generation this replica routes by.", registry=r
         )
@@ -133,6 +147,9 @@ class ServingMetrics:
             "Request-log records on disk (database outage) waiting to be replayed.",
             registry=r,
         )
+
+    def _define_rate_limit_metrics(self, r: CollectorRegistry) -> None:
+        """Requests refused by this replica's rate limit."""
         self.rate_limited = Counter(
             "tuneloop_rate_limited",
             "Requests refused with 429 by this replica's rate limit, by what was counted (key or ip).",
