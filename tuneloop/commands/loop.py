@@ -6,10 +6,14 @@ import json
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from monitoring.loop import LoopController
+    from tuneloop.loop_factory import ControllerFactory
 
 console = Console()
 err = Console(stderr=True)
@@ -41,7 +45,7 @@ def spec_overrides(pairs: list[str] | None, service_url: str | None) -> dict[str
     return overrides
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     err.print(f"[red]error:[/red] {exc}")
     raise typer.Exit(2) from exc
 
@@ -85,115 +89,138 @@ def describe_spec(spec: Any) -> list[str]:
     return lines
 
 
+loop_app = typer.Typer(
+    help="The closed loop: watch an adapter's traffic, retrain on drift, gate, canary, promote.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a spec key: KEY=VALUE (dotted).")
+]
+
+
 def register(app: typer.Typer) -> None:
-    loop_app = typer.Typer(
-        help="The closed loop: watch an adapter's traffic, retrain on drift, gate, canary, promote.",
-        invoke_without_command=True,
-        no_args_is_help=False,
-    )
+    """Mount `loop` (with `loop validate`) and `status` on the root CLI."""
     app.add_typer(loop_app, name="loop")
+    app.command()(status)
 
-    @loop_app.callback()
-    def loop(
-        ctx: typer.Context,
-        spec: SpecOption = None,
-        config: ConfigOption = None,
-        set_: Annotated[
-            list[str] | None, typer.Option("--set", help="Override a spec key: KEY=VALUE (dotted).")
-        ] = None,
-        service_url: Annotated[str | None, typer.Option(help="Override the spec's service_url.")] = None,
-        once: Annotated[bool, typer.Option(help="One tick, then exit.")] = False,
-        ray_actor: Annotated[
-            bool,
-            typer.Option(
-                "--ray",
-                help="Run the loop as a detached Ray actor in the running cluster (beside the Serve app) "
-                "and return; Ray restarts it if its process dies.",
-            ),
-        ] = False,
-        stop_actor: Annotated[bool, typer.Option("--stop", help="With --ray: stop the loop actor.")] = False,
-        metrics_port: Annotated[
-            int | None, typer.Option(help="Serve the loop's Prometheus metrics on this port.")
-        ] = None,
-        metrics_addr: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
-    ) -> None:
-        """Run the monitoring loop of a spec next to a running service (Ctrl-C stops it between steps)."""
-        if ctx.invoked_subcommand is not None:
-            return
-        if spec is None:
-            err.print("[red]error:[/red] give the loop spec: tuneloop loop --spec loop.yaml (docs/loop.md)")
-            raise typer.Exit(2)
-        from monitoring.spec import SpecError
-        from tuneloop.loop_factory import ControllerFactory
-        from tuneloop.settings import SettingsError
 
-        factory = ControllerFactory(spec, config, spec_overrides(set_, service_url))
-        try:
-            _, _, loaded = factory.load()
-        except (SpecError, SettingsError) as exc:
-            _fail(exc)
-        if ray_actor:
-            _loop_actor(factory, loaded.adapter, stop_actor, metrics_port, metrics_addr)
-            return
-        controller = factory()
-        if metrics_port is not None:
-            controller.metrics.serve(metrics_port, metrics_addr)
-            console.print(f"loop metrics on http://{metrics_addr}:{metrics_port}/metrics")
-        if once:
-            controller.store.acquire()
-            try:
-                r = controller.tick()
-            finally:
-                controller.store.release()
-            console.print(f"{r.state}: {r.message}")
-            return
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        controller.run(stop, on_tick=lambda r: console.print(f"[dim]{r.state}[/dim] {r.message}"))
+@loop_app.callback()
+def loop(
+    ctx: typer.Context,
+    spec: SpecOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    service_url: Annotated[str | None, typer.Option(help="Override the spec's service_url.")] = None,
+    once: Annotated[bool, typer.Option(help="One tick, then exit.")] = False,
+    ray_actor: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Run the loop as a detached Ray actor in the running cluster (beside the Serve app) "
+            "and return; Ray restarts it if its process dies.",
+        ),
+    ] = False,
+    stop_actor: Annotated[bool, typer.Option("--stop", help="With --ray: stop the loop actor.")] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve the loop's Prometheus metrics on this port.")
+    ] = None,
+    metrics_addr: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
+) -> None:
+    """Run the monitoring loop of a spec next to a running service (Ctrl-C stops it between steps)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if spec is None:
+        err.print("[red]error:[/red] give the loop spec: tuneloop loop --spec loop.yaml (docs/loop.md)")
+        raise typer.Exit(2)
+    factory, adapter = _loop_factory(spec, config, spec_overrides(set_, service_url))
+    if ray_actor:
+        _loop_actor(factory, adapter, stop_actor, metrics_port, metrics_addr)
+        return
+    controller = factory()
+    if metrics_port is not None:
+        controller.metrics.serve(metrics_port, metrics_addr)
+        console.print(f"loop metrics on http://{metrics_addr}:{metrics_port}/metrics")
+    if once:
+        _tick_once(controller)
+    else:
+        _run_until_stopped(controller)
 
-    @loop_app.command("validate")
-    def validate(
-        spec: Annotated[Path, typer.Argument(help="The loop spec YAML.", dir_okay=False)],
-        set_: Annotated[
-            list[str] | None, typer.Option("--set", help="Override a spec key: KEY=VALUE (dotted).")
-        ] = None,
-    ) -> None:
-        """Check a loop spec without starting anything: every problem at once, or what the loop will do."""
-        from monitoring.spec import SpecError, load_spec
 
-        try:
-            loaded = load_spec(spec, overrides=_overrides(set_))
-        except SpecError as exc:
-            err.print(f"[red]✗[/red] {spec}: {len(exc.problems) or 1} problem(s)", soft_wrap=True)
-            for line in exc.problems or [str(exc)]:
-                err.print(f"  • {line}", soft_wrap=True, markup=False)
-            raise typer.Exit(2) from exc
-        console.print(f"[green]✓[/green] {spec} is a valid loop spec", soft_wrap=True)
-        for line in describe_spec(loaded):
-            console.print(f"  {line}", soft_wrap=True, markup=False)
+@loop_app.command("validate")
+def validate(
+    spec: Annotated[Path, typer.Argument(help="The loop spec YAML.", dir_okay=False)],
+    set_: SetOption = None,
+) -> None:
+    """Check a loop spec without starting anything: every problem at once, or what the loop will do."""
+    from monitoring.spec import SpecError, load_spec
 
-    @app.command()
-    def status(
-        spec: SpecOption = None,
-        adapter: Annotated[str | None, typer.Option(help="Adapter name (instead of --spec).")] = None,
-        config: ConfigOption = None,
-    ) -> None:
-        """The loop's current state, the champion and recent runs."""
-        from monitoring.loop import LoopController
-        from monitoring.spec import SpecError
-        from tuneloop.loop_factory import ControllerFactory
-        from tuneloop.settings import SettingsError
+    try:
+        loaded = load_spec(spec, overrides=_overrides(set_))
+    except SpecError as exc:
+        err.print(f"[red]✗[/red] {spec}: {len(exc.problems) or 1} problem(s)", soft_wrap=True)
+        for line in exc.problems or [str(exc)]:
+            err.print(f"  • {line}", soft_wrap=True, markup=False)
+        raise typer.Exit(2) from exc
+    console.print(f"[green]✓[/green] {spec} is a valid loop spec", soft_wrap=True)
+    for line in describe_spec(loaded):
+        console.print(f"  {line}", soft_wrap=True, markup=False)
 
-        if (spec is None) == (adapter is None):
-            err.print("[red]error:[/red] give --spec FILE or --adapter NAME")
-            raise typer.Exit(2)
-        source: Path | dict[str, Any] = spec if spec is not None else _status_spec(str(adapter))
-        try:
-            registry, _, loaded = ControllerFactory(source, config).load()
-        except (SpecError, SettingsError) as exc:
-            _fail(exc)
-        print(json.dumps(LoopController(loaded, registry).status(), indent=2, default=str))
+
+def status(
+    spec: SpecOption = None,
+    adapter: Annotated[str | None, typer.Option(help="Adapter name (instead of --spec).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """The loop's current state, the champion and recent runs."""
+    from monitoring.loop import LoopController
+    from monitoring.spec import SpecError
+    from tuneloop.loop_factory import ControllerFactory
+    from tuneloop.settings import SettingsError
+
+    if (spec is None) == (adapter is None):
+        err.print("[red]error:[/red] give --spec FILE or --adapter NAME")
+        raise typer.Exit(2)
+    source: Path | dict[str, Any] = spec if spec is not None else _status_spec(str(adapter))
+    try:
+        registry, _, loaded = ControllerFactory(source, config).load()
+    except (SpecError, SettingsError) as exc:
+        _fail(exc)
+    print(json.dumps(LoopController(loaded, registry).status(), indent=2, default=str))
+
+
+def _loop_factory(
+    spec: Path, config: Path | None, overrides: dict[str, Any]
+) -> tuple[ControllerFactory, str]:
+    """The controller factory of a spec (loaded and validated once here) and the spec's adapter."""
+    from monitoring.spec import SpecError
+    from tuneloop.loop_factory import ControllerFactory
+    from tuneloop.settings import SettingsError
+
+    factory = ControllerFactory(spec, config, overrides)
+    try:
+        _, _, loaded = factory.load()
+    except (SpecError, SettingsError) as exc:
+        _fail(exc)
+    return factory, loaded.adapter
+
+
+def _tick_once(controller: LoopController) -> None:
+    """One tick of the loop, holding its state lock, and what it did."""
+    controller.store.acquire()
+    try:
+        r = controller.tick()
+    finally:
+        controller.store.release()
+    console.print(f"{r.state}: {r.message}")
+
+
+def _run_until_stopped(controller: LoopController) -> None:
+    """Tick until SIGTERM or Ctrl-C (the controller stops between steps), printing each tick."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    controller.run(stop, on_tick=lambda r: console.print(f"[dim]{r.state}[/dim] {r.message}"))
 
 
 def _status_spec(adapter: str) -> dict[str, Any]:
