@@ -15,11 +15,11 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import httpx
 from rich.console import Console
@@ -51,6 +51,9 @@ from evals.suite import Suite, SuiteData, load_suite, load_suite_data
 from evals.tasks import get_task
 
 T = TypeVar("T")
+
+_Pending = tuple[Example, list[dict[str, str]], str]
+"""An example still to answer: the example, its request messages and the request's fingerprint."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ async def run_suite_async(
     metrics = _build_metrics(loaded, judge)
     previous = _previous_generations(folder, options.resume)
     results: dict[str, ExampleResult] = {}
-    todo: list[tuple[Example, list[dict[str, str]], str]] = []
+    todo: list[_Pending] = []
     for example, (messages, fingerprint) in zip(examples, requests, strict=True):
         old = previous.get(example.id)
         if old is not None and old.fingerprint == fingerprint and old.ok:
@@ -248,8 +251,42 @@ def _previous_generations(folder: Path | None, resume: bool) -> dict[str, Exampl
     return out
 
 
+@dataclass
+class _StopRules:
+    """When the runner stops asking: the endpoint is down (several examples in a row found no server) or
+    it rejects everything (`RunOptions.max_rejections_before_success` rejections before any success)."""
+
+    options: RunOptions
+    base_url: str
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    unreachable_streak: int = 0
+    rejected: int = 0
+    succeeded: int = 0
+    reason: str | None = None
+    """Why it stopped (the first rule that fired), or None."""
+
+    def answered(self) -> None:
+        self.unreachable_streak = 0
+        self.succeeded += 1
+
+    def failed(self, exc: EndpointError) -> None:
+        if exc.unreachable:
+            self.unreachable_streak += 1
+        elif not exc.transient:
+            self.rejected += 1
+        if self.unreachable_streak >= self.options.max_consecutive_unreachable:
+            self._stop(f"endpoint {self.base_url} unreachable ({exc})")
+        if self.succeeded == 0 and self.rejected >= self.options.max_rejections_before_success:
+            self._stop(f"endpoint rejected the first {self.rejected} requests ({exc})")
+
+    def _stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.reason = reason
+            self.stop.set()
+
+
 async def _generate(
-    todo: Sequence[tuple[Example, list[dict[str, str]], str]],
+    todo: Sequence[_Pending],
     results: dict[str, ExampleResult],
     *,
     model: str,
@@ -267,73 +304,29 @@ async def _generate(
     """Answer every pending example; returns why it stopped early, or None."""
     if not todo:
         return None
-    queue: asyncio.Queue[tuple[Example, list[dict[str, str]], str]] = asyncio.Queue()
+    queue: asyncio.Queue[_Pending] = asyncio.Queue()
     for item in todo:
         queue.put_nowait(item)
-    stop = asyncio.Event()
-    state = {"unreachable_streak": 0, "rejected": 0, "succeeded": 0}
-    reason: list[str] = []
-    log = None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        log = (folder / GENERATIONS_FILE).open("a", encoding="utf-8")
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not options.progress,
-        transient=False,
-    )
-    total = len(todo) + reused
-    task_id = progress.add_task(f"{model}", total=total, completed=reused, status="")
+    rules = _StopRules(options, base_url)
+    log = _open_generations_log(folder)
+    progress = _progress_bar(console, options.progress)
+    task_id = progress.add_task(f"{model}", total=len(todo) + reused, completed=reused, status="")
 
     async with ChatEndpoint(
         base_url, api_key=api_key, timeout_s=options.timeout_s, retry=options.retry, transport=transport
     ) as client:
 
+        def ask(messages: list[dict[str, str]]) -> Awaitable[Completion]:
+            return client.complete(model, messages, settings, api=api, user=user)
+
         async def worker() -> None:
-            while not stop.is_set():
+            while not rules.stop.is_set():
                 try:
-                    example, messages, fingerprint = queue.get_nowait()
+                    pending = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                result = ExampleResult(
-                    id=example.id,
-                    slice=example.slice,
-                    prompt=messages[-1]["content"],
-                    reference=example.reference,
-                    fingerprint=fingerprint,
-                )
-                try:
-                    completion = await client.complete(model, messages, settings, api=api, user=user)
-                except EndpointError as exc:
-                    result.error = str(exc)
-                    if exc.unreachable:
-                        state["unreachable_streak"] += 1
-                    elif not exc.transient:
-                        state["rejected"] += 1
-                    if (
-                        state["unreachable_streak"] >= options.max_consecutive_unreachable
-                        and not stop.is_set()
-                    ):
-                        reason.append(f"endpoint {base_url} unreachable ({exc})")
-                        stop.set()
-                    if (
-                        state["succeeded"] == 0
-                        and state["rejected"] >= options.max_rejections_before_success
-                        and not stop.is_set()
-                    ):
-                        reason.append(f"endpoint rejected the first {state['rejected']} requests ({exc})")
-                        stop.set()
-                else:
-                    _fill(result, completion)
-                    state["unreachable_streak"] = 0
-                    state["succeeded"] += 1
-                results[example.id] = result
+                result = await _answer(ask, pending, rules)
+                results[result.id] = result
                 if log is not None:
                     log.write(dumps_json(result.to_dict()) + "\n")
                     log.flush()
@@ -346,7 +339,52 @@ async def _generate(
         finally:
             if log is not None:
                 log.close()
-    return reason[0] if reason else None
+    return rules.reason
+
+
+async def _answer(
+    ask: Callable[[list[dict[str, str]]], Awaitable[Completion]], pending: _Pending, rules: _StopRules
+) -> ExampleResult:
+    """One example's result: the endpoint's answer, or the error it ended in (counted by `rules`)."""
+    example, messages, fingerprint = pending
+    result = ExampleResult(
+        id=example.id,
+        slice=example.slice,
+        prompt=messages[-1]["content"],
+        reference=example.reference,
+        fingerprint=fingerprint,
+    )
+    try:
+        completion = await ask(messages)
+    except EndpointError as exc:
+        result.error = str(exc)
+        rules.failed(exc)
+    else:
+        _fill(result, completion)
+        rules.answered()
+    return result
+
+
+def _open_generations_log(folder: Path | None) -> TextIO | None:
+    """`generations.jsonl` of the run folder opened for appending (None without a folder)."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return (folder / GENERATIONS_FILE).open("a", encoding="utf-8")
+
+
+def _progress_bar(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
 
 
 def _fill(result: ExampleResult, completion: Completion) -> None:
