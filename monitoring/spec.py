@@ -13,12 +13,13 @@ canary. Relative paths resolve against the spec file's folder. `docs/loop.md` do
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from common.home import tuneloop_home
 from common.settings import (
@@ -33,6 +34,7 @@ from common.settings import (
 )
 from monitoring.errors import PolicyError, ScorerConfigError
 from monitoring.policy import POLICIES_DIR, TriggerPolicy, load_policy, policy_names
+from training.config import PREFERENCE_STYLES
 
 __all__ = [
     "CanarySettings",
@@ -49,9 +51,6 @@ __all__ = [
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = RECIPES_DIR / "lora_retrain.yaml"
-PREFERENCE_STYLES = ("dpo", "kto")
-"""Recipe styles the loop keeps as they are (preference tuning from the champion); any other style is
-replaced by supervised fine-tuning (`sequential` from the champion, `multitask` with replay, else `sft`)."""
 
 
 def shipped_recipes() -> list[str]:
@@ -157,22 +156,35 @@ class RecipeSettings(ConfigModel):
     @field_validator("training", mode="before")
     @classmethod
     def _recipe_file(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, str) and value in shipped_recipes():
+        shipped = shipped_recipes()
+        if isinstance(value, str) and value in shipped:
             return RECIPES_DIR / f"{value}.yaml"
         if isinstance(value, str | Path):
             path = expand_path(value, _base_dir(info))
             if not path.is_file():
-                hint = did_you_mean(str(value), shipped_recipes())
+                hint = did_you_mean(str(value), shipped)
                 raise ValueError(
                     f"training recipe file not found: {path}{hint} (or a shipped recipe: "
-                    f"{', '.join(shipped_recipes())})"
+                    f"{', '.join(shipped)})"
                 )
             return path
         return value
 
+    _template: dict[str, Any] = PrivateAttr(default_factory=dict)
+    """`training` read and parsed once, at validation (`template()` hands out copies)."""
+
+    @model_validator(mode="after")
+    def _read_recipe(self) -> RecipeSettings:
+        if isinstance(self.training, Path):
+            raw = read_yaml_mapping(self.training, what="training recipe", error=SpecError)
+            self._template = _absolute_paths(raw, self.training.parent)
+        else:
+            self._template = dict(self.training)
+        return self
+
     @model_validator(mode="after")
     def _preference_replay(self) -> RecipeSettings:
-        style = self.template().get("style")
+        style = self._template.get("style")
         if style in PREFERENCE_STYLES and self.replay is not None and self.replay.suffix == ".jsonl":
             first = self.replay.read_text(encoding="utf-8").lstrip().split("\n", 1)[0]
             try:
@@ -187,18 +199,16 @@ class RecipeSettings(ConfigModel):
         return self
 
     def style(self) -> str | None:
-        """The recipe's own training style when it sets one the loop keeps (dpo, kto), else None: the loop
-        then trains supervised (sequential from the champion, multitask with replay)."""
-        style = self.template().get("style")
+        """The recipe's own training style when it sets one the loop keeps (a preference style: dpo, kto),
+        else None: the loop then trains supervised (sequential from the champion, multitask with replay)."""
+        style = self._template.get("style")
         return str(style) if style in PREFERENCE_STYLES else None
 
     def template(self) -> dict[str, Any]:
-        """The training-config template as a mapping; relative paths in a recipe file are made absolute
-        against the recipe's folder (so the stored config works from anywhere)."""
-        if isinstance(self.training, Path):
-            raw = read_yaml_mapping(self.training, what="training recipe", error=SpecError)
-            return _absolute_paths(raw, self.training.parent)
-        return dict(self.training)
+        """The training-config template as a mapping (a copy of its own to change); relative paths in a
+        recipe file are made absolute against the recipe's folder (so the stored config works from
+        anywhere)."""
+        return copy.deepcopy(self._template)
 
 
 def _absolute_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
