@@ -57,6 +57,7 @@ from monitoring.store import (
     requests_table,
     scores_table,
 )
+from serving.registry.artifacts import NAME_MAX_LEN
 
 log = logging.getLogger("tuneloop.loop")
 
@@ -696,7 +697,7 @@ class LoopController:
         experiment already runs (a loop that died right after creating it) keeps it."""
         s, canary = self.spec, run.data["canary"]
         weight = canary["weights"][index]
-        name = f"{s.adapter}-canary-{run.id[-6:]}" + (f"-s{index + 1}" if index else "")
+        name = canary_experiment_name(s.adapter, run.id, index)
         existing = {e.name: e for e in self.registry.list_experiments()}
         if name not in existing:
             self.registry.create_experiment(
@@ -938,6 +939,13 @@ def _count_feedback(
         elif thumbs == 1 or (rating is not None and rating >= min_rating):
             accepted.add(request_id)
     return {"corrections": len(corrected), "accepted": len(accepted - corrected)}
+
+
+def canary_experiment_name(adapter: str, run_id: str, index: int) -> str:
+    """The experiment of canary step `index` (0-based) of run `run_id`: `<adapter>-canary-<run>[-s<n>]`,
+    the adapter part shortened so the name fits the registry's name length."""
+    suffix = f"-canary-{run_id[-6:]}" + (f"-s{index + 1}" if index else "")
+    return adapter[: NAME_MAX_LEN - len(suffix)] + suffix
 
 
 def _canary_settings(policy: CanaryPolicy) -> dict[str, Any]:

@@ -42,13 +42,16 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "WEIGHTS_FILE",
     "ArtifactStore",
+    "NAME_MAX_LEN",
     "check_name",
     "check_version",
     "sha256_file",
     "verify_folder",
 ]
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+NAME_MAX_LEN = 64
+"""Longest adapter / experiment name (the registry's and the request log's name columns)."""
+NAME_PATTERN = re.compile(rf"^[a-z0-9][a-z0-9._-]{{0,{NAME_MAX_LEN - 1}}}$")
 VERSION_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 COMMITTED_MARKER = "_COMMITTED"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -61,8 +64,8 @@ def check_name(name: str, what: str = "adapter name") -> str:
     """Return `name` if it is a valid adapter/experiment name, else raise `InvalidNameError`."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
         raise InvalidNameError(
-            f"invalid {what} {name!r}: use 1-64 characters of a-z, 0-9, '.', '_', '-', starting with a "
-            "letter or digit (no '/', '..', '@' or upper case)"
+            f"invalid {what} {name!r}: use 1-{NAME_MAX_LEN} characters of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit (no '/', '..', '@' or upper case)"
         )
     return name
 

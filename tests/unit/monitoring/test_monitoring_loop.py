@@ -24,9 +24,11 @@ from monitoring.loop import (
     TRAINING,
     TRIGGERED,
     LoopController,
+    canary_experiment_name,
 )
 from monitoring.loop_store import LockHeldError
 from monitoring.testing import LoopWorld, drift
+from serving.registry.artifacts import NAME_MAX_LEN, check_name
 
 
 @pytest.fixture()
@@ -273,3 +275,14 @@ def test_loop_feeds_its_prometheus_metrics(world: LoopWorld) -> None:
     assert 'tuneloop_loop_state{tuneloop_loop_state="canary"} 1.0' in text
     assert "tuneloop_drift_statistic{" in text  # the drift check that triggered the run
     assert 'scorer="reference"' in text  # scores per served version
+
+
+@pytest.mark.parametrize("adapter", ["support", "a" * NAME_MAX_LEN, "b" * (NAME_MAX_LEN - 3)])
+@pytest.mark.parametrize("index", [0, 1, 3])
+def test_canary_experiment_names_are_valid_and_distinct_per_step(adapter: str, index: int) -> None:
+    run_id = "run-0123456789abcdef"
+    name = canary_experiment_name(adapter, run_id, index)
+    assert check_name(name, "experiment name") == name
+    assert name.startswith(adapter[:8]) and "-canary-abcdef" in name
+    assert name.endswith(f"-s{index + 1}") == bool(index)
+    assert canary_experiment_name(adapter, run_id, index + 1) != name
