@@ -2,20 +2,22 @@
 
 Owns:
 * `stream_chat` — one streamed OpenAI chat completion over httpx, timed on the client: time to the
-  response headers, time to the first content token (TTFT), end to end, tokens generated (from the
-  server's `usage`, with a count of content events as cross-check), the `x-tuneloop-served-by` header,
-  and whether the stream was complete (`data: [DONE]`, no error event).
+  response headers, time to the first content token or tool-call delta (TTFT), end to end, tokens
+  generated (from the server's `usage`, with a count of content events as cross-check), the
+  `x-tuneloop-served-by` header, and whether the stream was complete (`data: [DONE]`, no error event).
 * `run_closed_loop` — N clients that each send their next request as soon as the previous one ends,
   bounded by a request count or a duration; `summarize` turns the results into tokens/s, requests/s,
-  TTFT and latency percentiles.
+  TTFT and latency percentiles; `checked_warm_up` runs a warm-up load that must not fail.
 * `ServerProcess` (+ `tuneloop_server`, `bare_vllm_server`) — a server in its own process group, started,
-  waited for, and stopped (SIGTERM, then SIGKILL of the group and of every descendant it ever had).
+  waited for, and stopped (SIGTERM, then SIGKILL of the group and of every descendant it ever had);
+  `measure_on` starts one, runs a measurement on it and stops it whatever happens.
 * `ResourceMonitor` — samples the server's whole process tree every 0.5 s: RSS summed over the tree
   (peak overall and per measurement window), CPU used by the server, by this client, and by everything
   else on the machine (the noise other work adds), and one PSS snapshot on request.
 * `AdminClient` — the tuneloop admin API (real LoRA adapters of the base model: `make_peft_adapter` in
   `serving.testing`).
-* `environment`, `md_table`, `write_results` — the run's context and atomic JSON + markdown output.
+* `environment`, `md_table`, `write_results` — the run's context and atomic JSON + markdown output;
+  `prepare_benchmark_model` — a serving benchmark's first step (clean exit on SIGTERM, default model).
 """
 
 from __future__ import annotations
@@ -35,14 +37,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psutil
+
+from evals.results import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -60,6 +65,8 @@ LONG_PROMPT = (
 
 VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 """vLLM CPU settings both servers run with (tuneloop's defaults, set explicitly)."""
+
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------- statistics
@@ -90,6 +97,11 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
 
 
+def tally(items: Iterable[str]) -> dict[str, int]:
+    """How often each item occurs, in the order first seen."""
+    return dict(Counter(items))
+
+
 # --------------------------------------------------------------------------------------------- one request
 @dataclass(slots=True)
 class RequestResult:
@@ -108,6 +120,13 @@ class RequestResult:
     finish_reason: str | None = None
     served_by: str | None = None
     text: str = ""
+    tool_arguments: str = ""
+
+    def record_headers(self, resp: httpx.Response) -> None:
+        """The response headers arrived: when, the status and the `x-tuneloop-served-by` header."""
+        self.headers_at = time.perf_counter()
+        self.status = resp.status_code
+        self.served_by = resp.headers.get(SERVED_BY_HEADER)
 
     @property
     def ttft_s(self) -> float | None:
@@ -139,9 +158,13 @@ async def stream_chat(
     max_tokens: int,
     content: str = LONG_PROMPT,
     keep_text: bool = False,
+    body: dict[str, Any] | None = None,
 ) -> RequestResult:
     """POST a streamed chat completion to `{base_url}/v1/chat/completions` and time it.
 
+    `body` replaces the default request (`chat_body(model, content, max_tokens)`), e.g. for structured
+    outputs or tool calls; a tool-call delta counts like a content token. With `keep_text` the content
+    is kept in `text` and the tool calls' arguments in `tool_arguments`.
     A result is `ok` only with status 200, a `data: [DONE]` line and no error event in the stream.
     Never raises for HTTP or stream failures: they are recorded in `error`.
     """
@@ -149,15 +172,16 @@ async def stream_chat(
     done = False
     try:
         async with client.stream(
-            "POST", f"{base_url}/v1/chat/completions", json=chat_body(model, content, max_tokens)
+            "POST",
+            f"{base_url}/v1/chat/completions",
+            json=chat_body(model, content, max_tokens) if body is None else body,
         ) as resp:
-            res.headers_at = time.perf_counter()
-            res.status = resp.status_code
-            res.served_by = resp.headers.get(SERVED_BY_HEADER)
+            res.record_headers(resp)
             if resp.status_code != 200:
                 res.error = f"HTTP {resp.status_code}: {(await resp.aread())[:300]!r}"
                 return res
             parts: list[str] = []
+            arguments: list[str] = []
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -173,16 +197,20 @@ async def stream_chat(
                 if usage:
                     res.completion_tokens = int(usage.get("completion_tokens") or 0)
                 for choice in event.get("choices") or ():
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
+                    delta = choice.get("delta") or {}
+                    piece = delta.get("content")
+                    calls = delta.get("tool_calls") or ()
+                    if piece or calls:
                         if res.first_token_at is None:
                             res.first_token_at = time.perf_counter()
                         res.content_events += 1
                         if keep_text:
-                            parts.append(piece)
+                            parts.append(piece or "")
+                            arguments += [(c.get("function") or {}).get("arguments") or "" for c in calls]
                     if choice.get("finish_reason"):
                         res.finish_reason = choice["finish_reason"]
             res.text = "".join(parts)
+            res.tool_arguments = "".join(arguments)
             if not done:
                 res.error = "stream ended without data: [DONE]"
             elif res.completion_tokens == 0:
@@ -284,19 +312,25 @@ def summarize(run: LoadRun, *, expected_tokens: int | None = None) -> dict[str, 
     return out
 
 
+async def checked_warm_up(request_fn: RequestFn, concurrency: int, *, requests: int, where: str) -> LoadRun:
+    """A short closed-loop load before measuring (first batches, allocator, caches); any failed request
+    raises (naming `where`): a server that fails its warm-up is not measured."""
+    run = await run_closed_loop(request_fn, concurrency, num_requests=requests)
+    failed = [r for r in run.results if not r.ok]
+    if failed:
+        raise RuntimeError(f"warm-up failed on {where}: {failed[0].error}")
+    return run
+
+
 async def warm_up(
     base_url: str, models: Sequence[str], *, concurrency: int, requests: int, max_tokens: int
 ) -> list[RequestResult]:
-    """A short load on each model before measuring (first batches, allocator, tokenizer caches)."""
+    """A short streamed-chat load on each model before measuring."""
 
     async def one(client: httpx.AsyncClient, idx: int, seq: int) -> RequestResult:
         return await stream_chat(client, base_url, models[(idx + seq) % len(models)], max_tokens=max_tokens)
 
-    run = await run_closed_loop(one, concurrency, num_requests=requests)
-    failed = [r for r in run.results if not r.ok]
-    if failed:
-        raise RuntimeError(f"warm-up failed on {base_url}: {failed[0].error}")
-    return run.results
+    return (await checked_warm_up(one, concurrency, requests=requests, where=base_url)).results
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,10 +474,7 @@ async def _run_cell_once(
     out = summarize(load, expected_tokens=max_tokens)
     out["label"] = cell.label
     out["models"] = list(cell.models)
-    served: dict[str, int] = {}
-    for r in load.results:
-        served[r.served_by or "?"] = served.get(r.served_by or "?", 0) + 1
-    out["served_by"] = served
+    out["served_by"] = tally(r.served_by or "?" for r in load.results)
     if monitor is not None:
         out["resources"] = monitor.end_window().to_dict()
     log(
@@ -707,6 +738,7 @@ def bare_vllm_server(
     max_lora_rank: int = 16,
     lora_modules: dict[str, Path] | None = None,
     nice: int = 0,
+    kv_cache_gib: int = 2,
 ) -> ServerProcess:
     """vLLM's own OpenAI server on the same model and engine settings, not started yet."""
     port = port or free_port()
@@ -733,7 +765,13 @@ def bare_vllm_server(
         cmd += ["--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank)]
         if lora_modules:
             cmd += ["--lora-modules", *(f"{name}={path}" for name, path in lora_modules.items())]
-    env = {**os.environ, **VLLM_CPU_ENV, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        **VLLM_CPU_ENV,
+        "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
     return ServerProcess(
         "bare-vllm",
         cmd,
@@ -742,6 +780,23 @@ def bare_vllm_server(
         ready_path="/v1/models",
         log_path=workdir / "bare-vllm.log",
     )
+
+
+def measure_on(
+    server: ServerProcess, measure: Callable[[], Coroutine[Any, Any, T]], *, start_timeout_s: float = 600.0
+) -> T:
+    """Start `server`, run `measure()` on it (in a new event loop) and stop the server whatever happens;
+    when anything fails, the server's log tail is logged before the error goes on."""
+    log(f"starting {server.name} (load average {load_average()})")
+    try:
+        server.start(timeout_s=start_timeout_s)
+        log(f"{server.name} ready in {server.start_s:.1f} s")
+        return asyncio.run(measure())
+    except BaseException:
+        log(f"{server.name} failed; log tail:\n{server.log_tail()}")
+        raise
+    finally:
+        server.stop()
 
 
 # --------------------------------------------------------------------------------------------- monitoring
@@ -920,9 +975,14 @@ async def pss_later(monitor: ResourceMonitor, delay_s: float) -> None:
     await asyncio.to_thread(monitor.snapshot_pss)
 
 
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded to 0.01."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine_load() -> dict[str, Any]:
     """Load average and the busiest other processes right now (for the record next to the numbers)."""
-    la = os.getloadavg()
+    la = load_average()
     busiest = []
     procs = list(psutil.process_iter(["pid", "name", "cmdline"]))
     for p in procs:
@@ -937,7 +997,7 @@ def machine_load() -> dict[str, Any]:
                 busiest.append({"pid": p.pid, "cpu_percent": cpu, "cmd": cmd})
     busiest.sort(key=lambda r: -r["cpu_percent"])
     return {
-        "loadavg_1_5_15": [round(x, 2) for x in la],
+        "loadavg_1_5_15": la,
         "cpu_count": os.cpu_count(),
         "busy_processes": busiest[:8],
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -1058,6 +1118,15 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int 
     return "\n".join(lines)
 
 
+def goals_table(goals: dict[str, dict[str, Any]]) -> str:
+    """A benchmark's goals (`{name: {"goal": target, "value": measured, "met": bool}}`) as markdown."""
+    return md_table(
+        ["goal", "target", "measured", "met"],
+        [[k, v["goal"], v["value"], v["met"]] for k, v in goals.items()],
+        digits=3,
+    )
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
@@ -1067,17 +1136,8 @@ def _json_default(o: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; results are ordinary readable files
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, text)
+    os.chmod(path, 0o644)  # the temp file behind it is 0600; results are ordinary readable files
 
 
 def gate_checks(gate_file: Path) -> list[dict[str, Any]]:
@@ -1129,6 +1189,15 @@ def workdir(prefix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def prepare_benchmark_model() -> Path:
+    """A benchmark that starts servers begins here: from now on SIGTERM stops it cleanly
+    (`exit_cleanly_on_sigterm`), and the default model is prepared (`tuneloop model prepare`); its folder."""
+    exit_cleanly_on_sigterm()
+    from serving.models import prepare_default_model
+
+    return prepare_default_model()
 
 
 def exit_cleanly_on_sigterm() -> None:

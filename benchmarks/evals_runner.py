@@ -15,18 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from benchmarks.common import write_results
+from benchmarks.common import ServerError, bare_vllm_server, write_results
 from common.home import tuneloop_home
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -38,60 +33,20 @@ def default_model_dir() -> Path:
 
 @contextmanager
 def bare_vllm(model_dir: Path, port: int, log: Path) -> Iterator[str]:
-    """A bare vLLM OpenAI server for the benchmark's lifetime."""
+    """A bare vLLM OpenAI server (no LoRA, 1 GiB KV cache) for the benchmark's lifetime; yields its
+    `/v1` URL."""
     if not (model_dir / "config.json").is_file():
         raise SystemExit(f"default model not prepared at {model_dir}: run `tuneloop model prepare` first")
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-        "HF_HUB_OFFLINE": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        DEFAULT_MODEL,
-        "--dtype",
-        "float32",
-        "--enforce-eager",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--max-model-len",
-        "2048",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"vLLM exited with {proc.returncode}; see {log}")
-            try:
-                if httpx.get(f"{url}/models", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        else:
-            raise SystemExit(f"vLLM not ready after 900 s; see {log}")
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(30)
+    server = bare_vllm_server(
+        model_dir, log.parent, served_name=DEFAULT_MODEL, port=port, enable_lora=False, kv_cache_gib=1
+    )
+    server.log_path = log
+    with server:
+        try:
+            server.start(timeout_s=900)
+        except ServerError as exc:
+            raise SystemExit(str(exc)) from None
+        yield f"{server.url}/v1"
 
 
 def build_requests(suites: list[str], model: str) -> list[tuple[list[dict[str, str]], dict[str, Any]]]:

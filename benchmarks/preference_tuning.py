@@ -33,10 +33,10 @@ from typing import Any
 from benchmarks.common import (
     AdminClient,
     environment,
-    exit_cleanly_on_sigterm,
     fmt,
     log,
     md_table,
+    prepare_benchmark_model,
     publish_results,
     tuneloop_server,
     workdir,
@@ -196,11 +196,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="<= 48 prompts, 12 steps, 24 examples per suite")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    exit_cleanly_on_sigterm()
-    from serving.models import prepare_default_model
-
     n, steps, limit = (48, 12, 24) if args.quick else (10_000, 60, None)
-    base = prepare_default_model()
+    base = prepare_benchmark_model()
     started = time.monotonic()
     with workdir("tuneloop-pref-") as work:
         arms = train_arms(base, work, n, steps, args.seed)

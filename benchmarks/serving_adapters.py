@@ -22,7 +22,6 @@ and .md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import sys
 from pathlib import Path
@@ -39,11 +38,12 @@ from benchmarks.common import (
     add_quiet_args,
     bare_vllm_server,
     environment,
-    exit_cleanly_on_sigterm,
     fmt,
     log,
     machine_load,
     md_table,
+    measure_on,
+    prepare_benchmark_model,
     publish_results,
     quiet_policy,
     ratio,
@@ -258,24 +258,14 @@ def run_server(
     register: dict[str, Path] | None,
     quiet: QuietPolicy | None,
 ) -> ServerRun:
-    log(f"starting {server.name} (load average {machine_load()['loadavg_1_5_15']})")
-    try:
-        server.start()
-        log(f"{server.name} ready in {server.start_s:.1f} s")
-        return asyncio.run(measure(server, cells, max_tokens, warm_requests, register=register, quiet=quiet))
-    except BaseException:
-        log(f"{server.name} failed; log tail:\n{server.log_tail()}")
-        raise
-    finally:
-        server.stop()
+    return measure_on(
+        server, lambda: measure(server, cells, max_tokens, warm_requests, register=register, quiet=quiet)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    exit_cleanly_on_sigterm()
-    from serving.models import prepare_default_model
-
-    model_path = prepare_default_model()
+    model_path = prepare_benchmark_model()
     base = model_path.name
     concurrency = args.concurrency or (4 if args.quick else 32)
     requests = args.requests or (8 if args.quick else 64)

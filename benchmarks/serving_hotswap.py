@@ -50,7 +50,6 @@ from typing import Any
 import httpx
 
 from benchmarks.common import (
-    SERVED_BY_HEADER,
     AdminClient,
     RequestResult,
     ResourceMonitor,
@@ -59,21 +58,24 @@ from benchmarks.common import (
     add_quiet_args,
     chat_body,
     environment,
-    exit_cleanly_on_sigterm,
     fmt,
+    goals_table,
     http_client,
     log,
     machine_load,
     md_table,
+    measure_on,
     median,
     ms,
     percentile,
+    prepare_benchmark_model,
     publish_results,
     quiet_policy,
     ratio,
     run_closed_loop,
     stream_chat,
     summarize,
+    tally,
     tuneloop_server,
     wait_quiet,
     wait_served_by,
@@ -139,9 +141,7 @@ async def header_probe(client: httpx.AsyncClient, url: str) -> RequestResult:
         async with client.stream(
             "POST", f"{url}/v1/chat/completions", json=chat_body(ADAPTER, "Hi", 1)
         ) as resp:
-            r.headers_at = time.perf_counter()
-            r.status = resp.status_code
-            r.served_by = resp.headers.get(SERVED_BY_HEADER)
+            r.record_headers(resp)
             r.ok = resp.status_code == 200 and r.served_by is not None
             if not r.ok:
                 r.error = f"HTTP {resp.status_code}: {(await resp.aread())[:300]!r}"
@@ -335,9 +335,6 @@ async def measure(
             await admin.aclose()
         out["memory"] = mon.summary()
     traffic = load.results + probes
-    served: dict[str, int] = {}
-    for r in traffic:
-        served[r.served_by or "?"] = served.get(r.served_by or "?", 0) + 1
     per_change = analyse(changes, traffic, routing, load.results)
     probe_heads = [r.headers_at - r.started for r in probes if r.ok and r.headers_at is not None]
     failed = [r for r in traffic if not r.ok]
@@ -363,7 +360,7 @@ async def measure(
             "load_failed": sum(1 for r in load.results if not r.ok),
             "failed_total": len(failed),
             "failed_errors_sample": sorted({r.error or "?" for r in failed})[:10],
-            "served_by_counts": served,
+            "served_by_counts": tally(r.served_by or "?" for r in traffic),
             "changes": per_change,
         }
     )
@@ -513,13 +510,7 @@ def report(
         )
     )
     md += ["", "## Goals", ""]
-    md.append(
-        md_table(
-            ["goal", "target", "measured", "met"],
-            [[k, v["goal"], v["value"], v["met"]] for k, v in goals.items()],
-            digits=3,
-        )
-    )
+    md.append(goals_table(goals))
     md += ["", "## Each change", ""]
     md.append(
         md_table(
@@ -585,16 +576,8 @@ def run_once(model_path: Path, args: argparse.Namespace, cfg: dict[str, Any], po
         folders = {
             v: Path(shutil.copytree(src, setup.incoming / f"{ADAPTER}-{v}")) for v, src in made.items()
         }
-        log(f"[{policy}] starting tuneloop (load average {machine_load()['loadavg_1_5_15']})")
-        try:
-            server.start()
-            log(f"[{policy}] tuneloop ready in {server.start_s:.1f} s")
-            return asyncio.run(measure(server, folders, args, cfg))
-        except BaseException:
-            log(f"tuneloop failed; log tail:\n{server.log_tail()}")
-            raise
-        finally:
-            server.stop()
+        server.name = f"tuneloop-{policy}"
+        return measure_on(server, lambda: measure(server, folders, args, cfg))
 
 
 def comparison(payloads: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
@@ -665,10 +648,7 @@ def comparison(payloads: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], lis
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    exit_cleanly_on_sigterm()
-    from serving.models import prepare_default_model
-
-    model_path = prepare_default_model()
+    model_path = prepare_benchmark_model()
     cfg = {
         "concurrency": args.concurrency or (4 if args.quick else 32),
         "duration_s": args.duration or (20.0 if args.quick else 60.0),

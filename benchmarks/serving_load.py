@@ -54,22 +54,24 @@ import psutil
 
 from benchmarks.common import (
     ADMIN_TOKEN,
-    SERVED_BY_HEADER,
     RequestResult,
     ResourceMonitor,
     ServerProcess,
     chat_body,
+    checked_warm_up,
     environment,
-    exit_cleanly_on_sigterm,
     fmt,
     http_client,
     log,
     machine_load,
     md_table,
+    measure_on,
+    prepare_benchmark_model,
     publish_results,
     ratio,
     run_closed_loop,
     summarize,
+    tally,
     tuneloop_server,
     workdir,
 )
@@ -166,9 +168,7 @@ async def chat_once(
         resp = await client.post(
             f"{base_url}/v1/chat/completions", json=chat_body(model, content, max_tokens, stream=False)
         )
-        res.headers_at = time.perf_counter()
-        res.status = resp.status_code
-        res.served_by = resp.headers.get(SERVED_BY_HEADER)
+        res.record_headers(resp)
         if resp.status_code != 200:
             res.error = f"HTTP {resp.status_code}: {resp.text[:300]!r}"
             return res
@@ -257,7 +257,7 @@ async def run_level(
     e2es = [r.e2e_s for r in load.results if r.ok]
     out["e2e_ms_max"] = max(e2es) * 1000.0 if e2es else None
     out["error_rate"] = out["failed"] / out["requests"] if out["requests"] else 1.0
-    out["finish_reasons"] = _count(r.finish_reason or "?" for r in load.results if r.ok)
+    out["finish_reasons"] = tally(r.finish_reason or "?" for r in load.results if r.ok)
     out["resources"] = res.to_dict()
     out["replica_cores"] = [
         round((replicas_after[pid] - replicas_before.get(pid, 0.0)) / max(res.seconds, 1e-9), 3)
@@ -270,13 +270,6 @@ async def run_level(
         f"other {res.other_cores:.2f} cores"
     )
     return out
-
-
-def _count(items: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return counts
 
 
 async def measure(
@@ -295,10 +288,7 @@ async def measure(
             )
 
         warm_c = min(4, max(args.levels))
-        warm_run = await run_closed_loop(warm, warm_c, num_requests=args.warm_requests)
-        failed = [r for r in warm_run.results if not r.ok]
-        if failed:
-            raise RuntimeError(f"warm-up failed on {server.url}: {failed[0].error}")
+        warm_run = await checked_warm_up(warm, warm_c, requests=args.warm_requests, where=server.url)
         run["warm_up"] = {
             "concurrency": warm_c,
             "requests": len(warm_run.results),
@@ -326,16 +316,7 @@ def run_replicas(model_path: Path, model: str, replicas: int, args: argparse.Nam
         )
         server.name = f"tuneloop-{replicas}r"
         load_before = machine_load()
-        log(f"starting tuneloop with {replicas} replica(s) (load average {load_before['loadavg_1_5_15']})")
-        try:
-            server.start(timeout_s=900.0)
-            log(f"{server.name} ready in {server.start_s:.1f} s")
-            result = asyncio.run(measure(server, model, replicas, args))
-        except BaseException:
-            log(f"{server.name} failed; log tail:\n{server.log_tail()}")
-            raise
-        finally:
-            server.stop()
+        result = measure_on(server, lambda: measure(server, model, replicas, args), start_timeout_s=900.0)
         result["machine_load_before"] = load_before
         result["machine_load_after"] = machine_load()
         result["logs"] = str(server.kept_logs) if server.kept_logs else None
@@ -634,10 +615,7 @@ def build_report(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    exit_cleanly_on_sigterm()
-    from serving.models import prepare_default_model
-
-    model_path = prepare_default_model()
+    model_path = prepare_benchmark_model()
     model = model_path.name
     env = environment()
     runs = [run_replicas(model_path, model, n, args) for n in args.replicas]

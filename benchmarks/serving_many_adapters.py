@@ -38,12 +38,13 @@ import yaml
 from benchmarks.common import (
     AdminClient,
     environment,
-    exit_cleanly_on_sigterm,
     fmt,
     http_client,
     log,
     machine_load,
     md_table,
+    measure_on,
+    prepare_benchmark_model,
     publish_results,
     ratio,
     run_closed_loop,
@@ -293,10 +294,7 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    exit_cleanly_on_sigterm()
-    from serving.models import prepare_default_model
-
-    model_path = prepare_default_model()
+    model_path = prepare_benchmark_model()
     env = environment()
     load = machine_load()
     with workdir("tuneloop-bench-many-") as wd:
@@ -319,16 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                 scale=0.05,
             )
             folders.append(Path(shutil.copytree(src, setup.incoming / f"t{i:03d}")))
-        log(f"starting tuneloop (load average {machine_load()['loadavg_1_5_15']})")
-        try:
-            server.start()
-            log(f"ready in {server.start_s:.1f} s")
-            result = asyncio.run(measure(server.url, folders, args))
-        except BaseException:
-            log(f"tuneloop failed; log tail:\n{server.log_tail()}")
-            raise
-        finally:
-            server.stop()
+        result = measure_on(server, lambda: measure(server.url, folders, args))
     payload, md = report(result, args, env, load)
     return publish_results(NAME, payload, md, quick=args.quick, override=args.name)
 

@@ -32,7 +32,6 @@ Writes benchmarks/results/serving_overhead.json and .md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 from collections.abc import Callable
@@ -49,11 +48,13 @@ from benchmarks.common import (
     add_quiet_args,
     bare_vllm_server,
     environment,
-    exit_cleanly_on_sigterm,
     fmt,
+    goals_table,
     log,
     machine_load,
     md_table,
+    measure_on,
+    prepare_benchmark_model,
     publish_results,
     quiet_policy,
     ratio,
@@ -133,16 +134,9 @@ def run_server(
     with workdir("tuneloop-bench-") as wd:
         server = make(wd)
         load_before = machine_load()
-        log(f"starting {server.name} (load average {load_before['loadavg_1_5_15']})")
-        try:
-            server.start()
-            log(f"{server.name} ready in {server.start_s:.1f} s")
-            result = asyncio.run(measure(server, model, cells, max_tokens, warm_requests, quiet_policy(args)))
-        except BaseException:
-            log(f"{server.name} failed; log tail:\n{server.log_tail()}")
-            raise
-        finally:
-            server.stop()
+        result = measure_on(
+            server, lambda: measure(server, model, cells, max_tokens, warm_requests, quiet_policy(args))
+        )
         result.memory["load_before"] = load_before
         return result
 
@@ -282,13 +276,7 @@ def build_report(
         "## Goals",
         "",
     ]
-    md.append(
-        md_table(
-            ["goal", "target", "measured", "met"],
-            [[k, v["goal"], v["value"], v["met"]] for k, v in goals.items()],
-            digits=3,
-        )
-    )
+    md.append(goals_table(goals))
     md += ["", "## Memory (peak RSS summed over the process tree, during the load)", ""]
     mem_rows = []
     for label, rs in runs.items():
@@ -342,10 +330,7 @@ def build_report(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    exit_cleanly_on_sigterm()
-    from serving.models import prepare_default_model
-
-    model_path = prepare_default_model()
+    model_path = prepare_benchmark_model()
     model = model_path.name
     cells = QUICK_CELLS if args.quick else FULL_CELLS
     max_tokens = args.max_tokens or (16 if args.quick else 64)

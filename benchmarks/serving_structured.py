@@ -24,10 +24,8 @@ Writes benchmarks/results/serving_structured[_quick].json and .md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,18 +33,21 @@ from typing import Any
 import httpx
 
 from benchmarks.common import (
-    SERVED_BY_HEADER,
     RequestResult,
     ServerProcess,
     bare_vllm_server,
+    checked_warm_up,
     environment,
-    exit_cleanly_on_sigterm,
     fmt,
+    goals_table,
     log,
     md_table,
+    measure_on,
+    prepare_benchmark_model,
     publish_results,
     ratio,
     run_closed_loop,
+    stream_chat,
     summarize,
     tuneloop_server,
     workdir,
@@ -112,61 +113,24 @@ def request_body(kind: str, model: str, max_tokens: int) -> dict[str, Any]:
 async def stream_structured(
     client: httpx.AsyncClient, base_url: str, model: str, kind: str, max_tokens: int
 ) -> RequestResult:
-    """One streamed structured/tool request, timed; `ok` needs [DONE] and an answer that parses."""
-    res = RequestResult(model=model, started=time.perf_counter())
-    content: list[str] = []
-    arguments: list[str] = []
-    done = False
-    try:
-        async with client.stream(
-            "POST", f"{base_url}/v1/chat/completions", json=request_body(kind, model, max_tokens)
-        ) as resp:
-            res.headers_at = time.perf_counter()
-            res.status = resp.status_code
-            res.served_by = resp.headers.get(SERVED_BY_HEADER)
-            if resp.status_code != 200:
-                res.error = f"HTTP {resp.status_code}: {(await resp.aread())[:300]!r}"
-                return res
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
-                    break
-                event = json.loads(data)
-                if "error" in event:
-                    res.error = f"error event: {json.dumps(event['error'])[:300]}"
-                    return res
-                if event.get("usage"):
-                    res.completion_tokens = int(event["usage"].get("completion_tokens") or 0)
-                for choice in event.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    piece = delta.get("content") or ""
-                    calls = delta.get("tool_calls") or []
-                    if (piece or calls) and res.first_token_at is None:
-                        res.first_token_at = time.perf_counter()
-                    content.append(piece)
-                    for call in calls:
-                        arguments.append((call.get("function") or {}).get("arguments") or "")
-                    res.content_events += 1 if piece or calls else 0
-                    if choice.get("finish_reason"):
-                        res.finish_reason = choice["finish_reason"]
-        if not done:
-            res.error = "stream ended without data: [DONE]"
-            return res
-        text = "".join(arguments) if kind == "tool_required" else "".join(content)
+    """One streamed structured/tool request, timed; `ok` needs [DONE] and an answer that parses (or that
+    stopped at max_tokens)."""
+    res = await stream_chat(
+        client,
+        base_url,
+        model,
+        max_tokens=max_tokens,
+        keep_text=True,
+        body=request_body(kind, model, max_tokens),
+    )
+    if res.ok:
+        text = res.tool_arguments if kind == "tool_required" else res.text
         try:
             json.loads(text)
         except ValueError:
             if res.finish_reason != "length":
+                res.ok = False
                 res.error = f"answer does not parse as JSON: {text[:200]!r}"
-                return res
-        res.ok = True
-    except (httpx.HTTPError, json.JSONDecodeError, OSError) as exc:
-        res.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        res.finished = time.perf_counter()
     return res
 
 
@@ -175,14 +139,12 @@ async def measure(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"server": server.name, "start_s": server.start_s, "cells": {}}
     for kind in KINDS:  # warm-up: compile each grammar once, first batches
-        warm = await run_closed_loop(
+        await checked_warm_up(
             lambda c, i, s, k=kind: stream_structured(c, server.url, model, k, max_tokens),  # type: ignore[misc]
             2,
-            num_requests=4,
+            requests=4,
+            where=f"{server.name} ({kind})",
         )
-        failed = [r for r in warm.results if not r.ok]
-        if failed:
-            raise RuntimeError(f"warm-up of {kind} failed on {server.name}: {failed[0].error}")
     for kind in KINDS:
         for concurrency, n in cells.items():
             load = await run_closed_loop(
@@ -204,16 +166,7 @@ def run_server(
 ) -> Any:
     with workdir("tuneloop-bench-") as wd:
         server = make(wd)
-        log(f"starting {server.name}")
-        try:
-            server.start()
-            log(f"{server.name} ready in {server.start_s:.1f} s")
-            return asyncio.run(measure(server, model, cells, max_tokens))
-        except BaseException:
-            log(f"{server.name} failed; log tail:\n{server.log_tail()}")
-            raise
-        finally:
-            server.stop()
+        return measure_on(server, lambda: measure(server, model, cells, max_tokens))
 
 
 def build_report(
@@ -311,11 +264,7 @@ def build_report(
         "",
         "## Goals",
         "",
-        md_table(
-            ["goal", "target", "measured", "met"],
-            [[k, v["goal"], v["value"], v["met"]] for k, v in goals.items()],
-            digits=3,
-        ),
+        goals_table(goals),
         "",
         "Run: `python -m benchmarks.serving_structured` (`--quick` for a smoke run).",
     ]
@@ -341,10 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick with --quick)"
     )
     args = p.parse_args(argv)
-    exit_cleanly_on_sigterm()
-    from serving.models import prepare_default_model
-
-    model_path = prepare_default_model()
+    model_path = prepare_benchmark_model()
     model = model_path.name
     cells = QUICK_CELLS if args.quick else FULL_CELLS
     max_tokens = args.max_tokens or (32 if args.quick else 64)
