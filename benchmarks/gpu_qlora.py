@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.training_throughput import base_config, make_chats
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import child_process
+from benchmarks.training_throughput import (
+    base_config,
+    make_chats,
+    padded_batches,
+    padded_rows,
+    recipe_figures,
+    train_padded_epoch,
+)
 
 
 def cuda_available() -> bool:
@@ -45,15 +47,8 @@ def side_recipe(config: dict[str, Any], quantization: str = "nf4") -> dict[str, 
 
     config = {**config, "quantization": quantization}
     torch.cuda.reset_peak_memory_stats()
-    result = train(config, use_ray=False)
-    if not result.ok or result.manifest is None:
-        raise SystemExit(f"recipe failed: {result.error}")
     return {
-        "wall_s": result.manifest["train_seconds"],
-        "useful_tokens": result.metrics["tokens"],
-        "steps": result.metrics["steps"],
-        "loss_first": result.metrics["train_loss_first"],
-        "loss_last": result.metrics["train_loss_last"],
+        **recipe_figures(train(config, use_ray=False)),
         "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
         "gpu": torch.cuda.get_device_name(0),
     }
@@ -62,16 +57,12 @@ def side_recipe(config: dict[str, Any], quantization: str = "nf4") -> dict[str, 
 def side_padded(config_raw: dict[str, Any]) -> dict[str, Any]:
     import bitsandbytes as bnb
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from training.config import parse_config
-    from training.data.pipeline import load_tokenizer, prepare_data
-    from training.recipes.lora_sft import use_gradient_checkpointing
+    from training.recipes.steps import attach_adapter, use_gradient_checkpointing
 
-    config = parse_config(config_raw)
-    tokenizer = load_tokenizer(config.base_model)  # type: ignore[arg-type]
-    rows = [(r["input_ids"], r["labels"]) for r in prepare_data(config, tokenizer).train]
+    config, tokenizer, rows = padded_rows(config_raw)
     torch.manual_seed(0)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     quant = BitsAndBytesConfig(
@@ -87,48 +78,16 @@ def side_padded(config_raw: dict[str, Any]) -> dict[str, Any]:
     model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=use_gradient_checkpointing(config, "cuda")
     )
-    lora = config.lora
-    peft_model: Any = get_peft_model(
-        model,
-        LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.lora_alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            task_type="CAUSAL_LM",
-        ),
-    )
+    peft_model = attach_adapter(model, config)
     peft_model.train()  # from_pretrained returns eval mode; gradient checkpointing acts in train mode only
     optimizer = bnb.optim.PagedAdamW8bit(
         [p for p in peft_model.parameters() if p.requires_grad], lr=config.train.learning_rate
     )
-    order = list(range(len(rows)))
-    random.Random(0).shuffle(order)
-    pad = tokenizer.pad_token_id
-    useful, losses = 0, []
+    batches = padded_batches(rows, config.train.batch_size, tokenizer.pad_token_id)
     torch.cuda.reset_peak_memory_stats()
     torch.cuda.synchronize()
     start = time.perf_counter()
-    for i in range(0, len(order), config.train.batch_size):
-        batch = [rows[j] for j in order[i : i + config.train.batch_size]]
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), pad)
-        labels = torch.full((len(batch), width), -100)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for k, (ids, lab) in enumerate(batch):
-            input_ids[k, : len(ids)] = torch.tensor(ids)
-            labels[k, : len(lab)] = torch.tensor(lab)
-            mask[k, : len(ids)] = 1
-        useful += int(mask.sum())
-        with torch.autocast("cuda", dtype=dtype):
-            loss = peft_model(
-                input_ids=input_ids.cuda(), attention_mask=mask.cuda(), labels=labels.cuda()
-            ).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(peft_model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(float(loss))
+    useful, losses = train_padded_epoch(peft_model, optimizer, batches, device="cuda", autocast_dtype=dtype)
     torch.cuda.synchronize()
     return {
         "wall_s": round(time.perf_counter() - start, 2),
@@ -142,19 +101,8 @@ def side_padded(config_raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_child(side: str, spec: Path) -> dict[str, Any]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gpu_qlora", "--child", side, str(spec)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"{side} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    out: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    proc = child_process.run("benchmarks.gpu_qlora", [side, str(spec)], timeout_s=3600)
+    out: dict[str, Any] = child_process.result_of(proc, side)
     out["tokens_per_s"] = round(out["useful_tokens"] / out["wall_s"], 1)
     return out
 
@@ -184,7 +132,7 @@ def main() -> None:
             out = side_padded(config)
         else:
             out = side_recipe(config, quantization="none" if side == "recipe_lora" else "nf4")
-        print("RESULT " + json.dumps(out), flush=True)
+        child_process.report(out)
         return
     if not cuda_available():
         print("gpu_qlora: skipped - no CUDA GPU on this machine (results left untouched)")

@@ -20,17 +20,15 @@ benchmarks/results/training_dispatch_overhead.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "training" / "support_tiny.jsonl"
+from benchmarks import child_process
+
+FIXTURE = child_process.ROOT / "tests" / "fixtures" / "training" / "support_tiny.jsonl"
 
 
 def tiny_config(base: str, runs: Path) -> dict[str, Any]:
@@ -58,13 +56,13 @@ def child(mode: str, base: str, runs: str, repeats: int) -> None:
 
         t0 = time.perf_counter()
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        print("RAYINIT " + json.dumps(round(time.perf_counter() - t0, 2)), flush=True)
+        child_process.report(round(time.perf_counter() - t0, 2), "RAYINIT")
     if mode == "ray_prewarmed":
         from training.dispatch import prewarm
 
         t0 = time.perf_counter()
         ray.get(prewarm())
-        print("PREWARM " + json.dumps(round(time.perf_counter() - t0, 2)), flush=True)
+        child_process.report(round(time.perf_counter() - t0, 2), "PREWARM")
     times = []
     for i in range(repeats):
         start = time.perf_counter()
@@ -78,43 +76,23 @@ def child(mode: str, base: str, runs: str, repeats: int) -> None:
                 "train_s": result.manifest["train_seconds"] if result.manifest else None,
             }
         )
-    print("RESULT " + json.dumps(times), flush=True)
+    child_process.report(times)
 
 
 def run_child(mode: str, base: str, runs: Path, repeats: int) -> dict[str, Any]:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
     start = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.training_dispatch_overhead",
-            "--child",
-            mode,
-            base,
-            str(runs),
-            str(repeats),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
+    proc = child_process.run(
+        "benchmarks.training_dispatch_overhead",
+        [mode, base, str(runs), str(repeats)],
+        timeout_s=1800,
+        env={"RAY_USAGE_STATS_ENABLED": "0"},
     )
     total = time.perf_counter() - start
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"{mode} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    out: dict[str, Any] = {"runs": json.loads(lines[-1][len("RESULT ") :]), "process_wall_s": round(total, 2)}
-    for tag, key in (("RAYINIT ", "ray_init_s"), ("PREWARM ", "prewarm_s")):
-        found = [x for x in proc.stdout.splitlines() if x.startswith(tag)]
-        if found:
-            out[key] = json.loads(found[-1][len(tag) :])
+    out: dict[str, Any] = {"runs": child_process.result_of(proc, mode), "process_wall_s": round(total, 2)}
+    for tag, key in (("RAYINIT", "ray_init_s"), ("PREWARM", "prewarm_s")):
+        value = child_process.reported(proc, tag)
+        if value is not None:
+            out[key] = value
     return out
 
 

@@ -20,15 +20,17 @@ import json
 import os
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-SUPPORT = ROOT / "training" / "configs" / "data" / "support_chat.jsonl"
+from benchmarks import child_process
+
+SUPPORT = child_process.ROOT / "training" / "configs" / "data" / "support_chat.jsonl"
 
 
 def make_chats(n: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -86,13 +88,19 @@ def side_recipe(spec: dict[str, Any], fused: bool = False) -> dict[str, Any]:
 
         TokenCountingTrainer.plain_loss = property(lambda self: False, lambda self, value: None)  # type: ignore[assignment]
 
-    result = train(spec["config"], use_ray=False)
-    if not result.ok:
+    return recipe_figures(train(spec["config"], use_ray=False), cpu=True)
+
+
+def recipe_figures(result: Any, *, cpu: bool = False) -> dict[str, Any]:
+    """A recipe side's figures from `training.api.train`'s result: epoch wall time (and CPU time with
+    `cpu`), useful tokens, steps, first and last training loss. A failed run ends the benchmark."""
+    if not result.ok or result.manifest is None:
         raise SystemExit(f"recipe failed: {result.error}")
-    assert result.manifest is not None
+    times = {"wall_s": result.manifest["train_seconds"]}
+    if cpu:
+        times["cpu_s"] = result.manifest["train_cpu_seconds"]
     return {
-        "wall_s": result.manifest["train_seconds"],
-        "cpu_s": result.manifest["train_cpu_seconds"],
+        **times,
         "useful_tokens": result.metrics["tokens"],
         "steps": result.metrics["steps"],
         "loss_first": result.metrics["train_loss_first"],
@@ -100,45 +108,35 @@ def side_recipe(spec: dict[str, Any], fused: bool = False) -> dict[str, Any]:
     }
 
 
-def side_padded(spec: dict[str, Any]) -> dict[str, Any]:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+# The padded baseline (also gpu_qlora's): the rows the recipe packs, batched in a shuffled order and padded
+# to each batch's longest row, one optimizer step per batch.
+Row = tuple[list[int], list[int]]
+"""One tokenized training row: input ids and labels (-100 where the loss is masked)."""
 
+
+def padded_rows(config_raw: dict[str, Any]) -> tuple[Any, Any, list[Row]]:
+    """The parsed training config, its tokenizer and the tokenized train rows the recipe gets too."""
     from training.config import parse_config
     from training.data.pipeline import load_tokenizer, prepare_data
 
-    config = parse_config(spec["config"])
+    config = parse_config(config_raw)
     tokenizer = load_tokenizer(config.base_model)  # type: ignore[arg-type]
-    prepared = prepare_data(config, tokenizer)
-    rows = [(r["input_ids"], r["labels"]) for r in prepared.train]
-    torch.manual_seed(0)
-    torch.set_num_threads(os.cpu_count() or 1)
-    model = AutoModelForCausalLM.from_pretrained(str(config.base_model), dtype=torch.float32)
-    model.config.use_cache = False
-    lora = config.lora
-    peft_model: Any = get_peft_model(
-        model,
-        LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.lora_alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            task_type="CAUSAL_LM",
-        ),
-    )
-    peft_model.train()
-    optimizer = torch.optim.AdamW(
-        [p for p in peft_model.parameters() if p.requires_grad], lr=config.train.learning_rate
-    )
+    return config, tokenizer, [(r["input_ids"], r["labels"]) for r in prepare_data(config, tokenizer).train]
+
+
+def padded_batches(rows: list[Row], batch_size: int, pad: int) -> Iterator[tuple[Any, Any, Any]]:
+    """(input ids, labels, attention mask) per batch, built as training asks for them: rows in a shuffled
+    order (seed 0), each batch padded to its longest row (pad token, labels -100, mask 0)."""
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)
-    pad = tokenizer.pad_token_id
-    useful = 0
-    losses = []
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for i in range(0, len(order), config.train.batch_size):
-        batch = [rows[j] for j in order[i : i + config.train.batch_size]]
+    return _pad_each(rows, order, batch_size, pad)
+
+
+def _pad_each(rows: list[Row], order: list[int], batch_size: int, pad: int) -> Iterator[tuple[Any, Any, Any]]:
+    import torch
+
+    for i in range(0, len(order), batch_size):
+        batch = [rows[j] for j in order[i : i + batch_size]]
         width = max(len(ids) for ids, _ in batch)
         input_ids = torch.full((len(batch), width), pad)
         labels = torch.full((len(batch), width), -100)
@@ -147,13 +145,55 @@ def side_padded(spec: dict[str, Any]) -> dict[str, Any]:
             input_ids[k, : len(ids)] = torch.tensor(ids)
             labels[k, : len(lab)] = torch.tensor(lab)
             mask[k, : len(ids)] = 1
+        yield input_ids, labels, mask
+
+
+def train_padded_epoch(
+    peft_model: Any,
+    optimizer: Any,
+    batches: Iterator[tuple[Any, Any, Any]],
+    *,
+    device: str = "cpu",
+    autocast_dtype: Any = None,
+) -> tuple[int, list[float]]:
+    """One epoch over `batches`: forward (under autocast when `autocast_dtype` is given), backward, clip
+    the gradient norm to 1.0, optimizer step. Returns the useful (non-padding) tokens and each step's loss."""
+    import torch
+
+    useful, losses = 0, []
+    for input_ids, labels, mask in batches:
         useful += int(mask.sum())
-        loss = peft_model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        with torch.autocast(device, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext():
+            loss = peft_model(
+                input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+            ).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(peft_model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
         losses.append(float(loss))
+    return useful, losses
+
+
+def side_padded(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from training.recipes.steps import attach_adapter
+
+    config, tokenizer, rows = padded_rows(spec["config"])
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = AutoModelForCausalLM.from_pretrained(str(config.base_model), dtype=torch.float32)
+    model.config.use_cache = False
+    peft_model = attach_adapter(model, config)
+    peft_model.train()
+    optimizer = torch.optim.AdamW(
+        [p for p in peft_model.parameters() if p.requires_grad], lr=config.train.learning_rate
+    )
+    batches = padded_batches(rows, config.train.batch_size, tokenizer.pad_token_id)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    useful, losses = train_padded_epoch(peft_model, optimizer, batches)
     return {
         "wall_s": round(time.perf_counter() - start, 2),
         "cpu_s": round(time.process_time() - cpu_start, 2),
@@ -168,7 +208,7 @@ def child_main(side: str, spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
     out = side_padded(spec) if side == "padded" else side_recipe(spec, fused=side == "recipe_fused")
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print("RESULT " + json.dumps(out), flush=True)
+    child_process.report(out)
 
 
 def wait_for_quiet(max_wait_s: float, busy_cores: float = 0.3) -> float:
@@ -196,22 +236,16 @@ def run_child(side: str, spec_file: Path, quiet_wait_s: float = 0.0) -> dict[str
     machine_cpu_before = _cpu_total()
     wall_before = time.monotonic()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.training_throughput", "--child", side, str(spec_file)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
+    proc = child_process.run(
+        "benchmarks.training_throughput",
+        [side, str(spec_file)],
+        timeout_s=3600,
+        env={"PYTHONUNBUFFERED": "1"},
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     machine_cpu = _cpu_total() - machine_cpu_before
     elapsed = time.monotonic() - wall_before
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"{side} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    out: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    out: dict[str, Any] = child_process.result_of(proc, side)
     out["cpu_s_whole_process"] = round(
         (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1
     )
