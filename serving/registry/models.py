@@ -10,6 +10,7 @@ from typing import Any, Literal
 __all__ = [
     "REJECTION_KEY",
     "AdapterVersion",
+    "ExperimentStatus",
     "VersionStatus",
     "not_servable",
     "AliasEvent",
@@ -23,6 +24,8 @@ __all__ = [
 VersionStatus = Literal["active", "retired", "rejected"]
 """active: servable; retired: removed by an operator (row kept for lineage); rejected: its first load or
 smoke generation on a replica failed, never servable (the reason is in `AdapterVersion.rejection`)."""
+
+ExperimentStatus = Literal["active", "stopped"]
 
 REJECTION_KEY = "tuneloop_rejected"
 """Key in a version's metadata holding why it was rejected: {"reason", "replica", "at"}."""
@@ -150,7 +153,7 @@ class Experiment:
     name: str
     arms: tuple[ExperimentArm, ...]
     shadow: ExperimentArm | None
-    status: Literal["active", "stopped"]
+    status: ExperimentStatus
     created_at: datetime
     stopped_at: datetime | None
     description: str
