@@ -66,10 +66,12 @@ _TYPES = {
 _ERRORS = {
     400: "The request is invalid (the message and `param` name the field).",
     401: "Missing or wrong API key / admin token.",
+    403: "Forbidden: the admin API is disabled (no admin token is configured).",
     404: "No such model, adapter, experiment or route.",
     409: "Conflicts with the current state (e.g. an adapter refused while loading).",
     413: "Request body too large.",
     429: "Rate limit exceeded.",
+    500: "An unexpected server error (logged with the request id); never a client's mistake.",
     503: "Not ready, or a dependency is unavailable.",
 }
 ERROR_RESPONSES: dict[int, ResponseSpec] = {
