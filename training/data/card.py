@@ -1,8 +1,8 @@
 """The data card: what went into an adapter, saved beside it (JSON in the manifest, Markdown in the run).
 
-Counts per source and split, rows dropped per reason, PII replaced per kind, token length statistics per
-split, and the dataset hash (sha256 over the sorted (split, content hash) pairs plus the tokenization
-settings), which identifies the prepared data independently of row order.
+Counts per source and split (and of tool-calling records), rows dropped per reason, PII replaced per kind,
+token length statistics per split, and the dataset hash (sha256 over the sorted (split, content hash) pairs
+plus the tokenization settings), which identifies the prepared data independently of row order.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ class DataCard:
     created_at: str
     preference: dict[str, Any] = field(default_factory=dict)
     """dpo / kto runs: records per split ({"pairs"} or {"desirable", "undesirable"}); empty for SFT."""
+    tool_calling: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Tool-calling records per split: {"with_tools": given function definitions, "tool_call_answers":
+    trained on tool calls}; empty when no record has either."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +88,14 @@ class DataCard:
             for split in ("train", "validation", "test"):
                 counts = self.preference.get(split) or {}
                 lines.append(f"- {split}: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+        if self.tool_calling:
+            lines += ["", "## Tool-calling records", ""]
+            for split in ("train", "validation", "test"):
+                counts = self.tool_calling.get(split) or {}
+                lines.append(
+                    f"- {split}: {counts.get('with_tools', 0)} with tools, "
+                    f"{counts.get('tool_call_answers', 0)} answering with tool calls"
+                )
         lines += ["", "## Dropped rows", ""]
         lines += [f"- {reason}: {n}" for reason, n in sorted(self.dropped.items())] or ["- none"]
         lines += ["", "## PII replaced", ""]

@@ -2,7 +2,10 @@
 
 * chat: rendered with the base model's chat template; labels cover every assistant turn including its
   end-of-turn token (assistant-only loss), found by rendering each turn's prefix and mapping character
-  spans to tokens through the tokenizer's offsets, so it works with any template;
+  spans to tokens through the tokenizer's offsets, so it works with any template. Tool-calling
+  conversations are given to the template as serving gives them (`training.data.tools`: the definitions
+  when the template renders them, tool calls as the template renders them or as JSON text, a forced tool
+  choice's answer as the JSON its grammar produces); tool results are prompt, not target;
 * completion: prompt + completion + EOS, labels on the completion and EOS;
 * text: text + EOS cut into chunks of max_seq_length tokens, labels everywhere (domain adaptation).
 
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from training.data.example import Example, RowRejected
+from training.data.tools import chat_for_template, renders_tool_calls
 
 __all__ = ["Encoded", "PreferenceRow", "encode_example", "encode_preference", "render_chat"]
 
@@ -53,10 +57,17 @@ class PreferenceRow:
 
 
 def render_chat(
-    tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = False
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    *,
+    add_generation_prompt: bool = False,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
+    extra = {"tools": tools} if tools else {}
     return str(
-        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+        )
     )
 
 
@@ -81,14 +92,14 @@ def _tokenize_with_spans(tokenizer: Any, text: str, spans: list[tuple[int, int]]
 
 
 def _chat(example: Example, tokenizer: Any) -> Encoded:
-    messages = [dict(m) for m in example.messages]
-    full = render_chat(tokenizer, messages)
+    messages, tools = chat_for_template(example.messages, example.tools, example.tool_choice, tokenizer)
+    full = render_chat(tokenizer, messages, tools=tools)
     spans: list[tuple[int, int]] = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render_chat(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
-        upto = render_chat(tokenizer, messages[: i + 1])
+        before = render_chat(tokenizer, messages[:i], add_generation_prompt=True, tools=tools) if i else ""
+        upto = render_chat(tokenizer, messages[: i + 1], tools=tools)
         start = _common_prefix(full, before)
         end = _common_prefix(full, upto)
         if end > start:
@@ -124,15 +135,28 @@ def encode_example(example: Example, tokenizer: Any, max_len: int, overlong: str
     return [encoded]
 
 
-def _measure(example: Example, tokenizer: Any, answer: str) -> tuple[int, int]:
+def _prompt_turns(example: Example, tokenizer: Any) -> list[dict[str, Any]]:
+    """A preference example's chat prompt as TRL gets it: role and text per turn, earlier tool calls as
+    serving writes them into the template (JSON text). A template that renders tool calls itself would
+    need them as structured rows, which one Arrow column cannot hold for differing arguments: refused."""
+    if any(m.get("tool_calls") for m in example.messages) and renders_tool_calls(tokenizer):
+        raise RowRejected(
+            "tool_history_unsupported",
+            "preference prompts with earlier tool calls are only supported for chat templates that do not "
+            "render tool calls",
+        )
+    turns, _ = chat_for_template(example.messages, (), None, tokenizer, answer=False)
+    return [{"role": m["role"], "content": m["content"]} for m in turns]
+
+
+def _measure(prompt: list[dict[str, Any]] | str, tokenizer: Any, answer: str) -> tuple[int, int]:
     """(prompt tokens, prompt + answer tokens) as TRL will tokenize them."""
-    if example.messages:
-        prompt = list(example.messages)
+    if isinstance(prompt, list):
         before = render_chat(tokenizer, prompt, add_generation_prompt=True)
         full = render_chat(tokenizer, [*prompt, {"role": "assistant", "content": answer}])
     else:
-        before = example.prompt
-        full = example.prompt + answer + (tokenizer.eos_token or "")
+        before = prompt
+        full = prompt + answer + (tokenizer.eos_token or "")
     n_prompt = len(tokenizer(before, add_special_tokens=False)["input_ids"])
     return n_prompt, len(tokenizer(full, add_special_tokens=False)["input_ids"])
 
@@ -149,12 +173,12 @@ def encode_preference(
         return [{"role": "assistant", "content": text}] if conversational else text
 
     answers = list(example.targets()) if example.kind == "preference" else [example.completion]
-    measured = [_measure(example, tokenizer, a) for a in answers]
+    prompt = _prompt_turns(example, tokenizer) if conversational else example.prompt
+    measured = [_measure(prompt, tokenizer, a) for a in answers]
     n_prompt = measured[0][0]
     longest = max(full for _, full in measured)
     if n_prompt >= max_len or (overlong == "drop" and longest > max_len):
         raise RowRejected("too_long", f"{longest} tokens (prompt {n_prompt}) > max_seq_length {max_len}")
-    prompt = example.prompt_content()
     if example.kind == "preference" and style == "dpo":
         record = {"prompt": prompt, "chosen": answer(example.chosen), "rejected": answer(example.rejected)}
         trainable = sum(min(full, max_len) - n_prompt for _, full in measured)

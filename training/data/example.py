@@ -4,7 +4,13 @@ SFT kinds: `chat` (a list of role/content messages; loss on assistant turns only
 prompt + completion; loss on the completion), `text` (plain text for domain adaptation; loss everywhere).
 Preference kinds (styles dpo / kto): `preference` (a prompt, a chosen and a rejected answer) and `kto` (a
 prompt, one answer and its label: True = desirable). Their prompt is either chat turns (`messages`, ending
-with a user turn) or plain text (`prompt`).
+with a user or tool turn) or plain text (`prompt`).
+
+Chat examples may be tool-calling conversations (see `training.data.tools`): `tools` holds the function
+definitions and `tool_choice` the request's choice; assistant messages may carry `tool_calls` (arguments as
+JSON objects) and `tool` messages a `tool_call_id`. Cleaning reads tool calls as their JSON text
+(`tool_calls_text`), and PII scrubbing reaches every string in their arguments; the tool definitions are the
+application's schema, not user text: they are neither scrubbed nor compared by dedupe.
 
 `content_hash` identifies an example by its content alone, so dataset hashes are stable; `split_key` decides
 the split: the content hash, except for preference kinds, whose records sharing a prompt share a split (a
@@ -16,15 +22,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-__all__ = ["PREFERENCE_KINDS", "Example", "ExampleKind", "Message", "RowRejected"]
+__all__ = [
+    "PREFERENCE_KINDS",
+    "Example",
+    "ExampleKind",
+    "Message",
+    "RowRejected",
+    "map_tool_calls",
+    "tool_calls_text",
+]
 
 ExampleKind = Literal["chat", "completion", "text", "preference", "kto"]
 PREFERENCE_KINDS = ("preference", "kto")
-Message = dict[str, str]
+Message = dict[str, Any]
+"""`role` and `content` (text); an assistant message may add `tool_calls`, a tool message `tool_call_id`."""
 
 
 class RowRejected(Exception):
@@ -53,6 +68,15 @@ class Example:
     """preference: the worse answer."""
     label: bool | None = None
     """kto: True = desirable, False = undesirable."""
+    tools: tuple[dict[str, Any], ...] = ()
+    """chat: the function definitions the conversation was given (OpenAI's `tools`); empty without tools."""
+    tool_choice: str | dict[str, Any] | None = None
+    """chat with tools: the request's `tool_choice` ("auto", "required", "none" or a named function)."""
+
+    @property
+    def has_tool_calls(self) -> bool:
+        """An assistant turn calls tools (a tool-calling record, counted in the data card)."""
+        return any(m.get("tool_calls") for m in self.messages if m["role"] == "assistant")
 
     @property
     def is_preference(self) -> bool:
@@ -64,7 +88,11 @@ class Example:
 
     def content(self) -> dict[str, Any]:
         if self.kind == "chat":
-            return {"kind": "chat", "messages": [dict(m) for m in self.messages]}
+            out: dict[str, Any] = {"kind": "chat", "messages": [dict(m) for m in self.messages]}
+            if self.tools:  # only then: the hash of a chat example without tools is unchanged
+                out["tools"] = [dict(t) for t in self.tools]
+                out["tool_choice"] = self.tool_choice
+            return out
         if self.kind == "completion":
             return {"kind": "completion", "prompt": self.prompt, "completion": self.completion}
         if self.kind == "preference":
@@ -97,7 +125,7 @@ class Example:
     def target_text(self) -> str:
         """The text the loss is computed on (preference: the chosen answer)."""
         if self.kind == "chat":
-            return "\n".join(m["content"] for m in self.messages if m["role"] == "assistant")
+            return "\n".join(_message_text(m) for m in self.messages if m["role"] == "assistant")
         if self.kind in ("completion", "kto"):
             return self.completion
         if self.kind == "preference":
@@ -110,7 +138,7 @@ class Example:
 
     def prompt_text(self) -> str:
         if self.messages:
-            return "\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+            return "\n".join(f"{m['role']}: {_message_text(m)}" for m in self.messages)
         return self.prompt
 
     def all_text(self) -> str:
@@ -128,7 +156,7 @@ class Example:
 
     def map_text(self, fn: Callable[[str], str]) -> Example:
         """A copy with `fn` applied to every piece of text (used by PII scrubbing)."""
-        messages = tuple({**m, "content": fn(m["content"])} for m in self.messages)
+        messages = tuple(_map_message(m, fn) for m in self.messages)
         if self.kind == "chat":
             return replace(self, messages=messages)
         if self.kind == "completion":
@@ -153,3 +181,47 @@ class Example:
 def _hash(content: dict[str, Any]) -> str:
     canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def tool_calls_text(calls: Sequence[Mapping[str, Any]]) -> str:
+    """Tool calls as JSON text, `[{"name": ..., "arguments": {...}}]` (how serving writes them into a chat
+    template that cannot render them; see `training.data.tools`)."""
+    return json.dumps([dict(c.get("function", c)) for c in calls], ensure_ascii=False)
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    """A message's text with its tool calls (what cleaning and dedupe read)."""
+    calls = message.get("tool_calls")
+    return f"{message['content']}{tool_calls_text(calls)}" if calls else str(message["content"])
+
+
+def map_tool_calls(calls: Sequence[Mapping[str, Any]], fn: Callable[[str], str]) -> list[dict[str, Any]]:
+    """Tool calls with `fn` applied to every string in their arguments (PII scrubbing). A number that `fn`
+    changes (a card number sent as a number) becomes the changed text."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return fn(value)
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int | float):
+            text = fn(str(value))
+            return value if text == str(value) else text
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    out: list[dict[str, Any]] = []
+    for call in calls:
+        function = call["function"]
+        out.append({**call, "function": {**function, "arguments": walk(function["arguments"])}})
+    return out
+
+
+def _map_message(message: Mapping[str, Any], fn: Callable[[str], str]) -> Message:
+    out = {**message, "content": fn(message["content"])}
+    if message.get("tool_calls"):
+        out["tool_calls"] = map_tool_calls(message["tool_calls"], fn)
+    return out

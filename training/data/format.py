@@ -8,6 +8,12 @@ templates feed the dpo / kto styles: `preference` (prompt, chosen, rejected) and
 label); their prompt is a string or a list of chat messages ending with a user turn, an answer a string
 (or TRL's conversational form, a list holding one assistant message).
 
+Chat rows may be tool-calling conversations, as TRL reads them: an optional `tools` column (the function
+definitions, a list or its JSON; `tool_choice` beside it), assistant messages with `tool_calls`, `tool`
+messages with `tool_call_id`. Unreadable tool calls (arguments that are not a JSON object, e.g. cut short)
+drop the row as `bad_tool_calls`, unreadable definitions as `bad_tools`, calls a named tool choice cannot
+produce as `tool_choice_mismatch` (`training.data.tools`).
+
 `resolve_columns(source, available)` checks a source's columns against its template before any row is
 read in full, which is how a wrong column name fails in preflight.
 """
@@ -21,6 +27,7 @@ from typing import Any
 
 from training.config import PREFERENCE_TEMPLATES, TemplateOptions
 from training.data.example import Example, Message, RowRejected
+from training.data.tools import check_tool_choice, parse_tool_calls, parse_tool_choice, parse_tools
 from training.errors import DataError
 
 __all__ = [
@@ -53,6 +60,8 @@ _ROLE_ALIASES = {
     "user": "user",
     "assistant": "assistant",
     "system": "system",
+    "developer": "system",
+    "tool": "tool",
 }
 
 
@@ -92,7 +101,29 @@ def _task(user: str, answer: str, options: TemplateOptions, source: str) -> Exam
     return Example(kind="chat", source=source, messages=_with_system(messages, options))
 
 
-@register_template("chat", required=("messages",))
+def _message(item: Any) -> Message:
+    """One chat message: role and text content; an assistant's `tool_calls` (content may then be empty),
+    a tool result's `tool_call_id` and `name` (see `training.data.tools`)."""
+    if not isinstance(item, Mapping):
+        raise RowRejected("bad_messages", "a message is not an object")
+    role = _ROLE_ALIASES.get(str(item.get("role", item.get("from", ""))).lower())
+    content = item.get("content", item.get("value"))
+    calls = parse_tool_calls(item.get("tool_calls")) if role == "assistant" else []
+    if content is None and calls:
+        content = ""
+    if role is None or not isinstance(content, str):
+        raise RowRejected("bad_messages", "a message lacks a known role or text content")
+    message: Message = {"role": role, "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    if role == "tool":
+        for key in ("tool_call_id", "name"):
+            if isinstance(item.get(key), str) and item[key]:
+                message[key] = item[key]
+    return message
+
+
+@register_template("chat", required=("messages",), optional=("tools", "tool_choice"))
 def _chat(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
     raw = row.get("messages")
     if isinstance(raw, str):
@@ -102,20 +133,21 @@ def _chat(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Exam
             raise RowRejected("bad_messages", "messages is a string that is not JSON") from None
     if not isinstance(raw, list) or not raw:
         raise RowRejected("empty", "messages is empty or not a list")
-    messages: list[Message] = []
-    for item in raw:
-        if not isinstance(item, Mapping):
-            raise RowRejected("bad_messages", "a message is not an object")
-        role = _ROLE_ALIASES.get(str(item.get("role", item.get("from", ""))).lower())
-        content = item.get("content", item.get("value"))
-        if role is None or not isinstance(content, str):
-            raise RowRejected("bad_messages", "a message lacks a known role or text content")
-        messages.append({"role": role, "content": content})
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
-        raise RowRejected("no_assistant_turn", "no assistant message with content")
+    messages = [_message(item) for item in raw]
+    if not any(m["role"] == "assistant" and (m["content"].strip() or m.get("tool_calls")) for m in messages):
+        raise RowRejected("no_assistant_turn", "no assistant message with content or tool calls")
     while messages and messages[-1]["role"] != "assistant":
         messages.pop()  # trailing user turns carry no target
-    return Example(kind="chat", source=source, messages=_with_system(messages, options))
+    tools = parse_tools(row.get("tools"))
+    choice = parse_tool_choice(row.get("tool_choice")) if tools else None
+    check_tool_choice(messages, choice)
+    return Example(
+        kind="chat",
+        source=source,
+        messages=_with_system(messages, options),
+        tools=tools,
+        tool_choice=choice,
+    )
 
 
 @register_template("instruction", required=("instruction", "output"), optional=("input",))
@@ -167,7 +199,7 @@ def _code(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Exam
 
 
 def _prompt_turns(row: Mapping[str, Any], options: TemplateOptions) -> tuple[tuple[Message, ...], str]:
-    """A preference prompt: (chat turns, "") or ((), plain text)."""
+    """A preference prompt: (chat turns ending with a user or tool message, "") or ((), plain text)."""
     raw = row.get("prompt")
     if isinstance(raw, str):
         if not raw.strip():
@@ -177,8 +209,8 @@ def _prompt_turns(row: Mapping[str, Any], options: TemplateOptions) -> tuple[tup
         raise RowRejected("empty", "prompt is empty or neither text nor a list of messages")
     turns = list(_chat({"messages": [*raw, {"role": "assistant", "content": "-"}]}, options, "").messages)
     turns.pop()  # the placeholder answer
-    if not turns or turns[-1]["role"] != "user":
-        raise RowRejected("bad_prompt", "a chat prompt must end with a user message")
+    if not turns or turns[-1]["role"] not in ("user", "tool"):
+        raise RowRejected("bad_prompt", "a chat prompt must end with a user (or tool result) message")
     return tuple(turns), ""
 
 

@@ -207,6 +207,18 @@ def _preference_counts(style: str, encoded: dict[str, list[tuple[Piece, str]]]) 
     return out
 
 
+def _tool_counts(examples: dict[str, list[Example]]) -> dict[str, dict[str, int]]:
+    """The card's tool-calling section: per split, records given tools and records answering with calls."""
+    counts = {
+        split: {
+            "with_tools": sum(1 for e in rows if e.tools),
+            "tool_call_answers": sum(1 for e in rows if e.has_tool_calls),
+        }
+        for split, rows in examples.items()
+    }
+    return counts if any(n for c in counts.values() for n in c.values()) else {}
+
+
 def _card(
     config: TrainingConfig,
     tokenizer: Any,
@@ -241,4 +253,5 @@ def _card(
         trainable_tokens=dict(trainable),
         created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         preference=_preference_counts(config.style, encoded) if config.style in PREFERENCE_STYLES else {},
+        tool_calling=_tool_counts(examples),
     )

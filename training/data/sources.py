@@ -4,6 +4,10 @@ Each kind registers a reader (`register_source`), so a new kind is one function.
 `RawRows` (plain dicts plus the column names) and raise `DataError` naming the file / table and the cause:
 missing, empty, not UTF-8 (with the byte offset and line), malformed JSON (with the line), no rows.
 
+The request log's chat requests become `messages` rows ending with the trained answer; a request with tools
+also gives the `tools` and `tool_choice` it was served with, and its answer turn the served tool calls (or a
+correction's), so tool-calling traffic trains like any other (`training.data.tools`).
+
 `peek_columns(source)` reads only the header / first rows, so preflight can reject wrong column names
 without reading the whole file.
 """
@@ -22,6 +26,8 @@ from typing import Any
 from common.db import make_engine
 from common.log_schema import feedback_table, merged_tags, requests_table
 from training.config import FileSource, HFDatasetSource, RequestLogSource, SourceConfig
+from training.data.example import RowRejected
+from training.data.tools import calls_from_correction, parse_tool_choice, parse_tools
 from training.errors import DataError
 
 __all__ = [
@@ -331,6 +337,8 @@ def _request_log_query(source: RequestLogSource) -> Any:
             r.c.served_name,
             r.c.served_version,
             r.c.tags,
+            r.c.tools,
+            r.c.tool_calls,
             f.c.correction,
             f.c.thumbs,
             f.c.rating,
@@ -389,7 +397,7 @@ def _read_request_log(source: RequestLogSource) -> RawRows:
                 messages = None
             if not isinstance(messages, list):
                 continue  # an unparseable prompt cannot be replayed; counted as unread
-            row["messages"] = [*messages, {"role": "assistant", "content": target}]
+            row["messages"] = [*messages, _answer_message(rec, row)]
         else:
             row["prompt"], row["completion"] = rec["prompt"], target
         rows.append(row)
@@ -405,6 +413,44 @@ def _read_request_log(source: RequestLogSource) -> RawRows:
         columns=_columns(rows),
         meta={"database": database, "qualifying_requests": len(order)},
     )
+
+
+def _answer_message(rec: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The assistant turn a chat request is trained on; for a request with tools, also puts `tools` and
+    `tool_choice` into `row` (see `training.data.tools`).
+
+    The correction when there is one: read as tool calls when it is JSON naming defined functions (for a
+    named tool choice: the arguments object), else a text answer - corrections are text. Otherwise the
+    served answer: its tool calls as logged (with the text a tool parser left beside them, tool_choice
+    auto), or its text. Logged JSON that does not parse is passed on as is: the chat template drops the
+    row as `bad_tools` / `bad_tool_calls`."""
+    tools: Any = None
+    choice: Any = None
+    if rec.get("tools"):
+        try:
+            logged = json.loads(rec["tools"])
+        except (TypeError, json.JSONDecodeError):
+            logged = None
+        if isinstance(logged, dict):
+            tools, choice = logged.get("tools"), logged.get("tool_choice")
+        else:
+            tools = rec["tools"]
+        row["tools"], row["tool_choice"] = tools, choice
+    correction = rec.get("correction")
+    if correction:
+        calls = None
+        if tools is not None:
+            try:
+                calls = calls_from_correction(correction, parse_tools(tools), parse_tool_choice(choice))
+            except RowRejected:
+                calls = None  # unreadable definitions: the template drops the row
+        if calls:
+            return {"role": "assistant", "content": "", "tool_calls": calls}
+        return {"role": "assistant", "content": correction}
+    if rec.get("tool_calls"):
+        content = (rec.get("response") or "") if choice in ("auto", None) else ""
+        return {"role": "assistant", "content": content, "tool_calls": rec["tool_calls"]}
+    return {"role": "assistant", "content": rec.get("response")}
 
 
 def _decoded_prompt(rec: dict[str, Any]) -> list[dict[str, Any]] | str | None:
