@@ -35,6 +35,7 @@ __all__ = [
     "DriftReport",
     "InputDriftDetector",
     "QualityDriftDetector",
+    "SampledWindows",
     "ScoreStream",
     "build_detector",
     "detector_names",
@@ -157,11 +158,27 @@ class DriftDetector(ABC):
     kind: ClassVar[DriftKind]
 
 
+@dataclass(frozen=True)
+class SampledWindows:
+    """Both windows of a two-sample test as tested (each cut to at most `max_per_window` random rows) and
+    how many rows each had before the cut."""
+
+    ref: np.ndarray
+    live: np.ndarray
+    n_ref: int
+    n_live: int
+
+
 class InputDriftDetector(DriftDetector):
-    """A two-sample test on embeddings: does the live window come from the reference distribution?"""
+    """A two-sample test on embeddings: does the live window come from the reference distribution?
+
+    Subclasses set `alpha` (the test's level) and `max_per_window` (rows tested per window at most); the
+    shared steps are `sample_windows` (validate, subsample) and `report` (the verdict at `alpha`)."""
 
     kind: ClassVar[DriftKind] = "input"
     min_samples: int = 10
+    alpha: float
+    max_per_window: int
 
     @abstractmethod
     def test(self, ref: np.ndarray, live: np.ndarray, *, seed: int = 0) -> DriftReport:
@@ -188,6 +205,47 @@ class InputDriftDetector(DriftDetector):
             if not np.isfinite(window).all():
                 raise DriftInputError(f"{self.name}: the {label} window contains NaN or inf")
         return ref, live
+
+    def sample_windows(self, ref: np.ndarray, live: np.ndarray, *, seed: int) -> SampledWindows:
+        """The `validate`d windows, each longer than `max_per_window` cut to that many random rows (drawn
+        without replacement from a generator seeded with `seed`, reference first)."""
+        ref, live = self.validate(ref, live)
+        n_ref, n_live = len(ref), len(live)
+        rng = np.random.default_rng(seed)
+        if n_ref > self.max_per_window:
+            ref = ref[rng.choice(n_ref, self.max_per_window, replace=False)]
+        if n_live > self.max_per_window:
+            live = live[rng.choice(n_live, self.max_per_window, replace=False)]
+        return SampledWindows(ref, live, n_ref, n_live)
+
+    def report(
+        self,
+        windows: SampledWindows,
+        *,
+        statistic: float,
+        threshold: float,
+        p_value: float,
+        statistic_name: str,
+        **evidence: Any,
+    ) -> DriftReport:
+        """The test's report: drifted when p <= `alpha`; the evidence names the statistic, adds `evidence`
+        and the sizes tested (`subsampled_to`)."""
+        return DriftReport(
+            detector=self.name,
+            kind=self.kind,
+            statistic=statistic,
+            threshold=threshold,
+            p_value=p_value,
+            n_ref=windows.n_ref,
+            n_live=windows.n_live,
+            drifted=p_value <= self.alpha,
+            evidence={
+                "alpha": self.alpha,
+                "statistic_name": statistic_name,
+                **evidence,
+                "subsampled_to": [len(windows.ref), len(windows.live)],
+            },
+        )
 
 
 class QualityDriftDetector(DriftDetector):

@@ -46,13 +46,8 @@ class ClassifierDetector(InputDriftDetector):
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        ref, live = self.validate(ref, live)
-        rng = np.random.default_rng(seed)
-        n_ref_all, n_live_all = len(ref), len(live)
-        if len(ref) > self.max_per_window:
-            ref = ref[rng.choice(len(ref), self.max_per_window, replace=False)]
-        if len(live) > self.max_per_window:
-            live = live[rng.choice(len(live), self.max_per_window, replace=False)]
+        windows = self.sample_windows(ref, live, seed=seed)
+        ref, live = windows.ref, windows.live
         x = np.vstack([ref, live])
         y = np.concatenate([np.zeros(len(ref), dtype=int), np.ones(len(live), dtype=int)])
         model = LogisticRegression(C=self.regularisation, max_iter=1000)
@@ -62,22 +57,12 @@ class ClassifierDetector(InputDriftDetector):
         n1, n0 = len(live), len(ref)
         auc = float(test.statistic) / (n1 * n0)
         sd = math.sqrt((n0 + n1 + 1) / (12.0 * n0 * n1))
-        threshold = 0.5 + float(stats.norm.ppf(1.0 - self.alpha)) * sd
-        p_value = float(test.pvalue)
-        return DriftReport(
-            detector=self.name,
-            kind="input",
+        return self.report(
+            windows,
             statistic=auc,
-            threshold=threshold,
-            p_value=p_value,
-            n_ref=n_ref_all,
-            n_live=n_live_all,
-            drifted=p_value <= self.alpha,
-            evidence={
-                "alpha": self.alpha,
-                "statistic_name": "out-of-fold ROC AUC (live vs reference)",
-                "folds": self.folds,
-                "model": f"LogisticRegression(C={self.regularisation})",
-                "subsampled_to": [len(ref), len(live)],
-            },
+            threshold=0.5 + float(stats.norm.ppf(1.0 - self.alpha)) * sd,
+            p_value=float(test.pvalue),
+            statistic_name="out-of-fold ROC AUC (live vs reference)",
+            folds=self.folds,
+            model=f"LogisticRegression(C={self.regularisation})",
         )

@@ -98,33 +98,18 @@ class MMDDetector(InputDriftDetector):
         self.min_samples = min_samples
 
     def test(self, ref: np.ndarray, live: np.ndarray, *, seed: int = 0) -> DriftReport:
-        ref, live = self.validate(ref, live)
-        rng = np.random.default_rng(seed)
-        n_ref_all, n_live_all = len(ref), len(live)
-        if len(ref) > self.max_per_window:
-            ref = ref[rng.choice(len(ref), self.max_per_window, replace=False)]
-        if len(live) > self.max_per_window:
-            live = live[rng.choice(len(live), self.max_per_window, replace=False)]
+        windows = self.sample_windows(ref, live, seed=seed)
         stat, p_value, null, sigma = mmd_permutation_test(
-            ref, live, permutations=self.permutations, bandwidth=self.bandwidth, seed=seed + 1
+            windows.ref, windows.live, permutations=self.permutations, bandwidth=self.bandwidth, seed=seed + 1
         )
-        threshold = float(np.quantile(null, 1.0 - self.alpha))
-        return DriftReport(
-            detector=self.name,
-            kind="input",
+        return self.report(
+            windows,
             statistic=stat,
-            threshold=threshold,
+            threshold=float(np.quantile(null, 1.0 - self.alpha)),
             p_value=p_value,
-            n_ref=n_ref_all,
-            n_live=n_live_all,
-            drifted=p_value <= self.alpha,
-            evidence={
-                "alpha": self.alpha,
-                "statistic_name": "MMD^2 (biased), RBF kernel",
-                "bandwidth": sigma,
-                "bandwidth_rule": "given" if self.bandwidth is not None else "median pairwise distance",
-                "permutations": self.permutations,
-                "null_mean": float(null.mean()),
-                "subsampled_to": [len(ref), len(live)],
-            },
+            statistic_name="MMD^2 (biased), RBF kernel",
+            bandwidth=sigma,
+            bandwidth_rule="given" if self.bandwidth is not None else "median pairwise distance",
+            permutations=self.permutations,
+            null_mean=float(null.mean()),
         )

@@ -76,12 +76,7 @@ class _StreamDetector(QualityDriftDetector):
         stream = np.concatenate([base, live])
         if not np.isfinite(stream).all():
             raise DriftInputError(f"{self.name}: the score stream contains NaN or inf")
-        detector = self._detector()
-        alarms: list[int] = []
-        for i, value in enumerate(stream):
-            detector.update(float(value))
-            if detector.drift_detected:
-                alarms.append(i)
+        alarms = self._alarms(stream)
         evidence: dict[str, Any] = {
             "alpha": self.alpha,
             "alarms": alarms,
@@ -90,21 +85,31 @@ class _StreamDetector(QualityDriftDetector):
             **self._params(),
         }
         if len(stream) < self.min_samples or not alarms:
-            evidence["reason"] = "too few scores" if len(stream) < self.min_samples else "no change detected"
-            mean = float(stream.mean()) if len(stream) else float("nan")
-            evidence["mean"] = mean
-            drop = float(base.mean() - live.mean()) if len(base) and len(live) else 0.0
-            return DriftReport(
-                detector=self.name,
-                kind="quality",
-                statistic=drop,
-                threshold=self.min_drop,
-                p_value=None,
-                n_ref=len(base),
-                n_live=len(live),
-                drifted=False,
-                evidence=evidence,
-            )
+            return self._no_change(stream, base, live, evidence)
+        return self._largest_drop(stream, alarms, evidence)
+
+    def _alarms(self, stream: np.ndarray) -> list[int]:
+        """Where the river detector, run over the whole stream, raised an alarm."""
+        detector = self._detector()
+        alarms: list[int] = []
+        for i, value in enumerate(stream):
+            detector.update(float(value))
+            if detector.drift_detected:
+                alarms.append(i)
+        return alarms
+
+    def _no_change(
+        self, stream: np.ndarray, base: np.ndarray, live: np.ndarray, evidence: dict[str, Any]
+    ) -> DriftReport:
+        """The report when there is nothing to test (too few scores, or no alarm): never drifted; the
+        statistic is the reference's mean minus the live mean (0 without a reference)."""
+        evidence["reason"] = "too few scores" if len(stream) < self.min_samples else "no change detected"
+        evidence["mean"] = float(stream.mean()) if len(stream) else float("nan")
+        drop = float(base.mean() - live.mean()) if len(base) and len(live) else 0.0
+        return self._report(drop, None, len(base), len(live), drifted=False, evidence=evidence)
+
+    def _largest_drop(self, stream: np.ndarray, alarms: list[int], evidence: dict[str, Any]) -> DriftReport:
+        """The report of the alarm with the largest drop in mean (the smaller p-value among equal drops)."""
         bounds = [0, *(a + 1 for a in alarms[:-1])]
         ends = [*(a + 1 for a in alarms[1:]), len(stream)]
         candidates = [self._compare(stream, s, e, a) for s, e, a in zip(bounds, ends, alarms, strict=True)]
@@ -119,15 +124,28 @@ class _StreamDetector(QualityDriftDetector):
                 "direction": "drop" if drop > 0 else "rise",
             }
         )
+        drifted = drop >= self.min_drop and p_value <= self.alpha
+        return self._report(drop, p_value, len(before), len(after), drifted=drifted, evidence=evidence)
+
+    def _report(
+        self,
+        drop: float,
+        p_value: float | None,
+        n_before: int,
+        n_after: int,
+        *,
+        drifted: bool,
+        evidence: dict[str, Any],
+    ) -> DriftReport:
         return DriftReport(
             detector=self.name,
-            kind="quality",
+            kind=self.kind,
             statistic=drop,
             threshold=self.min_drop,
             p_value=p_value,
-            n_ref=len(before),
-            n_live=len(after),
-            drifted=drop >= self.min_drop and p_value <= self.alpha,
+            n_ref=n_before,
+            n_live=n_after,
+            drifted=drifted,
             evidence=evidence,
         )
 
