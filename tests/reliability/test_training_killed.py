@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,6 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(900)]
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "training" / "support_tiny.jsonl"
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_killed_training_worker_leaves_no_artifact(ray_cluster: None, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +18,11 @@ from monitoring.actor import start_loop_actor
 from monitoring.loop import CANARY, PROMOTED, TRAINING
 from monitoring.testing import LoopWorld, WorldControllerFactory, drift
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    import ray
-
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[3])}},
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
+pytestmark = [
+    pytest.mark.integration,
+    # the actor process gets the checkout on its import path
+    pytest.mark.ray_init(runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[3])}}),
+]
 
 
 def poll(

@@ -1,9 +1,10 @@
 """Shared fixtures of the training integration tests: a tiny training config (a handful of optimizer steps
-on ~40 short support conversations) and a local Ray cluster per test module (`ray_cluster`)."""
+on ~40 short support conversations) and a check that a trained adapter changes the base model's output;
+the local Ray cluster per test module (`ray_cluster`) comes from tests/conftest.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "training" / "support_tiny.jsonl"
 
 TinyConfig = Callable[..., dict[str, Any]]
+ChangesOutput = Callable[[Path, Path], bool]
 
 
 def make_tiny_config(base: Path, runs: Path, **changes: Any) -> dict[str, Any]:
@@ -48,12 +50,22 @@ def tiny_config() -> TinyConfig:
     return make_tiny_config
 
 
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    import ray
+def adapter_changes_output(base: Path, adapter_dir: Path) -> bool:
+    """Whether the adapter in `adapter_dir`, loaded by peft over the base model, changes its logits on a
+    short prompt."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    ids = torch.tensor([[1, 504, 3458, 282, 4649, 314]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        after = PeftModel.from_pretrained(model, str(adapter_dir)).eval()(input_ids=ids).logits
+    return not torch.allclose(before, after)
+
+
+@pytest.fixture(scope="session")
+def changes_output() -> ChangesOutput:
+    """`changes_output(base_model, adapter_dir)` -> whether the adapter changes the base model's output."""
+    return adapter_changes_output

@@ -79,7 +79,9 @@ def check_artifact(result: TrainingResult, style: str) -> dict[str, Any]:
     return manifest
 
 
-def test_dpo_through_ray_from_the_base(dpo_run: TrainingResult, default_model_path: Path) -> None:
+def test_dpo_through_ray_from_the_base(
+    dpo_run: TrainingResult, default_model_path: Path, changes_output: Callable[[Path, Path], bool]
+) -> None:
     manifest = check_artifact(dpo_run, "dpo")
     assert manifest["hardware"]["ray"] is True and manifest["parent"] is None
     assert any("worker started" in line for line in dpo_run.log)
@@ -90,17 +92,8 @@ def test_dpo_through_ray_from_the_base(dpo_run: TrainingResult, default_model_pa
     # learned: on the held-out pairs the adapter already prefers the chosen answers more than the base does
     # (a loss below log(2) = a positive mean implicit-reward margin)
     assert m["final_eval_loss"] < 0.6931 and m["eval_reward_margin_last"] > 0
-
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(str(default_model_path), dtype=torch.float32)
-    ids = torch.tensor([[1, 504, 3458, 282, 4649, 314]])
-    with torch.no_grad():
-        before = base(input_ids=ids).logits
-        after = PeftModel.from_pretrained(base, str(dpo_run.adapter_dir)).eval()(input_ids=ids).logits
-    assert not torch.allclose(before, after)
+    assert dpo_run.adapter_dir is not None
+    assert changes_output(default_model_path, dpo_run.adapter_dir)  # the trained adapter changes the output
 
 
 def test_kto_continues_the_dpo_adapter(

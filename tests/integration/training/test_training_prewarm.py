@@ -5,7 +5,7 @@ are done, and without Ray initialised nothing is started."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +15,6 @@ from training.api import train
 from training.dispatch import prewarm
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def own_ray() -> Iterator[None]:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_without_ray_prewarm_starts_nothing() -> None:
@@ -38,7 +27,7 @@ def test_without_ray_prewarm_starts_nothing() -> None:
 
 
 def test_the_next_training_task_runs_in_the_warmed_worker(
-    own_ray: None, default_model_path: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+    ray_cluster: None, default_model_path: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
 ) -> None:
     import ray
 
