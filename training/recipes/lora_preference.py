@@ -32,10 +32,12 @@ from training.recipes.steps import (
     fp32_trainable_on_cpu,
     hardware_info,
     load_base_model,
+    load_tokenizer,
     prepare_checkpoints,
     setup_runtime,
     train_and_save,
     trainer_arguments,
+    trainer_callbacks,
 )
 
 __all__ = ["preference_arguments", "run"]
@@ -103,20 +105,14 @@ def run(
     )
 
     # 2-3. Tokenizer, base model, adapter (the reference is its starting point)
-    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback
+    from transformers import PrinterCallback
 
-    tokenizer = AutoTokenizer.from_pretrained(str(config.base_model))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(config)
     model = attach_adapter(load_base_model(config, device), config)
 
     # 4. Trainer
     monitor = MetricsCallback(emit, should_stop, config.train.divergence_factor, device)
-    callbacks: list[Any] = [monitor]
-    if config.train.early_stopping_patience and job.validation is not None:
-        callbacks.append(
-            EarlyStoppingCallback(config.train.early_stopping_patience, config.train.early_stopping_threshold)
-        )
+    callbacks = trainer_callbacks(monitor, config, job)
     resume = prepare_checkpoints(config, job, emit)
     trainer = _trainer_class(config.style)(
         model=model,

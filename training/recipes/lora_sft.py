@@ -13,8 +13,8 @@
 The data arrives tokenized (`input_ids`, `labels` with -100 outside assistant turns), so TRL only packs
 or batches it. Runs the same in-process and inside a Ray worker; it never touches the final run folder.
 
-Shared steps (base model, adapter, arguments, checkpoints, outcome, adapter bytes) live in
-`training.recipes.steps`; this file is the SFT procedure that composes them.
+Shared steps (tokenizer, base model, adapter, arguments, callbacks, checkpoints, outcome, adapter bytes)
+live in `training.recipes.steps`; this file is the SFT procedure that composes them.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ from training.recipes.steps import (
     fp32_trainable_on_cpu,
     hardware_info,
     load_base_model,
+    load_tokenizer,
     prepare_checkpoints,
     setup_runtime,
     train_and_save,
     trainer_arguments,
+    trainer_callbacks,
     use_gradient_checkpointing,
 )
 
@@ -81,23 +83,17 @@ def run(
     )
 
     # 2-3. Tokenizer, base model, adapter
-    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback
+    from transformers import PrinterCallback
 
     from training.recipes.packing import PackedRowsCollator, pack_rows
     from training.recipes.trainer import TokenCountingTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(config.base_model))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(config)
     model = attach_adapter(load_base_model(config, device), config)
 
     # 4. Trainer
     monitor = MetricsCallback(emit, should_stop, config.train.divergence_factor, device)
-    callbacks: list[Any] = [monitor]
-    if config.train.early_stopping_patience and job.validation is not None:
-        callbacks.append(
-            EarlyStoppingCallback(config.train.early_stopping_patience, config.train.early_stopping_threshold)
-        )
+    callbacks = trainer_callbacks(monitor, config, job)
     resume = prepare_checkpoints(config, job, emit)
     train_data, eval_data, collator = job.train, job.validation, None
     if config.train.batching == "packed":

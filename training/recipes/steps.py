@@ -1,9 +1,10 @@
 """Steps every LoRA recipe shares, as plain functions the recipes compose (torchtune style): the job a
-recipe receives and the output it returns, runtime setup (threads, seeds), the base model (fp32 CPU / bf16
-GPU / NF4 for QLoRA), a fresh or parent adapter, the TrainingArguments every trainer gets from the config,
-checkpoints and resume, the end-of-run checks (divergence, cancel, timeout, final validation loss), the
-adapter bytes, and training + saving once a recipe has built its trainer. `lora_sft` and
-`lora_preference` are the recipes.
+recipe receives and the output it returns, runtime setup (threads, seeds), the tokenizer (the data
+pipeline's), the base model (fp32 CPU / bf16 GPU / NF4 for QLoRA), a fresh or parent adapter, the
+TrainingArguments and callbacks (metrics, early stopping) every trainer gets from the config, checkpoints
+and resume, the end-of-run checks (divergence, cancel, timeout, final validation loss), the adapter bytes,
+and training + saving once a recipe has built its trainer. `lora_sft` and `lora_preference` are the
+recipes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from training.config import TrainingConfig
 from training.errors import TrainingCancelled, TrainingDiverged, TrainingError, TrainingTimeout
-from training.monitor import peak_rss_mb
+from training.monitor import MetricsCallback, peak_rss_mb
 
 __all__ = [
     "ADAPTER_FILES",
@@ -33,12 +34,14 @@ __all__ = [
     "fp32_trainable_on_cpu",
     "hardware_info",
     "load_base_model",
+    "load_tokenizer",
     "optimizer_name",
     "prepare_checkpoints",
     "run_outcome",
     "setup_runtime",
     "train_and_save",
     "trainer_arguments",
+    "trainer_callbacks",
     "use_gradient_checkpointing",
 ]
 
@@ -103,6 +106,15 @@ def compute_dtype(device: str) -> Any:
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def load_tokenizer(config: TrainingConfig) -> Any:
+    """The base model's tokenizer, loaded as the data pipeline loaded it to tokenize the rows (the same pad
+    token: EOS when the tokenizer has none)."""
+    from training.data.pipeline import load_tokenizer as pipeline_tokenizer
+
+    assert config.base_model is not None, "the preflight checks base_model before any recipe runs"
+    return pipeline_tokenizer(config.base_model)
 
 
 def load_base_model(config: TrainingConfig, device: str) -> Any:
@@ -218,6 +230,19 @@ def trainer_arguments(config: TrainingConfig, job: RecipeJob) -> dict[str, Any]:
         "max_length": config.data.max_seq_length,
         "dataset_num_proc": None,
     }
+
+
+def trainer_callbacks(monitor: MetricsCallback, config: TrainingConfig, job: RecipeJob) -> list[Any]:
+    """The trainer's callbacks: the metrics callback (`monitor`), then early stopping when the config asks
+    for it and the run has a validation split."""
+    callbacks: list[Any] = [monitor]
+    if config.train.early_stopping_patience and job.validation is not None:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(
+            EarlyStoppingCallback(config.train.early_stopping_patience, config.train.early_stopping_threshold)
+        )
+    return callbacks
 
 
 def fp32_trainable_on_cpu(trainer: Any, device: str) -> None:
