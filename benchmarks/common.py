@@ -581,7 +581,8 @@ class ServerProcess:
             self._seen.setdefault(p.pid, p)
 
     def keep_logs(self) -> Path | None:
-        """Copy the server's log (and Ray Serve's logs of its session) to `LOGS_DIR/<name>-<time>`."""
+        """Copy the server's log, Ray Serve's logs of its session and its workers' non-empty stdout/stderr
+        (where the replica's own `tuneloop.*` log lines go) to `LOGS_DIR/<name>-<time>`."""
         dest = LOGS_DIR / f"{self.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         try:
             dest.mkdir(parents=True, exist_ok=True)
@@ -590,6 +591,10 @@ class ServerProcess:
             serve_logs = self.ray_session_dir / "logs" / "serve" if self.ray_session_dir else None
             if serve_logs is not None and serve_logs.is_dir():
                 shutil.copytree(serve_logs, dest / "serve", dirs_exist_ok=True)
+            for worker_log in serve_logs.parent.glob("worker-*") if serve_logs is not None else ():
+                if worker_log.suffix in (".out", ".err") and worker_log.stat().st_size > 0:
+                    (dest / "workers").mkdir(exist_ok=True)
+                    shutil.copy2(worker_log, dest / "workers" / worker_log.name)
         except OSError as exc:
             log(f"could not keep the logs of {self.name}: {exc}")
             return None

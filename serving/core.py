@@ -14,7 +14,9 @@
   (the engine refused it, the smoke generation failed) the registry marks it rejected for every replica;
 - routes requests on an in-memory `RoutingSnapshot` (no database on the hot path), counts requests
   in flight per version, and unloads a version only after it has drained;
-- reports what it has loaded through replica heartbeats so hot-swaps can wait for every replica.
+- reports what it has loaded through replica heartbeats so hot-swaps can wait for every replica; the
+  heartbeat runs on its own (it never waits for the engine or a load), so a busy replica is not taken for
+  dead.
 
 The request path reaches the engine through `ServingCore.engine`, a thin wrapper of the real engine that
 makes a request's adapter resident before counting its prompt or generating (`ResidentEngine`).
@@ -30,7 +32,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -156,10 +158,11 @@ class ServingCore:
         self.snapshot = RoutingSnapshot.build(config.base_id, [], {}, [], base_aliases=config.base_aliases)
         self._adapters = _AdapterState()
         self._reconcile_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._report_lock = asyncio.Lock()
+        self._residency_epoch = 0  # bumped by every load and eviction (see `_sync_engine_evictions`)
         self._ready = False
         self._closing = False
-        self._last_heartbeat = 0.0
         self._rng = random.Random()
         self._by_name: dict[str, VersionRef] = {}  # engine LoRA name (short ref) -> version
         self._slot_freed = asyncio.Event()
@@ -171,7 +174,21 @@ class ServingCore:
         await self.reconcile(force=True)
         self._ready = True
         if self.source is not None:
-            self._task = asyncio.create_task(self._poll_loop(), name="tuneloop-reconcile")
+            # three loops, so that none waits for another: the registry poll (loads, smoke tests), the
+            # heartbeat (never touches the engine: a replica busy loading is still alive) and the check
+            # for versions the engine evicted on its own (a round trip through a possibly busy engine)
+            self._tasks = [
+                asyncio.create_task(
+                    self._every(self.config.poll_interval_s, self.reconcile), name="tuneloop-reconcile"
+                ),
+                asyncio.create_task(
+                    self._every(self.config.heartbeat_interval_s, self._report), name="tuneloop-heartbeat"
+                ),
+                asyncio.create_task(
+                    self._every(self.config.heartbeat_interval_s, self._sync_engine_evictions),
+                    name="tuneloop-engine-evictions",
+                ),
+            ]
 
     @property
     def ready(self) -> bool:
@@ -187,37 +204,36 @@ class ServingCore:
 
     async def shutdown(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await task
         await self.raw_engine.shutdown()
 
     # ----------------------------------------------------------------- reconciliation
-    async def _poll_loop(self) -> None:
-        assert self.source is not None
+    async def _every(self, interval_s: float, step: Callable[[], Awaitable[object]]) -> None:
+        """Run `step` every `interval_s` until closing; a failed step is logged and retried."""
         while not self._closing:
             try:
-                await self.reconcile()
-                now = time.monotonic()
-                if now - self._last_heartbeat >= self.config.heartbeat_interval_s:
-                    await self._heartbeat()
-            except Exception:  # noqa: BLE001 - a poll must never kill the loop
-                log.exception("reconcile failed; will retry")
-            await asyncio.sleep(self.config.poll_interval_s)
+                await step()
+            except Exception:  # noqa: BLE001 - a background step must never kill its loop
+                log.exception("%s failed; will retry", getattr(step, "__name__", step))
+            await asyncio.sleep(interval_s)
 
-    async def _heartbeat(self) -> None:
+    async def _report(self) -> None:
+        """Tell the registry what this replica has loaded and refused (its heartbeat). Reads only this
+        replica's own bookkeeping, so a busy engine or a long load never makes the replica look dead."""
         if self.source is None:
             return
-        self._last_heartbeat = time.monotonic()
-        await self._forget_engine_evictions()
-        await asyncio.to_thread(
-            self.source.heartbeat,
-            self.replica_id,
-            sorted(self._adapters.loaded),
-            dict(self._adapters.failed),
-            self.snapshot.generation,
-        )
+        async with self._report_lock:  # reports land in the order their state was taken
+            await asyncio.to_thread(
+                self.source.heartbeat,
+                self.replica_id,
+                sorted(self._adapters.loaded),
+                dict(self._adapters.failed),
+                self.snapshot.generation,
+            )
 
     async def reconcile(self, force: bool = False) -> bool:
         """Bring loaded adapters and routing up to the registry's generation. Returns True if changed."""
@@ -229,7 +245,7 @@ class ServingCore:
                 return False
             state = await asyncio.to_thread(self.source.routing_state)
             await self.apply(state)
-            await self._heartbeat()
+            await self._report()
             return True
 
     def _pinned_missing(self) -> set[str]:
@@ -360,6 +376,7 @@ class ServingCore:
             if smoke:
                 ads.smoked.add(key)
             ads.loaded[key] = ref
+            self._residency_epoch += 1
             self.metrics.adapter_loaded.labels(ref.short).set(1)
             self.metrics.adapter_loads.labels("on_demand" if on_demand else "pinned").inc()
             if on_demand:
@@ -420,6 +437,7 @@ class ServingCore:
         self._adapters.pending_unload.discard(key)
         if ref is None:
             return
+        self._residency_epoch += 1
         try:
             await self.raw_engine.unload_lora(ref.lora())
         except Exception:  # noqa: BLE001
@@ -433,13 +451,19 @@ class ServingCore:
         self._slot_freed.set()
         self._slot_freed = asyncio.Event()
 
-    async def _forget_engine_evictions(self) -> None:
-        """Drop versions the engine evicted on its own (its LRU) from what this replica reports."""
+    async def _sync_engine_evictions(self) -> None:
+        """Drop versions the engine evicted on its own (its LRU) from this replica's bookkeeping (and so
+        from what it reports). The engine's list is only trusted when no load or eviction happened while
+        it was asked: otherwise the next round decides."""
+        epoch = self._residency_epoch
         try:
             names = set(await self.raw_engine.list_loras())
         except Exception:  # noqa: BLE001 - an engine that cannot list keeps the bookkeeping as is
             return
+        if epoch != self._residency_epoch:
+            return
         ads = self._adapters
+        forgot = False
         for key, ref in list(ads.loaded.items()):
             if ref.short not in names and key not in ads.loading:
                 del ads.loaded[key]
@@ -447,7 +471,10 @@ class ServingCore:
                 with contextlib.suppress(KeyError):
                     self.metrics.adapter_loaded.remove(ref.short)
                 self.metrics.adapter_evictions.labels("engine").inc()
+                forgot = True
         self.metrics.loaded_adapters.set(len(ads.loaded))
+        if forgot:
+            await self._report()
 
     async def _refuse(self, ref: VersionRef, error: str, *, reject: bool) -> None:
         """Refuse `ref` on this replica; when the adapter itself is at fault (`reject`: the engine refused

@@ -4,8 +4,10 @@ drain-before-unload, request logging and feedback, admin API auth."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -469,7 +471,7 @@ def test_engine_evictions_are_reflected(small: Harness) -> None:
     small.reconcile()
     assert small.chat(f"support@{v2.version[:12]}").status_code == 200
     del small.engine.loaded[v2.short_ref]  # the engine's own LRU dropped it
-    small.client.blocking_portal.call(small.runtime.core._heartbeat)
+    small.client.blocking_portal.call(small.runtime.core._sync_engine_evictions)
     assert small.runtime.core.loaded_keys() == [v1.ref]
     assert _metric(small, "tuneloop_adapter_evictions_total", reason="engine") == 1
     assert small.chat(f"support@{v2.version[:12]}").status_code == 200  # loads again on demand
@@ -494,7 +496,7 @@ def test_a_pinned_version_the_engine_evicted_is_reloaded_by_the_next_poll(small:
     small.reconcile()
     core = small.runtime.core
     del small.engine.loaded[v1.short_ref]  # the engine dropped the champion on its own
-    small.client.blocking_portal.call(core._heartbeat)
+    small.client.blocking_portal.call(core._sync_engine_evictions)
     assert core.loaded_keys() == []
     # same registry generation: only the missing pinned version makes the poll reconcile
     assert small.client.blocking_portal.call(core.reconcile) is True
@@ -580,3 +582,31 @@ def test_cold_versions_are_fetched_from_a_remote_store_only_when_requested(
             await core.shutdown()
 
     asyncio.run(run())
+
+
+def test_a_replica_busy_loading_keeps_its_heartbeat(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load that takes long (an engine busy with client traffic) must not make the replica look dead:
+    a hot-swap would then skip it and move the alias before it has the version."""
+    release = threading.Event()
+    original = FakeEngine.load_lora
+
+    async def slow_load(self: FakeEngine, lora: Any) -> None:
+        while not release.is_set():
+            await asyncio.sleep(0.05)
+        await original(self, lora)
+
+    monkeypatch.setattr(FakeEngine, "load_lora", slow_load)
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")  # the poll loop starts loading it
+    try:
+        seen = []
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            (replica,) = h.registry.live_replicas(2.0)
+            seen.append(replica.heartbeat_at)
+            time.sleep(0.5)
+        assert len(set(seen)) >= 3, seen  # the heartbeat went on (every 1 s) while the load hung
+        assert v1.ref not in replica.loaded  # and it does not claim what it has not loaded
+    finally:
+        release.set()
+    h.reconcile()
+    assert h.chat("support").headers["x-tuneloop-served-by"] == v1.short_ref
