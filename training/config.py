@@ -331,12 +331,12 @@ class PreferenceSettings(ConfigModel):
     sft_weight: float = Field(default=0.0, ge=0, le=100)
     """dpo: weight of an extra NLL loss on the chosen answers (RPO); keeps the chosen answers likely, which
     plain DPO on a few pairs can push down together with the rejected ones. 0 disables it."""
-    desirable_weight: float = Field(default=1.0, gt=0, le=100)
-    """kto: weight of the desirable records' loss. Pick the weights so that desirable_weight x
-    #desirable / (undesirable_weight x #undesirable) lies in [1, 4/3] (the KTO paper's advice; the data
-    card counts both)."""
-    undesirable_weight: float = Field(default=1.0, gt=0, le=100)
-    """kto: weight of the undesirable records' loss."""
+    desirable_weight: Annotated[float, Field(gt=0, le=100)] | Literal["auto"] = "auto"
+    """kto: weight of the desirable records' loss. `auto`: chosen from the training split's counts so that
+    desirable_weight x #desirable / (undesirable_weight x #undesirable) lies in [1, 4/3] (the KTO paper's
+    advice; `training.recipes.lora_preference.kto_weights`), and logged; a number is used as given."""
+    undesirable_weight: Annotated[float, Field(gt=0, le=100)] | Literal["auto"] = "auto"
+    """kto: weight of the undesirable records' loss (`auto` as for desirable_weight)."""
 
     @model_validator(mode="after")
     def _robust(self) -> PreferenceSettings:

@@ -21,7 +21,7 @@ in-process and inside a Ray worker; it never touches the final run folder.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from training.config import TrainingConfig
 from training.monitor import MetricsCallback
@@ -40,7 +40,52 @@ from training.recipes.steps import (
     trainer_callbacks,
 )
 
-__all__ = ["preference_arguments", "run"]
+__all__ = ["KTO_BALANCE", "kto_weights", "preference_arguments", "run"]
+
+
+KTO_BALANCE = (1.0, 4 / 3)
+"""The range the KTO paper advises for desirable_weight x #desirable / (undesirable_weight x #undesirable)."""
+
+
+def kto_weights(
+    desirable: float | Literal["auto"],
+    undesirable: float | Literal["auto"],
+    n_desirable: int,
+    n_undesirable: int,
+) -> tuple[float, float]:
+    """KTOTrainer's (desirable_weight, undesirable_weight): numbers as given; an `auto` weight is 1 unless
+    that puts the weighted ratio of desirable to undesirable records outside `KTO_BALANCE`, in which case
+    it is the weight that brings the ratio to the nearest end of the range (the rarer side is weighted up;
+    capped at 100, the settings' bound). With no records on one side, `auto` is 1."""
+    lo, hi = KTO_BALANCE
+
+    def nearest(ratio: float) -> float:
+        return lo if ratio < lo else hi if ratio > hi else ratio
+
+    if desirable != "auto" and undesirable != "auto":
+        return desirable, undesirable
+    if not n_desirable or not n_undesirable:
+        return (1.0 if desirable == "auto" else desirable), (1.0 if undesirable == "auto" else undesirable)
+    if desirable == "auto" and undesirable == "auto":
+        ratio = n_desirable / n_undesirable
+        if ratio < lo:  # few desirable records: weight them up
+            return min(nearest(ratio) / ratio, 100.0), 1.0
+        return 1.0, min(ratio / nearest(ratio), 100.0)  # many: weight the undesirable ones up
+    if isinstance(undesirable, float | int):  # desirable is auto
+        ratio = n_desirable / (undesirable * n_undesirable)
+        return min(nearest(ratio) / ratio, 100.0), undesirable
+    assert isinstance(desirable, float | int)  # undesirable is auto
+    ratio = desirable * n_desirable / n_undesirable
+    return desirable, min(ratio / nearest(ratio), 100.0)
+
+
+def _kto_counts(train: Any) -> tuple[int, int]:
+    """(#desirable, #undesirable) records of a KTO training split (TRL rows with a boolean `label`)."""
+    labels = (
+        list(train["label"]) if train is not None and "label" in getattr(train, "column_names", ()) else []
+    )
+    desirable = sum(1 for label in labels if label)
+    return desirable, len(labels) - desirable
 
 
 def preference_arguments(config: TrainingConfig, job: RecipeJob) -> Any:
@@ -50,12 +95,10 @@ def preference_arguments(config: TrainingConfig, job: RecipeJob) -> Any:
     if config.style == "kto":
         from trl import KTOConfig
 
-        return KTOConfig(
-            **common,
-            beta=p.beta,
-            desirable_weight=p.desirable_weight,
-            undesirable_weight=p.undesirable_weight,
+        desirable, undesirable = kto_weights(
+            p.desirable_weight, p.undesirable_weight, *_kto_counts(job.train)
         )
+        return KTOConfig(**common, beta=p.beta, desirable_weight=desirable, undesirable_weight=undesirable)
     from trl import DPOConfig
 
     losses: list[str] = [p.loss]
@@ -114,9 +157,20 @@ def run(
     monitor = MetricsCallback(emit, should_stop, config.train.divergence_factor, device)
     callbacks = trainer_callbacks(monitor, config, job)
     resume = prepare_checkpoints(config, job, emit)
+    args = preference_arguments(config, job)
+    if config.style == "kto":
+        n_desirable, n_undesirable = _kto_counts(job.train)
+        emit(
+            {
+                "type": "log",
+                "message": f"kto weights: desirable {args.desirable_weight:.3g}, undesirable "
+                f"{args.undesirable_weight:.3g} ({n_desirable} desirable / {n_undesirable} undesirable "
+                "training records)",
+            }
+        )
     trainer = _trainer_class(config.style)(
         model=model,
-        args=preference_arguments(config, job),
+        args=args,
         train_dataset=job.train,
         eval_dataset=job.validation,
         processing_class=tokenizer,
