@@ -1,6 +1,6 @@
-"""GPU checks of the training recipe (skipped without CUDA): QLoRA (NF4) and LoRA runs on the GPU, the
-device is chosen automatically (also through Ray when it is installed: num_gpus=1), and the adapter loads
-with peft."""
+"""GPU checks of the training recipes (skipped without CUDA): SFT, DPO and KTO with QLoRA (NF4) and LoRA
+run on the GPU, the device is chosen automatically (also through Ray when it is installed: num_gpus=1),
+and the adapter loads with peft."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "training" / "support_tiny.jsonl"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "training"
+FIXTURE = FIXTURES / "support_tiny.jsonl"
+PREFERENCE_FIXTURES = {"dpo": "preference_tiny.jsonl", "kto": "kto_tiny.jsonl"}
 
 
 def config(base: Path, runs: Path, **extra: Any) -> dict[str, Any]:
@@ -52,8 +54,13 @@ def test_gpu_training_in_process(base_model: Path, tmp_path: Path, quantization:
 
     result = train(config(base_model, tmp_path, quantization=quantization), use_ray=False)
     assert result.ok, result.error
-    assert result.device == "cuda"
     assert result.metrics["train_loss_last"] < result.metrics["train_loss_first"]
+    check_gpu_adapter(result, base_model)
+
+
+def check_gpu_adapter(result: Any, base_model: Path) -> None:
+    """Trained on the GPU (as the manifest says) and the adapter loads onto the base with peft."""
+    assert result.device == "cuda"
     assert result.metrics.get("peak_gpu_mem_mb", 0) > 0
     assert result.manifest is not None and result.manifest["hardware"]["device"] == "cuda"
 
@@ -65,6 +72,35 @@ def test_gpu_training_in_process(base_model: Path, tmp_path: Path, quantization:
         AutoModelForCausalLM.from_pretrained(str(base_model)), str(result.adapter_dir)
     )
     assert model is not None
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "none"])
+@pytest.mark.parametrize("style", ["dpo", "kto"])
+def test_gpu_preference_training_in_process(
+    base_model: Path, tmp_path: Path, style: str, quantization: str
+) -> None:
+    from training.api import train
+
+    raw = config(
+        base_model,
+        tmp_path,
+        name=f"gpu-{style}",
+        style=style,
+        quantization=quantization,
+        preference={"beta": 0.1},
+    )
+    raw["data"] = {
+        "sources": [{"path": str(FIXTURES / PREFERENCE_FIXTURES[style])}],
+        "max_seq_length": 128,
+        "split": {"validation": 0.3, "test": 0},
+    }
+    raw["train"] = {**raw["train"], "learning_rate": 5e-4}
+    result = train(raw, use_ray=False)
+    assert result.ok, result.error
+    assert result.manifest is not None and result.manifest["style"] == style
+    if style == "dpo":  # the policy moves away from the reference towards the chosen answers
+        assert result.metrics["reward_margin_last"] > 0
+    check_gpu_adapter(result, base_model)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
