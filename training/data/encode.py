@@ -15,15 +15,19 @@ Preference examples (styles dpo / kto) are not tokenized here: TRL's trainers to
 chat template in the worker. `encode_preference` measures them (the data card's lengths, the length limit)
 and returns the rows TRL reads: conversational (prompt turns, answers as one assistant message) for chat
 prompts, plain strings otherwise; for kto a preference pair becomes a desirable and an undesirable row.
+Preference records from tool traffic are rendered by the same rule as SFT (`training.data.tools`): the
+prompt with the definitions where serving shows them (TRL's `tools` column), answers that are tool calls as
+the grammar's JSON for a forced tool choice, else as the template renders them (or as JSON text).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from training.data.example import Example, RowRejected
-from training.data.tools import chat_for_template, renders_tool_calls
+from training.data.example import Example, RowRejected, tool_calls_text
+from training.data.tools import chat_for_template
 
 __all__ = ["Encoded", "PreferenceRow", "encode_example", "encode_preference", "render_chat"]
 
@@ -135,25 +139,74 @@ def encode_example(example: Example, tokenizer: Any, max_len: int, overlong: str
     return [encoded]
 
 
-def _prompt_turns(example: Example, tokenizer: Any) -> list[dict[str, Any]]:
-    """A preference example's chat prompt as TRL gets it: role and text per turn, earlier tool calls as
-    serving writes them into the template (JSON text). A template that renders tool calls itself would
-    need them as structured rows, which one Arrow column cannot hold for differing arguments: refused."""
-    if any(m.get("tool_calls") for m in example.messages) and renders_tool_calls(tokenizer):
-        raise RowRejected(
-            "tool_history_unsupported",
-            "preference prompts with earlier tool calls are only supported for chat templates that do not "
-            "render tool calls",
-        )
-    turns, _ = chat_for_template(example.messages, (), None, tokenizer, answer=False)
-    return [{"role": m["role"], "content": m["content"]} for m in turns]
+_PROBE = "\u2063tuneloop-answer\u2063"
+"""Content no template produces, to find where a template puts an assistant message's content."""
 
 
-def _measure(prompt: list[dict[str, Any]] | str, tokenizer: Any, answer: str) -> tuple[int, int]:
+def _as_content(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, tokenizer: Any, *, generation: bool
+) -> list[dict[str, Any]]:
+    """`messages` as `chat_for_template` gives them, each reduced to role and content: an assistant message
+    whose tool calls the template renders itself gets, as its content, exactly the text the template makes of
+    those calls (found by rendering the message once with its calls and once with a probe as content).
+
+    Why: TRL's rows are Arrow columns, which hold one struct type for every row, so structured tool calls of
+    different functions would come back unified - argument keys a call lacks filled with null, rendered by
+    the template as `"to": null`. Text comes back unchanged. The result must render exactly as the messages
+    do (what serving renders); RowRejected('tool_calls_unsupported') for a template where it cannot."""
+    out: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        if not message.get("tool_calls"):
+            out.append({"role": message["role"], "content": message["content"]})
+            continue
+        with_calls = render_chat(tokenizer, messages[: i + 1], tools=tools)
+        probe = render_chat(tokenizer, [*messages[:i], {"role": "assistant", "content": _PROBE}], tools=tools)
+        before, found, after = probe.partition(_PROBE)
+        if not found or not (with_calls.startswith(before) and with_calls.endswith(after)):
+            raise RowRejected(
+                "tool_calls_unsupported", "the chat template's tool calls cannot be written as text"
+            )
+        out.append({"role": "assistant", "content": with_calls[len(before) : len(with_calls) - len(after)]})
+    if any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+        served = render_chat(tokenizer, messages, add_generation_prompt=generation, tools=tools)
+        if render_chat(tokenizer, out, add_generation_prompt=generation, tools=tools) != served:
+            raise RowRejected(
+                "tool_calls_unsupported", "the chat template renders this conversation differently as text"
+            )
+    return out
+
+
+def _chat_prompt(
+    example: Example, tokenizer: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """A preference example's chat prompt as TRL gets it, and the tools its template is given: rendered by
+    the one rule of `training.data.tools` (definitions only where serving shows them; earlier tool calls
+    as the template renders them, or as JSON text)."""
+    turns, tools = chat_for_template(
+        example.messages, example.tools, example.tool_choice, tokenizer, answer=False
+    )
+    return _as_content(turns, tools, tokenizer, generation=True), tools
+
+
+def _chat_answer(example: Example, text: str, calls: tuple[dict[str, Any], ...], tokenizer: Any) -> str:
+    """An answer's content as TRL gets it, by the same rule as an SFT answer: a forced tool choice's calls
+    as the grammar's JSON, other calls as the template renders them (or as JSON text)."""
+    answer: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        answer["tool_calls"] = [dict(c) for c in calls]
+    turns, tools = chat_for_template(
+        [*example.messages, answer], example.tools, example.tool_choice, tokenizer
+    )
+    return str(_as_content(turns, tools, tokenizer, generation=False)[-1]["content"])
+
+
+def _measure(
+    prompt: list[dict[str, Any]] | str, tokenizer: Any, answer: str, tools: list[dict[str, Any]] | None
+) -> tuple[int, int]:
     """(prompt tokens, prompt + answer tokens) as TRL will tokenize them."""
     if isinstance(prompt, list):
-        before = render_chat(tokenizer, prompt, add_generation_prompt=True)
-        full = render_chat(tokenizer, [*prompt, {"role": "assistant", "content": answer}])
+        before = render_chat(tokenizer, prompt, add_generation_prompt=True, tools=tools)
+        full = render_chat(tokenizer, [*prompt, {"role": "assistant", "content": answer}], tools=tools)
     else:
         before = prompt
         full = prompt + answer + (tokenizer.eos_token or "")
@@ -172,21 +225,31 @@ def encode_preference(
     def answer(text: str) -> Any:
         return [{"role": "assistant", "content": text}] if conversational else text
 
-    answers = list(example.targets()) if example.kind == "preference" else [example.completion]
-    prompt = _prompt_turns(example, tokenizer) if conversational else example.prompt
-    measured = [_measure(prompt, tokenizer, a) for a in answers]
+    prompt: list[dict[str, Any]] | str
+    tools: list[dict[str, Any]] | None = None
+    if conversational:
+        prompt, tools = _chat_prompt(example, tokenizer)
+        answers = [_chat_answer(example, text, calls, tokenizer) for text, calls in example.answers()]
+    else:  # a plain-text prompt: tool calls as JSON text (rule 2)
+        prompt = example.prompt
+        answers = [text + tool_calls_text(calls) if calls else text for text, calls in example.answers()]
+    # TRL gives a row's `tools` column to the chat template for the prompt and prompt + answer; it is set only
+    # where serving shows the definitions (rule 1 of `training.data.tools`), as JSON text (TRL parses it):
+    # an Arrow column would unify the parameters of different tools, filling those a tool lacks with null.
+    extra = {"tools": json.dumps(tools, ensure_ascii=False)} if tools else {}
+    measured = [_measure(prompt, tokenizer, a, tools) for a in answers]
     n_prompt = measured[0][0]
     longest = max(full for _, full in measured)
     if n_prompt >= max_len or (overlong == "drop" and longest > max_len):
         raise RowRejected("too_long", f"{longest} tokens (prompt {n_prompt}) > max_seq_length {max_len}")
     if example.kind == "preference" and style == "dpo":
-        record = {"prompt": prompt, "chosen": answer(example.chosen), "rejected": answer(example.rejected)}
+        record = {"prompt": prompt, "chosen": answer(answers[0]), "rejected": answer(answers[1]), **extra}
         trainable = sum(min(full, max_len) - n_prompt for _, full in measured)
         return [PreferenceRow(record, min(longest, max_len), trainable, conversational)]
     labels = [True, False] if example.kind == "preference" else [bool(example.label)]
     return [
         PreferenceRow(
-            {"prompt": prompt, "completion": answer(text), "label": label},
+            {"prompt": prompt, "completion": answer(text), "label": label, **extra},
             min(full, max_len),
             min(full, max_len) - n_prompt,
             conversational,

@@ -8,9 +8,11 @@ with a user or tool turn) or plain text (`prompt`).
 
 Chat examples may be tool-calling conversations (see `training.data.tools`): `tools` holds the function
 definitions and `tool_choice` the request's choice; assistant messages may carry `tool_calls` (arguments as
-JSON objects) and `tool` messages a `tool_call_id`. Cleaning reads tool calls as their JSON text
-(`tool_calls_text`), and PII scrubbing reaches every string in their arguments; the tool definitions are the
-application's schema, not user text: they are neither scrubbed nor compared by dedupe.
+JSON objects) and `tool` messages a `tool_call_id`. Preference examples from tool traffic carry the same
+`tools` / `tool_choice` (the prompt as it was served), and each answer may be tool calls (`chosen_calls`,
+`rejected_calls`, kto `completion_calls`, with the answer's text beside them). Cleaning reads tool calls as
+their JSON text (`tool_calls_text`), and PII scrubbing reaches every string in their arguments; the tool
+definitions are the application's schema, not user text: they are neither scrubbed nor compared by dedupe.
 
 `content_hash` identifies an example by its content alone, so dataset hashes are stable; `split_key` decides
 the split: the content hash, except for preference kinds, whose records sharing a prompt share a split (a
@@ -69,14 +71,28 @@ class Example:
     label: bool | None = None
     """kto: True = desirable, False = undesirable."""
     tools: tuple[dict[str, Any], ...] = ()
-    """chat: the function definitions the conversation was given (OpenAI's `tools`); empty without tools."""
+    """chat / preference / kto: the function definitions the request was given (OpenAI's `tools`); empty
+    without tools."""
     tool_choice: str | dict[str, Any] | None = None
-    """chat with tools: the request's `tool_choice` ("auto", "required", "none" or a named function)."""
+    """With tools: the request's `tool_choice` ("auto", "required", "none" or a named function)."""
+    chosen_calls: tuple[dict[str, Any], ...] = ()
+    """preference: the better answer's tool calls (`chosen` is then the text beside them, often empty)."""
+    rejected_calls: tuple[dict[str, Any], ...] = ()
+    """preference: the worse answer's tool calls."""
+    completion_calls: tuple[dict[str, Any], ...] = ()
+    """kto: the judged answer's tool calls."""
 
     @property
     def has_tool_calls(self) -> bool:
-        """An assistant turn calls tools (a tool-calling record, counted in the data card)."""
-        return any(m.get("tool_calls") for m in self.messages if m["role"] == "assistant")
+        """An assistant turn or an answer calls tools (a tool-calling record, counted in the data card)."""
+        answers = (self.chosen_calls, self.rejected_calls, self.completion_calls)
+        return any(answers) or any(m.get("tool_calls") for m in self.messages if m["role"] == "assistant")
+
+    def answers(self) -> list[tuple[str, tuple[dict[str, Any], ...]]]:
+        """preference: (text, tool calls) of the chosen and the rejected answer; kto: of the judged one."""
+        if self.kind == "preference":
+            return [(self.chosen, self.chosen_calls), (self.rejected, self.rejected_calls)]
+        return [(self.completion, self.completion_calls)]
 
     @property
     def is_preference(self) -> bool:
@@ -85,6 +101,18 @@ class Example:
     def prompt_content(self) -> list[Message] | str:
         """preference / kto: the prompt as TRL reads it - chat turns (conversational) or plain text."""
         return [dict(m) for m in self.messages] if self.messages else self.prompt
+
+    def _tool_content(self) -> dict[str, Any]:
+        """The tool parts of a preference / kto example's content; empty without tools or calls, so the
+        hash of a record without them is unchanged."""
+        out: dict[str, Any] = {}
+        if self.tools:
+            out["tools"] = [dict(t) for t in self.tools]
+            out["tool_choice"] = self.tool_choice
+        for key in ("chosen_calls", "rejected_calls", "completion_calls"):
+            if getattr(self, key):
+                out[key] = [dict(c) for c in getattr(self, key)]
+        return out
 
     def content(self) -> dict[str, Any]:
         if self.kind == "chat":
@@ -101,6 +129,7 @@ class Example:
                 "prompt": self.prompt_content(),
                 "chosen": self.chosen,
                 "rejected": self.rejected,
+                **self._tool_content(),
             }
         if self.kind == "kto":
             return {
@@ -108,6 +137,7 @@ class Example:
                 "prompt": self.prompt_content(),
                 "completion": self.completion,
                 "label": self.label,
+                **self._tool_content(),
             }
         return {"kind": "text", "text": self.text}
 
@@ -119,6 +149,8 @@ class Example:
     def split_key(self) -> str:
         """What the split is drawn from: the prompt for preference kinds, else the whole content."""
         if self.is_preference:
+            if self.tools:  # the prompt as served includes its tools
+                return _hash({"prompt": self.prompt_content(), "tools": [dict(t) for t in self.tools]})
             return _hash({"prompt": self.prompt_content()})
         return self.content_hash
 
@@ -126,15 +158,20 @@ class Example:
         """The text the loss is computed on (preference: the chosen answer)."""
         if self.kind == "chat":
             return "\n".join(_message_text(m) for m in self.messages if m["role"] == "assistant")
-        if self.kind in ("completion", "kto"):
+        if self.kind == "completion":
             return self.completion
+        if self.kind == "kto":
+            return _answer_text(self.completion, self.completion_calls)
         if self.kind == "preference":
-            return self.chosen
+            return _answer_text(self.chosen, self.chosen_calls)
         return self.text
 
     def targets(self) -> tuple[str, ...]:
-        """Every answer of the example (preference: chosen and rejected); each must be non-empty."""
-        return (self.chosen, self.rejected) if self.kind == "preference" else (self.target_text(),)
+        """Every answer of the example (preference: chosen and rejected) with its tool calls as JSON text;
+        each must be non-empty."""
+        if self.kind == "preference":
+            return (self.target_text(), _answer_text(self.rejected, self.rejected_calls))
+        return (self.target_text(),)
 
     def prompt_text(self) -> str:
         if self.messages:
@@ -149,9 +186,10 @@ class Example:
         if self.kind == "completion":
             return f"{self.prompt}\n{self.completion}"
         if self.kind == "preference":
-            return f"{self.prompt_text()}\nchosen: {self.chosen}\nrejected: {self.rejected}"
+            chosen, rejected = self.targets()
+            return f"{self.prompt_text()}\nchosen: {chosen}\nrejected: {rejected}"
         if self.kind == "kto":
-            return f"{self.prompt_text()}\nanswer: {self.completion}"
+            return f"{self.prompt_text()}\nanswer: {self.target_text()}"
         return self.text
 
     def map_text(self, fn: Callable[[str], str]) -> Example:
@@ -168,9 +206,17 @@ class Example:
                 prompt=fn(self.prompt),
                 chosen=fn(self.chosen),
                 rejected=fn(self.rejected),
+                chosen_calls=tuple(map_tool_calls(self.chosen_calls, fn)),
+                rejected_calls=tuple(map_tool_calls(self.rejected_calls, fn)),
             )
         if self.kind == "kto":
-            return replace(self, messages=messages, prompt=fn(self.prompt), completion=fn(self.completion))
+            return replace(
+                self,
+                messages=messages,
+                prompt=fn(self.prompt),
+                completion=fn(self.completion),
+                completion_calls=tuple(map_tool_calls(self.completion_calls, fn)),
+            )
         return replace(self, text=fn(self.text))
 
     def to_record(self) -> dict[str, Any]:
@@ -189,10 +235,14 @@ def tool_calls_text(calls: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps([dict(c.get("function", c)) for c in calls], ensure_ascii=False)
 
 
+def _answer_text(text: str, calls: Sequence[Mapping[str, Any]] | None) -> str:
+    """An answer's text with its tool calls as JSON text (what cleaning and dedupe read)."""
+    return f"{text}{tool_calls_text(calls)}" if calls else text
+
+
 def _message_text(message: Mapping[str, Any]) -> str:
     """A message's text with its tool calls (what cleaning and dedupe read)."""
-    calls = message.get("tool_calls")
-    return f"{message['content']}{tool_calls_text(calls)}" if calls else str(message["content"])
+    return _answer_text(str(message["content"]), message.get("tool_calls"))
 
 
 def map_tool_calls(calls: Sequence[Mapping[str, Any]], fn: Callable[[str], str]) -> list[dict[str, Any]]:

@@ -6,7 +6,9 @@ are served through the same chat API and trained with assistant-only loss; `text
 adaptation (continued pre-training) and `completion` plain prompt/completion pairs. The preference
 templates feed the dpo / kto styles: `preference` (prompt, chosen, rejected) and `kto` (prompt, completion,
 label); their prompt is a string or a list of chat messages ending with a user turn, an answer a string
-(or TRL's conversational form, a list holding one assistant message).
+(or TRL's conversational form, a list holding one assistant message, which may carry `tool_calls`). Like chat
+rows they may carry `tools` and `tool_choice` (preference records from tool-calling traffic): the same
+reading and the same drop reasons as below.
 
 Chat rows may be tool-calling conversations, as TRL reads them: an optional `tools` column (the function
 definitions, a list or its JSON; `tool_choice` beside it), assistant messages with `tool_calls`, `tool`
@@ -26,8 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from training.config import PREFERENCE_TEMPLATES, TemplateOptions
-from training.data.example import Example, Message, RowRejected
-from training.data.tools import check_tool_choice, parse_tool_calls, parse_tool_choice, parse_tools
+from training.data.example import Example, Message, RowRejected, tool_calls_text
+from training.data.tools import (
+    ToolChoice,
+    check_tool_choice,
+    parse_tool_calls,
+    parse_tool_choice,
+    parse_tools,
+)
 from training.errors import DataError
 
 __all__ = [
@@ -138,8 +146,7 @@ def _chat(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Exam
         raise RowRejected("no_assistant_turn", "no assistant message with content or tool calls")
     while messages and messages[-1]["role"] != "assistant":
         messages.pop()  # trailing user turns carry no target
-    tools = parse_tools(row.get("tools"))
-    choice = parse_tool_choice(row.get("tool_choice")) if tools else None
+    tools, choice = _tools(row)
     check_tool_choice(messages, choice)
     return Example(
         kind="chat",
@@ -214,13 +221,27 @@ def _prompt_turns(row: Mapping[str, Any], options: TemplateOptions) -> tuple[tup
     return tuple(turns), ""
 
 
-def _answer(row: Mapping[str, Any], key: str) -> str:
+def _answer(
+    row: Mapping[str, Any], key: str, tool_choice: ToolChoice | None
+) -> tuple[str, tuple[dict[str, Any], ...]]:
+    """A preference answer: (text, tool calls). Text, or TRL's conversational form - one assistant message,
+    `{"role": "assistant", "content": ..., "tool_calls": [...]}` (content may be empty beside calls)."""
     value = row.get(key)
+    calls: list[dict[str, Any]] = []
     if isinstance(value, list):  # TRL's conversational form: [{"role": "assistant", "content": ...}]
         if len(value) != 1 or not isinstance(value[0], Mapping) or value[0].get("role") != "assistant":
             raise RowRejected("bad_value", f"column '{key}' must be text or one assistant message")
+        calls = parse_tool_calls(value[0].get("tool_calls"))
         value = value[0].get("content")
-    return _text({key: value}, key)
+        if calls:
+            check_tool_choice([{"role": "assistant", "tool_calls": calls}], tool_choice)
+            return _text({key: value}, key, required=False), tuple(calls)
+    return _text({key: value}, key), ()
+
+
+def _tools(row: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], ToolChoice | None]:
+    tools = parse_tools(row.get("tools"))
+    return tools, parse_tool_choice(row.get("tool_choice")) if tools else None
 
 
 _LABELS = {
@@ -247,27 +268,46 @@ def _label(value: Any) -> bool:
     raise RowRejected("bad_label", f"label {value!r} is not true/false (desirable/undesirable)")
 
 
-@register_template("preference", required=("prompt", "chosen", "rejected"))
+@register_template("preference", required=("prompt", "chosen", "rejected"), optional=("tools", "tool_choice"))
 def _preference(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
     messages, prompt = _prompt_turns(row, options)
-    chosen, rejected = _answer(row, "chosen"), _answer(row, "rejected")
-    if " ".join(chosen.split()) == " ".join(rejected.split()):
+    tools, choice = _tools(row)
+    (chosen, chosen_calls), (rejected, rejected_calls) = (
+        _answer(row, "chosen", choice),
+        _answer(row, "rejected", choice),
+    )
+    same_text = " ".join(chosen.split()) == " ".join(rejected.split())
+    if same_text and tool_calls_text(chosen_calls) == tool_calls_text(rejected_calls):
         raise RowRejected("same_answers", "chosen and rejected are the same answer")
     return Example(
-        kind="preference", source=source, messages=messages, prompt=prompt, chosen=chosen, rejected=rejected
+        kind="preference",
+        source=source,
+        messages=messages,
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        tools=tools,
+        tool_choice=choice,
+        chosen_calls=chosen_calls,
+        rejected_calls=rejected_calls,
     )
 
 
-@register_template("kto", required=("prompt", "completion", "label"))
+@register_template("kto", required=("prompt", "completion", "label"), optional=("tools", "tool_choice"))
 def _kto(row: Mapping[str, Any], options: TemplateOptions, source: str) -> Example:
     messages, prompt = _prompt_turns(row, options)
+    tools, choice = _tools(row)
+    completion, calls = _answer(row, "completion", choice)
     return Example(
         kind="kto",
         source=source,
         messages=messages,
         prompt=prompt,
-        completion=_answer(row, "completion"),
+        completion=completion,
         label=_label(row.get("label")),
+        tools=tools,
+        tool_choice=choice,
+        completion_calls=calls,
     )
 
 

@@ -37,7 +37,8 @@ __all__ = ["PreparedData", "load_tokenizer", "prepare_data"]
 @dataclass
 class PreparedData:
     """Tokenized splits (columns input_ids, labels, source; for dpo: prompt, chosen, rejected, source; for
-    kto: prompt, completion, label, source) plus the formatted held-out examples."""
+    kto: prompt, completion, label, source; dpo / kto with tools shown in a prompt add `tools`, JSON text or
+    null) plus the formatted held-out examples."""
 
     train: Any  # datasets.Dataset
     validation: Any | None  # datasets.Dataset, None when the split is empty
@@ -78,6 +79,8 @@ def _dataset(rows: list[tuple[Piece, str]]) -> Any:
 
     if rows and isinstance(rows[0][0], PreferenceRow):
         records = [{**p.record, "source": s} for p, s in rows if isinstance(p, PreferenceRow)]
+        if any("tools" in r for r in records):  # from_list reads the first row's keys: every row gets one
+            records = [{"tools": None, **r} for r in records]
         return datasets.Dataset.from_list(records)
     rows_ids = [(e, s) for e, s in rows if isinstance(e, Encoded)]
     return datasets.Dataset.from_dict(

@@ -13,6 +13,13 @@ DPO pairs (`preference_rows`):
 KTO records (`kto_rows`): corrections and accepted answers are desirable, corrected and thumbed-down
 served answers undesirable.
 
+Tool-calling traffic: a request served with tools gives its records `tools` and `tool_choice` as it was served
+(so the preference prompt is the served prompt), and an answer that is tool calls is TRL's conversational
+answer, `[{"role": "assistant", "content": ..., "tool_calls": [...]}]` - the served calls as logged, or the
+calls a correction states (`training.data.tools.calls_from_correction`). A correction stating the served calls
+is an acceptance. They are rendered later, by the one rule of `training.data.tools`; malformed definitions
+or calls are passed on as logged, and the template drops (and counts) them.
+
 Pure functions over plain data: `training.data.sources` reads the request log and calls them; the rows
 they return go through the `preference` / `kto` templates like file rows, so cleaning, PII scrubbing,
 dedupe, splitting and the data card are the same as for any source.
@@ -26,9 +33,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["FeedbackAnswer", "Verdict", "kto_rows", "preference_rows", "prompt_key", "verdict"]
+from training.data.example import RowRejected
+from training.data.tools import parse_tool_calls
+
+__all__ = ["Answer", "FeedbackAnswer", "Verdict", "kto_rows", "preference_rows", "prompt_key", "verdict"]
 
 Verdict = Literal["good", "bad"]
+Answer = str | list[dict[str, Any]]
+"""An answer as a record holds it: text, or one assistant message with tool calls (TRL's conversational
+form)."""
 
 
 def verdict(
@@ -50,6 +63,18 @@ def _same(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
 
 
+def _same_calls(a: Any, b: Any) -> bool:
+    """Whether two lists of tool calls call the same functions with the same arguments (unreadable: no)."""
+    try:
+        return [c["function"] for c in parse_tool_calls(a)] == [c["function"] for c in parse_tool_calls(b)]
+    except RowRejected:
+        return False
+
+
+def _calls_answer(content: str, calls: Any) -> list[dict[str, Any]]:
+    return [{"role": "assistant", "content": content, "tool_calls": calls}]
+
+
 @dataclass(frozen=True)
 class FeedbackAnswer:
     """A served answer with its feedback, as the preference rules see it."""
@@ -62,11 +87,39 @@ class FeedbackAnswer:
     """The latest non-empty correction."""
     verdict: Verdict | None = None
     """The latest thumbs / rating verdict."""
+    tools: Any = None
+    """The tool definitions the request was served with, as logged (None: no tools)."""
+    tool_choice: Any = None
+    """The request's tool_choice, as logged."""
+    response_calls: Any = None
+    """The served answer's tool calls, as logged (None: a text answer)."""
+    correction_calls: list[dict[str, Any]] | None = None
+    """The tool calls the correction states (None: a correction in words, or none)."""
 
     @property
     def corrected(self) -> bool:
-        """A real correction (one equal to the served answer is an acceptance)."""
-        return bool(self.correction) and not _same(self.correction or "", self.response)
+        """A real correction (one equal to the served answer - its text, or its calls - is an acceptance)."""
+        if not self.correction:
+            return False
+        if self.correction_calls is not None and self.response_calls:
+            return not _same_calls(self.correction_calls, self.response_calls)
+        return not _same(self.correction, self.response)
+
+    @property
+    def served(self) -> Answer:
+        """The served answer: its text, or its tool calls (with the text a tool parser left beside them,
+        tool_choice auto; a forced choice's text is the calls themselves)."""
+        if not self.response_calls:
+            return self.response
+        content = self.response if self.tool_choice in ("auto", None) else ""
+        return _calls_answer(content, self.response_calls)
+
+    @property
+    def corrected_answer(self) -> Answer | None:
+        """The correction: its tool calls when it states some, else its text."""
+        if self.correction_calls:
+            return _calls_answer("", self.correction_calls)
+        return self.correction
 
     @property
     def good(self) -> bool:
@@ -77,19 +130,28 @@ class FeedbackAnswer:
         return self.corrected or (self.verdict == "bad" and not self.correction)
 
     @property
-    def better_answer(self) -> str | None:
+    def better_answer(self) -> Answer | None:
         """A good answer to this answer's prompt: its correction, or the served answer when accepted."""
         if self.corrected:
-            return self.correction
-        return self.response if self.good else None
+            return self.corrected_answer
+        return self.served if self.good else None
+
+    def tool_columns(self) -> dict[str, Any]:
+        """`tools` and `tool_choice` for a record of this answer (none without tools)."""
+        return {"tools": self.tools, "tool_choice": self.tool_choice} if self.tools is not None else {}
 
 
-def prompt_key(prompt: list[dict[str, Any]] | str) -> str:
-    """Answers to the same prompt (same messages, whitespace-insensitive) share this key."""
+def prompt_key(prompt: list[dict[str, Any]] | str, tools: Any = None) -> str:
+    """Answers to the same prompt (same messages, whitespace-insensitive, and the same tools) share this
+    key."""
     if isinstance(prompt, str):
-        return " ".join(prompt.split())
-    turns = [(str(m.get("role")), " ".join(str(m.get("content", "")).split())) for m in prompt]
-    return json.dumps(turns, ensure_ascii=False)
+        key = " ".join(prompt.split())
+    else:
+        turns = [(str(m.get("role")), " ".join(str(m.get("content", "")).split())) for m in prompt]
+        key = json.dumps(turns, ensure_ascii=False)
+    if tools is None:
+        return key
+    return f"{key}\ntools: {json.dumps(tools, ensure_ascii=False, sort_keys=True)}"
 
 
 def preference_rows(
@@ -99,20 +161,25 @@ def preference_rows(
     `unpaired_rejected`, `unpaired_accepted`). `answers` come newest first; the newest good answer of a
     prompt is the chosen answer for its uncorrected rejections."""
     answers = list(answers)
-    better: dict[str, tuple[str, str]] = {}  # prompt key -> (newest good answer, its request id)
+    better: dict[str, tuple[Answer, str]] = {}  # prompt key -> (newest good answer, its request id)
     for answer in answers:
         good = answer.better_answer
         if good is not None and (answer.corrected or include_accepted):
-            better.setdefault(prompt_key(answer.prompt), (good, answer.request_id))
+            better.setdefault(prompt_key(answer.prompt, answer.tools), (good, answer.request_id))
     rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     for answer in answers:
-        base = {"request_id": answer.request_id, "prompt": answer.prompt, "rejected": answer.response}
+        base = {
+            "request_id": answer.request_id,
+            "prompt": answer.prompt,
+            "rejected": answer.served,
+            **answer.tool_columns(),
+        }
         if answer.corrected:
-            rows.append({**base, "origin": "correction", "chosen": answer.correction})
+            rows.append({**base, "origin": "correction", "chosen": answer.corrected_answer})
             counts["pairs_correction"] += 1
         elif answer.bad:
-            match = better.get(prompt_key(answer.prompt))
+            match = better.get(prompt_key(answer.prompt, answer.tools))
             if match is None:
                 counts["unpaired_rejected"] += 1
                 continue
@@ -130,24 +197,25 @@ def kto_rows(
     rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
 
-    def add(answer: FeedbackAnswer, completion: str, label: bool, origin: str) -> None:
+    def add(answer: FeedbackAnswer, completion: Answer | None, label: bool, origin: str) -> None:
         rows.append(
             {
                 "request_id": answer.request_id,
                 "origin": origin,
                 "prompt": answer.prompt,
-                "completion": completion,
+                "completion": completion or "",
                 "label": label,
+                **answer.tool_columns(),
             }
         )
         counts["desirable" if label else "undesirable"] += 1
 
     for answer in answers:
         if answer.corrected:
-            add(answer, answer.correction or "", True, "correction")
-            add(answer, answer.response, False, "corrected_answer")
+            add(answer, answer.corrected_answer, True, "correction")
+            add(answer, answer.served, False, "corrected_answer")
         elif answer.bad:
-            add(answer, answer.response, False, "rejected")
+            add(answer, answer.served, False, "rejected")
         elif answer.good and include_accepted:
-            add(answer, answer.response, True, "accepted")
+            add(answer, answer.served, True, "accepted")
     return rows, counts

@@ -6,7 +6,9 @@ missing, empty, not UTF-8 (with the byte offset and line), malformed JSON (with 
 
 The request log's chat requests become `messages` rows ending with the trained answer; a request with tools
 also gives the `tools` and `tool_choice` it was served with, and its answer turn the served tool calls (or a
-correction's), so tool-calling traffic trains like any other (`training.data.tools`).
+correction's), so tool-calling traffic trains like any other (`training.data.tools`); preference / kto
+records from such requests carry the same tools, and answers that are tool calls
+(`training.data.preference`).
 
 `peek_columns(source)` reads only the header / first rows, so preflight can reject wrong column names
 without reading the whole file.
@@ -424,26 +426,12 @@ def _answer_message(rec: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     served answer: its tool calls as logged (with the text a tool parser left beside them, tool_choice
     auto), or its text. Logged JSON that does not parse is passed on as is: the chat template drops the
     row as `bad_tools` / `bad_tool_calls`."""
-    tools: Any = None
-    choice: Any = None
-    if rec.get("tools"):
-        try:
-            logged = json.loads(rec["tools"])
-        except (TypeError, json.JSONDecodeError):
-            logged = None
-        if isinstance(logged, dict):
-            tools, choice = logged.get("tools"), logged.get("tool_choice")
-        else:
-            tools = rec["tools"]
+    tools, choice = _logged_tools(rec)
+    if tools is not None:
         row["tools"], row["tool_choice"] = tools, choice
     correction = rec.get("correction")
     if correction:
-        calls = None
-        if tools is not None:
-            try:
-                calls = calls_from_correction(correction, parse_tools(tools), parse_tool_choice(choice))
-            except RowRejected:
-                calls = None  # unreadable definitions: the template drops the row
+        calls = _correction_calls(correction, tools, choice)
         if calls:
             return {"role": "assistant", "content": "", "tool_calls": calls}
         return {"role": "assistant", "content": correction}
@@ -451,6 +439,31 @@ def _answer_message(rec: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         content = (rec.get("response") or "") if choice in ("auto", None) else ""
         return {"role": "assistant", "content": content, "tool_calls": rec["tool_calls"]}
     return {"role": "assistant", "content": rec.get("response")}
+
+
+def _logged_tools(rec: dict[str, Any]) -> tuple[Any, Any]:
+    """(tools, tool_choice) of a logged request (None, None without tools). Serving logs `{"tool_choice",
+    "tools"}` as JSON; anything else is passed on as is, for the template to drop as `bad_tools`."""
+    if not rec.get("tools"):
+        return None, None
+    try:
+        logged = json.loads(rec["tools"])
+    except (TypeError, json.JSONDecodeError):
+        logged = None
+    if isinstance(logged, dict):
+        return logged.get("tools"), logged.get("tool_choice")
+    return rec["tools"], None
+
+
+def _correction_calls(correction: str, tools: Any, choice: Any) -> list[dict[str, Any]] | None:
+    """The tool calls a correction states (`calls_from_correction`); None for a text correction, no tools
+    or unreadable definitions (the template then drops the row)."""
+    if tools is None:
+        return None
+    try:
+        return calls_from_correction(correction, parse_tools(tools), parse_tool_choice(choice))
+    except RowRejected:
+        return None
 
 
 def _decoded_prompt(rec: dict[str, Any]) -> list[dict[str, Any]] | str | None:
@@ -495,13 +508,19 @@ def _preference_records(source: RequestLogSource, records: list[dict[str, Any]],
         if prompt is None or rec.get("response") is None:
             unreadable += 1
             continue
+        tools, choice = _logged_tools(rec)
+        correction = entry["correction"]
         answers.append(
             FeedbackAnswer(
                 request_id=rec["id"],
                 prompt=prompt,
                 response=rec["response"],
-                correction=entry["correction"],
+                correction=correction,
                 verdict=entry["verdict"],
+                tools=tools,
+                tool_choice=choice,
+                response_calls=rec.get("tool_calls") or None,
+                correction_calls=_correction_calls(correction, tools, choice) if correction else None,
             )
         )
     build = preference_rows if source.records == "preference" else kto_rows

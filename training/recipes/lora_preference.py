@@ -14,8 +14,11 @@ top to bottom.
 
 The data arrives as TRL rows (dpo: prompt/chosen/rejected; kto: prompt/completion/label, kto rows in a
 seeded order because KTOTrainer samples sequentially), prepared, cleaned and split by
-`training.data.pipeline`; TRL tokenizes them with the base model's chat template. Runs the same
-in-process and inside a Ray worker; it never touches the final run folder.
+`training.data.pipeline`; TRL tokenizes them with the base model's chat template. Records from tool-calling
+traffic arrive rendered by the rule serving uses (`training.data.tools`, via `encode_preference`): answers as
+the text the template would make of their calls, and a `tools` column (JSON text, null where serving shows no
+definitions) that TRL gives the chat template. Runs the same in-process and inside a Ray worker; it never
+touches the final run folder.
 """
 
 from __future__ import annotations

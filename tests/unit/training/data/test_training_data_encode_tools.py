@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 from tool_records import TOOLS  # type: ignore[import-not-found]
+from tool_records import served_prompt as render_served
 
-from serving.engine.base import GenerationRequest, SamplingSettings
-from serving.engine.vllm_engine import VLLMEngine, VLLMEngineConfig
 from training.data.encode import encode_example, encode_preference
 from training.data.example import Example, RowRejected
 
@@ -40,12 +39,8 @@ def split(tokenizer: Any, example: Example) -> tuple[str, str]:
 
 
 def served_prompt(tokenizer: Any, example: Example) -> str:
-    """The prompt serving renders for the example's request (`VLLMEngine._render`, no engine started)."""
-    engine = VLLMEngine(VLLMEngineConfig(model="unused"))
-    engine._tokenizer, engine._engine = tokenizer, object()  # _render only needs the tokenizer
-    tools = tuple(example.tools) if example.tool_choice != "none" else None
-    request = GenerationRequest("r", SamplingSettings(), messages=PROMPT, tools=tools)
-    return engine._render(request)[0]
+    """The prompt serving renders for the example's request."""
+    return render_served(tokenizer, PROMPT, example.tools, example.tool_choice)
 
 
 @pytest.mark.parametrize(
@@ -117,5 +112,21 @@ def test_preference_prompts_write_earlier_calls_as_serving_does(
         "content": '[{"name": "get_weather", "arguments": {"city": "Paris"}}]',
     }
     assert all(set(m) == {"role", "content"} for m in row.record["prompt"])  # one Arrow shape for every row
-    with pytest.raises(RowRejected, match="tool_history_unsupported"):
+    # a template that renders tool calls: the earlier call is the text it renders, the prompt as served
+    (row,) = encode_preference(example, hermes_tokenizer, 512, "dpo")
+    assert row.record["prompt"][1] == {
+        "role": "assistant",
+        "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+    }
+    assert all(set(m) == {"role", "content"} for m in row.record["prompt"])
+    served = render_served(hermes_tokenizer, example.messages, (), None)
+    assert (
+        hermes_tokenizer.apply_chat_template(row.record["prompt"], tokenize=False, add_generation_prompt=True)
+        == served
+    )
+    # a template whose tool-call turns cannot be written as content is refused, counted
+    hermes_tokenizer.chat_template = hermes_tokenizer.chat_template.replace(
+        "'<|im_start|>assistant' }}", "'<|im_start|>calls' }}"
+    )
+    with pytest.raises(RowRejected, match="tool_calls_unsupported"):
         encode_preference(example, hermes_tokenizer, 512, "dpo")

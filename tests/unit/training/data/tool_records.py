@@ -1,9 +1,12 @@
-"""Tool-calling test data: tool definitions, a chat template that renders tools (hermes style, as
-Qwen2.5's, shortened) and the request log's columns as serving writes them (`serving/completions.py`)."""
+"""Tool-calling test data, one copy for the unit and the integration tests: tool definitions, a chat template
+that renders tools (hermes style, as Qwen2.5's, shortened), the request log's columns as serving writes them
+(`serving/completions.py`) and the prompt serving renders. The integration tests import it as
+`unit.training.data.tool_records` (tests/ is on the import path: tests/conftest.py is a rootdir conftest)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,3 +78,17 @@ class Logged:
     thumbs: int | None = 1
     correction: str | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+
+
+def served_prompt(
+    tokenizer: Any, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]], choice: Any
+) -> str:
+    """The prompt serving renders for a request (`VLLMEngine._render`, no engine started)."""
+    from serving.engine.base import GenerationRequest, SamplingSettings
+    from serving.engine.vllm_engine import VLLMEngine, VLLMEngineConfig
+
+    engine = VLLMEngine(VLLMEngineConfig(model="unused"))
+    engine._tokenizer, engine._engine = tokenizer, object()  # _render only needs the tokenizer
+    given = tuple(tools) if tools and choice != "none" else None
+    request = GenerationRequest("r", SamplingSettings(), messages=list(messages), tools=given)
+    return str(engine._render(request)[0])
