@@ -1,13 +1,16 @@
 """An async client for any OpenAI-compatible endpoint, with retries and backoff on transient failures.
 
 Talks HTTP only (httpx), so it works against tuneloop's server, a bare vLLM server, or any other
-OpenAI-compatible service. Reads tuneloop's `x-tuneloop-served-by` header (name@version) when present.
+OpenAI-compatible service. Reads tuneloop's `x-tuneloop-served-by` header (name@version) when present, and
+names a requested adapter version in Ray Serve's `serve_multiplexed_model_id` header, so that a tuneloop
+service with several replicas sends it to one that holds the version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +24,17 @@ from evals.prompts import Message, messages_to_text
 
 SERVED_BY_HEADER = "x-tuneloop-served-by"
 USER_HEADER = "x-tuneloop-user"
+ROUTING_HEADER = "serve_multiplexed_model_id"
+"""Ray Serve's routing header: tuneloop replicas holding the version it names get the request."""
+_VERSION_ID = re.compile(r"^(?P<name>[^@]+)@(?P<hex>[0-9a-fA-F]{12,64})$")
+
+
+def routing_id(model: str) -> str | None:
+    """The adapter-aware routing id of `model` (tuneloop's `name@<12 hex>`) when it names a version by
+    at least 12 hex characters, else None (an alias or the base: no header). Other servers ignore it."""
+    match = _VERSION_ID.match(model)
+    return f"{match['name']}@{match['hex'][:12].lower()}" if match else None
+
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -113,6 +127,8 @@ class ChatEndpoint:
         else:
             path, body = "/completions", {"model": model, "prompt": messages_to_text(messages), **settings}
         headers = {}
+        if rid := routing_id(model):
+            headers[ROUTING_HEADER] = rid
         if user:
             body["user"] = user
             headers[USER_HEADER] = user

@@ -2,7 +2,9 @@
 
 Each replica of `ModelServer` builds a `ServingRuntime` (engine + registry + request log + core) in its
 constructor and serves the Litestar app (OpenAI API, admin API, health, metrics) as its ASGI ingress,
-so a request crosses no extra deployment hop between the HTTP proxy and the engine.
+so a request crosses no extra deployment hop between the HTTP proxy and the engine. With several
+replicas each one reports the adapter versions it holds, so that the proxy sends a request carrying
+`serve_multiplexed_model_id: name@<12 hex>` to a replica holding that version (`serving.multiplex`).
 
 `build_app(args)` is the application builder: `serve run serving.app:build_app` or the Serve config
 YAML in `deploy/` (`import_path: serving.app:build_app`) pass `ServingConfig` fields as `args`.
@@ -10,14 +12,18 @@ YAML in `deploy/` (`import_path: serving.app:build_app`) pass `ServingConfig` fi
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import serve
 from ray.serve import Application
 
 from serving.config import ServingConfig
+
+if TYPE_CHECKING:
+    from serving.multiplex import ResidencyReporter
 
 log = logging.getLogger("tuneloop.serving")
 
@@ -35,6 +41,22 @@ class ModelServer:
         context = serve.get_replica_context()
         replica_id = context.replica_tag if context is not None else None
         self.runtime = await ServingRuntime.create(self.config, replica_id=replica_id)
+        self.residency_reporter = await self._residency_reporter(context)
+
+    async def _residency_reporter(self, context: Any) -> ResidencyReporter | None:
+        """With `adapter_routing`, report this replica's resident adapter versions to Serve's router
+        (`serving.multiplex`); None otherwise. Also with `num_replicas: 1`: a Serve config's autoscaling
+        may add replicas to it."""
+        from serving.multiplex import ResidencyReporter, serve_publisher
+
+        if context is None or not self.config.adapter_routing:
+            return None
+        publish = await asyncio.to_thread(serve_publisher, context.replica_id)
+        if publish is None:
+            return None
+        reporter = ResidencyReporter(self.runtime.core.routing_ids, publish)
+        reporter.start()
+        return reporter
 
     def __serve_build_asgi_app__(self) -> Any:
         return self.runtime.http_app()
@@ -43,6 +65,9 @@ class ModelServer:
         await self.runtime.core.engine.check_health()
 
     async def __del__(self) -> None:
+        reporter = getattr(self, "residency_reporter", None)
+        if reporter is not None:
+            await reporter.stop()
         await self.runtime.close()
 
 

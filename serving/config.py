@@ -131,6 +131,14 @@ class ServingConfig(ConfigModel):
     replica_num_cpus: Annotated[float, Field(gt=0)] = 0.5
     replica_num_gpus: float | None = Field(None, description="None = 1 when the cluster has GPUs, else 0")
     max_ongoing_requests: Annotated[int, Field(ge=1)] = 128
+    adapter_routing: bool = Field(
+        True,
+        description="each replica reports the adapter versions it holds to Ray Serve's router, so that "
+        "with several replicas a request carrying the header `serve_multiplexed_model_id: name@<12 hex>` "
+        "goes to a replica holding that version (a cold one to a replica holding fewest) and the replicas "
+        "hold different versions; requests without the header are routed as before; off: no reports (the "
+        "header then brings no preference; see serving/multiplex.py)",
+    )
     admin_token: str | None = Field(
         None, description="bearer token for /admin (or $TUNELOOP_ADMIN_TOKEN[_FILE]); none = admin API off"
     )

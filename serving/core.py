@@ -16,7 +16,8 @@
   in flight per version, and unloads a version only after it has drained;
 - reports what it has loaded through replica heartbeats so hot-swaps can wait for every replica; the
   heartbeat runs on its own (it never waits for the engine or a load), so a busy replica is not taken for
-  dead.
+  dead; and which versions it holds (`routing_ids`), for Ray Serve's adapter-aware routing
+  (`serving.multiplex`).
 
 The request path reaches the engine through `ServingCore.engine`, a thin wrapper of the real engine that
 makes a request's adapter resident before counting its prompt or generating (`ResidentEngine`).
@@ -579,12 +580,27 @@ class ServingCore:
     def loaded_keys(self) -> list[str]:
         return sorted(self._adapters.loaded)
 
+    def routing_ids(self) -> list[str]:
+        """The versions this replica holds or is loading, as `name@<12 hex>` (`VersionRef.short`): what it
+        reports to Ray Serve's router for adapter-aware routing (`serving.multiplex`). Loading versions
+        count, so that requests for a version arriving during its load follow the first one here."""
+        ads = self._adapters
+        ids = {ref.short for ref in ads.loaded.values()}
+        ids.update(_short(key) for key in ads.loading)
+        return sorted(ids)
+
     def failed_keys(self) -> dict[str, str]:
         return dict(self._adapters.failed)
 
     def log_record(self, record: RequestRecord) -> None:
         if self.request_log is not None:
             self.request_log.log(record)
+
+
+def _short(key: str) -> str:
+    """`VersionRef.short` of a version key (`name@<version>`)."""
+    name, _, version = key.partition("@")
+    return f"{name}@{version[:12]}"
 
 
 class ResidentEngine:

@@ -4,7 +4,9 @@ Routes are thin and typed: the body arrives as a validated request model (`servi
 a 400 naming the field otherwise), the services arrive as dependencies (`Provide`, see
 `serving.api.app`), the inference key is checked by a guard before anything is parsed, and the answer
 is a response model (or the SSE stream). Every completion response carries
-`x-tuneloop-served-by: name@version` and an id that `POST /v1/feedback` accepts.
+`x-tuneloop-served-by: name@version`, `x-tuneloop-replica` (which replica answered) and an id that
+`POST /v1/feedback` accepts. A `serve_multiplexed_model_id` header (adapter-aware routing) that
+contradicts the body's model is refused (`serving.multiplex.check_routing_header`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from serving.config import ServingConfig
 from serving.core import ServingCore
 from serving.errors import AuthenticationError, BadRequestError, NotFoundError, ServiceUnavailableError
 from serving.metrics import CONTENT_TYPE
+from serving.multiplex import check_routing_header, routing_header
 from serving.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -44,6 +47,7 @@ from serving.protocol import (
 
 __all__ = [
     "INFERENCE_ROUTES",
+    "REPLICA_HEADER",
     "ROUTES",
     "SERVICE_ROUTES",
     "USER_HEADER",
@@ -58,6 +62,8 @@ __all__ = [
 ]
 
 USER_HEADER = "x-tuneloop-user"
+REPLICA_HEADER = "x-tuneloop-replica"
+"""The replica that answered a completion (its `replica_id`, as in `/ready` and `/admin/replicas`)."""
 
 LogStats = Callable[[], dict[str, int]]
 """The request log's counters (`pending`, `dropped`, `spilled`, ...) for `/metrics`."""
@@ -156,9 +162,15 @@ async def _complete(
     limits: RequestLimits,
 ) -> Response[ChatCompletionResponse | CompletionResponse] | EventStream:
     limits.check(req)
+    core = completions.core
+    check_routing_header(core.snapshot, routing_header(request.headers), req.model)
     prep = await completions.prepare(req, request.headers.get(USER_HEADER))
     adopt_request_id(request.scope, prep.id)
-    headers = {SERVED_BY_HEADER: prep.target.served_by, REQUEST_ID_HEADER: prep.id}
+    headers = {
+        SERVED_BY_HEADER: prep.target.served_by,
+        REQUEST_ID_HEADER: prep.id,
+        REPLICA_HEADER: core.replica_id,
+    }
     if prep.target.experiment:
         headers["x-tuneloop-experiment"] = prep.target.experiment
     if prep.stream:

@@ -1,6 +1,8 @@
 """Two real model replicas (Ray Serve + vLLM on CPU, one engine each) sharing one registry:
 
 - an adapter registered once is reconciled onto both replicas (each reports it loaded);
+- with Ray Serve's `serve_multiplexed_model_id` header, a request for an on-demand version goes to a
+  replica that holds it, so the two replicas hold different versions (adapter-aware routing);
 - a replica killed with SIGKILL under load is restarted by Serve and reloads the same adapter; requests
   that were in flight on the killed replica are the only client-visible failures (counted, explained);
   none fail once the restarted replica reports in;
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import threading
@@ -178,6 +181,122 @@ def test_adapter_reconciles_on_both_replicas(service: Service, adapter_version: 
         assert r.status_code == 200, r.text
         served.add(r.headers["x-tuneloop-served-by"])
     assert served == {f"support@{adapter_version[:12]}"}
+
+
+ROUTING_HEADER = "serve_multiplexed_model_id"
+
+
+def lookups(service: Service) -> dict[tuple[str, str], float]:
+    """(replica, hit|miss) -> `tuneloop_adapter_lookups_total`, from both replicas' `/metrics` (the proxy
+    answers each scrape from one replica: scrape until both were seen)."""
+    seen: dict[str, dict[tuple[str, str], float]] = {}
+    for _ in range(40):
+        counts: dict[tuple[str, str], float] = {}
+        replica = None
+        for line in httpx.get(f"{service.url}/metrics", timeout=30).text.splitlines():
+            match = re.match(r"^tuneloop_adapter_lookups_total\{(.*)\} (\S+)$", line)
+            if match:
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', match[1]))
+                replica = labels["replica"]
+                counts[(replica, labels["result"])] = float(match[2])
+        if replica is not None:
+            seen[replica] = counts
+        if len(seen) >= 2:
+            break
+    assert len(seen) == 2, f"saw the metrics of {sorted(seen)} only"
+    return {k: v for counts in seen.values() for k, v in counts.items()}
+
+
+def misses_since(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> int:
+    return int(sum(v - before.get(k, 0.0) for k, v in after.items() if k[1] == "miss"))
+
+
+def test_routing_header_sends_a_version_to_a_replica_holding_it(
+    service: Service, adapter_version: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With `serve_multiplexed_model_id: name@<12 hex>` the proxy sends each request to a replica that
+    holds that version (a cold one to the replica holding fewest), so the two replicas hold different
+    versions: 4 on-demand versions fit in their 2 x 3 free slots (max_loras 4, the champion pinned on both)
+    where one replica's 3 could not hold them all. Hit rates with and without the header are printed."""
+    wait_for(
+        lambda: len(with_adapter(service, adapter_version)) >= 2,
+        240,
+        "both replicas report the champion",
+        state=lambda: replicas(service),
+    )
+    versions = []
+    for seed in range(10, 14):
+        src = make_peft_adapter(service.base_model_path, tmp_path_factory.mktemp("t") / "t", seed=seed)
+        incoming = Path(shutil.copytree(src, service.home / "registry" / "incoming" / f"tenant-{seed}"))
+        r = httpx.post(
+            f"{service.url}/admin/adapters",
+            json={"path": str(incoming), "name": "tenant"},  # no alias: served on demand, never pinned
+            headers=service.admin_headers(),
+            timeout=600,
+        )
+        assert r.status_code == 201, r.text
+        versions.append(f"tenant@{r.json()['adapter']['version'][:12]}")
+
+    def ask(version: str, header: bool) -> str:
+        body = {"model": version, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+        headers = {ROUTING_HEADER: version} if header else {}
+        r = httpx.post(f"{service.v1}/chat/completions", json=body, headers=headers, timeout=300)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-tuneloop-served-by"] == version
+        return str(r.headers["x-tuneloop-replica"])
+
+    def holdings() -> dict[str, set[str]]:
+        return {
+            rep["replica_id"]: {
+                f"tenant@{v.split('@')[-1][:12]}" for v in rep["loaded"] if v.startswith("tenant@")
+            }
+            for rep in replicas(service)
+        }
+
+    # with the header, from cold: one pass loads each version once, then every request finds it
+    start = lookups(service)
+    for version in versions:
+        ask(version, header=True)
+        time.sleep(1.0)  # the replica's report reaches the proxy (pushed within 0.1 s of a change)
+    time.sleep(2.5)  # heartbeats: /admin/replicas shows what each replica holds
+    held = holdings()
+    warm = lookups(service)
+    rounds = 3
+    served_by_holder = 0
+    for _ in range(rounds):
+        for version in versions:
+            replica = ask(version, header=True)
+            served_by_holder += version in held.get(replica, set())
+    after_header = lookups(service)
+    # without the header, the same requests from the state the header left
+    for _ in range(rounds):
+        for version in versions:
+            ask(version, header=False)
+    after_plain = lookups(service)
+    n = rounds * len(versions)
+    report = {
+        "held_after_warmup": {k: sorted(v) for k, v in held.items()},
+        "cold_loads_warmup": misses_since(start, warm),
+        "with_header": {
+            "requests": n,
+            "misses": misses_since(warm, after_header),
+            "by_holder": served_by_holder,
+        },
+        "without_header": {"requests": n, "misses": misses_since(after_header, after_plain)},
+    }
+    print("adapter-aware routing:", json.dumps(report))
+    assert set().union(*held.values()) == set(versions), report  # 2 replicas hold all 4 versions ...
+    assert all(len(v) < len(versions) for v in held.values()), report  # ... that no single one could
+    assert served_by_holder == n, report
+    assert misses_since(warm, after_header) == 0, report
+    # a header that contradicts the body is refused by the replica (the header reached it)
+    r = httpx.post(
+        f"{service.v1}/chat/completions",
+        json={"model": versions[0], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+        headers={"serve-multiplexed-model-id": versions[1]},
+        timeout=300,
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "routing_header_mismatch", r.text
 
 
 def test_replica_killed_under_load_is_restarted_and_reloads(service: Service, adapter_version: str) -> None:

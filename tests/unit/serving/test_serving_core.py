@@ -610,3 +610,140 @@ def test_a_replica_busy_loading_keeps_its_heartbeat(h: Harness, monkeypatch: pyt
         release.set()
     h.reconcile()
     assert h.chat("support").headers["x-tuneloop-served-by"] == v1.short_ref
+
+
+# ----------------------------------------------------------------- adapter-aware routing (serving.multiplex)
+def test_routing_ids_and_the_residency_report_follow_what_the_replica_holds(small: Harness) -> None:
+    """What a replica reports to Serve's router is exactly its residency: pinned and on-demand versions,
+    minus what its LRU or the engine evicted; pushed only when it changed."""
+    from serving.multiplex import ResidencyReporter
+
+    h, core = small, small.runtime.core
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    v2, v3 = (h.registry.register(h.adapter(seed), "support") for seed in (2, 3))
+    h.reconcile()
+    pushed: list[list[str]] = []
+    reporter = ResidencyReporter(core.routing_ids, pushed.append)
+    assert reporter.report() and pushed == [[v1.short_ref]]
+    assert not reporter.report()  # unchanged: nothing pushed
+    assert h.chat(f"support@{v2.version[:12]}").status_code == 200
+    assert reporter.report() and pushed[-1] == sorted([v1.short_ref, v2.short_ref])
+    assert h.chat(f"support@{v3.version[:12]}").status_code == 200  # the LRU evicts v2, never the pin
+    assert reporter.report() and pushed[-1] == sorted([v1.short_ref, v3.short_ref])
+    del h.engine.loaded[v3.short_ref]  # vLLM's own LRU dropped it
+    h.client.blocking_portal.call(core._sync_engine_evictions)
+    assert reporter.report() and pushed[-1] == [v1.short_ref]
+    assert len(pushed) == 4
+
+
+def test_residency_reporter_runs_on_its_own_and_survives_a_failing_push(h: Harness) -> None:
+    from serving.multiplex import ResidencyReporter
+
+    ids = [["a@000000000001"]]
+    pushed: list[list[str]] = []
+    failures = [RuntimeError("controller away")]
+
+    def publish(value: list[str]) -> None:
+        if failures:
+            raise failures.pop()
+        pushed.append(value)
+
+    reporter = ResidencyReporter(lambda: list(ids[-1]), publish, interval_s=0.01, refresh_s=0.2)
+
+    async def run() -> None:
+        reporter.start()
+        await asyncio.sleep(0.1)  # the first push failed and was retried
+        ids.append(["a@000000000001", "b@000000000002"])
+        await asyncio.sleep(0.5)  # the change, then at least one refresh of the same ids
+        await reporter.stop()
+
+    h.client.blocking_portal.call(run)
+    assert pushed[0] == ["a@000000000001"] and pushed[1] == ["a@000000000001", "b@000000000002"]
+    assert len(pushed) >= 3 and pushed[-1] == pushed[1]
+
+
+def test_a_routing_header_that_contradicts_the_model_is_refused(h: Harness) -> None:
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    v2 = h.registry.register(h.adapter(2), "support")
+    h.reconcile()
+
+    def chat(model: str, header: str | None, name: str = "serve_multiplexed_model_id") -> Any:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        headers = {name: header} if header is not None else {}
+        return h.client.post("/v1/chat/completions", json=body, headers=headers)
+
+    v2_id = v2.short_ref
+    for model, header in [
+        (f"support@{v2.version}", v2_id),  # the canonical id of the version the body names
+        (f"support@{v2.version[:8]}", v2_id),
+        (v2_id, v2_id),
+        ("support", "support@champion"),  # an alias header naming the same version
+        ("support", v1.short_ref),
+        (BASE, "base"),
+        ("support", None),  # no header: as before
+    ]:
+        r = chat(model, header)
+        assert r.status_code == 200, (model, header, r.text)
+        assert r.headers["x-tuneloop-replica"] == "r1"
+    r = chat(v2_id, v2_id, name="serve-multiplexed-model-id")  # the spelling proxies turn it into
+    assert r.status_code == 200, r.text
+    for model, header in [
+        ("support", v2_id),  # the champion is v1
+        (f"support@{v2.version[:8]}", v1.short_ref),
+        (v2_id, "support@000000000000"),  # names nothing
+        (BASE, v2_id),
+    ]:
+        for name in ("serve_multiplexed_model_id", "serve-multiplexed-model-id"):
+            r = chat(model, header, name)
+            assert r.status_code == 400, (model, header, r.text)
+            error = r.json()["error"]
+            assert error["code"] == "routing_header_mismatch", r.text
+            assert error["param"] == "serve_multiplexed_model_id"
+            assert "serve_multiplexed_model_id" in error["message"] and header in error["message"]
+    assert chat("nope@0123456789ab", v2_id).status_code == 404  # the body names nothing: its own error
+    # an experiment's arm is chosen per request: the header may only name the experiment itself
+    h.registry.create_experiment("ab", [(f"support@{v2.version[:12]}", 1.0), ("support@champion", 1.0)])
+    h.reconcile()
+    assert chat("ab", "ab").status_code == 200
+    assert chat("ab", v2_id).status_code == 400
+
+
+def test_routing_ids_clients_send_match_what_replicas_report() -> None:
+    """tuneloop's clients (evals) derive the header from the model name by the same rule as the server."""
+    from evals.client import routing_id as client_routing_id
+    from serving.multiplex import routing_header, routing_id
+
+    version = "0123456789abcdef" * 4
+    cases = {
+        f"support@{version}": "support@0123456789ab",
+        f"support@{version[:12].upper()}": "support@0123456789ab",
+        f"support@{version[:12]}": "support@0123456789ab",
+        f"support@{version[:11]}": None,  # a short prefix: the client cannot know the canonical id
+        "support@champion": None,
+        "support": None,
+        BASE: None,
+        f"support@{version}0": None,
+        f"@{version}": None,
+    }
+    for model, expected in cases.items():
+        assert routing_id(model) == expected, model
+        assert client_routing_id(model) == expected, model
+    assert routing_header({"serve_multiplexed_model_id": " a@1 "}) == "a@1"
+    assert routing_header({"serve-multiplexed-model-id": "a@1"}) == "a@1"
+    assert routing_header({"serve_multiplexed_model_id": " "}) is None
+    assert routing_header({}) is None
+
+
+def test_the_private_ray_names_the_residency_report_relies_on_exist() -> None:
+    """`serving.multiplex.serve_publisher` reaches into Ray Serve (the channel `@serve.multiplexed` uses):
+    an upgrade of ray[serve] that renames it fails here, not silently in production."""
+    import dataclasses as dc
+
+    from ray.serve._private.client import ServeControllerClient
+    from ray.serve._private.common import RequestRoutingInfo
+    from ray.serve.context import _get_global_client
+
+    assert callable(_get_global_client)
+    assert callable(ServeControllerClient.record_request_routing_info)
+    fields = {f.name for f in dc.fields(RequestRoutingInfo)}
+    assert {"replica_id", "multiplexed_model_ids"} <= fields
