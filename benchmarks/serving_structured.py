@@ -12,7 +12,8 @@ its own cell (the same bodies sent to both servers; tokens counted from the serv
 kinds first (the grammar backend compiles and caches each schema once):
 * baseline: `python -m vllm.entrypoints.openai.api_server` with LoRA enabled (max_loras 4, rank 16), as
   tuneloop's engine always runs, and `--enable-auto-tool-choice --tool-call-parser hermes` (vLLM refuses
-  `tool_choice: "required"` without a tool parser, though it then uses its JSON path, not the parser's);
+  `tool_choice: "required"` without a tool parser) with `VLLM_ENFORCE_STRICT_TOOL_CALLING=0`, so that it
+  constrains `required` by the same `[{"name", "parameters"}]` schema as tuneloop (see `_bare_vllm`);
 * tuneloop: `tuneloop serve` with the default model and settings.
 A response is `ok` only when it is a 200 stream ending with `[DONE]` whose JSON (or tool-call arguments)
 parses: a server that returned free text would fail here rather than look fast.
@@ -272,11 +273,16 @@ def build_report(
 
 
 def _bare_vllm(model_path: Path, wd: Path, model: str) -> ServerProcess:
-    """vLLM's server as in serving_overhead, plus a tool parser: its `tool_choice: "required"` (the JSON
-    path, which ignores the parser's own format) is refused without one (and the parser is only enabled
-    with auto tool choice)."""
+    """vLLM's server as in serving_overhead, plus a tool parser (its `tool_choice: "required"` is refused
+    without one, and the parser is only enabled with auto tool choice), with strict tool calling off
+    (`VLLM_ENFORCE_STRICT_TOOL_CALLING=0`). With it on (vLLM's default), a parser that has a structural-tag
+    format (hermes does) makes `required` generate that format (`<tool_call>{"name", "arguments"}` tags)
+    instead of the `[{"name", "parameters"}]` array tuneloop constrains for every model: a different output
+    (42 vs 51 tokens per request in an earlier run), so not the same work. Off, vLLM constrains `required`
+    by `get_json_schema_from_tools`, the schema tuneloop builds."""
     server = bare_vllm_server(model_path, wd, served_name=model)
     server.cmd += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+    server.env["VLLM_ENFORCE_STRICT_TOOL_CALLING"] = "0"
     return server
 
 
