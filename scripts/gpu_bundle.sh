@@ -33,6 +33,6 @@ gguf=$(.venv/bin/python -c "from serving.models import default_gguf_path; print(
 rm -rf .gguf_a .gguf_b && mkdir -p .gguf_a .gguf_b
 head -c 41943040 "$gguf" > .gguf_a/part && tail -c +41943041 "$gguf" > .gguf_b/part
 rm -rf .gpu_src && mkdir -p .gpu_src/tests
-git archive HEAD pyproject.toml common training serving benchmarks evals monitoring tuneloop | tar -x -C .gpu_src
+git archive HEAD pyproject.toml common training serving benchmarks evals monitoring tuneloop examples | tar -x -C .gpu_src
 cp -r tests/gpu tests/fixtures tests/conftest.py .gpu_src/tests/
 du -sh .whl .gguf_a .gguf_b .gpu_src
