@@ -65,6 +65,7 @@ from benchmarks.common import (
     tuneloop_server,
     workdir,
 )
+from evals.results import read_jsonl, write_jsonl_atomic
 
 NAME = "preference_tuning"
 DEFLECTIONS = (
@@ -139,7 +140,7 @@ def build_records(n: int, seed: int) -> tuple[list[dict[str, Any]], list[dict[st
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_jsonl_atomic(path, rows)
     return path
 
 
@@ -205,10 +206,6 @@ def greedy_answers(
     return answers
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _trained(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """One in-process training (no Ray: the comparison is between recipes, not dispatch)."""
     from training.api import train
@@ -242,8 +239,8 @@ def triage_data(base: Path, work: Path, n: int, seed: int) -> ArmData:
     )
     champion = _trained("the triage champion (examples/ticket_triage/train.yaml)", champion_cfg)
 
-    system = _read_jsonl(TRIAGE / "data" / "train.jsonl")[0]["messages"][0]["content"]
-    tickets = [t for t in _read_jsonl(TRIAGE / "data" / "traffic.jsonl") if t["label"] == TRIAGE_LABEL][:n]
+    system = read_jsonl(TRIAGE / "data" / "train.jsonl")[0]["messages"][0]["content"]
+    tickets = [t for t in read_jsonl(TRIAGE / "data" / "traffic.jsonl") if t["label"] == TRIAGE_LABEL][:n]
     prompts = [
         [{"role": "system", "content": system}, {"role": "user", "content": t["text"]}] for t in tickets
     ]
@@ -279,7 +276,7 @@ def triage_data(base: Path, work: Path, n: int, seed: int) -> ArmData:
             "n_corrections": len(pairs),
             "n_accepted": len(prompts) - len(pairs),
             "champion_answers": dict(Counter(a.lower() for a in answers).most_common()),
-            "replay_rows": len(_read_jsonl(recipe.replay)) if recipe.replay else 0,
+            "replay_rows": len(read_jsonl(recipe.replay)) if recipe.replay else 0,
             "replay_weight": recipe.replay_weight,
             "learning_rates": {k: t.get("train", {}).get("learning_rate") for k, t in templates.items()},
             "batch_sizes": {k: t.get("train", {}).get("batch_size") for k, t in templates.items()},

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from training.data.example import RowRejected
-from training.data.tools import parse_tool_calls
+from training.data.tools import parse_tool_calls, served_calls_message
 
 __all__ = ["Answer", "FeedbackAnswer", "Verdict", "kto_rows", "preference_rows", "prompt_key", "verdict"]
 
@@ -69,10 +69,6 @@ def _same_calls(a: Any, b: Any) -> bool:
         return [c["function"] for c in parse_tool_calls(a)] == [c["function"] for c in parse_tool_calls(b)]
     except RowRejected:
         return False
-
-
-def _calls_answer(content: str, calls: Any) -> list[dict[str, Any]]:
-    return [{"role": "assistant", "content": content, "tool_calls": calls}]
 
 
 @dataclass(frozen=True)
@@ -111,14 +107,13 @@ class FeedbackAnswer:
         tool_choice auto; a forced choice's text is the calls themselves)."""
         if not self.response_calls:
             return self.response
-        content = self.response if self.tool_choice in ("auto", None) else ""
-        return _calls_answer(content, self.response_calls)
+        return [served_calls_message(self.response, self.response_calls, self.tool_choice)]
 
     @property
     def corrected_answer(self) -> Answer | None:
         """The correction: its tool calls when it states some, else its text."""
         if self.correction_calls:
-            return _calls_answer("", self.correction_calls)
+            return [{"role": "assistant", "content": "", "tool_calls": self.correction_calls}]
         return self.correction
 
     @property

@@ -29,7 +29,7 @@ from common.db import make_engine
 from common.log_schema import feedback_table, merged_tags, requests_table
 from training.config import FileSource, HFDatasetSource, RequestLogSource, SourceConfig
 from training.data.example import RowRejected
-from training.data.tools import calls_from_correction, parse_tool_choice, parse_tools
+from training.data.tools import calls_from_correction, parse_tool_choice, parse_tools, served_calls_message
 from training.errors import DataError
 
 __all__ = [
@@ -436,8 +436,7 @@ def _answer_message(rec: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
             return {"role": "assistant", "content": "", "tool_calls": calls}
         return {"role": "assistant", "content": correction}
     if rec.get("tool_calls"):
-        content = (rec.get("response") or "") if choice in ("auto", None) else ""
-        return {"role": "assistant", "content": content, "tool_calls": rec["tool_calls"]}
+        return served_calls_message(rec.get("response"), rec["tool_calls"], choice)
     return {"role": "assistant", "content": rec.get("response")}
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "parse_tools",
     "renders_tool_calls",
     "renders_tools",
+    "served_calls_message",
     "tool_calls_text",
     "tool_names",
 ]
@@ -164,6 +165,14 @@ def parse_tool_calls(value: Any) -> list[dict[str, Any]]:
         call["function"] = {"name": function["name"], "arguments": _arguments(arguments)}
         calls.append(call)
     return calls
+
+
+def served_calls_message(response: str | None, calls: Any, tool_choice: Any) -> dict[str, Any]:
+    """The assistant turn of a served answer that is tool calls (as logged): the calls, with the text a tool
+    parser left beside them for `tool_choice` auto (or unset); a forced choice's text is the calls
+    themselves, so it gets none."""
+    content = (response or "") if tool_choice in ("auto", None) else ""
+    return {"role": "assistant", "content": content, "tool_calls": calls}
 
 
 def calls_from_correction(
