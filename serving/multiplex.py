@@ -55,17 +55,6 @@ def routing_header(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def routing_id(model: str) -> str | None:
-    """The multiplexed model id a client should send for `model` when it can tell without asking the
-    server: `name@<12 hex>` for a version named by at least 12 hex characters, else None (an alias, a
-    short prefix or the base: no header)."""
-    name, at, ref = model.partition("@")
-    ref = ref.lower()
-    if not (name and at and 12 <= len(ref) <= 64) or any(c not in "0123456789abcdef" for c in ref):
-        return None
-    return f"{name}@{ref[:12]}"
-
-
 def check_routing_header(snapshot: RoutingSnapshot, header: str | None, model: str) -> None:
     """Refuse (400) a request whose multiplexed model id names something other than its body's `model`.
 

@@ -709,11 +709,14 @@ def test_a_routing_header_that_contradicts_the_model_is_refused(h: Harness) -> N
 
 
 def test_routing_ids_clients_send_match_what_replicas_report() -> None:
-    """tuneloop's clients (evals) derive the header from the model name by the same rule as the server."""
+    """tuneloop's clients (evals) derive the header from the model name by the rule the server names
+    versions with (`VersionRef.short`, what a replica reports)."""
     from evals.client import routing_id as client_routing_id
-    from serving.multiplex import routing_header, routing_id
+    from serving.multiplex import routing_header
+    from serving.router import VersionRef
 
     version = "0123456789abcdef" * 4
+    assert client_routing_id(f"support@{version}") == VersionRef("support", version, "/x").short
     cases = {
         f"support@{version}": "support@0123456789ab",
         f"support@{version[:12].upper()}": "support@0123456789ab",
@@ -726,7 +729,6 @@ def test_routing_ids_clients_send_match_what_replicas_report() -> None:
         f"@{version}": None,
     }
     for model, expected in cases.items():
-        assert routing_id(model) == expected, model
         assert client_routing_id(model) == expected, model
     assert routing_header({"serve_multiplexed_model_id": " a@1 "}) == "a@1"
     assert routing_header({"serve-multiplexed-model-id": "a@1"}) == "a@1"
