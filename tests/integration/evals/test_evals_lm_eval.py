@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,38 @@ import yaml
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "evals" / "lm_eval"
+RAY_SERVE_LOGS = Path("/tmp/ray/session_latest/logs/serve")
 
 
-def _run_lm_eval(model_kind: str, model_args: str, task: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
-    """Run the harness CLI on one fixture task; returns its `results[task]` and the samples file."""
+@pytest.fixture
+def server_state(request: pytest.FixtureRequest, eval_endpoint: tuple[str, str, bool]) -> Callable[[], str]:
+    """What the server side looked like, for a failure message: whether `tuneloop serve` is alive, its
+    log tail and the tails of Ray Serve's proxy and controller logs (a disconnect shows there)."""
+    if not eval_endpoint[2]:
+        return lambda: "(external endpoint: no server logs)"
+    service = request.getfixturevalue("tuneloop_service")
+
+    def state() -> str:
+        parts = [f"tuneloop serve alive: {service.process.poll() is None}", service.log_tail(40)]
+        for pattern in ("proxy_*.log", "controller_*.log"):
+            for log in sorted(RAY_SERVE_LOGS.glob(pattern)):
+                lines = log.read_text(errors="replace").splitlines()[-15:]
+                parts.append(f"--- {log.name}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    return state
+
+
+def _run_lm_eval(
+    model_kind: str,
+    model_args: str,
+    task: str,
+    tmp_path: Path,
+    server_state: Callable[[], str],
+    *extra: str,
+) -> dict[str, Any]:
+    """Run the harness CLI on one fixture task; returns its `results[task]`. A failure message carries the
+    harness's stderr and the server's state."""
     spec = yaml.safe_load((FIXTURES / f"{task}.yaml").read_text())
     data = Path(spec["dataset_kwargs"]["data_files"]["test"]).name
     spec["dataset_kwargs"]["data_files"]["test"] = str(FIXTURES / data)
@@ -46,7 +75,7 @@ def _run_lm_eval(model_kind: str, model_args: str, task: str, tmp_path: Path, *e
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path, check=False
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, f"{done.stderr[-3000:]}\n=== server ===\n{server_state()}"
     results = list((tmp_path / "out").rglob("results_*.json"))
     assert results, done.stdout[-2000:]
     return dict(json.loads(results[0].read_text())["results"][task])
@@ -76,7 +105,10 @@ def _transformers_accuracy(model_path: Path, docs: list[dict[str, Any]]) -> floa
 
 
 def test_lm_eval_local_completions_multiple_choice(
-    eval_endpoint: tuple[str, str, bool], default_model_path: Path, tmp_path: Path
+    eval_endpoint: tuple[str, str, bool],
+    default_model_path: Path,
+    tmp_path: Path,
+    server_state: Callable[[], str],
 ) -> None:
     pytest.importorskip("lm_eval")
     url, model, _ = eval_endpoint
@@ -86,6 +118,7 @@ def test_lm_eval_local_completions_multiple_choice(
         "tokenizer_backend=huggingface,num_concurrent=2,max_retries=3",
         "tuneloop_capitals_mc",
         tmp_path,
+        server_state,
     )
     docs = [json.loads(line) for line in (FIXTURES / "capitals_mc.jsonl").read_text().splitlines() if line]
     expected = _transformers_accuracy(default_model_path, docs)
@@ -94,38 +127,19 @@ def test_lm_eval_local_completions_multiple_choice(
     assert samples and len(samples[0].read_text().splitlines()) == len(docs)
 
 
-def test_lm_eval_local_chat_completions(eval_endpoint: tuple[str, str, bool], tmp_path: Path) -> None:
+def test_lm_eval_local_chat_completions(
+    eval_endpoint: tuple[str, str, bool], tmp_path: Path, server_state: Callable[[], str]
+) -> None:
     pytest.importorskip("lm_eval")
     url, model, _ = eval_endpoint
-    task = yaml.safe_load((FIXTURES / "tuneloop_capitals.yaml").read_text())
-    task["dataset_kwargs"]["data_files"]["test"] = str(FIXTURES / "capitals.jsonl")
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "tuneloop_capitals.yaml").write_text(yaml.safe_dump(task))
-    cli = shutil.which("lm_eval", path=str(Path(sys.executable).parent)) or "lm_eval"
-    command = [
-        cli,
-        "--model",
+    metrics = _run_lm_eval(
         "local-chat-completions",
-        "--model_args",
         f"model={model},base_url={url}/chat/completions,num_concurrent=2,max_retries=3",
-        "--tasks",
         "tuneloop_capitals",
-        "--include_path",
-        str(tmp_path / "tasks"),
+        tmp_path,
+        server_state,
         "--apply_chat_template",
-        "--output_path",
-        str(tmp_path / "out"),
-        "--log_samples",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OPENAI_API_KEY": "unused"}
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path, check=False
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = list((tmp_path / "out").rglob("results_*.json"))
-    assert results, done.stdout[-2000:]
-    metrics = json.loads(results[0].read_text())["results"]["tuneloop_capitals"]
-    score = metrics["exact_match,first-word"]
-    assert 0.0 <= score <= 1.0
+    assert 0.0 <= metrics["exact_match,first-word"] <= 1.0
     samples = list((tmp_path / "out").rglob("samples_tuneloop_capitals_*.jsonl"))
     assert samples and len(samples[0].read_text().splitlines()) == 6
