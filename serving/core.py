@@ -167,6 +167,7 @@ class ServingCore:
         self._rng = random.Random()
         self._by_name: dict[str, VersionRef] = {}  # engine LoRA name (short ref) -> version
         self._slot_freed = asyncio.Event()
+        self._unloads: set[asyncio.Future[None]] = set()  # engine unloads sent, not yet answered
         self.inflight_total = 0
 
     # ----------------------------------------------------------------- lifecycle
@@ -210,6 +211,8 @@ class ServingCore:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._unloads:
+            await asyncio.gather(*self._unloads, return_exceptions=True)
         await self.raw_engine.shutdown()
 
     # ----------------------------------------------------------------- reconciliation
@@ -410,7 +413,7 @@ class ServingCore:
                 None,
             )
             if victim is not None:
-                await self._evict(victim, reason="lru")
+                await self._evict(victim, reason="lru", wait=False)
                 continue
             if not strict:
                 log.warning(
@@ -433,19 +436,32 @@ class ServingCore:
                 await asyncio.wait_for(event.wait(), timeout=min(remaining, 0.5))
         ads.reserved.add(key)
 
-    async def _evict(self, key: str, *, reason: str) -> None:
+    async def _evict(self, key: str, *, reason: str, wait: bool = True) -> None:
+        """Drop `key` from the resident set and unload it from the engine. `wait=False` (making room for a
+        load) only sends the unload: the engine handles its control calls in order between two steps, so
+        the load that follows is handled at the same step boundary instead of one step later."""
         ref = self._adapters.loaded.pop(key, None)
         self._adapters.pending_unload.discard(key)
         if ref is None:
             return
         self._residency_epoch += 1
+        self.metrics.adapter_loaded.remove(ref.short)
+        self.metrics.adapter_evictions.labels(reason).inc()
+        self.metrics.loaded_adapters.set(len(self._adapters.loaded))
+        unload = asyncio.ensure_future(self._unload(ref, reason))
+        if wait:
+            await unload
+            return
+        self._unloads.add(unload)
+        unload.add_done_callback(self._unloads.discard)
+        await asyncio.sleep(0)  # the unload task runs up to sending its call, ahead of the caller's load
+
+    async def _unload(self, ref: VersionRef, reason: str) -> None:
         try:
             await self.raw_engine.unload_lora(ref.lora())
         except Exception:  # noqa: BLE001
             log.exception("unloading %s failed", ref.short)
-        self.metrics.adapter_loaded.remove(ref.short)
-        self.metrics.adapter_evictions.labels(reason).inc()
-        self.metrics.loaded_adapters.set(len(self._adapters.loaded))
+            return
         log.info("adapter %s unloaded from %s (%s)", ref.short, self.replica_id, reason)
 
     def _signal_slot(self) -> None:

@@ -584,6 +584,63 @@ def test_cold_versions_are_fetched_from_a_remote_store_only_when_requested(
     asyncio.run(run())
 
 
+def test_making_room_sends_the_unload_ahead_of_the_load_without_waiting_for_it(
+    make_registry: Any, new_adapter: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine answers control calls between two steps: the LRU eviction's unload is sent first, and the
+    load that needed the room goes out right behind it instead of one step later."""
+    import uuid
+
+    from serving.core import CoreConfig, ServingCore
+    from serving.registry.testing import SMOLLM2_BASE
+    from serving.registry_source import RegistrySource
+
+    registry = make_registry(f"memory://tuneloop-{uuid.uuid4().hex[:8]}")
+    v1 = registry.register(new_adapter(1), "support", alias="champion")
+    v2, v3 = (registry.register(new_adapter(seed), "support") for seed in (2, 3))
+    engine = FakeEngine(SMOLLM2_BASE, max_model_len=256)
+    calls: list[str] = []
+    unload_answered = asyncio.Event()
+    original_load, original_unload = FakeEngine.load_lora, FakeEngine.unload_lora
+
+    async def load(self: FakeEngine, lora: Any) -> None:
+        calls.append(f"load {lora.name}")
+        await original_load(self, lora)
+
+    async def unload(self: FakeEngine, lora: Any) -> None:
+        calls.append(f"unload {lora.name}")
+        await unload_answered.wait()  # the engine answers at its next step boundary
+        await original_unload(self, lora)
+
+    monkeypatch.setattr(FakeEngine, "load_lora", load)
+    monkeypatch.setattr(FakeEngine, "unload_lora", unload)
+
+    async def run() -> None:
+        core = ServingCore(
+            engine, RegistrySource(registry), CoreConfig(base_id=SMOLLM2_BASE, max_resident=2), replica_id="r"
+        )
+        await core.start()
+        try:
+            for version in (v2, v3):  # v3 needs v2's slot
+                target, _ = core.route(f"support@{version.version[:12]}", None)
+                assert target.version is not None
+                await asyncio.wait_for(core.ensure_resident(target.version.lora()), 5)
+            assert calls == [
+                f"load {v1.short_ref}",
+                f"load {v2.short_ref}",
+                f"unload {v2.short_ref}",
+                f"load {v3.short_ref}",
+            ]
+            assert sorted(core.loaded_keys()) == sorted([v1.ref, v3.ref])  # while v2's unload is pending
+            assert v2.short_ref in engine.loaded
+            unload_answered.set()
+        finally:
+            await core.shutdown()  # waits for the pending unload
+        assert v2.short_ref not in engine.loaded and v3.short_ref in engine.loaded
+
+    asyncio.run(run())
+
+
 def test_a_replica_busy_loading_keeps_its_heartbeat(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """A load that takes long (an engine busy with client traffic) must not make the replica look dead:
     a hot-swap would then skip it and move the alias before it has the version."""
