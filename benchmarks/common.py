@@ -48,6 +48,7 @@ import httpx
 import psutil
 
 from evals.results import write_text_atomic
+from serving.engine.devices import DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -765,6 +766,8 @@ def bare_vllm_server(
         str(port),
         "--max-model-len",
         str(max_model_len),
+        "--max-num-batched-tokens",  # tuneloop's CPU default: the same step budget on both sides
+        str(DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS),
     ]
     if enable_lora:
         cmd += ["--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank)]

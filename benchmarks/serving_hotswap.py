@@ -82,6 +82,7 @@ from benchmarks.common import (
     warm_up,
     workdir,
 )
+from serving.engine.devices import DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS
 from serving.testing import make_peft_adapter
 
 NAME = "serving_hotswap"
@@ -121,6 +122,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="both",
         help="vLLM scheduler of the service (engine.scheduling_policy); both (default): fcfs first as the "
         "baseline, then priority (tuneloop's default: smoke tests overtake queued client requests)",
+    )
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=None,
+        help="the service's serving.engine.max_num_batched_tokens (default: tuneloop's)",
     )
     add_quiet_args(p)
     add_priority_args(p)
@@ -439,7 +446,8 @@ def report(
         f"{load['loadavg_1_5_15']}. {cfg['concurrency']} closed-loop clients streaming chat completions "
         f"(max_tokens={cfg['max_tokens']}) to `{ADAPTER}` for {cfg['duration_s']:.0f} s while "
         f"`{ADAPTER}@{ALIAS}` is moved {cfg['swaps']} times and rolled back, plus one probe client "
-        "(max_tokens=1, back to back). tuneloop poll interval 0.2 s (default), one replica.",
+        "(max_tokens=1, back to back). tuneloop poll interval 0.2 s (default), one replica, engine step "
+        f"budget (max_num_batched_tokens) {cfg['max_num_batched_tokens']}.",
         "",
         "## Summary",
         "",
@@ -571,7 +579,14 @@ def run_once(model_path: Path, args: argparse.Namespace, cfg: dict[str, Any], po
             wd,
             nice=args.nice,
             ray_worker_niceness=args.ray_worker_niceness,
-            engine={"scheduling_policy": policy},
+            engine={
+                "scheduling_policy": policy,
+                **(
+                    {"max_num_batched_tokens": args.max_num_batched_tokens}
+                    if args.max_num_batched_tokens
+                    else {}
+                ),
+            },
         )
         folders = {
             v: Path(shutil.copytree(src, setup.incoming / f"{ADAPTER}-{v}")) for v, src in made.items()
@@ -656,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         "steady_s": args.steady or (10.0 if args.quick else 30.0),
         "max_tokens": args.max_tokens or (16 if args.quick else 64),
         "lead_s": 3.0,
+        "max_num_batched_tokens": args.max_num_batched_tokens or DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS,
     }
     env = environment()
     load = machine_load()

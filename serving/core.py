@@ -101,7 +101,9 @@ class CoreConfig:
     poll_interval_s: float = POLL_INTERVAL_S
     heartbeat_interval_s: float = 1.0
     smoke_prompt: str = "Hello"
-    smoke_max_tokens: int = 4
+    smoke_max_tokens: int = 1
+    """One token: a whole forward pass through the adapter (what refuses weights that crash or produce
+    nothing); every further token would cost another engine step of the busy engine during a swap."""
     default_max_tokens: int = DEFAULT_MAX_TOKENS
     default_completion_max_tokens: int = 16
     max_resident: int | None = None

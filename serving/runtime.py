@@ -107,6 +107,7 @@ def make_engine(config: ServingConfig, base_path: Path, base_id: str) -> Engine:
             cpu_kvcache_space_gib=e.kv_cache_gib,
             gpu_memory_utilization=e.gpu_memory_utilization,
             max_num_seqs=e.max_num_seqs,
+            max_num_batched_tokens=e.max_num_batched_tokens,
             seed=e.seed,
             cpu_slots=cpu_slots(config),
             cpu_slot_key=f"{config.home}:{base_path}",

@@ -37,7 +37,12 @@ from serving.engine.base import (
     TokenLogprob,
 )
 from serving.engine.cpu_slots import CpuSlot, claim_cpu_slot, slot_folder
-from serving.engine.devices import DeviceKind, apply_cpu_env_defaults, detect_device
+from serving.engine.devices import (
+    DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS,
+    DeviceKind,
+    apply_cpu_env_defaults,
+    detect_device,
+)
 
 if TYPE_CHECKING:
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -79,6 +84,9 @@ class VLLMEngineConfig:
     """Fraction of GPU memory vLLM may use (CUDA only)."""
     max_num_seqs: int | None = None
     """Concurrent sequences per step; None: vLLM's default."""
+    max_num_batched_tokens: int | None = None
+    """Tokens one step may process (chunked-prefill budget); None: `DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS` on
+    CPU, vLLM's default on CUDA."""
     seed: int = 0
     log_stats: bool = False
     """vLLM's periodic throughput log lines."""
@@ -157,6 +165,10 @@ class VLLMEngine:
                 kwargs["max_cpu_loras"] = cfg.max_cpu_loras
         if cfg.max_num_seqs is not None:
             kwargs["max_num_seqs"] = cfg.max_num_seqs
+        if cfg.max_num_batched_tokens is not None or on_cpu:
+            kwargs["max_num_batched_tokens"] = (
+                cfg.max_num_batched_tokens or DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS
+            )
         if on_cpu:
             applied = apply_cpu_env_defaults(cfg.cpu_kvcache_space_gib)
             if applied:

@@ -5,6 +5,7 @@ does know."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,25 @@ def test_the_settings_reach_the_engine(tmp_path: Path) -> None:
     assert engine.config.scheduling_policy == "priority"  # control generations overtake the queue
     fcfs = make_engine(ServingConfig.model_validate({"engine": {"scheduling_policy": "fcfs"}}), tmp_path, "b")
     assert isinstance(fcfs, VLLMEngine) and fcfs.config.scheduling_policy == "fcfs"
+
+
+def test_the_step_token_budget_reaches_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`engine.max_num_batched_tokens` becomes vLLM's chunked-prefill budget; on CPU, unset means tuneloop's
+    measured default instead of vLLM's 2048 (control calls wait for at most one short step)."""
+    from serving.engine import vllm_engine
+    from serving.engine.devices import DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS
+
+    monkeypatch.setattr(vllm_engine, "detect_device", lambda: "cpu")
+    for key in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
+        monkeypatch.setenv(key, os.environ.get(key, "2"))  # engine_args sets CPU defaults: keep them local
+    unset = make_engine(ServingConfig(), tmp_path, "a")
+    assert isinstance(unset, VLLMEngine) and unset.config.max_num_batched_tokens is None
+    assert unset.engine_args().max_num_batched_tokens == DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS
+    config = ServingConfig.model_validate({"engine": {"max_num_batched_tokens": 512}})
+    chosen = make_engine(config, tmp_path, "b")
+    assert isinstance(chosen, VLLMEngine) and chosen.engine_args().max_num_batched_tokens == 512
+    with pytest.raises(ValueError, match="max_num_batched_tokens"):
+        ServingConfig.model_validate({"engine": {"max_num_batched_tokens": 4}})
 
 
 def test_an_unknown_parser_is_refused_before_the_model_loads(tmp_path: Path) -> None:
