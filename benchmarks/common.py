@@ -745,8 +745,10 @@ def bare_vllm_server(
     lora_modules: dict[str, Path] | None = None,
     nice: int = 0,
     kv_cache_gib: int = 2,
+    max_num_batched_tokens: int = DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS,
 ) -> ServerProcess:
-    """vLLM's own OpenAI server on the same model and engine settings, not started yet."""
+    """vLLM's own OpenAI server on the same model and engine settings, not started yet (the step budget
+    defaults to tuneloop's CPU default: the same budget on both sides of a comparison)."""
     port = port or free_port()
     cmd = [
         *niced(nice),
@@ -766,8 +768,8 @@ def bare_vllm_server(
         str(port),
         "--max-model-len",
         str(max_model_len),
-        "--max-num-batched-tokens",  # tuneloop's CPU default: the same step budget on both sides
-        str(DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS),
+        "--max-num-batched-tokens",
+        str(max_num_batched_tokens),
     ]
     if enable_lora:
         cmd += ["--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank)]
