@@ -60,19 +60,15 @@ async def measure(url: str, model_name: str, cfg: dict[str, Any]) -> dict[str, d
     """The base model, then the adapter: one closed-loop cell each (after a short warm-up)."""
     out: dict[str, dict[str, Any]] = {}
     async with http_client(cfg["concurrency"]) as client:
-        for target in (model_name, ADAPTER):
+        for label, target in (("base", model_name), ("lora", ADAPTER)):
 
             async def one(c: httpx.AsyncClient, idx: int, seq: int, target: str = target) -> Any:
                 return await stream_chat(c, url, target, max_tokens=cfg["max_tokens"])
 
             await checked_warm_up(one, min(4, cfg["concurrency"]), requests=4, where=f"{target} warm-up")
             run = await run_closed_loop(one, cfg["concurrency"], num_requests=cfg["requests"], client=client)
-            out["base" if target == model_name else "lora"] = summarize(
-                run, expected_tokens=cfg["max_tokens"]
-            )
-            log(
-                f"  {target}: {fmt(out['base' if target == model_name else 'lora']['tokens_per_s'], 1)} tok/s"
-            )
+            out[label] = summarize(run, expected_tokens=cfg["max_tokens"])
+            log(f"  {target}: {fmt(out[label]['tokens_per_s'], 1)} tok/s")
     return out
 
 

@@ -86,6 +86,7 @@ from serving.engine.devices import DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS
 from serving.testing import make_peft_adapter
 
 NAME = "serving_hotswap"
+STEP_BUDGET_DEFAULT = f"tuneloop's default ({DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS} on CPU, vLLM's on CUDA)"
 ADAPTER = "sw"
 ALIAS = "champion"
 GOAL_SWITCH_S = 1.0
@@ -447,7 +448,7 @@ def report(
         f"(max_tokens={cfg['max_tokens']}) to `{ADAPTER}` for {cfg['duration_s']:.0f} s while "
         f"`{ADAPTER}@{ALIAS}` is moved {cfg['swaps']} times and rolled back, plus one probe client "
         "(max_tokens=1, back to back). tuneloop poll interval 0.2 s (default), one replica, engine step "
-        f"budget (max_num_batched_tokens) {cfg['max_num_batched_tokens']}.",
+        f"budget (max_num_batched_tokens) {cfg['max_num_batched_tokens'] or STEP_BUDGET_DEFAULT}.",
         "",
         "## Summary",
         "",
@@ -581,11 +582,7 @@ def run_once(model_path: Path, args: argparse.Namespace, cfg: dict[str, Any], po
             ray_worker_niceness=args.ray_worker_niceness,
             engine={
                 "scheduling_policy": policy,
-                **(
-                    {"max_num_batched_tokens": args.max_num_batched_tokens}
-                    if args.max_num_batched_tokens
-                    else {}
-                ),
+                **({"max_num_batched_tokens": budget} if (budget := cfg["max_num_batched_tokens"]) else {}),
             },
         )
         folders = {
@@ -671,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         "steady_s": args.steady or (10.0 if args.quick else 30.0),
         "max_tokens": args.max_tokens or (16 if args.quick else 64),
         "lead_s": 3.0,
-        "max_num_batched_tokens": args.max_num_batched_tokens or DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS,
+        "max_num_batched_tokens": args.max_num_batched_tokens,  # None: the service's default
     }
     env = environment()
     load = machine_load()

@@ -450,10 +450,10 @@ class ServingCore:
         self.metrics.adapter_loaded.remove(ref.short)
         self.metrics.adapter_evictions.labels(reason).inc()
         self.metrics.loaded_adapters.set(len(self._adapters.loaded))
-        unload = asyncio.ensure_future(self._unload(ref, reason))
         if wait:
-            await unload
+            await self._unload(ref, reason)
             return
+        unload = asyncio.ensure_future(self._unload(ref, reason))
         self._unloads.add(unload)
         unload.add_done_callback(self._unloads.discard)
         await asyncio.sleep(0)  # the unload task runs up to sending its call, ahead of the caller's load
