@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 
+from evals.client import ROUTING_HEADER, routing_id
 from evals.results import write_text_atomic
 from serving.engine.devices import DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS
 
@@ -160,12 +161,15 @@ async def stream_chat(
     content: str = LONG_PROMPT,
     keep_text: bool = False,
     body: dict[str, Any] | None = None,
+    route: bool = True,
 ) -> RequestResult:
     """POST a streamed chat completion to `{base_url}/v1/chat/completions` and time it.
 
     `body` replaces the default request (`chat_body(model, content, max_tokens)`), e.g. for structured
     outputs or tool calls; a tool-call delta counts like a content token. With `keep_text` the content
-    is kept in `text` and the tool calls' arguments in `tool_arguments`.
+    is kept in `text` and the tool calls' arguments in `tool_arguments`. With `route` (the default) a
+    `model` that names an adapter version (`name@<12+ hex>`) also goes in Ray Serve's routing header, as
+    tuneloop's eval client sends it (`evals.client.routing_id`; other servers ignore the header).
     A result is `ok` only with status 200, a `data: [DONE]` line and no error event in the stream.
     Never raises for HTTP or stream failures: they are recorded in `error`.
     """
@@ -176,6 +180,7 @@ async def stream_chat(
             "POST",
             f"{base_url}/v1/chat/completions",
             json=chat_body(model, content, max_tokens) if body is None else body,
+            headers={ROUTING_HEADER: rid} if route and (rid := routing_id(model)) else None,
         ) as resp:
             res.record_headers(resp)
             if resp.status_code != 200:

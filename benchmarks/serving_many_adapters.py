@@ -13,6 +13,14 @@ than asked (must be 0), cold loads and evictions during the cell, the resident-s
 (`tuneloop_adapter_lookups_total`), cold-load p50/p99 (estimated from the
 `tuneloop_adapter_cold_load_seconds` histogram, linear within a bucket) and the peak resident count.
 
+With `--replicas N` (N model replicas, each its own vLLM engine and `max_cpu_loras`) the `zipf` cell runs
+twice, with Ray Serve's routing header `serve_multiplexed_model_id: name@<12 hex>` on every request (as
+tuneloop's eval client sends it; the proxy prefers a replica that holds the version) and without it (the
+proxy spreads requests regardless of adapters), in that order, each from a fresh set of 100 versions so
+neither finds the other's residency. Metrics are read from every replica (the proxy answers each scrape
+from one replica; the benchmark scrapes until it has seen them all) and summed; `resident at end` counts
+the distinct versions the replicas hold together (`/admin/replicas`).
+
 Adapters: numpy-written LoRA adapters with the base's real module shapes (r=8 on q/v of all 30 layers;
 `serving.registry.testing.write_adapter`), different seeds → different versions; no torch needed.
 
@@ -71,6 +79,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=None, help="output tokens per request (default 32)")
     p.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent (default 1.1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replicas", type=int, default=1, help="model replicas (default 1)")
+    p.add_argument(
+        "--max-ongoing-requests",
+        type=int,
+        default=None,
+        help="serving.max_ongoing_requests per replica (default: tuneloop's); Ray Serve sends a request "
+        "with the routing header to a replica without the version only when those with it are this busy",
+    )
     p.add_argument("--name", default=None, help="results file name (default serving_many_adapters[_quick])")
     return p.parse_args(argv)
 
@@ -92,6 +108,28 @@ def scrape(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels") or ""))
         out.setdefault(m.group("name"), []).append((labels, float(m.group("value"))))
     return out
+
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+async def scrape_replicas(client: httpx.AsyncClient, url: str, replicas: int) -> Samples:
+    """Every replica's `/metrics`, merged (each series carries its `replica` label). The proxy answers
+    each scrape from one replica, so this scrapes until it has seen `replicas` different ones."""
+    seen: dict[str, Samples] = {}
+    for _ in range(50 * replicas):
+        samples = scrape((await client.get(f"{url}/metrics")).text)
+        labels = next((lab for lab, _ in samples.get("tuneloop_loaded_adapters", ())), {})
+        seen[labels.get("replica", "?")] = samples
+        if len(seen) >= replicas:
+            break
+    if len(seen) < replicas:
+        raise RuntimeError(f"saw the metrics of {len(seen)} of {replicas} replicas: {sorted(seen)}")
+    merged: Samples = {}
+    for samples in seen.values():
+        for name, rows in samples.items():
+            merged.setdefault(name, []).extend(rows)
+    return merged
 
 
 def metric(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
@@ -126,31 +164,41 @@ def histogram_quantile(
 
 
 async def run_cell(
-    url: str, models: list[str], expected: dict[str, str], concurrency: int, max_tokens: int
+    url: str,
+    models: list[str],
+    expected: dict[str, str],
+    concurrency: int,
+    max_tokens: int,
+    *,
+    replicas: int = 1,
+    route: bool = True,
 ) -> dict[str, Any]:
+    """One closed-loop cell over `models` in order; `route`: send the routing header (versions only)."""
     order = list(models)
-    peak_resident = 0
+    peak_resident: dict[str, int] = {}
     stop = False
 
     async def watch(client: httpx.AsyncClient) -> None:
-        nonlocal peak_resident
         while not stop:
-            samples = scrape((await client.get(f"{url}/metrics")).text)
-            peak_resident = max(peak_resident, int(metric(samples, "tuneloop_loaded_adapters")))
+            for lab, value in scrape((await client.get(f"{url}/metrics")).text).get(
+                "tuneloop_loaded_adapters", ()
+            ):
+                replica = lab.get("replica", "?")
+                peak_resident[replica] = max(peak_resident.get(replica, 0), int(value))
             await asyncio.sleep(0.25)
 
     async def one(client: httpx.AsyncClient, idx: int, seq: int) -> Any:
         model = order.pop(0)
-        return await stream_chat(client, url, model, max_tokens=max_tokens, content=PROMPT)
+        return await stream_chat(client, url, model, max_tokens=max_tokens, content=PROMPT, route=route)
 
     async with httpx.AsyncClient(timeout=30) as probe:
-        before = scrape((await probe.get(f"{url}/metrics")).text)
+        before = await scrape_replicas(probe, url, replicas)
         watcher = asyncio.create_task(watch(probe))
         async with http_client(concurrency) as client:
             run = await run_closed_loop(one, concurrency, num_requests=len(models), client=client)
         stop = True
         await watcher
-        after = scrape((await probe.get(f"{url}/metrics")).text)
+        after = await scrape_replicas(probe, url, replicas)
     summary = summarize(run)
     wrong = [r for r in run.results if r.ok and r.served_by != expected[r.model]]
     hits = metric(after, "tuneloop_adapter_lookups_total", result="hit") - metric(
@@ -160,8 +208,10 @@ async def run_cell(
         before, "tuneloop_adapter_lookups_total", result="miss"
     )
     cold = "tuneloop_adapter_cold_load_seconds"
+    resident = {lab["adapter"] for lab, v in after.get("tuneloop_adapter_loaded", ()) if v > 0}
     summary.update(
         distinct_models=len(set(models)),
+        routing_header=route,
         wrong_version=len(wrong),
         cold_loads=metric(after, "tuneloop_adapter_loads_total", kind="on_demand")
         - metric(before, "tuneloop_adapter_loads_total", kind="on_demand"),
@@ -175,37 +225,53 @@ async def run_cell(
             * (metric(after, f"{cold}_sum") - metric(before, f"{cold}_sum"))
             / max(1.0, metric(after, f"{cold}_count") - metric(before, f"{cold}_count"))
         ),
-        peak_resident=peak_resident,
+        peak_resident=max(peak_resident.values(), default=0),
+        resident_at_end=len(resident),
+        resident_copies_at_end=int(sum(v for _, v in after.get("tuneloop_adapter_loaded", ()) if v > 0)),
     )
     return summary
 
 
-async def measure(url: str, folders: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+async def register_all(url: str, folders: list[Path]) -> list[str]:
+    """Register each folder as a version of its own name (no alias: none is pinned); `name@<12 hex>`."""
     admin = AdminClient(url)
     try:
-        started = time.perf_counter()
-        expected: dict[str, str] = {}
-        names: list[str] = []
-        for i, folder in enumerate(folders):
-            version = await admin.register(folder, f"t{i:03d}")
-            model = f"t{i:03d}@{version['version'][:12]}"
-            names.append(model)
-            expected[model] = f"t{i:03d}@{version['version'][:12]}"
-        register_s = time.perf_counter() - started
+        return [
+            f"{folder.name}@{(await admin.register(folder, folder.name))['version'][:12]}"
+            for folder in folders
+        ]
     finally:
         await admin.aclose()
-    log(f"registered {len(folders)} adapters in {register_s:.1f} s")
+
+
+async def measure(url: str, folders: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    names = await register_all(url, folders[: args.adapters])
+    register_s = time.perf_counter() - started
+    # with several replicas the cell without the routing header gets versions of its own (same Zipf
+    # order), so it starts as cold as the cell with the header did
+    plain = await register_all(url, folders[args.adapters :]) if args.replicas > 1 else []
+    expected = {name: name for name in names + plain}
+    log(f"registered {len(folders)} adapters in {time.perf_counter() - started:.1f} s")
     concurrency = args.concurrency or (4 if args.quick else 8)
     requests = args.requests or (40 if args.quick else 200)
     max_tokens = args.max_tokens or (8 if args.quick else 32)
-    # warm-up on the single adapter (first batches, allocator), then the two cells
-    await run_cell(url, [names[0]] * concurrency, expected, concurrency, max_tokens)
+    n = args.replicas
+
+    async def cell(order: list[str], *, route: bool = True) -> dict[str, Any]:
+        return await run_cell(url, order, expected, concurrency, max_tokens, replicas=n, route=route)
+
+    # warm-up on the single adapter (first batches, allocator), then the cells
+    await cell([names[0]] * concurrency * n, route=False)
     cells: dict[str, Any] = {}
     log("cell single")
-    cells["single"] = await run_cell(url, [names[0]] * requests, expected, concurrency, max_tokens)
+    cells["single"] = await cell([names[0]] * requests, route=n == 1)
+    ranks = zipf_sequence(len(names), requests, args.zipf_s, args.seed)
     log("cell zipf")
-    order = [names[i] for i in zipf_sequence(len(names), requests, args.zipf_s, args.seed)]
-    cells["zipf"] = await run_cell(url, order, expected, concurrency, max_tokens)
+    cells["zipf"] = await cell([names[i] for i in ranks])
+    if plain:
+        log("cell zipf without the routing header")
+        cells["zipf_no_header"] = await cell([plain[i] for i in ranks], route=False)
     return {
         "register_s": register_s,
         "concurrency": concurrency,
@@ -228,14 +294,20 @@ def report(
         "resident": args.resident,
         "max_loras": args.max_loras,
         "zipf_s": args.zipf_s,
+        "replicas": args.replicas,
+        "max_ongoing_requests": args.max_ongoing_requests,
         "environment": env,
         "machine_load_before": load,
         **result,
         "zipf_vs_single_tokens_per_s": throughput_ratio,
     }
+    plain = cells.get("zipf_no_header")
+    if plain is not None:
+        payload["zipf_header_vs_no_header_tokens_per_s"] = ratio(zipf["tokens_per_s"], plain["tokens_per_s"])
     rows = [
         [
             label,
+            "yes" if c["routing_header"] else "no",
             c["requests"],
             c["ok"],
             c["failed"],
@@ -250,20 +322,39 @@ def report(
             c["cold_load_ms_p50"],
             c["cold_load_ms_p99"],
             c["peak_resident"],
+            c["resident_at_end"],
         ]
         for label, c in cells.items()
     ]
+    replicas = "one replica" if args.replicas == 1 else f"{args.replicas} replicas, each its own engine"
+    if args.max_ongoing_requests is not None:
+        replicas += f", max_ongoing_requests={args.max_ongoing_requests}"
+    header_note = (
+        []
+        if plain is None
+        else [
+            "",
+            "With the routing header / without it (same Zipf order over a fresh set of versions each): "
+            f"throughput {fmt(payload['zipf_header_vs_no_header_tokens_per_s'], 2)}x, hit rate "
+            f"{fmt_pct(zipf['hit_rate'])} vs {fmt_pct(plain['hit_rate'])}, cold loads "
+            f"{fmt(zipf['cold_loads'], 0)} vs {fmt(plain['cold_loads'], 0)}, distinct versions resident "
+            f"at the end {zipf['resident_at_end']} vs {plain['resident_at_end']} "
+            f"({args.replicas} x {args.resident} slots). "
+            "The `single` reference runs without the header (with it, one replica would take all of it).",
+        ]
+    )
     md = [
         f"# {NAME}{' (quick)' if args.quick else ''}",
         "",
         f"{args.adapters} adapter versions registered (no aliases), max_cpu_loras={args.resident}, "
-        f"max_loras={args.max_loras}, one replica (vLLM on CPU); {result['concurrency']} streaming clients, "
+        f"max_loras={args.max_loras}, {replicas} (vLLM on CPU); {result['concurrency']} streaming clients, "
         f"{result['requests_per_cell']} requests per cell, max_tokens={result['max_tokens']}, "
         f"Zipf s={args.zipf_s}. Commit {env.get('git_commit')}, {env.get('cpu_count')} CPUs.",
         "",
         md_table(
             [
                 "cell",
+                "routing header",
                 "requests",
                 "ok",
                 "failed",
@@ -277,7 +368,8 @@ def report(
                 "hit rate %",
                 "cold load p50 ms",
                 "cold load p99 ms",
-                "peak resident",
+                "peak resident (one replica)",
+                "distinct resident at end (all replicas)",
             ],
             rows,
         ),
@@ -288,8 +380,13 @@ def report(
         "skip the smoke generation by default). Machine load average (1/5/15 min) at the start: "
         f"{load.get('loadavg_1_5_15') if isinstance(load, dict) else load}; the cells ran back to back, so "
         "other work on the machine shifts their ratio.",
+        *header_note,
     ]
     return payload, "\n".join(md)
+
+
+def fmt_pct(rate: float | None) -> str:
+    return "–" if rate is None else f"{100 * rate:.0f} %"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,15 +395,20 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     load = machine_load()
     with workdir("tuneloop-bench-many-") as wd:
-        server, setup = tuneloop_server(model_path, wd, max_loras=args.max_loras)
+        server, setup = tuneloop_server(model_path, wd, max_loras=args.max_loras, num_replicas=args.replicas)
         config = yaml.safe_load(setup.config_path.read_text())
         config["serving"]["engine"]["max_cpu_loras"] = args.resident
+        if args.max_ongoing_requests is not None:
+            config["serving"]["max_ongoing_requests"] = args.max_ongoing_requests
         setup.config_path.write_text(yaml.safe_dump(config))
-        log(f"writing {args.adapters} adapters")
+        names = [f"t{i:03d}" for i in range(args.adapters)]
+        if args.replicas > 1:
+            names += [f"u{i:03d}" for i in range(args.adapters)]  # the cell without the routing header
+        log(f"writing {len(names)} adapters")
         folders = []
-        for i in range(args.adapters):
+        for i, name in enumerate(names):
             src = write_adapter(
-                wd / "src" / f"t{i:03d}",
+                wd / "src" / name,
                 base_model=model_path.name,
                 r=8,
                 alpha=16,
@@ -316,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=i,
                 scale=0.05,
             )
-            folders.append(Path(shutil.copytree(src, setup.incoming / f"t{i:03d}")))
+            folders.append(Path(shutil.copytree(src, setup.incoming / name)))
         result = measure_on(server, lambda: measure(server.url, folders, args))
     payload, md = report(result, args, env, load)
     return publish_results(NAME, payload, md, quick=args.quick, override=args.name)

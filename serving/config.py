@@ -137,7 +137,12 @@ class ServingConfig(ConfigModel):
     num_replicas: Annotated[int, Field(ge=1, le=64)] = 1
     replica_num_cpus: Annotated[float, Field(gt=0)] = 0.5
     replica_num_gpus: float | None = Field(None, description="None = 1 when the cluster has GPUs, else 0")
-    max_ongoing_requests: Annotated[int, Field(ge=1)] = 128
+    max_ongoing_requests: Annotated[int, Field(ge=1)] = Field(
+        128,
+        description="requests one replica takes at once (Ray Serve's max_ongoing_requests); with several "
+        "replicas and the routing header, also when a replica holding the version counts as busy and "
+        "Serve sends the request to another (lower it to spread a hot version, see docs/deploy.md)",
+    )
     adapter_routing: bool = Field(
         True,
         description="each replica reports the adapter versions it holds to Ray Serve's router, so that "
