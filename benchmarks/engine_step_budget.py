@@ -8,6 +8,11 @@ same run; a closed loop of streaming clients, first on the base model, then on o
 (r=16 on q/k/v/o). Reported per budget: tokens/s, TTFT p50/p99, e2e p50, failed requests; the ratio is
 tuneloop's budget over vLLM's.
 
+The cost of a short step falls on long prompts: a prompt of P tokens needs ceil(P / budget) steps before
+its first token. So each model also gets a *long prompt alone* cell: one client, prompts of about 1,500
+tokens (each opening with its own number, so vLLM's prefix cache cannot serve a later one from an earlier
+one), max_tokens=1, one after the other on an idle server; its TTFT is the prefill of the whole prompt.
+
 Run: `python -m benchmarks.engine_step_budget` (~6 minutes on 2 cores; `--quick` for a smoke run).
 Writes benchmarks/results/engine_step_budget(.json|.md).
 """
@@ -22,6 +27,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import (
+    LoadRun,
     bare_vllm_server,
     checked_warm_up,
     environment,
@@ -45,6 +51,16 @@ from serving.testing import make_peft_adapter
 NAME = "engine_step_budget"
 VLLM_DEFAULT = 2048
 ADAPTER = "lora"
+LONG_PROMPT_REPEATS = 150
+"""A ten-token sentence this many times: a prompt of about 1,500 tokens (the server's window is 2,048)."""
+
+
+def long_prompt(i: int) -> str:
+    return (
+        f"Document {i}. "
+        + "The keeper lit the lamp before the storm came in. " * LONG_PROMPT_REPEATS
+        + ("Summarize the document in one word.")
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=None, help="clients (default 32; quick 4)")
     p.add_argument("--requests", type=int, default=None, help="requests per cell (default 96; quick 8)")
     p.add_argument("--max-tokens", type=int, default=None, help="output tokens (default 64; quick 16)")
+    p.add_argument(
+        "--long-requests", type=int, default=None, help="long prompts per model (default 6; quick 2)"
+    )
     return p.parse_args(argv)
 
 
@@ -69,7 +88,29 @@ async def measure(url: str, model_name: str, cfg: dict[str, Any]) -> dict[str, d
             run = await run_closed_loop(one, cfg["concurrency"], num_requests=cfg["requests"], client=client)
             out[label] = summarize(run, expected_tokens=cfg["max_tokens"])
             log(f"  {target}: {fmt(out[label]['tokens_per_s'], 1)} tok/s")
+            long = out[f"{label}_long_prompt"] = await long_prompt_cell(
+                client, url, target, cfg["long_requests"]
+            )
+            log(f"  {target}, long prompt alone: TTFT p50 {fmt(long['ttft_ms_p50'], 0)} ms")
     return out
+
+
+async def long_prompt_cell(client: httpx.AsyncClient, url: str, target: str, requests: int) -> dict[str, Any]:
+    """One client, long prompts one after the other (max_tokens=1): TTFT is the whole prompt's prefill.
+    The first (not counted) warms up and reports the prompt's length in tokens."""
+    body = {"model": target, "messages": [{"role": "user", "content": long_prompt(0)}], "max_tokens": 1}
+    r = await client.post(f"{url}/v1/chat/completions", json=body)
+    r.raise_for_status()
+    prompt_tokens = int(r.json()["usage"]["prompt_tokens"])
+    results = [
+        await stream_chat(client, url, target, max_tokens=1, content=long_prompt(i))
+        for i in range(1, requests + 1)
+    ]
+    started = min(x.started for x in results)
+    finished = max(x.finished for x in results)
+    summary = summarize(LoadRun(concurrency=1, results=results, started=started, finished=finished))
+    summary["prompt_tokens"] = prompt_tokens
+    return summary
 
 
 def run_budget(model_path: Path, budget: int, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -95,18 +136,25 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency or (4 if args.quick else 32),
         "requests": args.requests or (8 if args.quick else 96),
         "max_tokens": args.max_tokens or (16 if args.quick else 64),
+        "long_requests": args.long_requests or (2 if args.quick else 6),
     }
     env, load = environment(), machine_load()
     budgets = (VLLM_DEFAULT, DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS)
     runs = {budget: run_budget(model_path, budget, cfg) for budget in budgets}
     metrics = ("tokens_per_s", "ttft_ms_p50", "ttft_ms_p99", "e2e_ms_p50", "failed")
-    rows, summary = [], {}
+    rows, summary, long_rows = [], {}, []
+    ours_runs, theirs_runs = runs[DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS], runs[VLLM_DEFAULT]
     for target in ("base", "lora"):
-        ours, theirs = runs[DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS][target], runs[VLLM_DEFAULT][target]
-        summary[target] = ratio(ours["tokens_per_s"], theirs["tokens_per_s"])
+        summary[target] = ratio(ours_runs[target]["tokens_per_s"], theirs_runs[target]["tokens_per_s"])
+        long = f"{target}_long_prompt"
+        summary[long + "_ttft_p50"] = ratio(ours_runs[long]["ttft_ms_p50"], theirs_runs[long]["ttft_ms_p50"])
         for budget in budgets:
             cell = runs[budget][target]
             rows.append([target, budget, *(cell.get(m) for m in metrics)])
+            cell = runs[budget][long]
+            long_rows.append(
+                [target, budget, cell["prompt_tokens"], cell["ok"], cell["ttft_ms_p50"], cell["ttft_ms_p99"]]
+            )
     md = "\n".join(
         [
             "# Engine step budget on CPU: vLLM's default vs tuneloop's",
@@ -134,6 +182,24 @@ def main(argv: list[str] | None = None) -> int:
             f"Throughput with tuneloop's budget ({DEFAULT_CPU_MAX_NUM_BATCHED_TOKENS}) over vLLM's "
             f"({VLLM_DEFAULT}): "
             f"base **{fmt(summary['base'], 3)}**, LoRA **{fmt(summary['lora'], 3)}**.",
+            "",
+            "## Long prompt alone (one client, idle server, max_tokens=1)",
+            "",
+            md_table(
+                [
+                    "model",
+                    "max_num_batched_tokens",
+                    "prompt tokens",
+                    "requests",
+                    "TTFT p50 ms",
+                    "TTFT p99 ms",
+                ],
+                long_rows,
+            ),
+            "",
+            f"TTFT with tuneloop's budget over vLLM's (lower is better): base "
+            f"**{fmt(summary['base_long_prompt_ttft_p50'], 2)}x**, LoRA "
+            f"**{fmt(summary['lora_long_prompt_ttft_p50'], 2)}x**.",
             "",
             f"Run: `python -m benchmarks.{NAME}` (`--quick` for a smoke run).",
         ]

@@ -18,9 +18,11 @@ steps: with 2048, a burst of 32 prompts made one ~17 s step that an adapter load
 with `benchmarks/serving_hotswap.py` (32 streams on one LoRA, 30 s, 3 swaps + rollback, 2 cores; one run
 each): budget 2048 / 512 / 256 / 128 gave steady 64 / 75 / 89 / 86 tokens/s, TTFT p50 15.4 / 5.9 / 4.1 /
 4.5 s and a slowest swap of 18.5 / 10.1 / 7.3 / 2.3 s (2048 and 256 with a 4-token smoke test, 512 and 128
-with today's 1-token one). Throughput alone, bare vLLM at 2048 vs 128 in one run
-(`benchmarks/engine_step_budget.py`, 32 clients): base model 181 vs 185 tokens/s (TTFT p50 2.3 vs 0.7 s),
-LoRA 74 vs 94 tokens/s (TTFT p50 13.8 vs 1.6 s)."""
+with today's 1-token one). Bare vLLM at 2048 vs 128 in one run (`benchmarks/engine_step_budget.py`,
+32 clients; two runs on two machines): base model 181 vs 185 and 178 vs 177 tokens/s (TTFT p50 2.3 vs 0.7
+and 2.7 vs 0.8 s), LoRA 74 vs 94 and 59 vs 90 tokens/s (TTFT p50 13.8 vs 1.6 and 18.7 vs 1.9 s). The cost
+is a long prompt alone: 1,692 tokens on an idle engine take 14 steps, TTFT 2.5 vs 2.9 s on the base model
+(on a LoRA 15.7 vs 7.8 s: the CPU LoRA kernels are slower on one big chunk than on 14 small ones)."""
 
 
 def detect_device() -> DeviceKind:
