@@ -92,9 +92,40 @@ def wait_for_in_flight(timeout_s: float = 60.0, app: str = "tuneloop") -> int:
         time.sleep(0.25)
 
 
-def stop_local_serve(drain_timeout_s: float = 60.0, home: Path | None = None) -> None:
+def shutdown_serve(timeout_s: float = 60.0) -> None:
+    """Shut Ray Serve down (deployments drain, proxies stop, the controller exits) and wait for it.
+
+    `serve.shutdown()` does this by waiting on a controller task that only ends when the controller kills
+    itself, so Ray prints "(raylet) Task ServeController.graceful_shutdown failed ... killed by
+    `ray.kill`" at the end of every clean stop. Here the controller is asked to shut down without a
+    waiting task (the same graceful path) and its exit is watched instead; anything unexpected (Serve's
+    internals changed, the controller did not exit within `timeout_s`) falls back to `serve.shutdown()`.
+    """
     import ray
     from ray import serve
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return  # Serve is not running
+    try:
+        ray.get(controller.graceful_shutdown.remote(False), timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ready, _ = ray.wait([controller.__ray_ready__.remote()], timeout=1.0)
+            if ready:
+                ray.get(ready[0])  # raises RayActorError once the controller has exited
+                time.sleep(0.2)
+    except ray.exceptions.RayActorError:
+        return  # the controller exited after stopping everything Serve ran
+    except Exception as exc:  # noqa: BLE001 - fall back to Serve's own shutdown below
+        console.print(f"[yellow]Serve's graceful shutdown: {exc}; stopping it the plain way[/yellow]")
+    serve.shutdown()
+
+
+def stop_local_serve(drain_timeout_s: float = 60.0, home: Path | None = None) -> None:
+    import ray
 
     try:
         if ray.is_initialized():
@@ -103,7 +134,7 @@ def stop_local_serve(drain_timeout_s: float = 60.0, home: Path | None = None) ->
                 console.print(
                     f"[yellow]{left} request(s) still running after {drain_timeout_s:.0f} s[/yellow]"
                 )
-        serve.shutdown()  # drains replicas: in-flight requests finish (graceful_shutdown_timeout_s)
+            shutdown_serve()  # drains replicas: in-flight requests finish (graceful_shutdown_timeout_s)
     finally:
         if home is not None:
             clear_service_ray_address(home)
