@@ -74,13 +74,8 @@ def check_gpu_adapter(result: Any, base_model: Path) -> None:
     assert model is not None
 
 
-@pytest.mark.parametrize("quantization", ["nf4", "none"])
-@pytest.mark.parametrize("style", ["dpo", "kto"])
-def test_gpu_preference_training_in_process(
-    base_model: Path, tmp_path: Path, style: str, quantization: str
-) -> None:
-    from training.api import train
-
+def preference_config(base_model: Path, tmp_path: Path, style: str, quantization: str) -> dict[str, Any]:
+    """A short DPO or KTO run on the shipped preference fixture."""
     raw = config(
         base_model,
         tmp_path,
@@ -95,7 +90,17 @@ def test_gpu_preference_training_in_process(
         "split": {"validation": 0.3, "test": 0},
     }
     raw["train"] = {**raw["train"], "learning_rate": 5e-4}
-    result = train(raw, use_ray=False)
+    return raw
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "none"])
+@pytest.mark.parametrize("style", ["dpo", "kto"])
+def test_gpu_preference_training_in_process(
+    base_model: Path, tmp_path: Path, style: str, quantization: str
+) -> None:
+    from training.api import train
+
+    result = train(preference_config(base_model, tmp_path, style, quantization), use_ray=False)
     assert result.ok, result.error
     assert result.manifest is not None and result.manifest["style"] == style
     if style == "dpo":  # the policy moves away from the reference towards the chosen answers
@@ -111,3 +116,16 @@ def test_gpu_through_ray_reserves_the_gpu(base_model: Path, tmp_path: Path) -> N
     assert result.ok, result.error
     assert result.device == "cuda"
     assert any("GPU available" in line for line in result.log)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+@pytest.mark.parametrize("style", ["dpo", "kto"])
+def test_gpu_preference_through_ray_reserves_the_gpu(base_model: Path, tmp_path: Path, style: str) -> None:
+    """DPO and KTO (QLoRA) go through the same Ray dispatch as SFT and get the GPU there."""
+    from training.api import train
+
+    result = train(preference_config(base_model, tmp_path, style, "nf4"), use_ray=True)
+    assert result.ok, result.error
+    assert result.device == "cuda"
+    assert result.manifest is not None and result.manifest["style"] == style
+    check_gpu_adapter(result, base_model)
