@@ -13,7 +13,7 @@ its first token. So each model also gets a *long prompt alone* cell: one client,
 tokens (each opening with its own number, so vLLM's prefix cache cannot serve a later one from an earlier
 one), max_tokens=1, one after the other on an idle server; its TTFT is the prefill of the whole prompt.
 
-Run: `python -m benchmarks.engine_step_budget` (~6 minutes on 2 cores; `--quick` for a smoke run).
+Run: `python -m benchmarks.engine_step_budget` (~8 minutes on 2 cores; `--quick` for a smoke run).
 Writes benchmarks/results/engine_step_budget(.json|.md).
 """
 
@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 
 from benchmarks.common import (
-    LoadRun,
     bare_vllm_server,
+    chat_body,
     checked_warm_up,
     environment,
     fmt,
@@ -59,7 +59,7 @@ def long_prompt(i: int) -> str:
     return (
         f"Document {i}. "
         + "The keeper lit the lamp before the storm came in. " * LONG_PROMPT_REPEATS
-        + ("Summarize the document in one word.")
+        + "Summarize the document in one word."
     )
 
 
@@ -98,19 +98,16 @@ async def measure(url: str, model_name: str, cfg: dict[str, Any]) -> dict[str, d
 async def long_prompt_cell(client: httpx.AsyncClient, url: str, target: str, requests: int) -> dict[str, Any]:
     """One client, long prompts one after the other (max_tokens=1): TTFT is the whole prompt's prefill.
     The first (not counted) warms up and reports the prompt's length in tokens."""
-    body = {"model": target, "messages": [{"role": "user", "content": long_prompt(0)}], "max_tokens": 1}
-    r = await client.post(f"{url}/v1/chat/completions", json=body)
+    r = await client.post(
+        f"{url}/v1/chat/completions", json=chat_body(target, long_prompt(0), 1, stream=False)
+    )
     r.raise_for_status()
-    prompt_tokens = int(r.json()["usage"]["prompt_tokens"])
-    results = [
-        await stream_chat(client, url, target, max_tokens=1, content=long_prompt(i))
-        for i in range(1, requests + 1)
-    ]
-    started = min(x.started for x in results)
-    finished = max(x.finished for x in results)
-    summary = summarize(LoadRun(concurrency=1, results=results, started=started, finished=finished))
-    summary["prompt_tokens"] = prompt_tokens
-    return summary
+
+    async def one(c: httpx.AsyncClient, idx: int, seq: int) -> Any:
+        return await stream_chat(c, url, target, max_tokens=1, content=long_prompt(seq + 1))
+
+    run = await run_closed_loop(one, 1, num_requests=requests, client=client)
+    return {**summarize(run), "prompt_tokens": int(r.json()["usage"]["prompt_tokens"])}
 
 
 def run_budget(model_path: Path, budget: int, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:

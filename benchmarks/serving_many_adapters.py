@@ -19,7 +19,7 @@ tuneloop's eval client sends it; the proxy prefers a replica that holds the vers
 proxy spreads requests regardless of adapters), in that order, each from a fresh set of 100 versions so
 neither finds the other's residency. Metrics are read from every replica (the proxy answers each scrape
 from one replica; the benchmark scrapes until it has seen them all) and summed; `resident at end` counts
-the distinct versions the replicas hold together (`/admin/replicas`).
+the distinct versions the replicas hold together (`tuneloop_adapter_loaded`).
 
 Adapters: numpy-written LoRA adapters with the base's real module shapes (r=8 on q/v of all 30 layers;
 `serving.registry.testing.write_adapter`), different seeds → different versions; no torch needed.
@@ -96,11 +96,14 @@ def zipf_sequence(n_models: int, n_requests: int, s: float, seed: int) -> list[i
     return random.Random(seed).choices(range(n_models), weights=weights, k=n_requests)
 
 
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+"""Prometheus samples by series name: (labels, value) per sample."""
+
 _SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 
 
-def scrape(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+def scrape(text: str) -> Samples:
+    out: Samples = {}
     for line in text.splitlines():
         m = _SAMPLE.match(line)
         if not m:
@@ -108,9 +111,6 @@ def scrape(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels") or ""))
         out.setdefault(m.group("name"), []).append((labels, float(m.group("value"))))
     return out
-
-
-Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
 async def scrape_replicas(client: httpx.AsyncClient, url: str, replicas: int) -> Samples:
@@ -132,19 +132,19 @@ async def scrape_replicas(client: httpx.AsyncClient, url: str, replicas: int) ->
     return merged
 
 
-def metric(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+def metric(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for lab, v in samples.get(name, ()) if all(lab.get(k) == x for k, x in labels.items()))
 
 
 def histogram_quantile(
-    before: dict[str, list[tuple[dict[str, str], float]]],
-    after: dict[str, list[tuple[dict[str, str], float]]],
+    before: Samples,
+    after: Samples,
     name: str,
     q: float,
 ) -> float | None:
     """The q-quantile (0..1) of a histogram's observations between two scrapes (linear in a bucket)."""
 
-    def buckets(s: dict[str, list[tuple[dict[str, str], float]]]) -> dict[float, float]:
+    def buckets(s: Samples) -> dict[float, float]:
         return {float(lab["le"]): v for lab, v in s.get(f"{name}_bucket", ()) if "le" in lab}
 
     a, b = buckets(after), buckets(before)
@@ -208,7 +208,7 @@ async def run_cell(
         before, "tuneloop_adapter_lookups_total", result="miss"
     )
     cold = "tuneloop_adapter_cold_load_seconds"
-    resident = {lab["adapter"] for lab, v in after.get("tuneloop_adapter_loaded", ()) if v > 0}
+    resident = [lab["adapter"] for lab, v in after.get("tuneloop_adapter_loaded", ()) if v > 0]
     summary.update(
         distinct_models=len(set(models)),
         routing_header=route,
@@ -226,8 +226,8 @@ async def run_cell(
             / max(1.0, metric(after, f"{cold}_count") - metric(before, f"{cold}_count"))
         ),
         peak_resident=max(peak_resident.values(), default=0),
-        resident_at_end=len(resident),
-        resident_copies_at_end=int(sum(v for _, v in after.get("tuneloop_adapter_loaded", ()) if v > 0)),
+        resident_at_end=len(set(resident)),
+        resident_copies_at_end=len(resident),
     )
     return summary
 
