@@ -197,6 +197,13 @@ class ServingConfig(ConfigModel):
     )
     adapter_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
     poll_interval_s: Annotated[float, Field(gt=0)] = POLL_INTERVAL_S
+    engine_check_refresh_s: Annotated[float, Field(ge=0)] = Field(
+        30.0,
+        description="longest time between two checks of which adapters the engine still holds when "
+        "nothing was loaded or evicted meanwhile (the engine evicts only to make room for a load, so the "
+        "check runs after each load anyway); each check keeps vLLM's worker busy-polling for about a "
+        "second, so 0 (check every heartbeat) costs an idle replica a whole CPU core",
+    )
     default_max_tokens: Annotated[int, Field(ge=1)] = DEFAULT_MAX_TOKENS
     swap_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 

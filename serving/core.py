@@ -116,6 +116,9 @@ class CoreConfig:
     (alias targets, experiment arms, hot-swap stages) are always smoke-tested before they take traffic."""
     slot_wait_s: float = 30.0
     """How long an on-demand load waits for a slot when every resident version is pinned or busy."""
+    engine_check_refresh_s: float = 30.0
+    """Longest time between two questions to the engine about what it holds when no load or eviction
+    happened meanwhile (see `ServingCore._check_engine_evictions`)."""
 
 
 class AdapterUnavailableError(APIError):
@@ -164,6 +167,8 @@ class ServingCore:
         self._tasks: list[asyncio.Task[None]] = []
         self._report_lock = asyncio.Lock()
         self._residency_epoch = 0  # bumped by every load and eviction (see `_sync_engine_evictions`)
+        self._checked_epoch = -1  # the epoch of the last clean `_sync_engine_evictions`, and when it ran
+        self._checked_at = 0.0
         self._ready = False
         self._closing = False
         self._rng = random.Random()
@@ -189,7 +194,7 @@ class ServingCore:
                     self._every(self.config.heartbeat_interval_s, self._report), name="tuneloop-heartbeat"
                 ),
                 asyncio.create_task(
-                    self._every(self.config.heartbeat_interval_s, self._sync_engine_evictions),
+                    self._every(self.config.heartbeat_interval_s, self._check_engine_evictions),
                     name="tuneloop-engine-evictions",
                 ),
             ]
@@ -470,6 +475,20 @@ class ServingCore:
         self._slot_freed.set()
         self._slot_freed = asyncio.Event()
 
+    async def _check_engine_evictions(self) -> None:
+        """Ask the engine what it holds only when it may have evicted something on its own: vLLM evicts
+        only to make room for a load, so after a clean answer nothing can change until the next load or
+        eviction here. A slow refresh (`engine_check_refresh_s`) covers a load the engine did inside a
+        step. Asking is not free: every call through vLLM's multiprocess executor keeps its worker
+        busy-polling the message queue for a second afterwards (vLLM's `SpinCondition`), so asking
+        every heartbeat kept an idle replica's worker at ~100 % of a core for ever."""
+        if (
+            self._residency_epoch == self._checked_epoch
+            and time.monotonic() - self._checked_at < self.config.engine_check_refresh_s
+        ):
+            return
+        await self._sync_engine_evictions()
+
     async def _sync_engine_evictions(self) -> None:
         """Drop versions the engine evicted on its own (its LRU) from this replica's bookkeeping (and so
         from what it reports). The engine's list is only trusted when no load or eviction happened while
@@ -481,6 +500,7 @@ class ServingCore:
             return
         if epoch != self._residency_epoch:
             return
+        self._checked_epoch, self._checked_at = epoch, time.monotonic()
         ads = self._adapters
         forgot = False
         for key, ref in list(ads.loaded.items()):

@@ -168,6 +168,7 @@ class ServingRuntime:
                 base_id=base_id,
                 base_aliases=base_aliases(base_path),
                 poll_interval_s=config.poll_interval_s,
+                engine_check_refresh_s=config.engine_check_refresh_s,
                 default_max_tokens=config.default_max_tokens,
                 max_resident=config.engine.max_cpu_loras or config.engine.max_loras,
             ),

@@ -478,6 +478,47 @@ def test_engine_evictions_are_reflected(small: Harness) -> None:
     assert v2.short_ref in small.engine.loaded
 
 
+def test_the_engine_is_asked_what_it_holds_only_after_a_load_or_a_slow_refresh(
+    small: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each question keeps vLLM's worker busy-polling for a second, so an idle replica must not ask."""
+    core = small.runtime.core
+    asked: list[int] = []
+    real = small.engine.list_loras
+
+    async def counting() -> list[str]:
+        asked.append(1)
+        return await real()
+
+    monkeypatch.setattr(small.engine, "list_loras", counting)
+
+    def check() -> None:
+        small.client.blocking_portal.call(core._check_engine_evictions)
+
+    v1 = small.registry.register(small.adapter(1), "support", alias="champion")
+    small.reconcile()  # a load: the next check asks
+    check()
+    n = len(asked)
+    assert n >= 1
+    for _ in range(3):
+        check()  # nothing loaded or evicted since the clean answer: not asked
+    assert len(asked) == n
+    v2 = small.registry.register(small.adapter(2), "support")
+    small.reconcile()  # routable now, not loaded
+    check()
+    assert len(asked) == n
+    assert small.chat(f"support@{v2.version[:12]}").status_code == 200  # an on-demand load
+    check()
+    assert len(asked) > n
+    n = len(asked)
+    check()
+    assert len(asked) == n
+    core.config.engine_check_refresh_s = 0.0  # the refresh is due: asked although nothing changed
+    check()
+    assert len(asked) > n
+    assert core.loaded_keys() == [v1.ref, v2.ref]
+
+
 def test_smoke_generations_run_ahead_of_client_requests(small: Harness) -> None:
     from serving.engine.base import CONTROL_PRIORITY
 
