@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -56,8 +55,7 @@ from benchmarks.common import (
     tuneloop_server,
     workdir,
 )
-from benchmarks.serving_many_adapters import SMOLLM2_SHAPES
-from serving.registry.testing import write_adapter
+from benchmarks.serving_many_adapters import write_adapters
 
 NAME = "serving_idle_cost"
 MODULE = "benchmarks.serving_idle_cost"
@@ -184,25 +182,6 @@ def measure_server(
         server.stop()
 
 
-def adapters(wd: Path, model_name: str, incoming: Path, n: int) -> list[Path]:
-    folders = []
-    for i in range(n):
-        name = f"t{i:03d}"
-        src = write_adapter(
-            wd / "src" / name,
-            base_model=model_name,
-            r=8,
-            alpha=16,
-            target_modules=tuple(SMOLLM2_SHAPES),
-            layers=30,
-            module_shapes=SMOLLM2_SHAPES,
-            seed=i,
-            scale=0.05,
-        )
-        folders.append(Path(shutil.copytree(src, incoming / name)))
-    return folders
-
-
 def tuneloop_cell(
     model_path: Path,
     wd: Path,
@@ -217,7 +196,8 @@ def tuneloop_cell(
     config = yaml.safe_load(setup.config_path.read_text())
     config["serving"]["engine_check_refresh_s"] = refresh_s
     setup.config_path.write_text(yaml.safe_dump(config))
-    folders = adapters(wd, model_path.name, setup.incoming, args.adapters) if replicas > 1 else None
+    names = [f"t{i:03d}" for i in range(args.adapters)]
+    folders = write_adapters(wd / "src", model_path.name, setup.incoming, names) if replicas > 1 else None
     return measure_server(server, args, nb, alone, folders)
 
 

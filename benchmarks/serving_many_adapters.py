@@ -232,6 +232,26 @@ async def run_cell(
     return summary
 
 
+def write_adapters(src: Path, model_name: str, incoming: Path, names: list[str]) -> list[Path]:
+    """One r=8 q/v adapter of the default base per name (seed = its index), written under `src` and
+    copied into the server's import folder `incoming`; the copies' folders."""
+    folders = []
+    for i, name in enumerate(names):
+        written = write_adapter(
+            src / name,
+            base_model=model_name,
+            r=8,
+            alpha=16,
+            target_modules=tuple(SMOLLM2_SHAPES),
+            layers=30,
+            module_shapes=SMOLLM2_SHAPES,
+            seed=i,
+            scale=0.05,
+        )
+        folders.append(Path(shutil.copytree(written, incoming / name)))
+    return folders
+
+
 async def register_all(url: str, folders: list[Path]) -> list[str]:
     """Register each folder as a version of its own name (no alias: none is pinned); `name@<12 hex>`."""
     admin = AdminClient(url)
@@ -405,20 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.replicas > 1:
             names += [f"u{i:03d}" for i in range(args.adapters)]  # the cell without the routing header
         log(f"writing {len(names)} adapters")
-        folders = []
-        for i, name in enumerate(names):
-            src = write_adapter(
-                wd / "src" / name,
-                base_model=model_path.name,
-                r=8,
-                alpha=16,
-                target_modules=tuple(SMOLLM2_SHAPES),
-                layers=30,
-                module_shapes=SMOLLM2_SHAPES,
-                seed=i,
-                scale=0.05,
-            )
-            folders.append(Path(shutil.copytree(src, setup.incoming / name)))
+        folders = write_adapters(wd / "src", model_path.name, setup.incoming, names)
         result = measure_on(server, lambda: measure(server.url, folders, args))
     payload, md = report(result, args, env, load)
     return publish_results(NAME, payload, md, quick=args.quick, override=args.name)
