@@ -678,6 +678,7 @@ def tuneloop_server(
     num_replicas: int = 1,
     replica_num_cpus: float | None = None,
     engine: dict[str, Any] | None = None,
+    serving: dict[str, Any] | None = None,
 ) -> tuple[ServerProcess, TuneloopSetup]:
     """`tuneloop serve` with its own home under `workdir` (defaults otherwise), not started yet.
 
@@ -687,7 +688,8 @@ def tuneloop_server(
     `RAY_worker_niceness` (default 15) nicer than the raylet; `ray_worker_niceness=0` keeps them at
     `nice`, the priority a bare vLLM baseline runs at (None: Ray's default). `num_replicas` model replicas
     (each its own vLLM engine), each reserving `replica_num_cpus` Ray CPUs (None: tuneloop's default).
-    `engine` adds or overrides `serving.engine` settings (e.g. `{"scheduling_policy": "fcfs"}`).
+    `engine` adds or overrides `serving.engine` settings (e.g. `{"scheduling_policy": "fcfs"}`), `serving`
+    other `serving` settings (e.g. `{"max_ongoing_requests": 4}`).
     """
     import yaml
 
@@ -709,6 +711,7 @@ def tuneloop_server(
                 "max_lora_rank": max_lora_rank,
                 **(engine or {}),
             },
+            **(serving or {}),
         },
         "host": "127.0.0.1",
         "port": port,

@@ -33,8 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from benchmarks import child_process
 from benchmarks.common import (
     AdminClient,
@@ -46,6 +44,7 @@ from benchmarks.common import (
     log,
     machine_load,
     md_table,
+    measure_on,
     median,
     ms,
     percentile,
@@ -141,45 +140,43 @@ def measure_server(
     server: ServerProcess, args: argparse.Namespace, nb: Neighbour, alone: float, folders: list[Path] | None
 ) -> dict[str, Any]:
     """Start `server`, settle, measure its idle cores and the neighbour beside it, time registrations."""
-    log(f"starting {server.name}")
-    try:
-        server.start(timeout_s=600)
-        log(f"{server.name} ready in {server.start_s:.1f} s; settling {args.settle:.0f} s")
-        with ResourceMonitor(server) as monitor:
-            time.sleep(args.settle)
-            monitor.start_window()
-            time.sleep(args.window)
-            idle = monitor.end_window()
-            monitor.start_window()
-            rate = nb.rate(args.window)
-            beside = monitor.end_window()
-        out: dict[str, Any] = {
-            "start_s": server.start_s,
-            "idle_server_cores": idle.server_cores,
-            "idle_by_process": idle.server_cores_by_process,
-            "neighbour_rate": rate,
-            "neighbour_ratio": ratio(rate, alone),
-            "server_cores_beside_neighbour": beside.server_cores,
+    return measure_on(server, lambda: idle_cell(server, args, nb, alone, folders))
+
+
+async def idle_cell(
+    server: ServerProcess, args: argparse.Namespace, nb: Neighbour, alone: float, folders: list[Path] | None
+) -> dict[str, Any]:
+    log(f"settling {args.settle:.0f} s")
+    with ResourceMonitor(server) as monitor:
+        await asyncio.sleep(args.settle)
+        monitor.start_window()
+        await asyncio.sleep(args.window)
+        idle = monitor.end_window()
+        monitor.start_window()
+        rate = await asyncio.to_thread(nb.rate, args.window)
+        beside = monitor.end_window()
+    out: dict[str, Any] = {
+        "start_s": server.start_s,
+        "idle_server_cores": idle.server_cores,
+        "idle_by_process": idle.server_cores_by_process,
+        "neighbour_rate": rate,
+        "neighbour_ratio": ratio(rate, alone),
+        "server_cores_beside_neighbour": beside.server_cores,
+    }
+    if folders:
+        times = await register_all(server.url, folders)
+        out["register"] = {
+            "n": len(times),
+            "total_s": sum(times),
+            "p50_ms": ms(median(times)),
+            "p90_ms": ms(percentile(times, 90)),
+            "max_ms": ms(max(times)),
         }
-        if folders:
-            times = asyncio.run(register_all(server.url, folders))
-            out["register"] = {
-                "n": len(times),
-                "total_s": sum(times),
-                "p50_ms": ms(median(times)),
-                "p90_ms": ms(percentile(times, 90)),
-                "max_ms": ms(max(times)),
-            }
-        log(
-            f"{server.name}: idle {idle.server_cores:.2f} cores, neighbour {rate:.1f}/s "
-            f"({fmt(ratio(rate, alone), 3)} of alone)"
-        )
-        return out
-    except BaseException:
-        log(f"{server.name} failed; log tail:\n{server.log_tail()}")
-        raise
-    finally:
-        server.stop()
+    log(
+        f"{server.name}: idle {idle.server_cores:.2f} cores, neighbour {rate:.1f}/s "
+        f"({fmt(ratio(rate, alone), 3)} of alone)"
+    )
+    return out
 
 
 def tuneloop_cell(
@@ -192,10 +189,9 @@ def tuneloop_cell(
     replicas: int,
     refresh_s: float,
 ) -> dict[str, Any]:
-    server, setup = tuneloop_server(model_path, wd, num_replicas=replicas)
-    config = yaml.safe_load(setup.config_path.read_text())
-    config["serving"]["engine_check_refresh_s"] = refresh_s
-    setup.config_path.write_text(yaml.safe_dump(config))
+    server, setup = tuneloop_server(
+        model_path, wd, num_replicas=replicas, serving={"engine_check_refresh_s": refresh_s}
+    )
     names = [f"t{i:03d}" for i in range(args.adapters)]
     folders = write_adapters(wd / "src", model_path.name, setup.incoming, names) if replicas > 1 else None
     return measure_server(server, args, nb, alone, folders)

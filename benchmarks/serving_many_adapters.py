@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from benchmarks.common import (
     AdminClient,
@@ -415,12 +414,18 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     load = machine_load()
     with workdir("tuneloop-bench-many-") as wd:
-        server, setup = tuneloop_server(model_path, wd, max_loras=args.max_loras, num_replicas=args.replicas)
-        config = yaml.safe_load(setup.config_path.read_text())
-        config["serving"]["engine"]["max_cpu_loras"] = args.resident
-        if args.max_ongoing_requests is not None:
-            config["serving"]["max_ongoing_requests"] = args.max_ongoing_requests
-        setup.config_path.write_text(yaml.safe_dump(config))
+        server, setup = tuneloop_server(
+            model_path,
+            wd,
+            max_loras=args.max_loras,
+            num_replicas=args.replicas,
+            engine={"max_cpu_loras": args.resident},
+            serving=(
+                {"max_ongoing_requests": args.max_ongoing_requests}
+                if args.max_ongoing_requests is not None
+                else None
+            ),
+        )
         names = [f"t{i:03d}" for i in range(args.adapters)]
         if args.replicas > 1:
             names += [f"u{i:03d}" for i in range(args.adapters)]  # the cell without the routing header
