@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ def server_state(request: pytest.FixtureRequest, eval_endpoint: tuple[str, str, 
 
     def state() -> str:
         parts = [f"tuneloop serve alive: {service.process.poll() is None}", service.log_tail(40)]
+        parts.append(_failed_requests(service.home / "tuneloop.db"))
         for pattern in ("proxy_*.log", "controller_*.log"):
             for log in sorted(RAY_SERVE_LOGS.glob(pattern)):
                 lines = log.read_text(errors="replace").splitlines()[-15:]
@@ -38,6 +41,28 @@ def server_state(request: pytest.FixtureRequest, eval_endpoint: tuple[str, str, 
         return "\n".join(parts)
 
     return state
+
+
+def _failed_requests(db: Path, n: int = 10) -> str:
+    """The request log's last `n` rows that did not answer 200 (the server's side of a failed call)."""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            rows = conn.execute(
+                "SELECT created_at, endpoint, model_requested, status_code, error FROM requests "
+                "WHERE status_code != 200 ORDER BY created_at DESC LIMIT ?",
+                (n,),
+            ).fetchall()
+            total = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+    except sqlite3.Error as exc:
+        return f"--- request log: unreadable ({exc})"
+    lines = [f"--- request log: {total} rows; last non-200 rows:"] + [" | ".join(map(str, r)) for r in rows]
+    return "\n".join(lines)
+
+
+def _harness_errors(stderr: str, n: int = 8) -> str:
+    """The harness's first failed-call lines: its last lines are the cancelled calls' noise."""
+    lines = [line for line in stderr.splitlines() if "API request failed" in line or "Exception:" in line]
+    return "\n".join(line[:600] for line in lines[:n]) or "(no failed-call line in the harness's stderr)"
 
 
 def _run_lm_eval(
@@ -75,7 +100,10 @@ def _run_lm_eval(
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path, check=False
     )
-    assert done.returncode == 0, f"{done.stderr[-3000:]}\n=== server ===\n{server_state()}"
+    assert done.returncode == 0, (
+        f"=== first errors ===\n{_harness_errors(done.stderr)}\n=== stderr tail ===\n{done.stderr[-1500:]}"
+        f"\n=== server ===\n{server_state()}"
+    )
     results = list((tmp_path / "out").rglob("results_*.json"))
     assert results, done.stdout[-2000:]
     return dict(json.loads(results[0].read_text())["results"][task])

@@ -482,3 +482,40 @@ def test_tools_logprobs_echo_and_strictness(client: openai.OpenAI, tuneloop_serv
         extra_body={"top_k": 1, "min_p": 0.1, "repetition_penalty": 1.1, "ignore_eos": True, "min_tokens": 8},
     )
     assert sampled.usage is not None and sampled.usage.completion_tokens == 8
+
+
+def test_prompt_logprobs_of_requests_sharing_an_engine_step(
+    tuneloop_service: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Completions `echo` + `logprobs` (lm-evaluation-harness's multiple choice) sent concurrently to the
+    base and to an adapter: vLLM with LoRA enabled used to crash its engine when two such requests shared
+    a step (serving/engine/vllm_plugin.py). Every answer arrives and matches the same request sent alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    svc = tuneloop_service
+    folder = make_peft_adapter(svc.base_model_path, tmp_path_factory.mktemp("echo") / "echo", seed=7)
+    folder = Path(shutil.copytree(folder, svc.home / "registry" / "incoming" / "echo-adapter"))
+    admin = httpx.Client(base_url=svc.url, headers=svc.admin_headers(), timeout=300)
+    r = admin.post("/admin/adapters", json={"path": str(folder), "name": "echoer", "alias": "champion"})
+    assert r.status_code == 201, r.text
+    client = openai.OpenAI(base_url=svc.v1, api_key="unused", max_retries=0, timeout=120)
+    _wait_served_by(client, "echoer", f"echoer@{r.json()['adapter']['version'][:12]}")
+    prompts = [f"Question: What is the capital of {c}?\nAnswer: Paris" for c in ("France", "Spain", "Peru")]
+    cases = [(model, p) for model in (svc.base_id, "echoer") for p in prompts]
+
+    def echo(case: tuple[str, str]) -> list[float]:
+        resp = httpx.post(
+            f"{svc.v1}/completions",
+            json={"model": case[0], "prompt": case[1], "max_tokens": 0, "echo": True, "logprobs": 1},
+            timeout=120,
+        )
+        assert resp.status_code == 200, resp.text
+        return [float(x) for x in resp.json()["choices"][0]["logprobs"]["token_logprobs"][1:]]
+
+    alone = [echo(c) for c in cases]
+    with ThreadPoolExecutor(len(cases) * 2) as pool:  # twice each, all at once: steps shared
+        together = list(pool.map(echo, cases * 2))
+    assert alone[0] != alone[len(prompts)]  # the adapter changes the prompt log-probabilities
+    for solo, batched in zip(alone * 2, together, strict=True):
+        assert batched == pytest.approx(solo, abs=0.05)
+    assert chat(client, svc.base_id, max_tokens=2).parse().choices[0].message.content  # still serving

@@ -1,0 +1,75 @@
+"""serving.engine.vllm_plugin: while vLLM computes one request's prompt logits, the LoRA logits processor
+reads that request's slice of the per-token mapping; the per-request mapping is restored afterwards, and
+anything that is not a slice of the step's rows goes through unchanged. The real engine path (several
+echo requests in one step, base and adapter) is tested in tests/integration/serving/test_serve_e2e.py."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+import pytest
+import torch
+
+from serving.engine.vllm_plugin import per_token_lora_mapping, register
+
+
+class Punica:
+    """The parts of vLLM's PunicaWrapperBase the fix touches: a step of 3 requests, 7 tokens."""
+
+    def __init__(self) -> None:
+        self.token_lora_indices = torch.tensor([0, 0, 0, -1, -1, 1, 1])
+        self._sampler_indices = torch.tensor([0, -1, 1, 9, 9, 9, 9, 9])
+        self.indices_len = [7, 3, 3, 7]
+
+    @property
+    def sampler_indices(self) -> torch.Tensor:
+        return self._sampler_indices[: self.indices_len[1]]
+
+
+class Model:
+    def __init__(self, punica: Punica) -> None:
+        self.punica = punica
+        self.seen: list[list[int]] = []
+
+    def compute_logits(self, rows: torch.Tensor) -> torch.Tensor:
+        mapping = self.punica.sampler_indices
+        assert mapping.shape[0] in (1, rows.shape[0]), "vLLM's einsum would fail here"
+        self.seen.append(mapping.tolist())
+        return rows
+
+
+def test_each_request_s_prompt_rows_read_their_own_tokens_mapping() -> None:
+    punica, hidden = Punica(), torch.randn(7, 4)
+    model = Model(punica)
+    with pytest.raises(AssertionError):  # what vLLM does without the fix: 3 request rows, 2 prompt rows
+        model.compute_logits(hidden[3:5])
+    with per_token_lora_mapping(model, hidden, punica):
+        model.compute_logits(hidden[0:3])  # request 1: adapter 0
+        model.compute_logits(hidden[3:5])  # request 2: the base (-1)
+        model.compute_logits(hidden[5:7])  # request 3: adapter 1
+        assert punica.sampler_indices.tolist() == [0, -1, 1]  # restored between calls
+        model.compute_logits(torch.randn(3, 4))  # not a slice of the step: unchanged mapping
+    assert model.seen == [[0, 0, 0], [-1, -1], [1, 1], [0, -1, 1]]
+    assert "compute_logits" not in vars(model)  # the class's method again
+    assert punica.indices_len == [7, 3, 3, 7] and punica._sampler_indices[3:].tolist() == [9] * 5
+
+
+def test_the_mapping_is_restored_when_vllm_raises() -> None:
+    punica, hidden = Punica(), torch.randn(7, 4)
+    model = Model(punica)
+    model.punica = None  # type: ignore[assignment]
+    with pytest.raises(AttributeError), per_token_lora_mapping(model, hidden, punica):
+        model.compute_logits(hidden[5:7])
+    assert punica.sampler_indices.tolist() == [0, -1, 1] and "compute_logits" not in vars(model)
+
+
+def test_vllm_finds_the_plugin_and_registering_twice_patches_once() -> None:
+    names = {e.value for e in entry_points(group="vllm.general_plugins")}
+    assert "serving.engine.vllm_plugin:register" in names
+    runner: Any = pytest.importorskip("vllm.v1.worker.gpu_model_runner").GPUModelRunner
+    register()
+    patched = runner._get_prompt_logprobs_dict
+    register()
+    assert runner._get_prompt_logprobs_dict is patched
+    assert getattr(patched, "_tuneloop_prompt_logprobs_lora", False)
