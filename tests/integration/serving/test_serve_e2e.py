@@ -501,6 +501,7 @@ def test_prompt_logprobs_of_requests_sharing_an_engine_step(
     client = openai.OpenAI(base_url=svc.v1, api_key="unused", max_retries=0, timeout=120)
     _wait_served_by(client, "echoer", f"echoer@{r.json()['adapter']['version'][:12]}")
     prompts = [f"Question: What is the capital of {c}?\nAnswer: Paris" for c in ("France", "Spain", "Peru")]
+    prompts.append("Context: " + "the river runs to the sea and " * 60 + "\nAnswer: yes")  # prefilled in chunks
     cases = [(model, p) for model in (svc.base_id, "echoer") for p in prompts]
 
     def echo(case: tuple[str, str]) -> list[float]:
