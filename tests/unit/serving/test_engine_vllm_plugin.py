@@ -73,3 +73,18 @@ def test_vllm_finds_the_plugin_and_registering_twice_patches_once() -> None:
     register()
     assert runner._get_prompt_logprobs_dict is patched
     assert getattr(patched, "_tuneloop_prompt_logprobs_lora", False)
+
+
+def test_cpu_generators_are_rewound_by_state_and_hidden_from_vllm_s_offset_rewind() -> None:
+    from serving.engine.vllm_plugin import rewind_cpu_generators
+
+    gen, other = torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)
+    generators = {0: gen, 2: other}
+    states = {0: (gen, gen.get_state())}
+    first = torch.rand(4, generator=gen)  # the step's sample, which vLLM discards
+    with rewind_cpu_generators(generators, states):
+        assert list(generators) == [2]  # what vLLM's `set_offset` loop sees
+    assert generators[0] is gen and generators[2] is other
+    assert torch.equal(torch.rand(4, generator=gen), first)  # as if the discarded sample never happened
+    with pytest.raises(RuntimeError, match="offset"):  # why: CPU generators have no offset to rewind
+        gen.set_offset(gen.get_offset() - 4)
