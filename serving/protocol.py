@@ -268,7 +268,7 @@ class _Request(_Strict):
     @model_validator(mode="after")
     def _ranges(self) -> _Request:
         if self.max_tokens is not None and self.min_tokens > self.max_tokens > 0:
-            raise ValueError("min_tokens must not exceed max_tokens")
+            raise FieldError("min_tokens", "min_tokens must not exceed max_tokens")
         return self
 
     def stop_tuple(self) -> tuple[str, ...]:

@@ -152,6 +152,8 @@ def test_unknown_field_and_coercion_are_400s_through_http(app: App) -> None:
     assert r.json()["error"]["code"] == "unknown_parameter"
     r = app.post("/v1/completions", {"model": "fake-base", "prompt": "x", "echo": "true"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "echo"
+    r = app.post("/v1/chat/completions", chat(max_tokens=2, min_tokens=3))  # a check across two fields
+    assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens", r.text
 
 
 # ------------------------------------------------------------------ log-probabilities
