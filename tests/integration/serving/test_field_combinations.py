@@ -9,15 +9,12 @@ serving/engine/vllm_plugin.py fixes were found; the fake-engine fuzz in tests/re
 from __future__ import annotations
 
 import random
-import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-from serving.testing import make_peft_adapter
 
 pytestmark = pytest.mark.integration
 
@@ -94,15 +91,10 @@ def completion_body(rng: random.Random, model: str) -> tuple[str, dict[str, Any]
 
 
 def test_random_field_combinations_never_break_the_engine(
-    tuneloop_service: Any, tmp_path_factory: pytest.TempPathFactory
+    tuneloop_service: Any, champion_adapter: Callable[[str, int], str]
 ) -> None:
     svc = tuneloop_service
-    folder = make_peft_adapter(svc.base_model_path, tmp_path_factory.mktemp("combo") / "combo", seed=5)
-    folder = Path(shutil.copytree(folder, svc.home / "registry" / "incoming" / "combo-adapter"))
-    admin = httpx.Client(base_url=svc.url, headers=svc.admin_headers(), timeout=300)
-    r = admin.post("/admin/adapters", json={"path": str(folder), "name": "combo", "alias": "champion"})
-    assert r.status_code == 201, r.text
-    models = [svc.base_id, "combo@champion", f"combo@{r.json()['adapter']['version'][:12]}"]
+    models = [svc.base_id, "combo@champion", f"combo@{champion_adapter('combo', 5)[:12]}"]
     rng = random.Random(20261205)
     bodies = [
         (chat_body if rng.random() < 0.5 else completion_body)(rng, rng.choice(models))

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -485,7 +485,7 @@ def test_tools_logprobs_echo_and_strictness(client: openai.OpenAI, tuneloop_serv
 
 
 def test_prompt_logprobs_of_requests_sharing_an_engine_step(
-    tuneloop_service: Any, tmp_path_factory: pytest.TempPathFactory
+    tuneloop_service: Any, champion_adapter: Callable[[str, int], str]
 ) -> None:
     """Completions `echo` + `logprobs` (lm-evaluation-harness's multiple choice) sent concurrently to the
     base and to an adapter: vLLM with LoRA enabled used to crash its engine when two such requests shared
@@ -493,13 +493,9 @@ def test_prompt_logprobs_of_requests_sharing_an_engine_step(
     from concurrent.futures import ThreadPoolExecutor
 
     svc = tuneloop_service
-    folder = make_peft_adapter(svc.base_model_path, tmp_path_factory.mktemp("echo") / "echo", seed=7)
-    folder = Path(shutil.copytree(folder, svc.home / "registry" / "incoming" / "echo-adapter"))
-    admin = httpx.Client(base_url=svc.url, headers=svc.admin_headers(), timeout=300)
-    r = admin.post("/admin/adapters", json={"path": str(folder), "name": "echoer", "alias": "champion"})
-    assert r.status_code == 201, r.text
+    version = champion_adapter("echoer", 7)
     client = openai.OpenAI(base_url=svc.v1, api_key="unused", max_retries=0, timeout=120)
-    _wait_served_by(client, "echoer", f"echoer@{r.json()['adapter']['version'][:12]}")
+    _wait_served_by(client, "echoer", f"echoer@{version[:12]}")
     prompts = [f"Question: What is the capital of {c}?\nAnswer: Paris" for c in ("France", "Spain", "Peru")]
     prompts.append(
         "Context: " + "the river runs to the sea and " * 60 + "\nAnswer: yes"
