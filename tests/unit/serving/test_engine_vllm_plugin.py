@@ -73,6 +73,10 @@ def test_vllm_finds_the_plugin_and_registering_twice_patches_once() -> None:
     register()
     assert runner._get_prompt_logprobs_dict is patched
     assert getattr(patched, "_tuneloop_prompt_logprobs_lora", False)
+    cpu = pytest.importorskip("vllm.lora.punica_wrapper.punica_cpu")
+    ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
+    assert cpu.bgmv_shrink is ops.bgmv_shrink and hasattr(ops.bgmv_shrink, "__wrapped__")
+    assert not hasattr(ops.bgmv_shrink.__wrapped__, "__wrapped__")  # wrapped once
 
 
 def test_cpu_generators_are_rewound_by_state_and_hidden_from_vllm_s_offset_rewind() -> None:
@@ -88,3 +92,21 @@ def test_cpu_generators_are_rewound_by_state_and_hidden_from_vllm_s_offset_rewin
     assert torch.equal(torch.rand(4, generator=gen), first)  # as if the discarded sample never happened
     with pytest.raises(RuntimeError, match="offset"):  # why: CPU generators have no offset to rewind
         gen.set_offset(gen.get_offset() - 4)
+
+
+def test_tokens_without_an_adapter_get_no_delta_from_the_last_lora_slot() -> None:
+    ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
+    from serving.engine.vllm_plugin import bgmv_shrink_without_base_rows
+
+    vllm_shrink = getattr(ops.bgmv_shrink, "__wrapped__", ops.bgmv_shrink)  # vLLM's, even once patched
+    torch.manual_seed(0)
+    lora_a = torch.randn(4, 1, 2, 8)  # 4 slots, rank 2, hidden 8: every slot holds an adapter
+    x = torch.randn(3, 8)
+    indices = torch.tensor([-1, 0, 3])  # a base token, then tokens of the adapters in slots 0 and 3
+    unpatched = torch.zeros(3, 2)
+    vllm_shrink(x, lora_a, unpatched, indices, 1.0)
+    assert torch.allclose(unpatched[0], x[0] @ lora_a[3, 0].T)  # vLLM's CPU op: -1 is the last slot
+    fixed = torch.zeros(3, 2)
+    bgmv_shrink_without_base_rows(vllm_shrink)(x, lora_a, fixed, indices, 1.0)
+    assert torch.equal(fixed[0], torch.zeros(2))  # nothing for the base token to expand
+    assert torch.equal(fixed[1:], unpatched[1:])  # the adapters' tokens as before
