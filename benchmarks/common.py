@@ -1058,6 +1058,10 @@ class AdminClient:
         adapter: dict[str, Any] = (await self._call("POST", "/admin/adapters", body))["adapter"]
         return adapter
 
+    async def register_and_move(self, path: Path, name: str, alias: str) -> dict[str, Any]:
+        """Register an adapter folder and move `alias` to it in the same call: {"adapter", "swap"}."""
+        return await self._call("POST", "/admin/adapters", {"path": str(path), "name": name, "alias": alias})
+
     async def move_alias(self, name: str, alias: str, version: str) -> dict[str, Any]:
         return await self._call("PUT", f"/admin/adapters/{name}/aliases/{alias}", {"version": version})
 

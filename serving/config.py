@@ -204,6 +204,13 @@ class ServingConfig(ConfigModel):
         "check runs after each load anyway); each check keeps vLLM's worker busy-polling for about a "
         "second, so 0 (check every heartbeat) costs an idle replica a whole CPU core",
     )
+    preload_new_versions: bool = Field(
+        True,
+        description="load and smoke-test an adapter version registered while the service runs as soon as "
+        "a replica sees it, into a free slot only (nothing is evicted for it): a later swap finds it "
+        "resident instead of loading it under traffic, and weights the engine refuses are rejected right "
+        "after registration; false: versions load when a swap or a request first needs them",
+    )
     default_max_tokens: Annotated[int, Field(ge=1)] = DEFAULT_MAX_TOKENS
     swap_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 

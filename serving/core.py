@@ -35,7 +35,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from serving.config import DEFAULT_MAX_TOKENS, POLL_INTERVAL_S
 from serving.engine.base import (
@@ -53,6 +53,9 @@ from serving.request_log import RequestRecord
 from serving.router import ExperimentSpec, RoutingSnapshot, Target, VersionRef
 
 log = logging.getLogger("tuneloop.serving")
+
+LoadMode = Literal["pinned", "on_demand", "preload"]
+"""Why a version loads: the desired set wants it, a request asked for it, or it was just registered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,11 @@ class CoreConfig:
     (alias targets, experiment arms, hot-swap stages) are always smoke-tested before they take traffic."""
     slot_wait_s: float = 30.0
     """How long an on-demand load waits for a slot when every resident version is pinned or busy."""
+    preload_new_versions: bool = True
+    """Load (and smoke-test) a version registered while this replica runs as soon as it sees it, when a
+    slot is free (never evicting anything for it): a later swap to it or request for it finds it resident,
+    and an adapter the engine refuses is rejected right after its registration instead of at its first
+    swap. Versions registered before the replica started load on demand."""
     engine_check_refresh_s: float = 30.0
     """Longest time between two questions to the engine about what it holds when no load or eviction
     happened meanwhile (see `ServingCore._check_engine_evictions`)."""
@@ -173,6 +181,7 @@ class ServingCore:
         self._closing = False
         self._rng = random.Random()
         self._by_name: dict[str, VersionRef] = {}  # engine LoRA name (short ref) -> version
+        self._seen_versions: set[str] | None = None  # servable keys at the last reconcile (None: none yet)
         self._slot_freed = asyncio.Event()
         self._unloads: set[asyncio.Future[None]] = set()  # engine unloads sent, not yet answered
         self.inflight_total = 0
@@ -296,6 +305,11 @@ class ServingCore:
         )
         self._by_name = {ref.short: ref for ref in routable}
         self.metrics.routing_generation.set(state.generation)
+        if self._seen_versions is not None and self.config.preload_new_versions:
+            for ref in routable:
+                if ref.key not in self._seen_versions:
+                    self._preload(ref)
+        self._seen_versions = set(servable)
         for key in list(ads.loaded):
             # a version that left the desired set is released (as before on-demand serving); one loaded
             # on demand stays in the LRU while it is servable
@@ -343,9 +357,27 @@ class ServingCore:
         if future is None:
             future = asyncio.get_running_loop().create_future()
             ads.loading[key] = future
-            task = asyncio.create_task(self._load(ref, future, on_demand=on_demand), name=f"load-{ref.short}")
+            mode: LoadMode = "on_demand" if on_demand else "pinned"
+            task = asyncio.create_task(self._load(ref, future, mode=mode), name=f"load-{ref.short}")
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         return await asyncio.shield(future)
+
+    def _preload(self, ref: VersionRef) -> None:
+        """Start loading a newly registered version into a free slot, in the background (see
+        `CoreConfig.preload_new_versions`); nothing when no slot is free or it is already here."""
+        ads = self._adapters
+        key = ref.key
+        capacity = self.config.max_resident
+        if key in ads.loaded or key in ads.loading or key in ads.failed or capacity is None:
+            return
+        if len(ads.loaded) + len(ads.reserved) >= capacity:
+            return
+        ads.reserved.add(key)  # the free slot is this load's from now on
+        future: asyncio.Future[VersionRef] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)  # nobody awaits it
+        ads.loading[key] = future
+        task = asyncio.create_task(self._load(ref, future, mode="preload"), name=f"preload-{ref.short}")
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     def _unavailable(
         self, ref: VersionRef, reason: str, *, rejected: bool | None = None
@@ -366,19 +398,22 @@ class ServingCore:
             status_code=ServiceUnavailableError.status_code,
         )
 
-    async def _load(self, ref: VersionRef, future: asyncio.Future[VersionRef], *, on_demand: bool) -> None:
-        """Load `ref` into a slot (evicting the LRU idle unpinned version when full) and settle `future`."""
+    async def _load(self, ref: VersionRef, future: asyncio.Future[VersionRef], *, mode: LoadMode) -> None:
+        """Load `ref` into a slot (evicting the LRU idle unpinned version when full; a preload comes with
+        its slot reserved) and settle `future`."""
         ads = self._adapters
         key = ref.key
         started = time.perf_counter()
+        on_demand = mode == "on_demand"
         try:
-            if not ref.path and on_demand and self.source is not None:
+            if not ref.path and mode != "pinned" and self.source is not None:
                 try:
                     ref = await asyncio.to_thread(self.source.fetch, ref)
                 except Exception as exc:  # noqa: BLE001 - the artifact is unavailable: refuse here only
                     await self._refuse(ref, f"artifact check failed: {exc}", reject=False)
                     raise self._unavailable(ref, f"artifact check failed: {exc}", rejected=False) from exc
-            await self._make_room(key, strict=on_demand)
+            if mode != "preload":
+                await self._make_room(key, strict=on_demand)
             smoke = key not in ads.smoked and (self.config.smoke_on_demand or not on_demand)
             error, reject = await self._load_and_smoke(ref, smoke=smoke)
             if error is not None:
@@ -389,10 +424,10 @@ class ServingCore:
             ads.loaded[key] = ref
             self._residency_epoch += 1
             self.metrics.adapter_loaded.labels(ref.short).set(1)
-            self.metrics.adapter_loads.labels("on_demand" if on_demand else "pinned").inc()
+            self.metrics.adapter_loads.labels(mode).inc()
             if on_demand:
                 self.metrics.adapter_cold_load.observe(time.perf_counter() - started)
-            if not on_demand and key not in ads.pinned:
+            if mode == "pinned" and key not in ads.pinned:
                 ads.pending_unload.add(key)  # unpinned while it loaded
             future.set_result(ref)
         except BaseException as exc:

@@ -109,7 +109,9 @@ def swap_alias(
     started = time.monotonic()
     target = registry.get(name, version_ref)
     if target.status != "active":
-        raise ConflictError(f"{target.short_ref} is retired; register it again to use it")
+        raise ConflictError(
+            not_servable(target), code="adapter_rejected" if target.status == "rejected" else "conflict"
+        )
     before = _alias_target(registry, name, alias)
     token = f"swap-{uuid.uuid4().hex[:12]}"
     registry.stage(target.name, target.version, token)

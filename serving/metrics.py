@@ -105,7 +105,8 @@ class ServingMetrics:
         )
         self.adapter_loads = Counter(
             "tuneloop_adapter_loads",
-            "Adapter versions loaded into the engine, by why (pinned: desired set; on_demand: a request).",
+            "Adapter versions loaded into the engine, by why (pinned: desired set; on_demand: a request; "
+            "preload: registered while the replica runs, loaded into a free slot).",
             ["kind"],
             registry=r,
         )

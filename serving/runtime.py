@@ -169,6 +169,7 @@ class ServingRuntime:
                 base_aliases=base_aliases(base_path),
                 poll_interval_s=config.poll_interval_s,
                 engine_check_refresh_s=config.engine_check_refresh_s,
+                preload_new_versions=config.preload_new_versions,
                 default_max_tokens=config.default_max_tokens,
                 max_resident=config.engine.max_cpu_loras or config.engine.max_loras,
             ),

@@ -80,6 +80,9 @@ def _harness(
     )
     engine = FakeEngine(BASE, max_model_len=256)
     rt = ServingRuntime.build(config, engine=engine, replica_id="r1")
+    # what these tests check (cold versions, on-demand loads) would race a background preload of each
+    # version they register; preloading has tests of its own
+    rt.core.config.preload_new_versions = False
     with TestClient(rt.http_app()) as client:
         client.blocking_portal.call(rt.start)  # the reconcile task lives on the client's event loop
         yield Harness(rt, client, engine, tmp_path)
@@ -587,6 +590,67 @@ def test_a_version_serving_requests_is_never_evicted(small: Harness) -> None:
     r = h.chat(f"support@{v3.version[:12]}")  # v2 drained: it makes room
     assert r.status_code == 200 and r.headers["x-tuneloop-served-by"] == v3.short_ref
     assert set(core.loaded_keys()) == {v1.ref, v3.ref}
+
+
+def test_a_version_registered_while_serving_is_preloaded_into_a_free_slot_and_swaps_without_a_load(
+    small: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.engine.base import LoRASpec
+    from serving.testing import wait_until
+
+    h, core = small, small.runtime.core
+    core.config.preload_new_versions = True  # the product's default
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    h.reconcile()
+    loads: list[str] = []
+    real_load = h.engine.load_lora
+
+    async def load(lora: LoRASpec) -> None:
+        loads.append(lora.name)
+        await real_load(lora)
+
+    monkeypatch.setattr(h.engine, "load_lora", load)
+    v2 = h.registry.register(h.adapter(2), "support")  # no alias: nothing asks for it yet
+    h.reconcile()
+    wait_until(lambda: v2.ref in core.loaded_keys())  # loaded in the background into the free slot...
+    assert v2.ref in core._adapters.smoked  # ...and smoke-tested, as a swap would
+    assert _metric(h, "tuneloop_adapter_loads_total", kind="preload") == 1
+    v3 = h.registry.register(h.adapter(3), "support")  # both slots taken: no preload, nothing evicted
+    h.reconcile()
+    time.sleep(0.2)
+    assert sorted(core.loaded_keys()) == sorted([v1.ref, v2.ref]) and loads == [v2.short_ref]
+    r = h.admin("PUT", "/admin/adapters/support/aliases/champion", json={"version": v2.version})
+    assert r.status_code == 200, r.text
+    h.reconcile()
+    assert h.chat("support").headers["x-tuneloop-served-by"] == v2.short_ref
+    assert loads == [v2.short_ref]  # the swap found it resident: no load, no smoke
+    assert h.chat(f"support@{v3.version[:12]}").status_code == 200  # v3 still loads on demand
+
+
+def test_a_preloaded_version_the_engine_refuses_is_rejected_before_anything_routes_to_it(
+    small: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.engine.base import EngineError, LoRASpec
+    from serving.testing import wait_until
+
+    h = small
+    h.runtime.core.config.preload_new_versions = True
+    v1 = h.registry.register(h.adapter(1), "support", alias="champion")
+    h.reconcile()
+    real_load = h.engine.load_lora
+
+    async def load(lora: LoRASpec) -> None:
+        if lora.name != v1.short_ref:
+            raise EngineError("size mismatch for lora_A")
+        await real_load(lora)
+
+    monkeypatch.setattr(h.engine, "load_lora", load)
+    v2 = h.registry.register(h.adapter(2), "support")
+    h.reconcile()
+    wait_until(lambda: h.registry.get("support", v2.version).status == "rejected")
+    r = h.admin("PUT", "/admin/adapters/support/aliases/champion", json={"version": v2.version})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "adapter_rejected", r.text
+    assert h.chat("support").headers["x-tuneloop-served-by"] == v1.short_ref
 
 
 def test_cold_versions_are_fetched_from_a_remote_store_only_when_requested(
