@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         ] = 1800,
         seed: Annotated[int, typer.Option()] = 0,
     ) -> None:
-        """The closed loop end to end: serve, drift, retrain, gate, canary, promote (CPU, 8-12 min)."""
+        """The closed loop end to end: serve, drift, retrain, gate, canary, promote (CPU, 7-12 min)."""
         from tuneloop.demo import DemoOptions, default_home, run_demo
 
         def _terminate(*_: object) -> None:
