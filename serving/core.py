@@ -346,7 +346,9 @@ class ServingCore:
             return resident.lora()
         if count:
             self.metrics.adapter_lookups.labels("miss").inc()
-        return (await self._resident(ref, on_demand=True)).lora()
+        # a pinned version the engine evicted on its own (more pinned versions than its slots) loads as
+        # pinned ones do, beyond the bound if need be, instead of waiting for a slot that pins never free
+        return (await self._resident(ref, on_demand=key not in ads.pinned)).lora()
 
     async def _resident(self, ref: VersionRef, *, on_demand: bool) -> VersionRef:
         ads = self._adapters

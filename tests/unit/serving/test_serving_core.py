@@ -548,6 +548,25 @@ def test_a_pinned_version_the_engine_evicted_is_reloaded_by_the_next_poll(small:
     assert small.client.blocking_portal.call(core.reconcile) is False  # nothing missing: no work
 
 
+def test_a_request_for_a_pinned_version_the_engine_evicted_loads_it_even_beyond_the_bound(
+    small: Harness,
+) -> None:
+    """More pinned versions than slots (3 champions, 2 slots): the engine's own LRU drops one; a request
+    for it before the next poll loads it as a pinned version (past the bound), not as an on-demand one
+    that waits for a slot no pin ever frees and then answers 503 (what CI caught)."""
+    core = small.runtime.core
+    core.config.slot_wait_s = 0.2
+    versions = [small.registry.register(small.adapter(i), f"team{i}", alias="champion") for i in (1, 2, 3)]
+    small.reconcile()
+    assert len(core.loaded_keys()) == 3  # pinned beyond max_resident=2
+    del small.engine.loaded[versions[0].short_ref]  # the engine dropped one on its own
+    small.client.blocking_portal.call(core._sync_engine_evictions)
+    r = small.chat("team1")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-tuneloop-served-by"] == versions[0].short_ref
+    assert versions[0].short_ref in small.engine.loaded
+
+
 def test_a_cold_version_that_fails_to_load_is_rejected_with_a_clear_error(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
