@@ -357,12 +357,16 @@ class ServingCore:
             raise self._unavailable(ref, ads.failed[key])
         future = ads.loading.get(key)
         if future is None:
-            future = asyncio.get_running_loop().create_future()
-            ads.loading[key] = future
-            mode: LoadMode = "on_demand" if on_demand else "pinned"
-            task = asyncio.create_task(self._load(ref, future, mode=mode), name=f"load-{ref.short}")
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            future = self._start_load(ref, "on_demand" if on_demand else "pinned")
         return await asyncio.shield(future)
+
+    def _start_load(self, ref: VersionRef, mode: LoadMode) -> asyncio.Future[VersionRef]:
+        """Start loading `ref` in the background; the future that every waiter for it shares."""
+        future: asyncio.Future[VersionRef] = asyncio.get_running_loop().create_future()
+        self._adapters.loading[ref.key] = future
+        task = asyncio.create_task(self._load(ref, future, mode=mode), name=f"{mode}-{ref.short}")
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        return future
 
     def _preload(self, ref: VersionRef) -> None:
         """Start loading a newly registered version into a free slot, in the background (see
@@ -375,11 +379,8 @@ class ServingCore:
         if len(ads.loaded) + len(ads.reserved) >= capacity:
             return
         ads.reserved.add(key)  # the free slot is this load's from now on
-        future: asyncio.Future[VersionRef] = asyncio.get_running_loop().create_future()
+        future = self._start_load(ref, "preload")
         future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)  # nobody awaits it
-        ads.loading[key] = future
-        task = asyncio.create_task(self._load(ref, future, mode="preload"), name=f"preload-{ref.short}")
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     def _unavailable(
         self, ref: VersionRef, reason: str, *, rejected: bool | None = None
