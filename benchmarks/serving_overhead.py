@@ -16,6 +16,9 @@ Servers, one after the other (never at the same time), each warmed up before mea
   engine); optionally also without LoRA (`--also-no-lora`) as a reference;
 * tuneloop: `tuneloop serve` with the default model and default settings.
 Both with VLLM_CPU_KVCACHE_SPACE=2, VLLM_CPU_NUM_OF_RESERVED_CPU=0, float32, eager mode, max_model_len 2048.
+`--engine-cores 0` binds both servers' vLLM worker to core 0 and so leaves the other cores to the rest of
+each server (vLLM's engine-core process, and for tuneloop Ray's processes, the Serve proxy and replica): it
+separates what tuneloop's processes cost in CPU the engine would otherwise use from what they add per token.
 
 Memory: RSS summed over each server's whole process tree (tuneloop: the CLI process, Ray GCS/raylet/
 workers, the Serve controller/proxy, the replica, vLLM's engine core), sampled every 0.5 s during the
@@ -32,6 +35,7 @@ Writes benchmarks/results/serving_overhead.json and .md.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -89,6 +93,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="extra environment for the tuneloop service (experiments with RAY_SERVE_* knobs)",
+    )
+    p.add_argument(
+        "--engine-cores",
+        default=None,
+        metavar="LIST",
+        help="bind both servers' vLLM worker to these cores (VLLM_CPU_OMP_THREADS_BIND, e.g. 0), leaving the "
+        "others to the rest of each server: what tuneloop costs when the engine does not compete with it",
     )
     p.add_argument(
         "--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick with --quick)"
@@ -215,7 +226,13 @@ def build_report(
         f"Streamed chat completions, temperature 0, max_tokens={max_tokens}, closed-loop clients; "
         f"requests per cell: {', '.join(f'c={c}: {n}' for c, n in cells.items())}; "
         f"{args.rounds} round(s) (medians across rounds). Both engines: LoRA enabled (max_loras 4, rank 16), "
-        "float32, eager, max_model_len 2048, KV cache 2 GiB.",
+        "float32, eager, max_model_len 2048, KV cache 2 GiB. "
+        + (
+            f"Both engines' vLLM worker bound to core(s) {args.engine_cores} (`--engine-cores`): the other "
+            "cores are left to the rest of each server."
+            if args.engine_cores
+            else "vLLM binds its worker to every core (its default)."
+        ),
         "",
         "## Throughput and latency",
         "",
@@ -338,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     extra_env = dict(kv.split("=", 1) for kv in args.tuneloop_env)
     env["tuneloop_extra_env"] = extra_env
+    if args.engine_cores:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.engine_cores  # both servers inherit it
     makers: dict[str, Callable[[Path], ServerProcess]] = {
         "bare-vllm": lambda wd: bare_vllm_server(model_path, wd, served_name=model, nice=args.nice),
         "tuneloop": lambda wd: tuneloop_server(

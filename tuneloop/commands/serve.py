@@ -16,6 +16,24 @@ from common.home import clear_service_ray_address, tuneloop_home, write_service_
 
 console = Console(stderr=True)
 
+RAY_ENV_DEFAULTS: dict[str, str] = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+}
+"""Environment defaults for the local Ray cluster `tuneloop serve` (and the demo) start; a value already in
+the environment wins. Ray Serve's controller runs its control loop every 0.1 s by default; at 0.5 s an
+idle service's controller and GCS use 0.017 instead of 0.045 of a core (one probe, 2 cores), CPU that a
+vLLM engine on the same cores gets back. The cost: deployment changes (replicas starting or failing,
+routing updates) are noticed up to 0.5 s later. The Dockerfiles and the KubeRay manifest set the same."""
+
+
+def apply_ray_env_defaults() -> dict[str, str]:
+    """Set `RAY_ENV_DEFAULTS` missing from `os.environ` (before Ray starts: its processes inherit them);
+    returns what was set."""
+    missing = {k: v for k, v in RAY_ENV_DEFAULTS.items() if k not in os.environ}
+    os.environ.update(missing)
+    return missing
+
 
 def start_local_serve(
     config: dict[str, object], host: str, port: int, *, num_cpus: int | None = None
@@ -26,7 +44,7 @@ def start_local_serve(
 
     from serving.app import build_app
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    apply_ray_env_defaults()
     if not ray.is_initialized():
         ray.init(
             num_cpus=num_cpus or os.cpu_count() or 2,

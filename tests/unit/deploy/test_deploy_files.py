@@ -233,3 +233,11 @@ def test_cuda_image_uses_the_gpu_extra_with_a_pinned_vllm() -> None:
 def test_dockerignore_keeps_the_context_small() -> None:
     entries = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "tests"} <= entries
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.cuda"])
+def test_dockerfile_sets_the_ray_environment_tuneloop_serve_sets(name: str) -> None:
+    from tuneloop.commands.serve import RAY_ENV_DEFAULTS
+
+    env = dict(re.findall(r"\b(RAY_\w+)=(\S+)", (DEPLOY / "docker" / name).read_text()))
+    assert {k: env.get(k) for k in RAY_ENV_DEFAULTS} == RAY_ENV_DEFAULTS

@@ -123,3 +123,14 @@ def test_every_pod_mounts_the_shared_claim() -> None:
         for container in spec["containers"]:
             mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/tuneloop")
             assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+
+
+def test_every_ray_container_sets_serve_environment_tuneloop_serve_sets() -> None:
+    from tuneloop.commands.serve import RAY_ENV_DEFAULTS
+
+    serve_env = {k: v for k, v in RAY_ENV_DEFAULTS.items() if k.startswith("RAY_SERVE_")}
+    ray_containers = [c for c in containers() if c["name"].startswith("ray-")]
+    assert len(ray_containers) == len(GROUPS)  # one Ray container per group (the head's loop is a client)
+    for container in ray_containers:
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert {k: env.get(k) for k in serve_env} == serve_env, container["name"]
