@@ -9,7 +9,8 @@ eviction and otherwise every `serving.engine_check_refresh_s` (30 s).
 
 Cells, one run: `no server` (the neighbour alone: the reference); vLLM's own OpenAI server idle; tuneloop
 with one replica and with two, each with `engine_check_refresh_s: 0` (ask every heartbeat: the behaviour
-before) and with the default. Per server cell, after the server is ready and a settle time: the server
+before) and with the default, and with one replica under Ray Serve's own control-loop interval (0.1 s;
+`tuneloop serve` sets 0.5 s). Per server cell, after the server is ready and a settle time: the server
 process tree's CPU over an idle window (cores = CPU seconds per wall second), then the neighbour's work
 rate during a window of the same length (relative to `no server`). With two replicas, registering
 `--adapters` versions through the admin API is timed too (each registration reconciles on a replica).
@@ -188,20 +189,25 @@ def tuneloop_cell(
     *,
     replicas: int,
     refresh_s: float,
+    env: dict[str, str],
 ) -> dict[str, Any]:
     server, setup = tuneloop_server(
-        model_path, wd, num_replicas=replicas, serving={"engine_check_refresh_s": refresh_s}
+        model_path, wd, num_replicas=replicas, serving={"engine_check_refresh_s": refresh_s}, extra_env=env
     )
     names = [f"t{i:03d}" for i in range(args.adapters)]
     folders = write_adapters(wd / "src", model_path.name, setup.incoming, names) if replicas > 1 else None
     return measure_server(server, args, nb, alone, folders)
 
 
-CELLS: list[tuple[str, int, float]] = [
-    ("tuneloop, 1 replica, ask every heartbeat (before)", 1, 0.0),
-    ("tuneloop, 1 replica, ask after loads (now)", 1, 30.0),
-    ("tuneloop, 2 replicas, ask every heartbeat (before)", 2, 0.0),
-    ("tuneloop, 2 replicas, ask after loads (now)", 2, 30.0),
+RAY_DEFAULT_CONTROL_LOOP = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}
+"""Ray Serve's own control-loop interval (tuneloop serve's default is `RAY_ENV_DEFAULTS`' 0.5 s)."""
+CONTROL_LOOP_CELL = "tuneloop, 1 replica, ask after loads, Serve control loop 0.1 s (Ray's default)"
+CELLS: list[tuple[str, int, float, dict[str, str]]] = [
+    ("tuneloop, 1 replica, ask every heartbeat (before)", 1, 0.0, {}),
+    ("tuneloop, 1 replica, ask after loads (now)", 1, 30.0, {}),
+    (CONTROL_LOOP_CELL, 1, 30.0, RAY_DEFAULT_CONTROL_LOOP),
+    ("tuneloop, 2 replicas, ask every heartbeat (before)", 2, 0.0, {}),
+    ("tuneloop, 2 replicas, ask after loads (now)", 2, 30.0, {}),
 ]
 
 
@@ -232,7 +238,7 @@ def measure(model_path: Path, args: argparse.Namespace, nb: Neighbour) -> dict[s
         cells["vLLM's own server"] = measure_server(
             bare_vllm_server(model_path, wd, served_name=model_path.name), args, nb, alone, None
         )
-        for i, (label, replicas, refresh_s) in enumerate(CELLS):
+        for i, (label, replicas, refresh_s, extra_env) in enumerate(CELLS):
             cells[label] = tuneloop_cell(
                 model_path,
                 wd / f"tuneloop-{i}",
@@ -241,6 +247,7 @@ def measure(model_path: Path, args: argparse.Namespace, nb: Neighbour) -> dict[s
                 alone,
                 replicas=replicas,
                 refresh_s=refresh_s,
+                env=extra_env,
             )
     log("neighbour alone, again")
     again = nb.rate(args.window)
@@ -296,6 +303,20 @@ def report(cells: dict[str, dict[str, Any]], args: argparse.Namespace, env: dict
         f"registering {args.adapters} adapters on 2 replicas, before / now: "
         f"**{fmt(ratio(before2['register']['total_s'], now2['register']['total_s']), 2)}×**.",
     ]
+    ctl = cells.get(CONTROL_LOOP_CELL)
+    if ctl is not None:
+        md += [
+            "",
+            "Ray Serve's control loop every 0.5 s (`tuneloop serve`'s default) against Ray's 0.1 s, "
+            "1 replica: "
+            f"idle server cores {fmt(now1.get('idle_server_cores'), 3)} against "
+            f"{fmt(ctl.get('idle_server_cores'), 3)}; neighbour **{gain(now1, ctl)}×**. "
+            "By process (cores, top 6), 0.5 s: "
+            + ", ".join(f"{k} {v}" for k, v in list((now1.get("idle_by_process") or {}).items())[:6])
+            + "; 0.1 s: "
+            + ", ".join(f"{k} {v}" for k, v in list((ctl.get("idle_by_process") or {}).items())[:6])
+            + ".",
+        ]
     return "\n".join(md)
 
 
