@@ -22,9 +22,10 @@ RAY_ENV_DEFAULTS: dict[str, str] = {
 }
 """Environment defaults for the local Ray cluster `tuneloop serve` (and the demo) start; a value already in
 the environment wins. Ray Serve's controller runs its control loop every 0.1 s by default; at 0.5 s an
-idle service's controller and GCS use 0.017 instead of 0.045 of a core (one probe, 2 cores), CPU that a
-vLLM engine on the same cores gets back. The cost: deployment changes (replicas starting or failing,
-routing updates) are noticed up to 0.5 s later. The Dockerfiles and the KubeRay manifest set the same."""
+idle service's controller and GCS use 0.016 instead of 0.044 of a core (2 cores,
+`benchmarks/results/serving_idle_cost.md`), CPU that a vLLM engine on the same cores gets back. The cost:
+deployment changes (replicas starting or failing, routing updates) are noticed up to 0.5 s later. The
+Dockerfiles and the KubeRay manifest set the same."""
 
 
 def apply_ray_env_defaults() -> dict[str, str]:
