@@ -56,6 +56,7 @@ from benchmarks.common import (
     workdir,
 )
 from benchmarks.serving_many_adapters import write_adapters
+from tuneloop.commands.serve import RAY_ENV_DEFAULTS
 
 NAME = "serving_idle_cost"
 MODULE = "benchmarks.serving_idle_cost"
@@ -199,9 +200,14 @@ def tuneloop_cell(
     return measure_server(server, args, nb, alone, folders)
 
 
-RAY_DEFAULT_CONTROL_LOOP = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}
-"""Ray Serve's own control-loop interval (tuneloop serve's default is `RAY_ENV_DEFAULTS`' 0.5 s)."""
-CONTROL_LOOP_CELL = "tuneloop, 1 replica, ask after loads, Serve control loop 0.1 s (Ray's default)"
+CONTROL_LOOP_ENV = "RAY_SERVE_CONTROL_LOOP_INTERVAL_S"
+RAY_DEFAULT_CONTROL_LOOP = {CONTROL_LOOP_ENV: "0.1"}
+"""Ray Serve's own control-loop interval (`tuneloop serve` sets `RAY_ENV_DEFAULTS`' unless the environment
+does)."""
+CONTROL_LOOP_CELL = (
+    "tuneloop, 1 replica, ask after loads, "
+    f"Serve control loop {RAY_DEFAULT_CONTROL_LOOP[CONTROL_LOOP_ENV]} s (Ray's default)"
+)
 CELLS: list[tuple[str, int, float, dict[str, str]]] = [
     ("tuneloop, 1 replica, ask every heartbeat (before)", 1, 0.0, {}),
     ("tuneloop, 1 replica, ask after loads (now)", 1, 30.0, {}),
@@ -305,15 +311,17 @@ def report(cells: dict[str, dict[str, Any]], args: argparse.Namespace, env: dict
     ]
     ctl = cells.get(CONTROL_LOOP_CELL)
     if ctl is not None:
+        ours = os.environ.get(CONTROL_LOOP_ENV, RAY_ENV_DEFAULTS[CONTROL_LOOP_ENV])
+        ray_default = RAY_DEFAULT_CONTROL_LOOP[CONTROL_LOOP_ENV]
         md += [
             "",
-            "Ray Serve's control loop every 0.5 s (`tuneloop serve`'s default) against Ray's 0.1 s, "
-            "1 replica: "
+            f"Ray Serve's control loop every {ours} s (what `tuneloop serve` ran with) against Ray's "
+            f"{ray_default} s, 1 replica: "
             f"idle server cores {fmt(now1.get('idle_server_cores'), 3)} against "
             f"{fmt(ctl.get('idle_server_cores'), 3)}; neighbour **{gain(now1, ctl)}×**. "
-            "By process (cores, top 6), 0.5 s: "
+            f"By process (cores, top 6), {ours} s: "
             + ", ".join(f"{k} {v}" for k, v in list((now1.get("idle_by_process") or {}).items())[:6])
-            + "; 0.1 s: "
+            + f"; {ray_default} s: "
             + ", ".join(f"{k} {v}" for k, v in list((ctl.get("idle_by_process") or {}).items())[:6])
             + ".",
         ]
