@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -347,6 +347,8 @@ class Cell:
     models: tuple[str, ...]
     concurrency: int
     requests: int
+    extra_body: Mapping[str, Any] | None = None
+    """Fields added to every request's body (e.g. vLLM's `stream_interval`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,9 +468,9 @@ async def _run_cell_once(
     base_url: str, cell: Cell, *, max_tokens: int, monitor: ResourceMonitor | None, pss_after_s: float | None
 ) -> dict[str, Any]:
     async def one(client: httpx.AsyncClient, idx: int, seq: int) -> RequestResult:
-        return await stream_chat(
-            client, base_url, cell.models[(idx + seq) % len(cell.models)], max_tokens=max_tokens
-        )
+        model = cell.models[(idx + seq) % len(cell.models)]
+        body = {**chat_body(model, LONG_PROMPT, max_tokens), **cell.extra_body} if cell.extra_body else None
+        return await stream_chat(client, base_url, model, max_tokens=max_tokens, body=body)
 
     if monitor is not None:
         monitor.start_window()

@@ -16,6 +16,8 @@ Servers, one after the other (never at the same time), each warmed up before mea
   engine); optionally also without LoRA (`--also-no-lora`) as a reference;
 * tuneloop: `tuneloop serve` with the default model and default settings.
 Both with VLLM_CPU_KVCACHE_SPACE=2, VLLM_CPU_NUM_OF_RESERVED_CPU=0, float32, eager mode, max_model_len 2048.
+`--stream-interval N` makes every request ask for vLLM's `stream_interval: N` (a chunk every N tokens), on
+both servers: tuneloop's overhead is per streamed chunk (Ray carries each one from the replica to the proxy).
 `--engine-cores 0` binds both servers' vLLM worker to core 0 and so leaves the other cores to the rest of
 each server (vLLM's engine-core process, and for tuneloop Ray's processes, the Serve proxy and replica): it
 separates what tuneloop's processes cost in CPU the engine would otherwise use from what they add per token.
@@ -102,6 +104,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "others to the rest of each server: what tuneloop costs when the engine does not compete with it",
     )
     p.add_argument(
+        "--stream-interval",
+        type=int,
+        default=None,
+        metavar="N",
+        help="every request (to both servers) asks for vLLM's `stream_interval: N`: a streamed chunk every N "
+        "tokens instead of every token, which is what tuneloop's per-token overhead scales with",
+    )
+    p.add_argument(
         "--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick with --quick)"
     )
     return p.parse_args(argv)
@@ -114,8 +124,10 @@ async def measure(
     max_tokens: int,
     warm_requests: int,
     quiet: QuietPolicy | None,
+    extra_body: dict[str, Any] | None = None,
 ) -> ServerRun:
-    """Warm up, then run every concurrency cell on a started server, sampling its resources."""
+    """Warm up, then run every concurrency cell on a started server, sampling its resources; `extra_body`
+    goes into every measured request."""
     run = ServerRun(server=server.name, start_s=server.start_s)
     with ResourceMonitor(server) as mon:
         run.memory["idle_rss_gib"] = mon.peak_rss_bytes / 2**30
@@ -125,7 +137,7 @@ async def measure(
         top = max(cells)
         for concurrency, n in cells.items():
             log(f"{server.name}: c={concurrency}, {n} requests")
-            cell = Cell(f"c={concurrency}", (model,), concurrency, n)
+            cell = Cell(f"c={concurrency}", (model,), concurrency, n, extra_body=extra_body)
             pss_after = (10.0 if n > 8 else 0.5) if concurrency == top else None
             run.cells[str(concurrency)] = await run_cell(
                 server.url, cell, max_tokens=max_tokens, monitor=mon, pss_after_s=pss_after, quiet=quiet
@@ -145,8 +157,10 @@ def run_server(
     with workdir("tuneloop-bench-") as wd:
         server = make(wd)
         load_before = machine_load()
+        extra_body = {"stream_interval": args.stream_interval} if args.stream_interval else None
         result = measure_on(
-            server, lambda: measure(server, model, cells, max_tokens, warm_requests, quiet_policy(args))
+            server,
+            lambda: measure(server, model, cells, max_tokens, warm_requests, quiet_policy(args), extra_body),
         )
         result.memory["load_before"] = load_before
         return result
@@ -232,6 +246,12 @@ def build_report(
             "cores are left to the rest of each server."
             if args.engine_cores
             else "vLLM binds its worker to every core (its default)."
+        )
+        + (
+            f" Every request asks for `stream_interval: {args.stream_interval}` (`--stream-interval`): a "
+            f"streamed chunk every {args.stream_interval} tokens (the first and last at once)."
+            if args.stream_interval
+            else ""
         ),
         "",
         "## Throughput and latency",

@@ -76,7 +76,8 @@ class RequestRow(Base):
     tags: Mapped[dict[str, Any] | None]
     """The request's `metadata` (slice keys, references) as the client sent it."""
     response_format: Mapped[str | None] = mapped_column(Text)
-    """The request's `response_format` as JSON (`json_object` / `json_schema`); None for plain text."""
+    """The request's output constraint as JSON: its `response_format` (`json_object` / `json_schema`), or
+    `{"structured_outputs": {...}}` for vLLM's extension (choice, regex, grammar, json); None: free text."""
     tools: Mapped[str | None] = mapped_column(Text)
     """Chat `tools` and `tool_choice` as JSON (`{"tool_choice": ..., "tools": [...]}`); None without tools."""
     tool_calls: Mapped[str | None] = mapped_column(Text)

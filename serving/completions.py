@@ -169,6 +169,8 @@ class CompletionService:
         shape = (
             self._chat_shape(req) if isinstance(req, ChatCompletionRequest) else self._completion_shape(req)
         )
+        if shape.structured is not None:
+            _check_constrainable(req, shape.structured)
         if shape.echo_only:
             requested = 1  # generate one token (vLLM needs one) and answer only the prompt
         lora = target.version.lora() if target.version else None
@@ -183,6 +185,7 @@ class CompletionService:
                 messages=chat_messages,
                 lora=lora,
                 tools=shape.tools,
+                **shape.template,
             )
             prompt_tokens = await self.core.engine.count_prompt_tokens(probe)
             max_tokens = _max_tokens(prompt_tokens, requested, shape.default_max, max_len, chat=chat)
@@ -221,6 +224,11 @@ class CompletionService:
             default_max=self.core.config.default_max_tokens,
             top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
             structured=_structured(req),
+            template={
+                "add_generation_prompt": req.add_generation_prompt,
+                "continue_final_message": req.continue_final_message,
+                "chat_template_kwargs": req.chat_template_kwargs,
+            },
         )
         choice = req.effective_tool_choice()
         if not req.tools or choice == "none":
@@ -634,14 +642,44 @@ class _Shape:
     tool_mode: ToolMode = "none"
     tool_name: str | None = None
     tools: tuple[dict[str, Any], ...] | None = None
+    template: dict[str, Any] = field(default_factory=dict)
+    """Chat: the chat-template options (`GenerationRequest` fields) the request sets."""
 
 
 def _structured(req: ChatCompletionRequest | CompletionRequest) -> StructuredOutput | None:
-    """The `response_format` as the engine's structured-output constraint (None: free text)."""
+    """`response_format` or vLLM's `structured_outputs` as the engine's constraint (None: free text)."""
+    so = req.structured_outputs
+    if so is not None:
+        return StructuredOutput(
+            json_schema=so.json_schema(),
+            json_object=bool(so.json_object),
+            regex=so.regex,
+            choice=tuple(so.choice) if so.choice is not None else None,
+            grammar=so.grammar,
+            disable_any_whitespace=so.disable_any_whitespace,
+            disable_additional_properties=so.disable_additional_properties,
+            whitespace_pattern=so.whitespace_pattern,
+            param="structured_outputs",
+        )
     schema, json_object = req.json_format()
     if schema is None and not json_object:
         return None
     return StructuredOutput(json_schema=schema, json_object=json_object)
+
+
+def _check_constrainable(
+    req: ChatCompletionRequest | CompletionRequest, structured: StructuredOutput
+) -> None:
+    """400 for the sampling fields that contradict an output constraint: vLLM accepts them, then
+    `allowed_token_ids` without a token the grammar allows ends the request inside the engine, and
+    `ignore_eos` goes on generating past the constrained output's end."""
+    for param, given in (("allowed_token_ids", req.allowed_token_ids), ("ignore_eos", req.ignore_eos)):
+        if given:
+            raise BadRequestError(
+                f"'{param}' cannot be combined with '{structured.param}': the output must follow the "
+                f"constraint, which {param} can contradict.",
+                param=param,
+            )
 
 
 def _max_tokens(
@@ -689,7 +727,14 @@ def _sampling(
         logprobs=shape.top_logprobs,
         prompt_logprobs=shape.top_logprobs if shape.echo else None,
         structured=shape.structured,
-        skip_special_tokens=shape.tool_mode != "auto",  # tool-call markers may be special tokens
+        # tool-call markers may be special tokens: a tool parser needs them (as vLLM's parsers ask)
+        skip_special_tokens=req.skip_special_tokens and shape.tool_mode != "auto",
+        spaces_between_special_tokens=req.spaces_between_special_tokens,
+        stop_token_ids=tuple(req.stop_token_ids or ()),
+        include_stop_str_in_output=req.include_stop_str_in_output,
+        allowed_token_ids=tuple(req.allowed_token_ids) if req.allowed_token_ids else None,
+        bad_words=tuple(req.bad_words or ()),
+        stream_interval=req.stream_interval,
     )
 
 

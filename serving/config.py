@@ -95,6 +95,14 @@ class EngineSettings(ConfigModel):
         "tests) overtake queued client requests, so swap time does not grow with load; client requests keep "
         "first-come-first-served order among themselves",
     )
+    structured_outputs_backend: Literal["xgrammar", "guidance"] = Field(
+        "xgrammar",
+        description="vLLM's structured-output backend for every constrained request (response_format, "
+        "forced tool calls, structured_outputs): 'xgrammar' (fast JSON schemas, EBNF grammars, regex) or "
+        "'guidance' (llguidance: more JSON-schema features, Lark grammars); a constraint the backend cannot "
+        "compile is a 400. vLLM's 'auto' is not offered: its engine compiles every request with the backend "
+        "of the first constrained request, so auto's per-request fallback fails inside the engine",
+    )
     tool_call_parser: str | None = Field(
         None,
         description="vLLM tool parser that reads tool calls out of answers for `tool_choice: auto` "

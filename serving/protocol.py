@@ -10,16 +10,22 @@ whose `param` names the field. Nothing a client sends is silently ignored:
 - **Implemented**: OpenAI's sampling fields, `response_format` (`text`, `json_object`, `json_schema`),
   `tools` / `tool_choice` / `parallel_tool_calls` (chat), `logprobs` / `top_logprobs` (chat),
   `logprobs` / `echo` (completions; `max_tokens: 0` with `echo` returns only the prompt), `stream_options`,
-  `metadata` (stored in the request log), `user`, and vLLM's sampling extensions that OpenAI clients send
-  through `extra_body`: `top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens` (`seed` and
-  `logit_bias` are OpenAI fields).
+  `metadata` (stored in the request log), `user`, and vLLM's own request extensions that its clients send
+  through `extra_body`: sampling (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`,
+  `stop_token_ids`, `allowed_token_ids`, `bad_words`), output text (`include_stop_str_in_output`,
+  `skip_special_tokens`, `spaces_between_special_tokens`), streaming (`stream_interval`), vLLM's
+  `structured_outputs` (`json`, `regex`, `choice`, `grammar`, `json_object` and their options), and on chat
+  the template options `add_generation_prompt`, `continue_final_message`, `chat_template_kwargs` (`seed`
+  and `logit_bias` are OpenAI fields).
 - **Accepted and deliberately without effect** (clients send them by default, and there is nothing to do
   with them here): `store` (every request is logged anyway), `service_tier`, `prompt_cache_key` (vLLM
   caches prefixes by itself), `safety_identifier`, `modalities: ["text"]`,
   `stream_options.include_obfuscation`, a message's `refusal` (assistant history), `best_of: 1` and an
   empty `suffix` (completions).
 - **Refused with a 400 naming them**: everything else (e.g. `functions`/`function_call`, `audio`,
-  `prediction`, `reasoning_effort`, image parts, `best_of > 1`, a non-empty `suffix`).
+  `prediction`, `reasoning_effort`, image parts, `best_of > 1`, a non-empty `suffix`; of vLLM's extensions
+  e.g. beam search, `priority`, `prompt_logprobs`, `return_token_ids`, `truncate_prompt_tokens`, a
+  per-request `chat_template`, `structured_outputs.structural_tag`).
 """
 
 from __future__ import annotations
@@ -46,6 +52,24 @@ MAX_PROMPTS = 16
 MAX_LOGPROBS = 20
 """vLLM's default `max_logprobs`: alternatives per token (chat `top_logprobs`, completions `logprobs`)."""
 MAX_TOOLS = 128
+MAX_TOKEN_IDS = 1024
+"""Entries in `stop_token_ids`, `allowed_token_ids`, `bad_words` and `structured_outputs.choice`."""
+CHAT_TEMPLATE_RESERVED = frozenset(
+    {
+        "messages",
+        "conversation",
+        "tools",
+        "documents",
+        "tokenize",
+        "add_generation_prompt",
+        "continue_final_message",
+        "chat_template",
+        "return_dict",
+        "return_assistant_tokens_mask",
+        "tokenizer_kwargs",
+    }
+)
+"""Keys `chat_template_kwargs` may not set: the server sets them itself (or they are request fields)."""
 
 NULLABLE = frozenset(
     {
@@ -82,6 +106,17 @@ NULLABLE = frozenset(
         "prompt_cache_key",
         "safety_identifier",
         "modalities",
+        "stop_token_ids",
+        "include_stop_str_in_output",
+        "skip_special_tokens",
+        "spaces_between_special_tokens",
+        "allowed_token_ids",
+        "bad_words",
+        "stream_interval",
+        "structured_outputs",
+        "add_generation_prompt",
+        "continue_final_message",
+        "chat_template_kwargs",
     }
 )
 """Fields whose `null` means "not set" (OpenAI's nullable fields and the extensions)."""
@@ -96,6 +131,7 @@ def _integral(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_integral)]
 """An integer field: strict (no strings, no booleans, no fractions), but `2.0` is 2."""
+TokenId = Annotated[Int, Field(ge=0)]
 PromptText = Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": r"\S"})]
 """A prompt string (the validator refuses blank ones with a clear message; the schema says so too)."""
 
@@ -126,6 +162,56 @@ class JsonSchemaFormat(_Strict):
 
 
 ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
+class StructuredOutputs(_Strict):
+    """vLLM's `structured_outputs` extension: exactly one constraint (`json`, `regex`, `choice`, `grammar`,
+    `json_object: true`) and vLLM's options for it. vLLM's `structural_tag` is refused (unknown field)."""
+
+    json_: Annotated[dict[str, Any] | str | None, Field(alias="json")] = None
+    regex: Annotated[str | None, Field(min_length=1)] = None
+    choice: Annotated[
+        list[Annotated[str, Field(min_length=1)]] | None, Field(min_length=1, max_length=MAX_TOKEN_IDS)
+    ] = None
+    grammar: Annotated[str | None, Field(min_length=1)] = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: Annotated[str | None, Field(min_length=1)] = None
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> StructuredOutputs:
+        given = [
+            name
+            for name, value in (
+                ("json", self.json_),
+                ("regex", self.regex),
+                ("choice", self.choice),
+                ("grammar", self.grammar),
+                ("json_object", self.json_object),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "structured_outputs needs exactly one of 'json', 'regex', 'choice', 'grammar', "
+                f"'json_object'; got {', '.join(given) or 'none'}"
+            )
+        if self.json_object is False:
+            raise ValueError("structured_outputs.json_object must be true when given")
+        if isinstance(self.json_, str):
+            try:
+                schema = json.loads(self.json_)
+            except ValueError as exc:
+                raise ValueError(f"structured_outputs.json is not valid JSON: {exc}") from exc
+            if not isinstance(schema, dict):
+                raise ValueError("structured_outputs.json must be a JSON schema object")
+            self.json_ = schema
+        return self
+
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON schema of a `json` constraint (a string was parsed by validation)."""
+        return self.json_ if isinstance(self.json_, dict) else None
 
 
 # ---------------------------------------------------------------------------------------- tools
@@ -236,6 +322,17 @@ class _Request(_Strict):
     prompt_cache_key: Annotated[str | None, Field(max_length=256)] = None
     safety_identifier: Annotated[str | None, Field(max_length=256)] = None
     modalities: list[Literal["text"]] | None = None
+    # vLLM's other request extensions (sampling, detokenization, streaming, structured outputs)
+    stop_token_ids: Annotated[list[TokenId] | None, Field(max_length=MAX_TOKEN_IDS)] = None
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    allowed_token_ids: Annotated[list[TokenId] | None, Field(min_length=1, max_length=MAX_TOKEN_IDS)] = None
+    bad_words: Annotated[
+        list[Annotated[str, Field(min_length=1, pattern=r"\S")]] | None, Field(max_length=MAX_TOKEN_IDS)
+    ] = None
+    stream_interval: Annotated[Int | None, Field(ge=1, le=1024)] = None
+    structured_outputs: StructuredOutputs | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -269,6 +366,10 @@ class _Request(_Strict):
     def _ranges(self) -> _Request:
         if self.max_tokens is not None and self.min_tokens > self.max_tokens > 0:
             raise FieldError("min_tokens", "min_tokens must not exceed max_tokens")
+        if self.structured_outputs is not None and self.json_format() != (None, False):
+            raise FieldError(
+                "structured_outputs", "'structured_outputs' cannot be combined with a JSON 'response_format'"
+            )
         return self
 
     def stop_tuple(self) -> tuple[str, ...]:
@@ -292,7 +393,11 @@ class _Request(_Strict):
         return None, False
 
     def format_log(self) -> str | None:
-        """`response_format` as stored in the request log (None for text)."""
+        """The output constraint as stored in the request log: `response_format` (None for text), or
+        `{"structured_outputs": {...}}` for vLLM's extension."""
+        if self.structured_outputs is not None:
+            so = self.structured_outputs.model_dump(by_alias=True, exclude_defaults=True)
+            return json.dumps({"structured_outputs": so}, ensure_ascii=False)
         rf = self.response_format
         if rf is None or isinstance(rf, TextFormat):
             return None
@@ -388,6 +493,31 @@ class ChatCompletionRequest(_Request):
     tools: Annotated[list[Tool] | None, Field(min_length=1, max_length=MAX_TOOLS)] = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # vLLM's chat-template extensions
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_kwargs(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v:
+            reserved = sorted(CHAT_TEMPLATE_RESERVED & set(v))
+            if reserved:
+                raise ValueError(
+                    f"chat_template_kwargs may not set {', '.join(reserved)} (the server sets it, or it is a "
+                    "request field of its own)"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _template_flags(self) -> ChatCompletionRequest:
+        if self.continue_final_message and self.add_generation_prompt:
+            raise field_error(
+                "continue_final_message",
+                "'continue_final_message' continues the last message; set 'add_generation_prompt': false",
+            )
+        return self
 
     @field_validator("max_tokens")
     @classmethod
@@ -440,6 +570,11 @@ class ChatCompletionRequest(_Request):
                 "response_format",
                 "'response_format' cannot be combined with a required or named 'tool_choice'",
             )
+        if self.forced_tools() and self.structured_outputs is not None:
+            raise field_error(
+                "structured_outputs",
+                "'structured_outputs' cannot be combined with a required or named 'tool_choice'",
+            )
         return self
 
     def effective_tool_choice(self) -> Literal["none", "auto", "required"] | NamedToolChoice:
@@ -483,7 +618,7 @@ class ChatCompletionRequest(_Request):
         return tuple(m.engine_message() for m in self.messages)
 
 
-TokenIds = Annotated[list[Annotated[Int, Field(ge=0)]], Field(min_length=1)]
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 
 
 class CompletionRequest(_Request):

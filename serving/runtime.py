@@ -102,6 +102,7 @@ def make_engine(config: ServingConfig, base_path: Path, base_id: str) -> Engine:
             max_lora_rank=e.max_lora_rank,
             max_cpu_loras=e.max_cpu_loras,
             tool_call_parser=e.tool_call_parser,
+            structured_outputs_backend=e.structured_outputs_backend,
             scheduling_policy=e.scheduling_policy,
             dtype=e.dtype,
             cpu_kvcache_space_gib=e.kv_cache_gib,

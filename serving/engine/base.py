@@ -74,22 +74,42 @@ class SamplingSettings:
     """Constrain the output to JSON (any object, or one JSON schema)."""
     skip_special_tokens: bool = True
     """False keeps special tokens in the text (tool-call markers some tool parsers need, as vLLM does)."""
+    spaces_between_special_tokens: bool = True
+    stop_token_ids: tuple[int, ...] = ()
+    """Token ids that end a choice (as `stop` strings do), besides the model's end-of-sequence tokens."""
+    include_stop_str_in_output: bool = False
+    allowed_token_ids: tuple[int, ...] | None = None
+    """Only these token ids may be generated (None: any)."""
+    bad_words: tuple[str, ...] = ()
+    """Words (token sequences) that must not be generated."""
+    stream_interval: int | None = None
+    """Stream every this many tokens instead of every token (vLLM's per-request `stream_interval`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class StructuredOutput:
-    """An output constraint: exactly one of `json_schema` (a JSON schema) or `json_object` (any object).
+    """An output constraint: exactly one of `json_schema` (a JSON schema), `json_object` (any object),
+    `regex`, `choice` (one of these strings) or `grammar` (EBNF), with vLLM's options for it.
 
-    `param` names the request field it came from (`response_format`, `tools`, `tool_choice`), so an engine
-    that cannot compile it can say which field to fix."""
+    `param` names the request field it came from (`response_format`, `tools`, `structured_outputs`), so an
+    engine that cannot compile it can say which field to fix."""
 
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+    grammar: str | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
     param: str = "response_format"
 
     def __post_init__(self) -> None:
-        if (self.json_schema is None) == (not self.json_object):
-            raise ValueError("StructuredOutput needs exactly one of json_schema or json_object=True")
+        given = [self.json_schema, self.json_object or None, self.regex, self.choice, self.grammar]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError(
+                "StructuredOutput needs exactly one of json_schema, json_object=True, regex, choice, grammar"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +135,12 @@ class GenerationRequest:
     lora: LoRASpec | None = None
     prompt_token_ids: tuple[int, ...] | None = None
     tools: tuple[dict[str, Any], ...] | None = None
+    add_generation_prompt: bool = True
+    """Chat: end the rendered prompt with the template's assistant header."""
+    continue_final_message: bool = False
+    """Chat: leave the last message open, so the model continues it (needs add_generation_prompt False)."""
+    chat_template_kwargs: Mapping[str, Any] | None = None
+    """Chat: extra variables for the chat template (e.g. `enable_thinking`)."""
     priority: int = 0
     """Scheduling priority (vLLM's: lower runs first). Client requests use 0; the service's own control
     generations (adapter smoke tests) use `CONTROL_PRIORITY` so they do not queue behind user traffic."""

@@ -7,7 +7,8 @@ fails to load with `EngineError`.
 
 It accepts every `SamplingSettings` field and records each request (`requests`) so tests can see what
 reached the engine. A structured output is answered with a minimal JSON instance of the schema (or
-`{"answer": ...}` for any JSON object); a schema with `"x-fake-invalid": true` is refused as a real
+`{"answer": ...}` for any JSON object, one of the strings for a `choice`; a `regex` or `grammar` is not
+followed); a schema with `"x-fake-invalid": true` is refused as a real
 engine refuses a schema it cannot compile. Log-probabilities are made up but well-formed (-0.5 per word,
 prompt tokens -1.0, the first None). Token-id prompts read as words `t<id>`. With `tool_parser=True` the
 fake "supports tools": answers look like `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` and
@@ -71,9 +72,8 @@ class FakeEngine:
     @staticmethod
     def _prompt_text(request: GenerationRequest) -> str:
         if request.messages is not None:
-            return (
-                "\n".join(f"{m['role']}: {m.get('content') or ''}" for m in request.messages) + "\nassistant:"
-            )
+            text = "\n".join(f"{m['role']}: {m.get('content') or ''}" for m in request.messages)
+            return text + "\nassistant:" if request.add_generation_prompt else text
         if request.prompt_token_ids is not None:
             return " ".join(f"t{i}" for i in request.prompt_token_ids)
         return request.prompt or ""
@@ -105,7 +105,9 @@ class FakeEngine:
         length = max(length, sampling.min_tokens)
         words = [_WORDS[seed[(step + 1) % len(seed)] % len(_WORDS)] for step in range(length)]
         structured = sampling.structured
-        if structured is not None:
+        if structured is not None and structured.choice is not None:
+            return _pieces(structured.choice[seed[0] % len(structured.choice)])
+        if structured is not None and (structured.json_schema is not None or structured.json_object):
             value = (
                 _instance(structured.json_schema, words) if structured.json_schema else {"answer": words[0]}
             )

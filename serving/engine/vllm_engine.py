@@ -1,13 +1,13 @@
 """The real inference engine: vLLM's in-process async engine (v1 `AsyncLLM`) behind the `Engine` protocol.
 
 Owns: building vLLM engine arguments from a small typed config (device-aware defaults: fp32 + eager mode
-on CPU, bf16 on CUDA), rendering chat messages (and tools) with the model's chat template, the
-context-length check, mapping `SamplingSettings` to vLLM `SamplingParams` (delta streaming; vLLM's
-sampling extensions; structured outputs through vLLM's `StructuredOutputsParams`, backend "auto" =
-xgrammar with llguidance fallback; generated and prompt log-probabilities), streaming `GenerationChunk`s,
-aborting a request whose consumer stops reading, run-time LoRA adapter load/unload, and reading tool calls
-out of an answer with vLLM's own tool parsers (`tool_call_parser`; picked from the chat template when not
-set).
+on CPU, bf16 on CUDA), rendering chat messages (and tools, and the chat-template options) with the model's
+chat template, the context-length check, mapping `SamplingSettings` to vLLM `SamplingParams` (delta
+streaming; vLLM's sampling and detokenization extensions; structured outputs through vLLM's
+`StructuredOutputsParams` on one backend, xgrammar unless configured; generated and prompt
+log-probabilities), streaming `GenerationChunk`s, aborting a request whose consumer stops reading, run-time
+LoRA adapter load/unload, and reading tool calls out of an answer with vLLM's own tool parsers
+(`tool_call_parser`; picked from the chat template when not set).
 
 vLLM is imported lazily (in `start()`), so importing this module is cheap and works without vLLM.
 """
@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -100,6 +100,11 @@ class VLLMEngineConfig:
     """vLLM's scheduler: "priority" lets control generations (`GenerationRequest.priority`, e.g. staging's
     smoke test) overtake waiting client requests, so a swap does not wait for the queue; client requests
     all have priority 0 and keep first-come-first-served order among themselves."""
+    structured_outputs_backend: Literal["xgrammar", "guidance"] = "xgrammar"
+    """vLLM's structured-output backend for every constrained request (`response_format`, forced tool
+    calls, `structured_outputs`). Not vLLM's "auto": the engine compiles every request with the backend
+    of the first constrained one, so a request that auto sent to the other backend would fail inside the
+    engine instead of being refused up front."""
     tool_call_parser: str | None = None
     """vLLM tool parser for `tool_choice: auto` (as `vllm serve --tool-call-parser`, e.g. "hermes");
     None: "hermes" when the chat template renders tools and emits `<tool_call>`, else `auto` is refused."""
@@ -144,6 +149,7 @@ class VLLMEngine:
     # ---------------------------------------------------------------- lifecycle
     def engine_args(self) -> AsyncEngineArgs:
         """The vLLM engine arguments this config means on this device (also sets CPU env defaults)."""
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         cfg = self.config
@@ -158,6 +164,7 @@ class VLLMEngine:
             "disable_log_stats": not cfg.log_stats,
             "enable_lora": cfg.enable_lora,
             "scheduling_policy": cfg.scheduling_policy,
+            "structured_outputs_config": StructuredOutputsConfig(backend=cfg.structured_outputs_backend),
         }
         if cfg.enable_lora:
             kwargs.update(max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank)
@@ -279,21 +286,18 @@ class VLLMEngine:
             try:
                 text = tokenizer.apply_chat_template(
                     messages,
-                    add_generation_prompt=True,
+                    add_generation_prompt=request.add_generation_prompt,
+                    continue_final_message=request.continue_final_message,
                     tokenize=False,
                     **extra,
+                    **dict(request.chat_template_kwargs or {}),
                 )
             except Exception as exc:  # jinja errors from the template (bad roles, missing keys)
                 raise ValueError(f"The chat template could not render these messages: {exc}") from exc
             return str(text), list(tokenizer.encode(text, add_special_tokens=False))
         if request.prompt_token_ids is not None:
             ids = list(request.prompt_token_ids)
-            vocab = len(tokenizer)
-            bad = [i for i in ids if not 0 <= i < vocab]
-            if bad:
-                raise InvalidParameterError(
-                    f"Token id {bad[0]} is out of this model's vocabulary (0..{vocab - 1}).", "prompt"
-                )
+            self._check_token_ids(ids, "prompt")
             return str(tokenizer.decode(ids)), ids
         assert request.prompt is not None
         return request.prompt, list(tokenizer.encode(request.prompt, add_special_tokens=True))
@@ -357,6 +361,15 @@ class VLLMEngine:
         """Prompt length in tokens, exactly as `generate` would submit it."""
         return len(self._render(request)[1])
 
+    def _check_token_ids(self, ids: Iterable[int], param: str) -> None:
+        """A 400 naming `param` when a token id is outside this model's vocabulary."""
+        vocab = len(self._tokenizer)
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise InvalidParameterError(
+                f"{param} has token id {bad[0]}, outside this model's vocabulary (0..{vocab - 1}).", param
+            )
+
     def _check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
         if prompt_tokens + max_tokens > self.max_model_len:
             raise PromptTooLongError(prompt_tokens, max_tokens, self.max_model_len)
@@ -369,14 +382,19 @@ class VLLMEngine:
         if settings.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {settings.max_tokens}.")
         structured = None
-        if settings.structured is not None:
-            so = settings.structured
-            structured = (
-                StructuredOutputsParams(json=so.json_schema)
-                if so.json_schema is not None
-                else StructuredOutputsParams(json_object=True)
-            )
         try:
+            if settings.structured is not None:
+                so = settings.structured
+                structured = StructuredOutputsParams(
+                    json=so.json_schema,
+                    json_object=True if so.json_object else None,
+                    regex=so.regex,
+                    choice=list(so.choice) if so.choice is not None else None,
+                    grammar=so.grammar,
+                    disable_any_whitespace=so.disable_any_whitespace,
+                    disable_additional_properties=so.disable_additional_properties,
+                    whitespace_pattern=so.whitespace_pattern,
+                )
             return SamplingParams(
                 n=settings.n,
                 max_tokens=settings.max_tokens,
@@ -396,6 +414,12 @@ class VLLMEngine:
                 prompt_logprobs=settings.prompt_logprobs,
                 structured_outputs=structured,
                 skip_special_tokens=settings.skip_special_tokens,
+                spaces_between_special_tokens=settings.spaces_between_special_tokens,
+                stop_token_ids=list(settings.stop_token_ids) or None,
+                include_stop_str_in_output=settings.include_stop_str_in_output,
+                allowed_token_ids=list(settings.allowed_token_ids) if settings.allowed_token_ids else None,
+                bad_words=list(settings.bad_words) or None,
+                stream_interval=settings.stream_interval,
                 output_kind=RequestOutputKind.DELTA,
             )
         except VLLMValidationError as exc:
@@ -443,14 +467,9 @@ class VLLMEngine:
         # vLLM refuses n > 1 with greedy decoding; OpenAI answers n identical choices: decode once, copy.
         copies = settings.n if settings.n > 1 and settings.temperature == 0 else 1
         params = self._sampling_params(dataclasses.replace(settings, n=1) if copies > 1 else settings)
-        if settings.logit_bias:
-            vocab = len(self._tokenizer)
-            bad = [t for t in settings.logit_bias if not 0 <= t < vocab]
-            if bad:
-                raise InvalidParameterError(
-                    f"logit_bias names token id {bad[0]}, outside this model's vocabulary (0..{vocab - 1}).",
-                    "logit_bias",
-                )
+        self._check_token_ids(settings.logit_bias or (), "logit_bias")
+        self._check_token_ids(settings.stop_token_ids, "stop_token_ids")
+        self._check_token_ids(settings.allowed_token_ids or (), "allowed_token_ids")
         lora_request = None
         if request.lora is not None:
             lora_request = self._lora_request(request.lora)

@@ -162,7 +162,11 @@ def test_no_server_error_for_any_client_input(fuzz_server: LiveServer) -> None:
 
 # ------------------------------------------------------------------ issue 15: the new request fields
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
@@ -221,6 +225,33 @@ _NEW_FIELDS = {
     "stream": st.booleans() | st.sampled_from(["yes", 1]),
     "max_tokens": st.integers(-1, 40),
     "echo": st.booleans() | _JSON,
+    "stop_token_ids": st.lists(st.integers(-2, 10**6), max_size=3) | _JSON,
+    "include_stop_str_in_output": st.booleans() | _JSON,
+    "skip_special_tokens": st.booleans() | _JSON,
+    "spaces_between_special_tokens": st.booleans() | _JSON,
+    "allowed_token_ids": st.lists(st.integers(-2, 10**6), max_size=3) | _JSON,
+    "bad_words": st.lists(st.sampled_from(["the", "", " ", "x y"]), max_size=3) | _JSON,
+    "stream_interval": st.integers(-1, 2000) | _JSON,
+    "structured_outputs": st.sampled_from(
+        [
+            {"choice": ["yes", "no"]},
+            {"choice": []},
+            {"regex": "[a-z]+"},
+            {"grammar": 'root ::= "a"'},
+            {"json": '{"type": "object"}'},
+            {"json": "not json"},
+            {"json_object": True},
+            {"json_object": False},
+            {"choice": ["a"], "regex": "a"},
+            {"structural_tag": "x"},
+            {},
+        ]
+    )
+    | st.fixed_dictionaries({"json": _SCHEMAS})
+    | _JSON,
+    "add_generation_prompt": st.booleans() | _JSON,
+    "continue_final_message": st.booleans() | _JSON,
+    "chat_template_kwargs": st.sampled_from([{"enable_thinking": False}, {"tokenize": True}, {}]) | _JSON,
     "prompt": st.text(min_size=1, max_size=12)
     | st.lists(st.integers(-5, 10**10), min_size=0, max_size=6)
     | st.lists(st.lists(st.integers(0, 50000), max_size=4), max_size=3),

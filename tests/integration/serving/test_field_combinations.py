@@ -1,6 +1,7 @@
 """The real engine under concurrent requests that combine the OpenAI and vLLM fields at random, on the base
 and on an adapter (its alias and its version): log-probabilities, echo, prompt log-probabilities, `n`,
-streaming, structured outputs, tools, seeds, sampling extensions, batched and token-id prompts, prompts
+streaming, structured outputs (`response_format` and vLLM's `structured_outputs`), tools, seeds, vLLM's
+sampling and detokenization extensions, batched and token-id prompts, prompts
 longer than the engine's step budget. A combination vLLM cannot serve is a 400 naming its field; none is a
 5xx, and the engine still serves afterwards. (This is how the two engine crashes that
 serving/engine/vllm_plugin.py fixes were found; the fake-engine fuzz in tests/reliability cannot see them.)
@@ -33,6 +34,12 @@ EXTENSIONS: tuple[tuple[str, Any], ...] = (
     ("min_tokens", 2),
     ("ignore_eos", True),
     ("top_p", 0.9),
+    ("stop_token_ids", [198]),
+    ("include_stop_str_in_output", True),
+    ("stream_interval", 3),
+    ("bad_words", ["the"]),
+    ("skip_special_tokens", False),
+    ("allowed_token_ids", [198, 253, 314, 330, 1147, 28]),
 )
 LONG = "The river runs to the sea and the sea is wide. " * 25  # more tokens than one step's budget
 
@@ -59,7 +66,11 @@ def chat_body(rng: random.Random, model: str) -> tuple[str, dict[str, Any]]:
             "type": "json_schema",
             "json_schema": {"name": "city", "schema": SCHEMA, "strict": True},
         }
-    elif shape < 0.4:
+    elif shape < 0.36:
+        body["structured_outputs"] = rng.choice(
+            [{"choice": ["yes", "no", "maybe"]}, {"regex": "[0-9]{2,4}"}, {"grammar": 'root ::= "a" | "bc"'}]
+        )
+    elif shape < 0.45:
         body["tools"] = [TOOL]
         body["tool_choice"] = rng.choice(
             ["required", "none", {"type": "function", "function": {"name": "get_weather"}}]

@@ -484,6 +484,91 @@ def test_tools_logprobs_echo_and_strictness(client: openai.OpenAI, tuneloop_serv
     assert sampled.usage is not None and sampled.usage.completion_tokens == 8
 
 
+def test_vllm_request_extensions_through_extra_body(
+    client: openai.OpenAI, tuneloop_service: Any, champion_adapter: Callable[[str, int], str]
+) -> None:
+    """vLLM's own request extensions, sent as a vLLM client sends them (`extra_body`), on the base and on an
+    adapter: `structured_outputs` (choice, regex), `stop_token_ids`, `include_stop_str_in_output`,
+    `stream_interval` (streamed), and the chat-template options (`continue_final_message`)."""
+    import re
+
+    svc = tuneloop_service
+    version = champion_adapter("extensions", 31)
+    _wait_served_by(client, "extensions", f"extensions@{version[:12]}")
+    question = [{"role": "user", "content": "Classify: 'my parcel never arrived'."}]
+    for model in (svc.base_id, "extensions"):
+        labels = ["refund", "shipping", "other"]
+        picked = client.chat.completions.create(
+            model=model,
+            messages=question,
+            max_tokens=10,
+            extra_body={"structured_outputs": {"choice": labels}},
+        )
+        assert picked.choices[0].message.content in labels
+        code = client.completions.create(
+            model=model,
+            prompt="Order number:",
+            max_tokens=12,
+            extra_body={"structured_outputs": {"regex": "[A-Z]{2}-[0-9]{4}"}},
+        )
+        assert re.fullmatch("[A-Z]{2}-[0-9]{4}", code.choices[0].text), code.choices[0].text
+    plain = client.completions.create(
+        model=svc.base_id,
+        prompt="The capital of France is",
+        max_tokens=8,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    words = plain.choices[0].text.split()
+    kept = client.completions.create(
+        model=svc.base_id,
+        prompt="The capital of France is",
+        max_tokens=8,
+        temperature=0,
+        extra_body={"stop": [words[1]], "include_stop_str_in_output": True, "ignore_eos": True},
+    )
+    assert kept.choices[0].text.endswith(words[1]) and kept.choices[0].finish_reason == "stop"
+    newline = httpx.post(
+        f"{svc.v1}/completions",
+        json={
+            "model": svc.base_id,
+            "prompt": "One\nTwo\nThree\n",
+            "max_tokens": 30,
+            "temperature": 0,
+            "stop_token_ids": [198],
+        },  # SmolLM2's "\n"
+        timeout=60,
+    )
+    assert newline.status_code == 200 and "\n" not in newline.json()["choices"][0]["text"], newline.text
+    # streamed with stream_interval: deltas of several tokens that add up to the unbatched answer
+    stream = client.completions.create(
+        model=svc.base_id,
+        prompt="The capital of France is",
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        extra_body={"stream_interval": 4, "ignore_eos": True},
+    )
+    deltas = [c.choices[0].text for c in stream if c.choices]
+    assert "".join(deltas) == plain.choices[0].text and len(deltas) <= 4, deltas
+    prefill = client.chat.completions.create(
+        model=svc.base_id,
+        messages=[
+            {"role": "user", "content": "Name a color."},
+            {"role": "assistant", "content": "My favourite color is"},
+        ],
+        max_tokens=5,
+        extra_body={"add_generation_prompt": False, "continue_final_message": True},
+    )
+    assert prefill.choices[0].message.content
+    r = httpx.post(
+        f"{svc.v1}/chat/completions",
+        json={"model": svc.base_id, "messages": question, "structured_outputs": {"grammar": "root ::= "}},
+        timeout=60,
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "structured_outputs", r.text
+
+
 def test_base_and_adapters_sharing_engine_steps_answer_as_when_alone(
     tuneloop_service: Any, champion_adapter: Callable[[str, int], str]
 ) -> None:

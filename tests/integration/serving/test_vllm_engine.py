@@ -317,6 +317,110 @@ async def test_structured_outputs_on_base_and_adapter(
     assert engine.num_unfinished_requests() == 0
 
 
+async def test_structured_outputs_choice_regex_grammar(engine: VLLMEngine) -> None:
+    import re
+
+    messages = ({"role": "user", "content": "Is the sky green? Answer."},)
+    labels = ("refund", "shipping", "other")
+    for constraint, check in (
+        (StructuredOutput(choice=labels, param="structured_outputs"), lambda t: t in labels),
+        (
+            StructuredOutput(regex="[0-9]{3}-[a-z]{2}", param="structured_outputs"),
+            lambda t: re.fullmatch("[0-9]{3}-[a-z]{2}", t),
+        ),
+        (
+            StructuredOutput(grammar='root ::= "yes" | "no"', param="structured_outputs"),
+            lambda t: t in ("yes", "no"),
+        ),
+    ):
+        chunks = await _collect(engine, _request(messages=messages, max_tokens=20, structured=constraint))
+        assert chunks[-1].finish_reason == "stop" and check(_text(chunks)), (constraint, _text(chunks))
+    for bad in (
+        StructuredOutput(regex="[0-9", param="structured_outputs"),
+        StructuredOutput(grammar="root ::= ", param="structured_outputs"),
+    ):
+        with pytest.raises(InvalidParameterError) as info:
+            await _collect(engine, _request(prompt=PROBE, structured=bad))
+        assert info.value.param == "structured_outputs"
+    await engine.check_health()
+
+
+async def test_token_level_extensions(engine: VLLMEngine) -> None:
+    greedy = await _collect(
+        engine, _request(prompt=PROBE, max_tokens=PROBE_TOKENS, ignore_eos=True, logprobs=0)
+    )
+    ids = [t.token_id for c in greedy for t in c.logprobs or []]
+    assert len(ids) == PROBE_TOKENS
+    # stop_token_ids: the greedy answer stops at (and without) the first token it had not produced before
+    k = next(i for i in range(1, len(ids)) if ids[i] not in ids[:i])
+    stopped = await _collect(
+        engine, _request(prompt=PROBE, max_tokens=PROBE_TOKENS, ignore_eos=True, stop_token_ids=(ids[k],))
+    )
+    assert stopped[-1].finish_reason == "stop" and stopped[-1].extra["stop_reason"] == ids[k]
+    assert _text(stopped) == engine._tokenizer.decode(ids[:k])
+    # allowed_token_ids: every generated token is one of them
+    allowed = (ids[0], ids[1], 13)
+    only = await _collect(
+        engine, _request(prompt=PROBE, max_tokens=6, ignore_eos=True, logprobs=0, allowed_token_ids=allowed)
+    )
+    assert {t.token_id for c in only for t in c.logprobs or []} <= set(allowed)
+    # bad_words: the greedy first word is never produced
+    first_word = engine._tokenizer.decode(ids[:1]).strip()
+    banned = await _collect(engine, _request(prompt=PROBE, max_tokens=4, logprobs=0, bad_words=(first_word,)))
+    assert banned[0].logprobs and banned[0].logprobs[0].token_id != ids[0]
+    # include_stop_str_in_output: the stop string stays at the end of the answer
+    text = _text(greedy)
+    stop = text.strip().split()[1]
+    kept = await _collect(
+        engine,
+        _request(
+            prompt=PROBE,
+            max_tokens=PROBE_TOKENS,
+            ignore_eos=True,
+            stop=(stop,),
+            include_stop_str_in_output=True,
+        ),
+    )
+    assert _text(kept).endswith(stop) and _text(kept) == text[: text.index(stop) + len(stop)]
+    # stream_interval: fewer, bigger deltas with the same text
+    batched = await _collect(
+        engine, _request(prompt=PROBE, max_tokens=PROBE_TOKENS, ignore_eos=True, stream_interval=4)
+    )
+    assert _text(batched) == text and len(batched) < len(greedy)
+    assert [c.completion_tokens for c in batched] == [1, 5, 9, 10]
+    for param, settings in (
+        ("stop_token_ids", {"stop_token_ids": (10**8,)}),
+        ("allowed_token_ids", {"allowed_token_ids": (10**8,)}),
+    ):
+        with pytest.raises(InvalidParameterError) as info:
+            await _collect(engine, _request(prompt=PROBE, **settings))
+        assert info.value.param == param
+
+
+async def test_chat_template_options(engine: VLLMEngine) -> None:
+    prefill = (
+        {"role": "user", "content": "Name a color."},
+        {"role": "assistant", "content": "My favourite color is"},
+    )
+    request = dataclasses.replace(
+        _request(messages=prefill, max_tokens=4), add_generation_prompt=False, continue_final_message=True
+    )
+    chunks = await _collect(engine, request)
+    assert chunks[0].prompt_text is not None and chunks[0].prompt_text.endswith("My favourite color is")
+    plain = await _collect(engine, _request(messages=prefill[:1], max_tokens=4))
+    assert plain[0].prompt_text is not None and plain[0].prompt_text.rstrip().endswith("assistant")
+    no_header = await _collect(
+        engine, dataclasses.replace(_request(messages=prefill[:1], max_tokens=4), add_generation_prompt=False)
+    )
+    assert no_header[0].prompt_text is not None and not no_header[0].prompt_text.rstrip().endswith(
+        "assistant"
+    )
+    kwargs = dataclasses.replace(
+        _request(messages=prefill[:1], max_tokens=2), chat_template_kwargs={"enable_thinking": False}
+    )
+    assert (await _collect(engine, kwargs))[-1].finish_reason is not None
+
+
 @pytest.fixture(scope="module")
 def hf_prompt_logprobs(default_model_path: Path) -> list[float]:
     """transformers' log-probability of each PROBE token after the ones before it (first one excluded)."""

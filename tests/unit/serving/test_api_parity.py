@@ -156,6 +156,144 @@ def test_unknown_field_and_coercion_are_400s_through_http(app: App) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens", r.text
 
 
+# ------------------------------------------------------------------ vLLM's other request extensions
+def test_vllm_extensions_reach_the_engine(app: App) -> None:
+    body = chat(
+        stop_token_ids=[2, 7],
+        include_stop_str_in_output=True,
+        skip_special_tokens=False,
+        spaces_between_special_tokens=False,
+        allowed_token_ids=[5, 6, 7],
+        bad_words=["darn", "dang it"],
+        stream_interval=4,
+    )
+    for path, b in (("/v1/chat/completions", body), ("/v1/completions", completion_body(body))):
+        r = app.post(path, b)
+        assert r.status_code == 200, r.text
+        s = app.engine.requests[-1].sampling
+        assert (s.stop_token_ids, s.include_stop_str_in_output, s.allowed_token_ids, s.bad_words) == (
+            (2, 7),
+            True,
+            (5, 6, 7),
+            ("darn", "dang it"),
+        )
+        assert (s.skip_special_tokens, s.spaces_between_special_tokens, s.stream_interval) == (
+            False,
+            False,
+            4,
+        )
+    app.post("/v1/chat/completions", chat())
+    s = app.engine.requests[-1].sampling
+    assert (s.stop_token_ids, s.allowed_token_ids, s.bad_words, s.stream_interval) == ((), None, (), None)
+    assert s.skip_special_tokens and s.spaces_between_special_tokens and not s.include_stop_str_in_output
+
+
+def completion_body(chat_body: dict[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in chat_body.items() if k != "messages"}
+    return {**body, "prompt": chat_body["messages"][-1]["content"]}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_structured_outputs_choice(app: App, stream: bool) -> None:
+    choices = ["refund", "shipping", "other"]
+    body = chat(structured_outputs={"choice": choices})
+    if stream:
+        text = stream_text(app.stream("/v1/chat/completions", body))
+    else:
+        r = app.post("/v1/chat/completions", body)
+        assert r.status_code == 200, r.text
+        text = r.json()["choices"][0]["message"]["content"]
+    assert text in choices
+    structured = app.engine.requests[-1].sampling.structured
+    assert structured is not None and structured.choice == tuple(choices)
+    assert structured.param == "structured_outputs"
+    logged = json.loads(app.log.records[-1].response_format or "null")
+    assert logged == {"structured_outputs": {"choice": choices}}
+
+
+def test_structured_outputs_constraints_reach_the_engine(app: App) -> None:
+    cases: list[tuple[dict[str, Any], str, Any]] = [
+        ({"regex": "[0-9]{3}"}, "regex", "[0-9]{3}"),
+        ({"grammar": 'root ::= "yes" | "no"'}, "grammar", 'root ::= "yes" | "no"'),
+        ({"json": json.dumps(PERSON)}, "json_schema", PERSON),  # a schema as a string is parsed
+        ({"json": PERSON, "disable_additional_properties": True}, "json_schema", PERSON),
+        ({"json_object": True, "disable_any_whitespace": True}, "json_object", True),
+    ]
+    for so, attr, expected in cases:
+        r = app.post("/v1/completions", {"model": "fake-base", "prompt": "x", "structured_outputs": so})
+        assert r.status_code == 200, r.text
+        structured = app.engine.requests[-1].sampling.structured
+        assert structured is not None and getattr(structured, attr) == expected, so
+        assert structured.disable_additional_properties == so.get("disable_additional_properties", False)
+        assert structured.disable_any_whitespace == so.get("disable_any_whitespace", False)
+    assert json.loads(
+        app.post(
+            "/v1/completions", {"model": "fake-base", "prompt": "x", "structured_outputs": {"json": PERSON}}
+        ).json()["choices"][0]["text"]
+    ).keys() == {"name", "age"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"structured_outputs": {"choice": ["a"], "regex": "a"}}, "structured_outputs"),
+        ({"structured_outputs": {}}, "structured_outputs"),
+        ({"structured_outputs": {"json_object": False}}, "structured_outputs"),
+        ({"structured_outputs": {"json": "{not json"}}, "structured_outputs"),
+        ({"structured_outputs": {"choice": []}}, "structured_outputs.choice"),
+        ({"structured_outputs": {"structural_tag": "x"}}, "structured_outputs.structural_tag"),
+        (
+            {"structured_outputs": {"choice": ["a"]}, "response_format": {"type": "json_object"}},
+            "structured_outputs",
+        ),
+        (
+            {"structured_outputs": {"choice": ["a"]}, "tools": [TOOL], "tool_choice": "required"},
+            "structured_outputs",
+        ),
+        ({"structured_outputs": {"choice": ["a"]}, "allowed_token_ids": [1, 2]}, "allowed_token_ids"),
+        ({"response_format": {"type": "json_object"}, "ignore_eos": True}, "ignore_eos"),
+        ({"tools": [TOOL], "tool_choice": "required", "ignore_eos": True}, "ignore_eos"),
+        ({"stop_token_ids": [-1]}, "stop_token_ids.0"),
+        ({"allowed_token_ids": []}, "allowed_token_ids"),
+        ({"bad_words": [" "]}, "bad_words.0"),
+        ({"stream_interval": 0}, "stream_interval"),
+        ({"skip_special_tokens": "false"}, "skip_special_tokens"),
+        ({"continue_final_message": True}, "continue_final_message"),
+        ({"chat_template_kwargs": {"tokenize": True}}, "chat_template_kwargs"),
+        ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs"),
+    ],
+)
+def test_vllm_extensions_refuse_bad_values(app: App, extra: dict[str, Any], param: str) -> None:
+    r = app.post("/v1/chat/completions", chat(**extra))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param, r.text
+
+
+def test_chat_template_options_reach_the_engine(app: App) -> None:
+    prefill = [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "The color is"}]
+    body = {
+        "model": "fake-base",
+        "messages": prefill,
+        "add_generation_prompt": False,
+        "continue_final_message": True,
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+    r = app.post("/v1/chat/completions", body)
+    assert r.status_code == 200, r.text
+    sent = app.engine.requests[-1]
+    assert (sent.add_generation_prompt, sent.continue_final_message) == (False, True)
+    assert sent.chat_template_kwargs == {"enable_thinking": False}
+    app.post("/v1/chat/completions", chat())
+    sent = app.engine.requests[-1]
+    assert (sent.add_generation_prompt, sent.continue_final_message, sent.chat_template_kwargs) == (
+        True,
+        False,
+        None,
+    )
+    r = app.post("/v1/completions", {"model": "fake-base", "prompt": "x", "add_generation_prompt": False})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "add_generation_prompt", r.text
+
+
 # ------------------------------------------------------------------ log-probabilities
 def test_chat_logprobs(app: App) -> None:
     r = app.post("/v1/chat/completions", chat(logprobs=True, top_logprobs=2))
