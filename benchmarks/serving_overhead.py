@@ -17,7 +17,8 @@ Servers, one after the other (never at the same time), each warmed up before mea
 * tuneloop: `tuneloop serve` with the default model and default settings.
 Both with VLLM_CPU_KVCACHE_SPACE=2, VLLM_CPU_NUM_OF_RESERVED_CPU=0, float32, eager mode, max_model_len 2048.
 `--stream-interval N` makes every request ask for vLLM's `stream_interval: N` (a chunk every N tokens), on
-both servers: tuneloop's overhead is per streamed chunk (Ray carries each one from the replica to the proxy).
+both servers: Ray carries each streamed chunk from tuneloop's replica to its proxy, so fewer chunks is less of
+that work.
 `--engine-cores 0` binds both servers' vLLM worker to core 0 and so leaves the other cores to the rest of
 each server (vLLM's engine-core process, and for tuneloop Ray's processes, the Serve proxy and replica): it
 separates what tuneloop's processes cost in CPU the engine would otherwise use from what they add per token.
@@ -109,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="N",
         help="every request (to both servers) asks for vLLM's `stream_interval: N`: a streamed chunk every N "
-        "tokens instead of every token, which is what tuneloop's per-token overhead scales with",
+        "tokens instead of every token (fewer chunks for Ray to carry from tuneloop's replica to its proxy)",
     )
     p.add_argument(
         "--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick with --quick)"

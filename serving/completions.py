@@ -185,6 +185,7 @@ class CompletionService:
                 messages=chat_messages,
                 lora=lora,
                 tools=shape.tools,
+                priority=req.priority,
                 **shape.template,
             )
             prompt_tokens = await self.core.engine.count_prompt_tokens(probe)

@@ -14,7 +14,8 @@ whose `param` names the field. Nothing a client sends is silently ignored:
   through `extra_body`: sampling (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`,
   `stop_token_ids`, `allowed_token_ids`, `bad_words`), output text (`include_stop_str_in_output`,
   `skip_special_tokens`, `spaces_between_special_tokens`), streaming (`stream_interval`), vLLM's
-  `structured_outputs` (`json`, `regex`, `choice`, `grammar`, `json_object` and their options), and on chat
+  `structured_outputs` (`json`, `regex`, `choice`, `grammar`, `json_object` and their options), scheduling
+  (`priority`, with the engine's priority scheduler), and on chat
   the template options `add_generation_prompt`, `continue_final_message`, `chat_template_kwargs` (`seed`
   and `logit_bias` are OpenAI fields).
 - **Accepted and deliberately without effect** (clients send them by default, and there is nothing to do
@@ -24,7 +25,7 @@ whose `param` names the field. Nothing a client sends is silently ignored:
   empty `suffix` (completions).
 - **Refused with a 400 naming them**: everything else (e.g. `functions`/`function_call`, `audio`,
   `prediction`, `reasoning_effort`, image parts, `best_of > 1`, a non-empty `suffix`; of vLLM's extensions
-  e.g. beam search, `priority`, `prompt_logprobs`, `return_token_ids`, `truncate_prompt_tokens`, a
+  e.g. beam search, `prompt_logprobs`, `return_token_ids`, `truncate_prompt_tokens`, a
   per-request `chat_template`, `structured_outputs.structural_tag`).
 """
 
@@ -45,6 +46,8 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+
+from serving.engine.base import CONTROL_PRIORITY
 
 MAX_N = 8
 MAX_STOP = 4
@@ -117,6 +120,7 @@ NULLABLE = frozenset(
         "add_generation_prompt",
         "continue_final_message",
         "chat_template_kwargs",
+        "priority",
     }
 )
 """Fields whose `null` means "not set" (OpenAI's nullable fields and the extensions)."""
@@ -333,6 +337,19 @@ class _Request(_Strict):
     ] = None
     stream_interval: Annotated[Int | None, Field(ge=1, le=1024)] = None
     structured_outputs: StructuredOutputs | None = None
+    priority: Annotated[Int, Field(le=2**31 - 1)] = 0
+    """vLLM's scheduling priority (lower runs earlier); values at or below the service's own control
+    priority are reserved (its adapter smoke tests must not queue behind client traffic)."""
+
+    @field_validator("priority")
+    @classmethod
+    def _client_priority(cls, v: int) -> int:
+        if v <= CONTROL_PRIORITY:
+            raise ValueError(
+                f"priority must be above {CONTROL_PRIORITY}: lower values are reserved for the service's own "
+                "control generations"
+            )
+        return v
 
     @model_validator(mode="before")
     @classmethod

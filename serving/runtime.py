@@ -103,6 +103,7 @@ def make_engine(config: ServingConfig, base_path: Path, base_id: str) -> Engine:
             max_cpu_loras=e.max_cpu_loras,
             tool_call_parser=e.tool_call_parser,
             structured_outputs_backend=e.structured_outputs_backend,
+            stream_interval=e.stream_interval,
             scheduling_policy=e.scheduling_policy,
             dtype=e.dtype,
             cpu_kvcache_space_gib=e.kv_cache_gib,

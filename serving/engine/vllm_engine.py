@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from common.settings import did_you_mean
 from serving.engine.base import (
+    CONTROL_PRIORITY,
     EngineError,
     GenerationChunk,
     GenerationRequest,
@@ -100,6 +101,8 @@ class VLLMEngineConfig:
     """vLLM's scheduler: "priority" lets control generations (`GenerationRequest.priority`, e.g. staging's
     smoke test) overtake waiting client requests, so a swap does not wait for the queue; client requests
     all have priority 0 and keep first-come-first-served order among themselves."""
+    stream_interval: int = 1
+    """Tokens per streamed chunk (vLLM's `stream_interval`; a request may raise it for itself)."""
     structured_outputs_backend: Literal["xgrammar", "guidance"] = "xgrammar"
     """vLLM's structured-output backend for every constrained request (`response_format`, forced tool
     calls, `structured_outputs`). Not vLLM's "auto": the engine compiles every request with the backend
@@ -165,6 +168,7 @@ class VLLMEngine:
             "enable_lora": cfg.enable_lora,
             "scheduling_policy": cfg.scheduling_policy,
             "structured_outputs_config": StructuredOutputsConfig(backend=cfg.structured_outputs_backend),
+            "stream_interval": cfg.stream_interval,
         }
         if cfg.enable_lora:
             kwargs.update(max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank)
@@ -459,6 +463,12 @@ class VLLMEngine:
         from vllm.exceptions import VLLMClientError, VLLMValidationError
         from vllm.inputs.engine import tokens_input
 
+        if request.priority not in (0, CONTROL_PRIORITY) and self.config.scheduling_policy != "priority":
+            raise InvalidParameterError(
+                "'priority' needs vLLM's priority scheduler (engine.scheduling_policy: priority); this "
+                f"engine schedules {self.config.scheduling_policy}.",
+                "priority",
+            )
         engine = self._require_engine()
         prompt_text, token_ids = self._render(request)
         prompt_tokens = len(token_ids)

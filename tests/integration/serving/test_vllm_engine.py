@@ -382,12 +382,17 @@ async def test_token_level_extensions(engine: VLLMEngine) -> None:
         ),
     )
     assert _text(kept).endswith(stop) and _text(kept) == text[: text.index(stop) + len(stop)]
+    # a client priority (the engine schedules by priority by default) changes order, not the answer
+    urgent = dataclasses.replace(_request(prompt=PROBE, max_tokens=PROBE_TOKENS, ignore_eos=True), priority=5)
+    assert _text(await _collect(engine, urgent)) == _text(greedy)
     # stream_interval: fewer, bigger deltas with the same text
     batched = await _collect(
         engine, _request(prompt=PROBE, max_tokens=PROBE_TOKENS, ignore_eos=True, stream_interval=4)
     )
-    assert _text(batched) == text and len(batched) < len(greedy)
-    assert [c.completion_tokens for c in batched] == [1, 5, 9, 10]
+    assert _text(batched) == text
+    counts = [c.completion_tokens for c in batched]  # vLLM may merge deltas a slow reader has not taken
+    assert counts[0] == 1 and counts[-1] == PROBE_TOKENS  # the first token at once, then >= 4 per chunk
+    assert all(b - a >= 4 for a, b in zip(counts, counts[1:-1], strict=False)), counts
     for param, settings in (
         ("stop_token_ids", {"stop_token_ids": (10**8,)}),
         ("allowed_token_ids", {"allowed_token_ids": (10**8,)}),

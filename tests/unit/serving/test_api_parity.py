@@ -166,6 +166,7 @@ def test_vllm_extensions_reach_the_engine(app: App) -> None:
         allowed_token_ids=[5, 6, 7],
         bad_words=["darn", "dang it"],
         stream_interval=4,
+        priority=3,
     )
     for path, b in (("/v1/chat/completions", body), ("/v1/completions", completion_body(body))):
         r = app.post(path, b)
@@ -182,6 +183,7 @@ def test_vllm_extensions_reach_the_engine(app: App) -> None:
             False,
             4,
         )
+        assert app.engine.requests[-1].priority == 3
     app.post("/v1/chat/completions", chat())
     s = app.engine.requests[-1].sampling
     assert (s.stop_token_ids, s.allowed_token_ids, s.bad_words, s.stream_interval) == ((), None, (), None)
@@ -254,6 +256,8 @@ def test_structured_outputs_constraints_reach_the_engine(app: App) -> None:
         ({"response_format": {"type": "json_object"}, "ignore_eos": True}, "ignore_eos"),
         ({"tools": [TOOL], "tool_choice": "required", "ignore_eos": True}, "ignore_eos"),
         ({"stop_token_ids": [-1]}, "stop_token_ids.0"),
+        ({"priority": -10}, "priority"),
+        ({"priority": "1"}, "priority"),
         ({"allowed_token_ids": []}, "allowed_token_ids"),
         ({"bad_words": [" "]}, "bad_words.0"),
         ({"stream_interval": 0}, "stream_interval"),

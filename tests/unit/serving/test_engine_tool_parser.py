@@ -1,6 +1,7 @@
-"""`engine.tool_call_parser` and `engine.scheduling_policy` in the serving settings reach vLLM's engine
-config, and a tool parser name vLLM does not know is refused before the model loads, with the names it
-does know."""
+"""`engine.tool_call_parser`, `engine.scheduling_policy`, `engine.structured_outputs_backend` and
+`engine.stream_interval` in the serving settings reach vLLM's engine config; a tool parser name vLLM does
+not know is refused before the model loads, with the names it does know; a client `priority` on an fcfs
+engine is a 400 naming it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from serving.config import ServingConfig
-from serving.engine.base import EngineError
+from serving.engine.base import (
+    CONTROL_PRIORITY,
+    EngineError,
+    GenerationRequest,
+    InvalidParameterError,
+    SamplingSettings,
+)
 from serving.engine.vllm_engine import VLLMEngine, VLLMEngineConfig
 from serving.runtime import make_engine
 
@@ -50,3 +57,39 @@ def test_an_unknown_parser_is_refused_before_the_model_loads(tmp_path: Path) -> 
     with pytest.raises(EngineError, match=r"'hermez' is not a vLLM tool parser \(did you mean 'hermes'\?\)"):
         asyncio.run(engine.start())
     assert engine._engine is None
+
+
+def test_structured_output_backend_and_stream_interval_reach_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every constrained request compiles on the configured backend (xgrammar by default); vLLM's "auto" is
+    not a choice, as its engine compiles everything with the first constrained request's backend."""
+    for key in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
+        monkeypatch.setenv(key, os.environ.get(key, "2"))
+    default = make_engine(ServingConfig(), tmp_path, "a")
+    assert isinstance(default, VLLMEngine)
+    assert default.engine_args().structured_outputs_config.backend == "xgrammar"
+    config = ServingConfig.model_validate({"engine": {"structured_outputs_backend": "guidance"}})
+    guidance = make_engine(config, tmp_path, "b")
+    assert isinstance(guidance, VLLMEngine)
+    assert guidance.engine_args().structured_outputs_config.backend == "guidance"
+    assert default.engine_args().stream_interval == 1  # vLLM's default: a chunk per token
+    chunky = make_engine(ServingConfig.model_validate({"engine": {"stream_interval": 4}}), tmp_path, "c")
+    assert isinstance(chunky, VLLMEngine) and chunky.engine_args().stream_interval == 4
+    with pytest.raises(ValueError, match="structured_outputs_backend"):
+        ServingConfig.model_validate({"engine": {"structured_outputs_backend": "auto"}})
+
+
+def test_a_client_priority_needs_the_priority_scheduler(tmp_path: Path) -> None:
+    engine = VLLMEngine(VLLMEngineConfig(model=str(tmp_path), scheduling_policy="fcfs"))
+
+    async def first(priority: int) -> None:
+        request = GenerationRequest("r", SamplingSettings(), prompt="hi", priority=priority)
+        await engine.generate(request).__anext__()
+
+    with pytest.raises(InvalidParameterError, match="priority scheduler") as info:
+        asyncio.run(first(3))
+    assert info.value.param == "priority"
+    for allowed in (0, CONTROL_PRIORITY):  # no client priority; the service's own, dropped under fcfs
+        with pytest.raises(EngineError, match="not started"):
+            asyncio.run(first(allowed))
