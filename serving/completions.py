@@ -186,6 +186,8 @@ class CompletionService:
                 lora=lora,
                 tools=shape.tools,
                 priority=req.priority,
+                truncate_prompt_tokens=req.truncate_prompt_tokens,
+                truncation_side=req.truncation_side or "left",
                 **shape.template,
             )
             prompt_tokens = await self.core.engine.count_prompt_tokens(probe)

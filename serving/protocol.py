@@ -15,7 +15,8 @@ whose `param` names the field. Nothing a client sends is silently ignored:
   `stop_token_ids`, `allowed_token_ids`, `bad_words`), output text (`include_stop_str_in_output`,
   `skip_special_tokens`, `spaces_between_special_tokens`), streaming (`stream_interval`), vLLM's
   `structured_outputs` (`json`, `regex`, `choice`, `grammar`, `json_object` and their options), scheduling
-  (`priority`, with the engine's priority scheduler), and on chat
+  (`priority`, with the engine's priority scheduler), prompt truncation (`truncate_prompt_tokens`,
+  `truncation_side`), and on chat
   the template options `add_generation_prompt`, `continue_final_message`, `chat_template_kwargs` (`seed`
   and `logit_bias` are OpenAI fields).
 - **Accepted and deliberately without effect** (clients send them by default, and there is nothing to do
@@ -25,7 +26,7 @@ whose `param` names the field. Nothing a client sends is silently ignored:
   empty `suffix` (completions).
 - **Refused with a 400 naming them**: everything else (e.g. `functions`/`function_call`, `audio`,
   `prediction`, `reasoning_effort`, image parts, `best_of > 1`, a non-empty `suffix`; of vLLM's extensions
-  e.g. beam search, `prompt_logprobs`, `return_token_ids`, `truncate_prompt_tokens`, a
+  e.g. beam search, `prompt_logprobs`, `return_token_ids`, a
   per-request `chat_template`, `structured_outputs.structural_tag`).
 """
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -121,6 +123,8 @@ NULLABLE = frozenset(
         "continue_final_message",
         "chat_template_kwargs",
         "priority",
+        "truncate_prompt_tokens",
+        "truncation_side",
     }
 )
 """Fields whose `null` means "not set" (OpenAI's nullable fields and the extensions)."""
@@ -140,8 +144,36 @@ PromptText = Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": 
 """A prompt string (the validator refuses blank ones with a clear message; the schema says so too)."""
 
 
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _standard_bounds(schema: dict[str, Any]) -> None:
+    """pydantic writes the bounds of `Int` fields (an int behind a validator) as `ge`/`le`; JSON Schema
+    (and so the OpenAPI document, its clients and fuzzers) reads `minimum`/`maximum`."""
+    if schema.get("type") in ("integer", "number"):
+        for old, new in _BOUNDS.items():
+            if old in schema:
+                schema[new] = schema.pop(old)
+    for value in schema.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict):
+                _standard_bounds(item)
+
+
+def _schema_with(extra: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """A model's `json_schema_extra`: standard bounds, plus `extra` (cross-field rules)."""
+
+    def fix(schema: dict[str, Any]) -> None:
+        _standard_bounds(schema)
+        schema.update(extra)
+
+    return fix
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, populate_by_name=True, json_schema_extra=_schema_with({})
+    )
 
 
 # ---------------------------------------------------------------------------------------- formats
@@ -295,7 +327,28 @@ class StreamOptions(_Strict):
     include_obfuscation: bool | None = None  # accepted, no effect (nothing is obfuscated)
 
 
+_TRUNCATION_NEEDS_COUNT = {"dependentRequired": {"truncation_side": ["truncate_prompt_tokens"]}}
+_CONTINUE_NEEDS_NO_HEADER = {
+    "if": {
+        "properties": {"continue_final_message": {"const": True}},
+        "required": ["continue_final_message"],
+    },
+    "then": {
+        "properties": {"add_generation_prompt": {"const": False}},
+        "required": ["add_generation_prompt"],
+    },
+}
+"""What the model validators check across fields, as JSON Schema says it (for the OpenAPI document)."""
+
+
 class _Request(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        populate_by_name=True,
+        json_schema_extra=_schema_with(_TRUNCATION_NEEDS_COUNT),
+    )
+
     model: Annotated[str, Field(min_length=1, max_length=256)]
     max_tokens: Annotated[Int | None, Field(default=None, ge=0)] = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
@@ -337,7 +390,12 @@ class _Request(_Strict):
     ] = None
     stream_interval: Annotated[Int | None, Field(ge=1, le=1024)] = None
     structured_outputs: StructuredOutputs | None = None
-    priority: Annotated[Int, Field(le=2**31 - 1)] = 0
+    truncate_prompt_tokens: Annotated[
+        Int | None, Field(ge=-1, le=2**31 - 1, json_schema_extra={"not": {"const": 0}})
+    ] = None
+    """Keep only this many prompt tokens (-1: the context length), cut on `truncation_side`."""
+    truncation_side: Literal["left", "right"] | None = None
+    priority: Annotated[Int, Field(le=2**31 - 1, json_schema_extra={"minimum": CONTROL_PRIORITY + 1})] = 0
     """vLLM's scheduling priority (lower runs earlier); values at or below the service's own control
     priority are reserved (its adapter smoke tests must not queue behind client traffic)."""
 
@@ -383,6 +441,12 @@ class _Request(_Strict):
     def _ranges(self) -> _Request:
         if self.max_tokens is not None and self.min_tokens > self.max_tokens > 0:
             raise FieldError("min_tokens", "min_tokens must not exceed max_tokens")
+        if self.truncate_prompt_tokens == 0:
+            raise FieldError(
+                "truncate_prompt_tokens", "truncate_prompt_tokens must be positive (-1: the context length)"
+            )
+        if self.truncation_side is not None and self.truncate_prompt_tokens is None:
+            raise FieldError("truncation_side", "'truncation_side' needs 'truncate_prompt_tokens'")
         if self.structured_outputs is not None and self.json_format() != (None, False):
             raise FieldError(
                 "structured_outputs", "'structured_outputs' cannot be combined with a JSON 'response_format'"
@@ -503,6 +567,13 @@ def _arguments(text: str) -> Any:
 
 
 class ChatCompletionRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        populate_by_name=True,
+        json_schema_extra=_schema_with({**_TRUNCATION_NEEDS_COUNT, **_CONTINUE_NEEDS_NO_HEADER}),
+    )
+
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[Int | None, Field(ge=1)] = None
     logprobs: bool = False

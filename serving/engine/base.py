@@ -141,6 +141,10 @@ class GenerationRequest:
     """Chat: leave the last message open, so the model continues it (needs add_generation_prompt False)."""
     chat_template_kwargs: Mapping[str, Any] | None = None
     """Chat: extra variables for the chat template (e.g. `enable_thinking`)."""
+    truncate_prompt_tokens: int | None = None
+    """Keep only this many prompt tokens (-1: the context length); None: the whole prompt."""
+    truncation_side: Literal["left", "right"] = "left"
+    """Which end `truncate_prompt_tokens` cuts: "left" keeps the last tokens, "right" the first."""
     priority: int = 0
     """Scheduling priority (vLLM's: lower runs first). Client requests use 0; the service's own control
     generations (adapter smoke tests) use `CONTROL_PRIORITY` so they do not queue behind user traffic."""

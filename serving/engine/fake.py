@@ -69,8 +69,17 @@ class FakeEngine:
     async def start(self) -> None:
         self.started = True
 
+    def _prompt_text(self, request: GenerationRequest) -> str:
+        text = self._whole_prompt_text(request)
+        keep = request.truncate_prompt_tokens
+        if keep is None:
+            return text
+        words = text.split()
+        keep = self.max_model_len if keep == -1 else keep
+        return " ".join(words[-keep:] if request.truncation_side == "left" else words[:keep])
+
     @staticmethod
-    def _prompt_text(request: GenerationRequest) -> str:
+    def _whole_prompt_text(request: GenerationRequest) -> str:
         if request.messages is not None:
             text = "\n".join(f"{m['role']}: {m.get('content') or ''}" for m in request.messages)
             return text + "\nassistant:" if request.add_generation_prompt else text

@@ -262,7 +262,19 @@ class VLLMEngine:
 
     # ---------------------------------------------------------------- prompts
     def _render(self, request: GenerationRequest) -> tuple[str, list[int]]:
-        """Prompt text and its token ids: chat messages through the chat template, or the text as is."""
+        """Prompt text and its token ids (chat messages through the chat template, or the text as is),
+        truncated as the request asks (`truncate_prompt_tokens`)."""
+        text, ids = self._render_whole(request)
+        keep = request.truncate_prompt_tokens
+        if keep is None:
+            return text, ids
+        keep = self.max_model_len if keep == -1 else keep
+        if len(ids) <= keep:
+            return text, ids
+        ids = ids[-keep:] if request.truncation_side == "left" else ids[:keep]
+        return str(self._tokenizer.decode(ids)), ids
+
+    def _render_whole(self, request: GenerationRequest) -> tuple[str, list[int]]:
         self._require_engine()
         tokenizer = self._tokenizer
         given = [

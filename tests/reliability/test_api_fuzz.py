@@ -249,6 +249,9 @@ _NEW_FIELDS = {
     )
     | st.fixed_dictionaries({"json": _SCHEMAS})
     | _JSON,
+    "priority": st.integers(-20, 2**40) | _JSON,
+    "truncate_prompt_tokens": st.integers(-3, 10**6) | _JSON,
+    "truncation_side": st.sampled_from(["left", "right", "middle"]) | _JSON,
     "add_generation_prompt": st.booleans() | _JSON,
     "continue_final_message": st.booleans() | _JSON,
     "chat_template_kwargs": st.sampled_from([{"enable_thinking": False}, {"tokenize": True}, {}]) | _JSON,

@@ -40,6 +40,8 @@ EXTENSIONS: tuple[tuple[str, Any], ...] = (
     ("bad_words", ["the"]),
     ("skip_special_tokens", False),
     ("allowed_token_ids", [198, 253, 314, 330, 1147, 28]),
+    ("priority", 3),
+    ("truncate_prompt_tokens", 24),
 )
 LONG = "The river runs to the sea and the sea is wide. " * 25  # more tokens than one step's budget
 

@@ -382,6 +382,15 @@ async def test_token_level_extensions(engine: VLLMEngine) -> None:
         ),
     )
     assert _text(kept).endswith(stop) and _text(kept) == text[: text.index(stop) + len(stop)]
+    # truncate_prompt_tokens: the prompt's last (or first) tokens, counted as the engine submits them
+    whole = engine._tokenizer.encode(PROBE, add_special_tokens=True)
+    for side, kept_ids in (("left", whole[-3:]), ("right", whole[:3])):
+        cut = dataclasses.replace(
+            _request(prompt=PROBE, max_tokens=2), truncate_prompt_tokens=3, truncation_side=side
+        )
+        assert await engine.count_prompt_tokens(cut) == 3
+        first = (await _collect(engine, cut))[0]
+        assert first.prompt_tokens == 3 and first.prompt_text == engine._tokenizer.decode(kept_ids)
     # a client priority (the engine schedules by priority by default) changes order, not the answer
     urgent = dataclasses.replace(_request(prompt=PROBE, max_tokens=PROBE_TOKENS, ignore_eos=True), priority=5)
     assert _text(await _collect(engine, urgent)) == _text(greedy)

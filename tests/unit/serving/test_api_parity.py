@@ -257,6 +257,9 @@ def test_structured_outputs_constraints_reach_the_engine(app: App) -> None:
         ({"tools": [TOOL], "tool_choice": "required", "ignore_eos": True}, "ignore_eos"),
         ({"stop_token_ids": [-1]}, "stop_token_ids.0"),
         ({"priority": -10}, "priority"),
+        ({"truncate_prompt_tokens": 0}, "truncate_prompt_tokens"),
+        ({"truncate_prompt_tokens": -2}, "truncate_prompt_tokens"),
+        ({"truncation_side": "left"}, "truncation_side"),
         ({"priority": "1"}, "priority"),
         ({"allowed_token_ids": []}, "allowed_token_ids"),
         ({"bad_words": [" "]}, "bad_words.0"),
@@ -271,6 +274,25 @@ def test_vllm_extensions_refuse_bad_values(app: App, extra: dict[str, Any], para
     r = app.post("/v1/chat/completions", chat(**extra))
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param, r.text
+
+
+def test_prompt_truncation(app: App) -> None:
+    long = " ".join(f"w{i}" for i in range(40))
+    base = {"model": "fake-base", "prompt": long, "max_tokens": 4}
+    for extra, side, tokens in (
+        ({"truncate_prompt_tokens": 10}, "left", 10),
+        ({"truncate_prompt_tokens": 10, "truncation_side": "right"}, "right", 10),
+        ({"truncate_prompt_tokens": -1}, "left", 40),  # the context length (256) keeps it all
+        ({}, "left", 40),
+    ):
+        r = app.post("/v1/completions", {**base, **extra})
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] == tokens
+        sent = app.engine.requests[-1]
+        assert sent.truncate_prompt_tokens == extra.get("truncate_prompt_tokens")
+        assert sent.truncation_side == side
+    r = app.post("/v1/chat/completions", chat(long, truncate_prompt_tokens=5))
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 5, r.text
 
 
 def test_chat_template_options_reach_the_engine(app: App) -> None:
