@@ -52,6 +52,14 @@ class App:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self.client.post(path, json=body)
 
+    def chat_text(self, body: dict[str, Any], *, stream: bool) -> str:
+        """The answer's content, streamed (deltas joined) or not."""
+        if stream:
+            return stream_text(self.stream("/v1/chat/completions", body))
+        r = self.post("/v1/chat/completions", body)
+        assert r.status_code == 200, r.text
+        return str(r.json()["choices"][0]["message"]["content"])
+
     def stream(self, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         r = self.client.post(path, json={**body, "stream": True})
         assert r.status_code == 200, r.text
@@ -88,12 +96,7 @@ def test_json_schema_and_json_object(app: App, stream: bool) -> None:
     rf = {"type": "json_schema", "json_schema": {"name": "Person", "schema": PERSON, "strict": True}}
     for fmt in (rf, {"type": "json_object"}):
         body = chat(response_format=fmt, max_tokens=100)
-        if stream:
-            text = stream_text(app.stream("/v1/chat/completions", body))
-        else:
-            r = app.post("/v1/chat/completions", body)
-            assert r.status_code == 200, r.text
-            text = r.json()["choices"][0]["message"]["content"]
+        text = app.chat_text(body, stream=stream)
         value = json.loads(text)
         assert isinstance(value, dict)
         if fmt is rf:
@@ -199,12 +202,7 @@ def completion_body(chat_body: dict[str, Any]) -> dict[str, Any]:
 def test_structured_outputs_choice(app: App, stream: bool) -> None:
     choices = ["refund", "shipping", "other"]
     body = chat(structured_outputs={"choice": choices})
-    if stream:
-        text = stream_text(app.stream("/v1/chat/completions", body))
-    else:
-        r = app.post("/v1/chat/completions", body)
-        assert r.status_code == 200, r.text
-        text = r.json()["choices"][0]["message"]["content"]
+    text = app.chat_text(body, stream=stream)
     assert text in choices
     structured = app.engine.requests[-1].sampling.structured
     assert structured is not None and structured.choice == tuple(choices)
